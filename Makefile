@@ -1,0 +1,76 @@
+# clickhouse_outbox: `make demo` runs the whole pipeline on embedded defaults;
+# `make test` runs the whole suite (it starts the ClickHouse test server itself).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+REQS := requirements/test.txt requirements/quality.txt setup.py
+MYSQL_URL ?= mysql://root@127.0.0.1:3306/outbox
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
+SAMPLE := clickhouse_outbox/sample_course
+
+.PHONY: help demo test test-sqlite test-mysql test-postgres test-server quality tox requirements clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: $(REQS)
+	@command -v mysql_config >/dev/null || command -v mariadb_config >/dev/null || scripts/install-system-packages
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -q -r requirements/test.txt -r requirements/quality.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv with everything the demo and the tests need
+
+demo: $(VENV)/.installed ## Run the pipeline end to end on SQLite + chdb with the sample course
+	@rm -rf .demo && mkdir -p .demo
+	@time ( set -e; \
+	$(PY) manage.py migrate -v 0 && \
+	$(PY) manage.py createcachetable && \
+	$(PY) manage.py clickhouse_outbox_schema --create && \
+	$(PY) manage.py outbox_load_olx $(SAMPLE) && \
+	$(PY) manage.py outbox_drain --until-empty --timeout 120 && \
+	$(PY) manage.py clickhouse_outbox_outline course-v1:OpenedX+DemoX+2026_T1 )
+	@echo
+	@echo "See it in the Django admin:"
+	@echo "  $(PY) manage.py createsuperuser && $(PY) manage.py runserver"
+	@echo "  then open http://127.0.0.1:8000/admin/clickhouse_outbox/"
+
+test-server: ## Start the ClickHouse test server (Debian's clickhouse-server, loopback, password)
+	scripts/clickhouse-test-server start
+
+test: $(VENV)/.installed test-server ## The whole suite, on SQLite, MariaDB and PostgreSQL
+	$(MAKE) test-sqlite test-mysql test-postgres
+
+test-sqlite: $(VENV)/.installed
+	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
+	DATABASE_URL=sqlite:///$(CURDIR)/.demo/test.sqlite3 $(BIN)/pytest -p no:cacheprovider
+
+test-mysql: $(VENV)/.installed
+	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
+	DATABASE_URL=$(MYSQL_URL) $(BIN)/pytest -p no:cacheprovider -m "not chdb_only"
+
+test-postgres: $(VENV)/.installed
+	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
+	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest -p no:cacheprovider -m "not chdb_only"
+
+quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date
+	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py
+	$(PY) manage.py check --fail-level WARNING
+	$(PY) manage.py makemigrations --check --dry-run clickhouse_outbox
+
+tox: $(VENV)/.installed ## The Python/Django matrix
+	$(BIN)/tox
+
+requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files
+	for f in base embedded test quality dev; do \
+	  $(BIN)/pip-compile -q --allow-unsafe --no-strip-extras --no-emit-index-url --no-emit-find-links \
+	    -o requirements/$$f.txt requirements/$$f.in; done
+
+clean: ## Remove the venv, demo data and test server data
+	-scripts/clickhouse-test-server stop
+	rm -rf $(VENV) .demo .clickhouse-test .tox

@@ -1,0 +1,123 @@
+"""
+Django system checks: a bad configuration stops start-up with a message saying how to fix it.
+"""
+
+import re
+from urllib.parse import urlsplit
+
+from django.core.checks import Error, Tags, register
+from django.utils.module_loading import import_string
+
+from clickhouse_outbox import conf
+
+SETTING = "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@register(Tags.compatibility)
+def check_backend_config(app_configs=None, **kwargs):
+    config = conf.backend_config()
+    errors = []
+    url = str(config.get("url") or "")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "chdb"):
+        errors.append(Error(
+            f"{SETTING}['url'] must start with http://, https:// or chdb:///, not {parts.scheme or 'nothing'!r}.",
+            hint="Use the address of ClickHouse's HTTP interface, e.g. http://clickhouse:8123.",
+            id="clickhouse_outbox.E001",
+        ))
+    if parts.username or parts.password:
+        errors.append(Error(
+            f"{SETTING}['url'] contains credentials.",
+            hint="Remove them from the URL and set the 'username' and 'password' keys instead.",
+            id="clickhouse_outbox.E002",
+        ))
+    if parts.scheme == "chdb" and not parts.path.startswith("/"):
+        errors.append(Error(
+            f"{SETTING}['url'] must name an absolute path for the embedded engine.",
+            hint="Write chdb:///absolute/path/to/store (three slashes).",
+            id="clickhouse_outbox.E003",
+        ))
+    if not IDENTIFIER.match(str(config.get("database") or "")):
+        errors.append(Error(
+            f"{SETTING}['database'] must be a plain ClickHouse database name.",
+            hint="Letters, digits and underscores, e.g. event_sink.",
+            id="clickhouse_outbox.E004",
+        ))
+    for key in ("timeout_secs", "connect_timeout_secs"):
+        if not positive_number(config.get(key)):
+            errors.append(Error(
+                f"{SETTING}[{key!r}] must be a number of seconds greater than 0.",
+                hint="The defaults are 5 (timeout_secs, read) and 3 (connect_timeout_secs).",
+                id="clickhouse_outbox.E005",
+            ))
+    return errors
+
+
+def positive_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+RANGES = {
+    "CLICKHOUSE_OUTBOX_BATCH_ROWS": (1, 1_000_000, "rows per INSERT; ClickHouse writes up to 1,048,576 rows as one block"),
+    "CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES": (1024, 64 * 1024 * 1024, "bytes per outbox row"),
+    "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS": (0.1, 86400, "seconds between beat runs"),
+    "CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS": (0.1, 86400, "seconds per drain run"),
+    "CLICKHOUSE_OUTBOX_LEASE_SECS": (1, 86400, "seconds a claim lasts"),
+    "CLICKHOUSE_OUTBOX_MAX_ATTEMPTS": (1, 1000, "sends before a batch fails"),
+    "CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS": (0, 86400, "seconds before the first retry"),
+    "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS": (0, 7 * 86400, "longest retry delay in seconds"),
+    "CLICKHOUSE_OUTBOX_RETENTION_DAYS": (0, 3650, "days sent rows are kept"),
+}
+
+
+@register(Tags.compatibility)
+def check_outbox_settings(app_configs=None, **kwargs):
+    errors = []
+    for name, (low, high, what) in RANGES.items():
+        value = conf.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            errors.append(Error(
+                f"{name} is {value!r}; it must be a number from {low} to {high} ({what}).",
+                hint=f"Remove it to use the default, {conf.DEFAULTS[name]!r}.",
+                id="clickhouse_outbox.E010",
+            ))
+    if errors:
+        return errors
+    config = conf.backend_config()
+    if positive_number(config.get("timeout_secs")) and positive_number(config.get("connect_timeout_secs")):
+        if conf.lease_secs() <= config["timeout_secs"] + config["connect_timeout_secs"]:
+            errors.append(Error(
+                "CLICKHOUSE_OUTBOX_LEASE_SECS must be longer than the ClickHouse connect + read timeouts.",
+                hint="Otherwise a slow but live send loses its batch to another drainer; raise the lease.",
+                id="clickhouse_outbox.E011",
+            ))
+    if conf.backoff_max_secs() < conf.backoff_base_secs():
+        errors.append(Error(
+            "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS is smaller than CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS.",
+            hint="Make the cap at least the base delay.",
+            id="clickhouse_outbox.E012",
+        ))
+    return errors
+
+
+@register(Tags.compatibility)
+def check_course_source(app_configs=None, **kwargs):
+    path = conf.course_source_path()
+    if path.endswith(".ModulestoreSource"):
+        return []  # imports edx-platform lazily, only when a course is read
+    try:
+        source_class = import_string(path)
+    except ImportError as exc:
+        return [Error(
+            f"CLICKHOUSE_OUTBOX_COURSE_SOURCE {path!r} cannot be imported: {exc}",
+            hint="Name a class such as clickhouse_outbox.sources.olx.OlxFolderSource.",
+            id="clickhouse_outbox.E020",
+        )]
+    if source_class.__name__ == "OlxFolderSource" and not conf.olx_dir():
+        return [Error(
+            "CLICKHOUSE_OUTBOX_OLX_DIR is empty, and the OLX course source needs a folder.",
+            hint="Set it to the folder that holds (or will hold) the OLX course exports.",
+            id="clickhouse_outbox.E021",
+        )]
+    return []

@@ -1,0 +1,3 @@
+"""
+Everything that talks to ClickHouse: the destination tables, their schema, and the backends.
+"""

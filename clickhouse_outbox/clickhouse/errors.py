@@ -1,0 +1,99 @@
+"""
+Errors from ClickHouse, classified so the drain knows whether to retry.
+
+A *permanent* error means ClickHouse rejected the data itself (a value it cannot parse):
+sending the same bytes again will fail again, so the drain isolates the offending rows.
+Everything else (network, timeouts, server pressure, authentication, a missing table) is
+*retryable*: the rows wait in the outbox until the cause is fixed. Nothing is dropped.
+"""
+
+import re
+
+# ClickHouse error codes that mean "this data is invalid for this table".
+# (src/Common/ErrorCodes.cpp; stable across server versions.)
+DATA_ERROR_CODES = frozenset({
+    6,    # CANNOT_PARSE_TEXT
+    16,   # NO_SUCH_COLUMN_IN_TABLE
+    17,   # SIZES_OF_COLUMNS_IN_TUPLE_DOESNT_MATCH
+    19,   # SIZE_OF_FIXED_STRING_DOESNT_MATCH
+    25,   # CANNOT_PARSE_ESCAPE_SEQUENCE
+    26,   # CANNOT_PARSE_QUOTED_STRING
+    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,   # ATTEMPT_TO_READ_AFTER_EOF
+    33,   # CANNOT_READ_ALL_DATA
+    38,   # CANNOT_PARSE_DATE
+    41,   # CANNOT_PARSE_DATETIME
+    53,   # TYPE_MISMATCH
+    62,   # SYNTAX_ERROR (in the data, e.g. a broken JSON row)
+    69,   # ARGUMENT_OUT_OF_BOUND
+    70,   # CANNOT_CONVERT_TYPE
+    72,   # CANNOT_PARSE_NUMBER
+    73,   # UNKNOWN_FORMAT
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    376,  # CANNOT_PARSE_UUID
+    467,  # CANNOT_PARSE_BOOL
+})
+
+# Codes that say the server is under pressure: always worth retrying later.
+PRESSURE_CODES = frozenset({
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    241,  # MEMORY_LIMIT_EXCEEDED
+    252,  # TOO_MANY_PARTS
+    159,  # TIMEOUT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    319,  # UNKNOWN_STATUS_OF_INSERT
+})
+
+_CODE_IN_TEXT = re.compile(r"Code:\s*(\d+)")
+
+
+def code_from_text(text):
+    """The error code in an old server's `Code: N, e.displayText() = ...` message."""
+    match = _CODE_IN_TEXT.search(text or "")
+    return int(match.group(1)) if match else None
+
+
+class ClickHouseError(Exception):
+    """
+    ClickHouse could not take a request.
+
+    `retryable` is False only when the data was rejected: see the module docstring.
+    The message never contains credentials.
+    """
+
+    def __init__(self, message, *, code=None, http_status=None, retryable=True):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+        self.retryable = retryable
+
+    def __str__(self):
+        parts = [self.message]
+        if self.code is not None:
+            parts.append(f"[ClickHouse code {self.code}]")
+        if self.http_status is not None:
+            parts.append(f"[HTTP {self.http_status}]")
+        return " ".join(parts)
+
+
+class ClickHouseUnavailable(ClickHouseError):
+    """The server could not be reached, timed out, or is locked by another process."""
+
+
+class ClickHouseRejected(ClickHouseError):
+    """The server answered with an error."""
+
+
+class WriteMismatch(ClickHouseError):
+    """The server reports writing a different number of rows than were sent."""
+
+
+def classify(code):
+    """True when an error with this ClickHouse code is worth retrying."""
+    return code not in DATA_ERROR_CODES

@@ -1,0 +1,128 @@
+"""
+The outbox: snapshots taken at publish, the encoded rows they queue, and the batches that
+carry those rows to ClickHouse.
+
+A publish writes one `Snapshot` and a handful of `OutboxEntry` rows (one per destination
+table, split when large) in the publish's own transaction. Each entry holds its rows
+already encoded as JSONEachRow lines, so a drain only joins bytes. A drainer claims
+pending entries into a `Batch`: the unit that is sent as one INSERT, retried with the
+same membership, order and deduplication token, and finalised as sent or failed.
+"""
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Snapshot(models.Model):
+    """
+    One reading of a subject (a course) taken for the outbox.
+
+    `dump_id` and `time_last_dumped` are fixed here, so every resend of the snapshot's
+    rows is byte-identical. A snapshot that could not be taken is kept with status
+    `failed` and the error, so the publish is not lost: a requeue takes it again.
+
+    .. no_pii: Course keys and technical metadata only.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        FAILED = "failed", "Could not be taken"
+        SUPERSEDED = "superseded", "Superseded by a newer snapshot"
+        REQUEUED = "requeued", "Failed, then taken again"
+
+    producer = models.CharField(max_length=64, help_text="What produced the rows, e.g. course_structure.")
+    subject = models.CharField(max_length=255, help_text="What the rows describe, e.g. a course key.")
+    reason = models.CharField(max_length=64, blank=True, help_text="Why it was taken: published, imported, ...")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    dump_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    time_last_dumped = models.CharField(max_length=40, blank=True)
+    row_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["producer", "subject", "-id"], name="ch_outbox_snapshot_subject")]
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"{self.producer} {self.subject} ({self.status}, {self.dump_id})"
+
+
+class Batch(models.Model):
+    """
+    Entries claimed together and sent to one table as one INSERT.
+
+    Its membership and order never change once claimed, so a retry sends the same bytes
+    with the same `token` (ClickHouse's insert_deduplication_token). A claim is a lease
+    that expires at `lease_expires_at` (database time): a dead drainer's batch comes back.
+
+    .. no_pii: Delivery bookkeeping only.
+    """
+
+    class Status(models.TextChoices):
+        CLAIMED = "claimed", "Claimed by a drainer"
+        RETRY = "retry", "Waiting to be retried"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SPLIT = "split", "Split to isolate rejected rows"
+
+    table = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CLAIMED)
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    row_count = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Sends started, including ones whose drainer died.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.UUIDField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.IntegerField(null=True, blank=True, help_text="ClickHouse's error code.")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="ch_outbox_batch_due"),
+            models.Index(fields=["status", "lease_expires_at"], name="ch_outbox_batch_lease"),
+            models.Index(fields=["status", "sent_at"], name="ch_outbox_batch_sent"),
+        ]
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"batch {self.pk} → {self.table} ({self.status}, {self.row_count} rows)"
+
+
+class OutboxEntry(models.Model):
+    """
+    Rows for one destination table, encoded as JSONEachRow lines, waiting to be sent.
+
+    `payload` is binary: PostgreSQL text cannot hold a NUL, and the bytes go to
+    ClickHouse exactly as stored.
+
+    .. no_pii: Course structure rows; future producers that carry PII must say so.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        BATCHED = "batched", "In a batch"
+        SUPERSEDED = "superseded", "Superseded by a newer snapshot"
+        SPLIT = "split", "Split to isolate rejected rows"
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="entries", null=True, blank=True)
+    table = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="entries", null=True, blank=True)
+    row_count = models.PositiveIntegerField()
+    payload = models.BinaryField()
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name_plural = "outbox entries"
+        indexes = [models.Index(fields=["status", "table", "id"], name="ch_outbox_entry_pending")]
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"entry {self.pk} → {self.table} ({self.status}, {self.row_count} rows)"

@@ -1,0 +1,3 @@
+"""
+The transactional outbox: enqueue (inside the publish), then claim → send → finalise.
+"""

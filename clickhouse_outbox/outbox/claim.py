@@ -1,0 +1,147 @@
+"""
+Claiming a batch: a short transaction, then no lock is held while the batch is sent.
+
+A claim is a lease that ends at `lease_expires_at`, computed by the database (`Now()`):
+the batch of a drainer that died comes back when its lease ends. Any number of drainers
+may claim at once. Where the database can skip locked rows (PostgreSQL, MySQL ≥ 8.0.1,
+MariaDB ≥ 10.6) drainers claim with `SELECT ... FOR UPDATE SKIP LOCKED`; elsewhere
+(SQLite, older MySQL) with a compare-and-swap UPDATE whose row count says who won.
+"""
+
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q
+from django.db.models.functions import Now
+
+from clickhouse_outbox import conf
+from clickhouse_outbox.models import Batch, OutboxEntry
+
+# How many entries one claim looks at; a batch stops growing at CLICKHOUSE_OUTBOX_BATCH_ROWS.
+MAX_ENTRIES_PER_BATCH = 1000
+# How often a compare-and-swap claim that lost a race tries again before giving up this round.
+CAS_TRIES = 5
+
+
+def claim_batch(owner):
+    """The next batch to send, leased to `owner` (a UUID): a due retry first, else new rows."""
+    expire_dead_batches()
+    return reclaim_due_batch(owner) or claim_new_batch(owner)
+
+
+def skip_locked():
+    return connection.features.has_select_for_update_skip_locked
+
+
+def lease_end():
+    return ExpressionWrapper(Now() + timedelta(seconds=conf.lease_secs()), output_field=DateTimeField())
+
+
+def due_batches():
+    """Batches waiting for their retry time, and claims whose lease has ended."""
+    return Batch.objects.filter(
+        Q(status=Batch.Status.RETRY, next_attempt_at__lte=Now())
+        | Q(status=Batch.Status.CLAIMED, lease_expires_at__lte=Now())
+    )
+
+
+def expire_dead_batches():
+    """A batch whose leases keep running out (its drainer dies or hangs on it) fails for good."""
+    Batch.objects.filter(
+        status=Batch.Status.CLAIMED, lease_expires_at__lte=Now(), attempts__gte=conf.max_attempts()
+    ).update(
+        status=Batch.Status.FAILED,
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error="The lease ran out on every attempt: the drainer died or hung while sending this batch.",
+    )
+
+
+def take_lease(queryset, owner):
+    """Lease the batches of `queryset` to `owner`; returns how many rows were updated."""
+    return queryset.update(
+        status=Batch.Status.CLAIMED,
+        lease_owner=owner,
+        lease_expires_at=lease_end(),
+        attempts=F("attempts") + 1,
+        next_attempt_at=None,
+    )
+
+
+def reclaim_due_batch(owner):
+    if skip_locked():
+        with transaction.atomic():
+            batch_id = (
+                due_batches().select_for_update(skip_locked=True).order_by("id").values_list("id", flat=True).first()
+            )
+            if batch_id is None:
+                return None
+            take_lease(Batch.objects.filter(pk=batch_id), owner)
+        return Batch.objects.get(pk=batch_id)
+    for _ in range(CAS_TRIES):
+        candidate = due_batches().order_by("id").values("id", "status", "lease_owner", "attempts").first()
+        if candidate is None:
+            return None
+        won = take_lease(Batch.objects.filter(**candidate), owner)
+        if won:
+            return Batch.objects.get(pk=candidate["id"])
+    return None
+
+
+def pending_entries():
+    return OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING)
+
+
+def batch_members(candidates):
+    """The oldest candidates (id, row_count) that fill one batch (at least one entry)."""
+    limit = conf.batch_rows()
+    chosen, rows = [], 0
+    for entry_id, row_count in candidates:
+        if chosen and rows + row_count > limit:
+            break
+        chosen.append(entry_id)
+        rows += row_count
+    return chosen, rows
+
+
+def claim_new_batch(owner):
+    if skip_locked():
+        with transaction.atomic():
+            locked = pending_entries().select_for_update(skip_locked=True).order_by("id")
+            table = locked.values_list("table", flat=True).first()
+            if table is None:
+                return None
+            ids, rows = batch_members(locked.filter(table=table).values_list("id", "row_count")[:MAX_ENTRIES_PER_BATCH])
+            batch = new_batch(table, rows, owner)
+            OutboxEntry.objects.filter(id__in=ids).update(status=OutboxEntry.Status.BATCHED, batch=batch)
+        return Batch.objects.get(pk=batch.pk)
+    for _ in range(CAS_TRIES):
+        table = pending_entries().order_by("id").values_list("table", flat=True).first()
+        if table is None:
+            return None
+        candidates = pending_entries().filter(table=table).order_by("id").values_list("id", "row_count")
+        ids, rows = batch_members(candidates[:MAX_ENTRIES_PER_BATCH])
+        with transaction.atomic():
+            batch = new_batch(table, rows, owner)
+            won = OutboxEntry.objects.filter(id__in=ids, status=OutboxEntry.Status.PENDING).update(
+                status=OutboxEntry.Status.BATCHED, batch=batch
+            )
+            if won == 0:
+                transaction.set_rollback(True)
+                continue
+            if won < len(ids):
+                rows = sum(OutboxEntry.objects.filter(batch=batch).values_list("row_count", flat=True))
+                Batch.objects.filter(pk=batch.pk).update(row_count=rows)
+        return Batch.objects.get(pk=batch.pk)
+    return None
+
+
+def new_batch(table, rows, owner):
+    return Batch.objects.create(
+        table=table,
+        status=Batch.Status.CLAIMED,
+        row_count=rows,
+        attempts=1,
+        lease_owner=owner,
+        lease_expires_at=lease_end(),
+    )

@@ -1,0 +1,27 @@
+"""
+Database time. Leases, backoff and snapshot times come from the database clock, which all
+CMS processes and drainers share, never from one worker's clock.
+"""
+
+from datetime import datetime, timezone
+
+from django.db import DEFAULT_DB_ALIAS, connections
+
+_NOW_SQL = {
+    "postgresql": "SELECT clock_timestamp()",
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+    "sqlite": "SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'now')",
+}
+
+
+def db_now(using=DEFAULT_DB_ALIAS):
+    """The database's current UTC time, as an aware datetime."""
+    conn = connections[using]
+    with conn.cursor() as cursor:
+        cursor.execute(_NOW_SQL.get(conn.vendor, "SELECT CURRENT_TIMESTAMP"))
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)

@@ -1,0 +1,142 @@
+"""
+The drain: claim → send → finalise, batch after batch, until nothing is due or time is up.
+
+Used by the celery task, `manage.py outbox_drain` and `make demo` alike.
+"""
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from django.db.models import Q
+
+from clickhouse_outbox.clickhouse.backends import get_backend
+from clickhouse_outbox.clickhouse.errors import ClickHouseError
+from clickhouse_outbox.models import Batch, OutboxEntry
+from clickhouse_outbox.outbox.claim import claim_batch
+from clickhouse_outbox.outbox.finalise import mark_failed, mark_sent
+from clickhouse_outbox.outbox.send import send_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrainResult:
+    batches_sent: int = 0
+    rows_sent: int = 0
+    batches_retrying: int = 0
+    batches_split: int = 0
+    batches_failed: int = 0
+    leases_lost: int = 0
+    errors: list = field(default_factory=list)
+
+    @property
+    def ok(self):
+        return not (self.batches_retrying or self.batches_failed or self.leases_lost)
+
+    def __str__(self):
+        text = f"{self.batches_sent} batches ({self.rows_sent} rows) sent"
+        for name in ("batches_retrying", "batches_split", "batches_failed", "leases_lost"):
+            if getattr(self, name):
+                text += f", {getattr(self, name)} {name.replace('_', ' ')}"
+        return text
+
+
+def drain(*, max_batches=None, max_seconds=None, backend=None):
+    """
+    Send due batches until none is due, `max_batches` were handled or `max_seconds` passed.
+
+    A run stops at the first batch that must be retried (ClickHouse down, credentials
+    wrong...): that batch waits for its backoff and the rest stay pending, untouched.
+    """
+    owner = uuid.uuid4()
+    backend = backend or get_backend()
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    result = DrainResult()
+    handled = 0
+    while max_batches is None or handled < max_batches:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        batch = claim_batch(owner)
+        if batch is None:
+            break
+        handled += 1
+        retrying = result.batches_retrying
+        process(batch, owner, backend, result)
+        if result.batches_retrying > retrying:
+            break  # ClickHouse is failing: leave the rest for the next run instead of trying each batch now
+    return result
+
+
+def process(batch, owner, backend, result):
+    started = time.monotonic()
+    try:
+        send_batch(batch, backend)
+    except ClickHouseError as exc:
+        outcome = mark_failed(batch, owner, exc)
+        record_failure(batch, exc, outcome, result)
+        return
+    except Exception as exc:  # pylint: disable=broad-except
+        # A bug or a database error while building the request: keep the rows, retry later.
+        log.exception("clickhouse_outbox: batch %s could not be sent", batch.pk)
+        outcome = mark_failed(batch, owner, exc)
+        record_failure(batch, exc, outcome, result)
+        return
+    if mark_sent(batch, owner):
+        result.batches_sent += 1
+        result.rows_sent += batch.row_count
+        log.info(
+            "clickhouse_outbox: sent batch %s to %s: %d rows in %.0f ms (attempt %d)",
+            batch.pk, batch.table, batch.row_count, (time.monotonic() - started) * 1000, batch.attempts,
+        )
+    else:
+        result.leases_lost += 1
+
+
+def record_failure(batch, exc, outcome, result):
+    result.errors.append(f"batch {batch.pk} ({batch.table}): {exc}")
+    if outcome == Batch.Status.RETRY:
+        result.batches_retrying += 1
+        log.warning("clickhouse_outbox: batch %s (%s) will be retried: %s", batch.pk, batch.table, exc)
+    elif outcome == Batch.Status.SPLIT:
+        result.batches_split += 1
+        log.warning("clickhouse_outbox: ClickHouse rejected batch %s (%s); split to isolate rows: %s",
+                    batch.pk, batch.table, exc)
+    elif outcome == Batch.Status.FAILED:
+        result.batches_failed += 1
+        log.error("clickhouse_outbox: batch %s (%s) failed for good after %d attempts: %s",
+                  batch.pk, batch.table, batch.attempts, exc)
+    else:
+        result.leases_lost += 1
+        log.warning("clickhouse_outbox: lost the lease on batch %s while it failed: %s", batch.pk, exc)
+
+
+def backlog():
+    """What is still to send: pending entries and batches claimed or waiting to retry."""
+    return {
+        "pending_entries": OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).count(),
+        "open_batches": Batch.objects.filter(Q(status=Batch.Status.RETRY) | Q(status=Batch.Status.CLAIMED)).count(),
+        "failed_batches": Batch.objects.filter(status=Batch.Status.FAILED).count(),
+    }
+
+
+def drain_until_empty(*, timeout, poll_interval=1.0, backend=None):
+    """Drain, waiting out backoffs, until nothing is pending or open, or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    total = DrainResult()
+    while True:
+        result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend)
+        merge(total, result)
+        left = backlog()
+        if not left["pending_entries"] and not left["open_batches"]:
+            return total, left
+        if time.monotonic() >= deadline:
+            return total, left
+        time.sleep(poll_interval)
+
+
+def merge(total, result):
+    for name in ("batches_sent", "rows_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost"):
+        setattr(total, name, getattr(total, name) + getattr(result, name))
+    total.errors.extend(result.errors)

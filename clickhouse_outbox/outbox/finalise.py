@@ -1,0 +1,126 @@
+"""
+Finalising a batch after its send: sent, retry later, split, or failed.
+
+Every update is conditional on the drainer still holding the lease: a drainer whose lease
+ran out (and whose batch another drainer took) changes nothing. Times come from the
+database (`Now()`), the backoff delay from the attempt count, with jitter.
+"""
+
+import logging
+import random
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
+
+from clickhouse_outbox import conf
+from clickhouse_outbox.models import Batch, OutboxEntry
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 4000
+
+
+def leased(batch, owner):
+    return Batch.objects.filter(pk=batch.pk, status=Batch.Status.CLAIMED, lease_owner=owner)
+
+
+def mark_sent(batch, owner):
+    """True if the batch was still ours and is now sent."""
+    done = leased(batch, owner).update(
+        status=Batch.Status.SENT,
+        sent_at=Now(),
+        lease_owner=None,
+        lease_expires_at=None,
+        next_attempt_at=None,
+    )
+    if not done:
+        log.warning("clickhouse_outbox: batch %s was sent after its lease ran out; another drainer owns it", batch.pk)
+    return bool(done)
+
+
+def backoff_delay(attempts):
+    """Seconds before attempt `attempts + 1`: exponential, capped, with full jitter on the upper half."""
+    ceiling = min(conf.backoff_max_secs(), conf.backoff_base_secs() * 2 ** max(attempts - 1, 0))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 (jitter, not crypto)
+
+
+def error_fields(exc):
+    return {
+        "last_error": str(exc)[:MAX_ERROR_CHARS],
+        "http_status": getattr(exc, "http_status", None),
+        "error_code": getattr(exc, "code", None),
+    }
+
+
+def mark_failed(batch, owner, exc):
+    """
+    Record a failed send. Retryable errors wait (backoff) until the attempts run out, then
+    the batch fails for good; rows ClickHouse rejected are isolated by splitting.
+    Returns the batch's new status, or None if the lease was lost.
+    """
+    if not getattr(exc, "retryable", True):
+        return split_or_fail(batch, owner, exc)
+    if batch.attempts >= conf.max_attempts():
+        status = Batch.Status.FAILED
+        changes = {}
+    else:
+        status = Batch.Status.RETRY
+        delay = timedelta(seconds=backoff_delay(batch.attempts))
+        changes = {"next_attempt_at": ExpressionWrapper(Now() + delay, output_field=DateTimeField())}
+    done = leased(batch, owner).update(
+        status=status, lease_owner=None, lease_expires_at=None, **changes, **error_fields(exc)
+    )
+    return status if done else None
+
+
+def split_or_fail(batch, owner, exc):
+    """
+    ClickHouse rejected the data. Split the batch in two (by entries, or by the lines of
+    its only entry) so every valid row is still delivered; a single rejected row fails
+    with ClickHouse's message and waits for a requeue or a purge. Nothing is dropped.
+    """
+    with transaction.atomic():
+        entries = list(OutboxEntry.objects.filter(batch=batch).order_by("id"))
+        if len(entries) > 1:
+            halves = [entries[: len(entries) // 2], entries[len(entries) // 2 :]]
+            done = leased(batch, owner).update(
+                status=Batch.Status.SPLIT, lease_owner=None, lease_expires_at=None, **error_fields(exc)
+            )
+            if not done:
+                return None
+            for half in halves:
+                child = new_retry_batch(batch.table, sum(entry.row_count for entry in half))
+                OutboxEntry.objects.filter(id__in=[entry.id for entry in half]).update(batch=child)
+            return Batch.Status.SPLIT
+        entry = entries[0]
+        lines = bytes(entry.payload).splitlines(keepends=True)
+        if len(lines) <= 1:
+            done = leased(batch, owner).update(
+                status=Batch.Status.FAILED, lease_owner=None, lease_expires_at=None, **error_fields(exc)
+            )
+            return Batch.Status.FAILED if done else None
+        done = leased(batch, owner).update(
+            status=Batch.Status.SPLIT, lease_owner=None, lease_expires_at=None, **error_fields(exc)
+        )
+        if not done:
+            return None
+        OutboxEntry.objects.filter(pk=entry.pk).update(status=OutboxEntry.Status.SPLIT)
+        middle = len(lines) // 2
+        for part in (lines[:middle], lines[middle:]):
+            child = new_retry_batch(batch.table, len(part))
+            OutboxEntry.objects.create(
+                snapshot_id=entry.snapshot_id,
+                table=entry.table,
+                status=OutboxEntry.Status.BATCHED,
+                batch=child,
+                row_count=len(part),
+                payload=b"".join(part),
+            )
+        return Batch.Status.SPLIT
+
+
+def new_retry_batch(table, rows):
+    """A batch due at once, holding part of a split batch (a new token: its bytes differ)."""
+    return Batch.objects.create(table=table, status=Batch.Status.RETRY, row_count=rows, next_attempt_at=Now())

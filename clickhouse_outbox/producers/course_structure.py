@@ -1,0 +1,81 @@
+"""
+The course-structure producer: course source → serializer → outbox, in the caller's transaction.
+"""
+
+import logging
+import uuid
+
+from django.db import transaction
+from opaque_keys import InvalidKeyError
+from opaque_keys.edx.keys import CourseKey
+
+from clickhouse_outbox.outbox.clock import db_now
+from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
+from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course
+from clickhouse_outbox.serializers.encoding import dump_time
+from clickhouse_outbox.sources import get_course_source
+
+log = logging.getLogger(__name__)
+
+
+def parse_course_key(value):
+    """A CourseKey from a key or its string; a clear ValueError for anything else."""
+    if isinstance(value, CourseKey):
+        return value
+    try:
+        return CourseKey.from_string(str(value))
+    except InvalidKeyError:
+        raise ValueError(f"{value!r} is not a course key (expected e.g. course-v1:Org+Course+Run)") from None
+
+
+def take_course_snapshot(course_key, reason, *, source=None):
+    """
+    Read the published course, serialize it and queue its rows; raise if any step fails.
+
+    Runs in a savepoint of the caller's transaction: if the publish rolls back, nothing
+    is queued; if this fails, the caller's transaction is left as it was.
+    """
+    course_key = parse_course_key(course_key)
+    source = source or get_course_source()
+    with transaction.atomic():
+        now = db_now()
+        dump_id = uuid.uuid4()
+        time_last_dumped = dump_time(now)
+        course = source.get_course(course_key)
+        rows = serialize_course(course, dump_id=dump_id, time_last_dumped=time_last_dumped, snapshot_time=now)
+        return enqueue(
+            PRODUCER, str(course_key), rows, dump_id=dump_id, time_last_dumped=time_last_dumped, reason=reason
+        )
+
+
+def snapshot_or_record_failure(course_key, reason, *, source=None):
+    """
+    What the signal receivers call. The platform sends its signals with `send_robust`,
+    which would reduce an exception to a log line: instead a failure is recorded as a
+    failed snapshot (with the error) that a requeue takes again, and logged.
+    """
+    try:
+        return take_course_snapshot(course_key, reason, source=source)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.exception("clickhouse_outbox: could not take a snapshot of %s (%s); recorded as failed", course_key, reason)
+        return record_failed_snapshot(PRODUCER, str(course_key), exc, dump_id=uuid.uuid4(), reason=reason)
+
+
+def queue_courses(course_keys, reason, *, source=None, on_progress=None):
+    """
+    Take a snapshot of each course, each in its own transaction: one course that cannot be
+    read is recorded as a failed snapshot and the others go on. Returns (snapshots, failures)
+    where failures are (course_key, error message) pairs.
+    """
+    source = source or get_course_source()
+    snapshots, failures = [], []
+    for index, course_key in enumerate(course_keys, start=1):
+        with transaction.atomic():
+            snapshot = snapshot_or_record_failure(course_key, reason, source=source)
+        if snapshot.status == snapshot.Status.FAILED:
+            failures.append((str(course_key), snapshot.error.strip().splitlines()[-1]))
+        else:
+            snapshots.append(snapshot)
+        if on_progress:
+            on_progress(index, course_key, snapshot)
+    return snapshots, failures

@@ -1,0 +1,4 @@
+"""
+Serializers turn what a producer read into rows for the destination tables, encoded once
+as JSONEachRow lines: the outbox stores those bytes and the drain sends them unchanged.
+"""

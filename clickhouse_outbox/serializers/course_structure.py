@@ -1,0 +1,156 @@
+"""
+Course structure rows: course_overviews, course_blocks and course_relationships.
+
+Shaped exactly as the OARS/Aspects event_sink tables expect (see docs/decisions/0003):
+blocks in depth-first pre-order from the course block, then the detached blocks; the
+section/subsection/unit counters current at each block's place in that walk; one edge
+row per parent → child with the child's 0-based position.
+"""
+
+import json
+
+from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
+from clickhouse_outbox.serializers.encoding import (
+    JSONEncoder,
+    drf_datetime,
+    encode_row,
+    encode_string,
+    str_datetime,
+)
+
+PRODUCER = "course_structure"
+DETACHED_BLOCK_TYPES = frozenset({"about", "course_info", "static_tab"})
+
+
+class CourseTreeError(ValueError):
+    """The course tree handed over by a source is not a tree we can walk."""
+
+
+def serialize_course(course, *, dump_id, time_last_dumped, snapshot_time):
+    """
+    All rows of one snapshot of `course` (a PublishedCourse), as JSONEachRow lines per table.
+
+    `time_last_dumped` is the snapshot's fixed time string; `snapshot_time` (a datetime)
+    stands in for `modified` when the source does not know when the course last changed.
+    """
+    course_key = str(course.course_key)
+    blocks, edges = walk(course)
+    return {
+        COURSE_OVERVIEWS.name: [overview_row(course, course_key, dump_id, time_last_dumped, snapshot_time)],
+        COURSE_BLOCKS.name: block_rows(course, course_key, blocks, dump_id, time_last_dumped),
+        COURSE_RELATIONSHIPS.name: relationship_rows(course_key, edges, dump_id, time_last_dumped),
+    }
+
+
+def walk(course):
+    """
+    The blocks of `course` in dump order, and its edges as (parent, child, position).
+
+    Depth-first pre-order from the root, iteratively (deep courses must not hit the
+    recursion limit); a block reachable twice is emitted once, at its first place.
+    """
+    ordered, edges, seen = [], [], set()
+    stack = [course.root]
+    while stack:
+        location = stack.pop()
+        if location in seen:
+            continue
+        try:
+            block = course.blocks[location]
+        except KeyError:
+            raise CourseTreeError(f"{course.course_key}: the tree refers to {location}, which the course does not have")
+        seen.add(location)
+        ordered.append(block)
+        for position, child in enumerate(block.children):
+            edges.append((location, child, position))
+        stack.extend(reversed(block.children))
+    for block in course.detached:
+        if block.location not in seen:
+            seen.add(block.location)
+            ordered.append(block)
+    return ordered, edges
+
+
+def overview_row(course, course_key, dump_id, time_last_dumped, snapshot_time):
+    course_data = {
+        "advertised_start": course.advertised_start or "",
+        "announcement": course.announcement or "",
+        "lowest_passing_grade": float(course.lowest_passing_grade or 0.0),
+        "invitation_only": bool(course.invitation_only),
+        "max_student_enrollments_allowed": course.max_student_enrollments_allowed,
+        "effort": course.effort or "",
+        "enable_proctored_exams": bool(course.enable_proctored_exams),
+        "entrance_exam_enabled": bool(course.entrance_exam_enabled),
+        "external_id": course.external_id or "",
+        "language": course.language or "",
+        "tags": list(course.tags),
+    }
+    return encode_row(
+        COURSE_OVERVIEWS.column_names,
+        (
+            course.course_key.org,
+            course_key,
+            course.display_name,
+            str_datetime(course.start),
+            str_datetime(course.end),
+            drf_datetime(course.enrollment_start),
+            drf_datetime(course.enrollment_end),
+            bool(course.self_paced),
+            json.dumps(course_data, cls=JSONEncoder),
+            drf_datetime(course.created),
+            drf_datetime(course.modified or snapshot_time),
+            str(dump_id),
+            time_last_dumped,
+        ),
+    )
+
+
+def block_rows(course, course_key, blocks, dump_id, time_last_dumped):
+    """course_blocks lines; built from pre-encoded pieces, this runs inside the publish."""
+    key = course.course_key
+    head = f'{{"org":{encode_string(key.org)},"course_key":{encode_string(course_key)},"location":'
+    tail = f',"dump_id":"{dump_id}","time_last_dumped":{encode_string(time_last_dumped)}}}\n'
+    base = {"course": key.course, "run": key.run}
+    section = subsection = unit = 0
+    lines = []
+    for order, block in enumerate(blocks, start=1):
+        block_type = block.block_type
+        detached = block_type in DETACHED_BLOCK_TYPES
+        if detached:
+            counters = (0, 0, 0)
+        else:
+            if block_type == "chapter":
+                section, subsection, unit = section + 1, 0, 0
+            elif block_type == "sequential":
+                subsection, unit = subsection + 1, 0
+            elif block_type == "vertical":
+                unit += 1
+            counters = (section, subsection, unit)
+        data = dict(base)
+        data["block_type"] = block_type
+        data["detached"] = 1 if detached else 0
+        data["graded"] = 1 if block.graded else 0
+        data["completion_mode"] = block.completion_mode or ""
+        data["section"], data["subsection"], data["unit"] = counters
+        data["tags"] = list(block.tags)
+        if block_type == "video":
+            data["video_start_time"] = block.fields.get("video_start_time", 0)
+            data["video_end_time"] = block.fields.get("video_end_time", 0)
+        lines.append(
+            (
+                f"{head}{encode_string(block.location)}"
+                f',"display_name":{encode_string(block.display_name)}'
+                f',"xblock_data_json":{encode_string(json.dumps(data))}'
+                f',"order":{order},"edited_on":{encode_string(block.edited_on or "")}{tail}'
+            ).encode()
+        )
+    return lines
+
+
+def relationship_rows(course_key, edges, dump_id, time_last_dumped):
+    head = f'{{"course_key":{encode_string(course_key)},"parent_location":'
+    tail = f',"dump_id":"{dump_id}","time_last_dumped":{encode_string(time_last_dumped)}}}\n'
+    return [
+        f'{head}{encode_string(parent)},"child_location":{encode_string(child)},"order":{position}{tail}'.encode()
+        for parent, child, position in edges
+    ]

@@ -1,0 +1,69 @@
+"""
+Encoding rows as JSONEachRow lines, fast and exactly.
+
+JSON escapes every control character (NUL included) and ClickHouse decodes JSON strings
+byte for byte, so any display name round-trips. Lines are built from pre-encoded pieces
+because one publish of a 1,000-block course encodes about 2,000 rows inside the publish.
+"""
+
+import json
+from datetime import datetime, timezone
+
+# The C-accelerated string encoder behind json.dumps(..., ensure_ascii=False).
+encode_string = json.encoder.encode_basestring  # pylint: disable=no-member
+
+
+def encode_row(columns, values):
+    """One JSONEachRow line (bytes, with its newline) for a row given as column → value."""
+    return (json.dumps(dict(zip(columns, values)), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def drf_datetime(value):
+    """A datetime as Django REST framework renders it (the peers' `created`, `modified`...)."""
+    if value is None:
+        return ""
+    value = as_utc(value)
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def str_datetime(value):
+    """A datetime as `str()` renders it (the peers' `course_start`, `course_end`)."""
+    return "" if value is None else str(as_utc(value))
+
+
+def dump_time(value):
+    """`time_last_dumped`: always with microseconds, the format the peers parse back."""
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+
+
+def as_utc(value):
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class JSONEncoder(json.JSONEncoder):
+    """JSON for the *_data_json columns: datetimes as UTC ISO strings, like the peers."""
+
+    def default(self, o):
+        if isinstance(o, datetime):
+            return as_utc(o).isoformat()
+        return super().default(o)
+
+
+def chunk_lines(lines, max_bytes):
+    """
+    Group encoded lines into chunks of at most `max_bytes` (a single longer line is its
+    own chunk), yielding (row_count, bytes). Chunks keep one outbox row under the
+    database's statement limits (MariaDB's max_allowed_packet).
+    """
+    chunk, size = [], 0
+    for line in lines:
+        if chunk and size + len(line) > max_bytes:
+            yield len(chunk), b"".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line)
+    if chunk:
+        yield len(chunk), b"".join(chunk)

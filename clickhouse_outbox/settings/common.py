@@ -1,0 +1,87 @@
+"""
+Default settings of clickhouse_outbox inside edx-platform.
+
+Every setting is read at call time through clickhouse_outbox.conf; checks.py rejects bad
+values at start-up.
+"""
+
+from clickhouse_outbox import conf
+
+
+def plugin_settings(settings):
+    """Install the defaults, keeping any value the deployment already set."""
+    # .. setting_name: EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG
+    # .. setting_default: {"url": "http://clickhouse:8123", "username": "ch_cms", "password": "",
+    #    "database": "event_sink", "timeout_secs": 5, "connect_timeout_secs": 3}
+    # .. setting_description: Where ClickHouse is, with the keys the event-sink plugins used.
+    #    `url`: http(s)://host:port of ClickHouse's HTTP interface (no credentials in it), or
+    #    chdb:///absolute/path for the embedded engine. `timeout_secs` is the read timeout,
+    #    `connect_timeout_secs` the connect timeout. The password is sent in a header only.
+    if not hasattr(settings, "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"):
+        settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = dict(conf.DEFAULT_BACKEND_CONFIG)
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_ENABLED
+    # .. setting_default: True
+    # .. setting_description: Whether publishes queue snapshots. Draining is not affected.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_COURSE_SOURCE
+    # .. setting_default: "clickhouse_outbox.sources.modulestore.ModulestoreSource"
+    # .. setting_description: Dotted path of the course source class. Inside edx-platform, the
+    #    modulestore; the standalone project uses clickhouse_outbox.sources.olx.OlxFolderSource.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_DIR
+    # .. setting_default: ""
+    # .. setting_description: Folder of OLX exports read by OlxFolderSource.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_BATCH_ROWS
+    # .. setting_default: 50000
+    # .. setting_description: Most rows sent in one INSERT (a batch). At most 1,000,000, so
+    #    ClickHouse writes a batch as one block, all or nothing.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES
+    # .. setting_default: 1048576
+    # .. setting_description: Largest payload of one outbox row; a snapshot's rows for a table
+    #    are split above it. Keep it well under the database's max_allowed_packet.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS
+    # .. setting_default: 10
+    # .. setting_description: How often celery beat runs the drain task.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS
+    # .. setting_default: 50
+    # .. setting_description: How long one run of the drain task may keep claiming batches.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_LEASE_SECS
+    # .. setting_default: 300
+    # .. setting_description: How long a claimed batch belongs to its drainer; after that (the
+    #    drainer died) another drainer takes it. Must exceed the ClickHouse timeouts.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_MAX_ATTEMPTS
+    # .. setting_default: 12
+    # .. setting_description: Sends of a batch before it is marked failed (it then waits for
+    #    a requeue; failed rows are never deleted by age).
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS
+    # .. setting_default: 5
+    # .. setting_description: First retry delay; it doubles with each attempt, with jitter.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS
+    # .. setting_default: 3600
+    # .. setting_description: Longest retry delay.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_RETENTION_DAYS
+    # .. setting_default: 7
+    # .. setting_description: How long sent rows stay in the outbox before they are purged.
+    for name, default in conf.DEFAULTS.items():
+        if not hasattr(settings, name):
+            setattr(settings, name, default)
+
+    # The periodic drain, installed into celery beat's schedule (edx-platform configures
+    # celery from old-style setting names).
+    schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
+    interval = settings.CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS
+    schedule.setdefault(
+        "clickhouse_outbox.drain",
+        {"task": "clickhouse_outbox.tasks.drain_outbox", "schedule": interval, "options": {"expires": interval}},
+    )
+    settings.CELERYBEAT_SCHEDULE = schedule

@@ -1,0 +1,82 @@
+"""
+The published course as every course source hands it to the serializers.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class CourseSourceError(Exception):
+    """The course could not be read; the message says which course and why."""
+
+
+class CourseNotFound(CourseSourceError):
+    """No published course with this key exists in the source."""
+
+
+@dataclass
+class Block:
+    """
+    One published XBlock.
+
+    `location` is a usage key string without branch or version (`block-v1:...`).
+    `children` are child locations in the order the parent lists them.
+    `fields` holds the few extra fields the serializers read (video start/end times...).
+    """
+
+    location: str
+    block_type: str
+    display_name: str
+    children: list = field(default_factory=list)
+    graded: bool = False
+    completion_mode: str = ""
+    edited_on: str = ""
+    fields: dict = field(default_factory=dict)
+    tags: list = field(default_factory=list)
+
+
+@dataclass
+class PublishedCourse:
+    """
+    The published version of one course.
+
+    `blocks` maps every block of the course tree by location; the tree starts at `root`
+    (the course block). `detached` lists blocks outside the tree (about, course_info,
+    static_tab) in a stable order. Dates are timezone-aware datetimes or None.
+    """
+
+    course_key: object  # opaque_keys CourseKey
+    root: str
+    blocks: dict
+    detached: list = field(default_factory=list)
+    display_name: str = ""
+    start: datetime | None = None
+    end: datetime | None = None
+    enrollment_start: datetime | None = None
+    enrollment_end: datetime | None = None
+    self_paced: bool = False
+    advertised_start: str = ""
+    announcement: datetime | None = None
+    lowest_passing_grade: float = 0.5
+    invitation_only: bool = False
+    max_student_enrollments_allowed: int | None = None
+    effort: str = ""
+    enable_proctored_exams: bool = False
+    entrance_exam_enabled: bool = False
+    external_id: str = ""
+    language: str = ""
+    tags: list = field(default_factory=list)
+    created: datetime | None = None
+    modified: datetime | None = None
+
+
+class CourseSource:
+    """Reads published courses. Implementations: `olx.OlxFolderSource`, `modulestore.ModulestoreSource`."""
+
+    def get_course(self, course_key) -> PublishedCourse:
+        """The published course, or CourseNotFound / CourseSourceError."""
+        raise NotImplementedError
+
+    def course_keys(self):
+        """Every course key the source knows, for full dumps."""
+        raise NotImplementedError

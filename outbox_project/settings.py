@@ -1,0 +1,119 @@
+"""
+Settings for the standalone project, all from the environment.
+
+    DATABASE_URL         sqlite:///path | mysql://user:pass@host:port/db | postgres://user@host/db
+                         (default: SQLite in .demo/outbox.sqlite3)
+    CLICKHOUSE_URL       http(s)://host:port or chdb:///absolute/path (default: chdb in .demo/chdb)
+    CLICKHOUSE_USERNAME, CLICKHOUSE_PASSWORD, CLICKHOUSE_DATABASE (default event_sink)
+    OLX_COURSES_DIR      the folder of OLX exports the course source reads (default .demo/courses)
+    CELERY_BROKER_URL    (default redis://127.0.0.1:6379/0)
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEMO_DIR = Path(os.environ.get("OUTBOX_DEMO_DIR", BASE_DIR / ".demo"))
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "clickhouse-outbox-standalone-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "clickhouse_outbox.apps.ClickhouseOutboxConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "outbox_project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{DEMO_DIR / 'outbox.sqlite3'}"),
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("charset", "utf8mb4")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several drainers may share one SQLite file (the demo, tests): wait for the write lock.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 30)
+    # A test database in a file, not in memory, so drainer, worker and beat processes share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATABASES["default"]["NAME"]) + ".test"}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
+    # What edx-platform uses; it also keeps claim locks from spreading to gaps.
+    DATABASES["default"]["OPTIONS"].setdefault("isolation_level", "read committed")
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "/static/"
+
+EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {
+    "url": os.environ.get("CLICKHOUSE_URL", f"chdb://{(DEMO_DIR / 'chdb').resolve()}"),
+    "username": os.environ.get("CLICKHOUSE_USERNAME", ""),
+    "password": os.environ.get("CLICKHOUSE_PASSWORD", ""),
+    "database": os.environ.get("CLICKHOUSE_DATABASE", "event_sink"),
+    "timeout_secs": float(os.environ.get("CLICKHOUSE_TIMEOUT_SECS", "10")),
+}
+
+CLICKHOUSE_OUTBOX_COURSE_SOURCE = "clickhouse_outbox.sources.olx.OlxFolderSource"
+CLICKHOUSE_OUTBOX_OLX_DIR = os.environ.get("OLX_COURSES_DIR", str(DEMO_DIR / "courses"))
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = float(os.environ.get("OUTBOX_DRAIN_INTERVAL_SECS", "10"))
+CELERY_BEAT_SCHEDULE = {
+    "clickhouse_outbox.drain": {
+        "task": "clickhouse_outbox.tasks.drain_outbox",
+        "schedule": CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS,
+        "options": {"expires": CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS},
+    }
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": os.environ.get("DJANGO_CACHE_BACKEND", "django.core.cache.backends.db.DatabaseCache"),
+        "LOCATION": os.environ.get("DJANGO_CACHE_LOCATION", "clickhouse_outbox_cache"),
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "clickhouse_outbox": {"handlers": ["console"], "level": os.environ.get("OUTBOX_LOG_LEVEL", "INFO")},
+    },
+}

@@ -1,0 +1,102 @@
+"""
+Shared fixtures: the outbox on the database named by DATABASE_URL (SQLite, MariaDB or
+PostgreSQL: `make test` runs the suite on each), and a ClickHouse to drain into.
+"""
+
+import pytest
+from django.test import override_settings
+
+from clickhouse_outbox.clickhouse.backends import reset_backends
+from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR
+
+
+@pytest.fixture(autouse=True)
+def _fresh_backends():
+    """Each test builds its ClickHouse backends from its own settings."""
+    reset_backends()
+    yield
+    reset_backends()
+
+
+@pytest.fixture
+def olx_dir(tmp_path, settings):
+    """An empty course folder for the OLX course source."""
+    folder = tmp_path / "courses"
+    folder.mkdir()
+    settings.CLICKHOUSE_OUTBOX_COURSE_SOURCE = "clickhouse_outbox.sources.olx.OlxFolderSource"
+    settings.CLICKHOUSE_OUTBOX_OLX_DIR = str(folder)
+    return folder
+
+
+@pytest.fixture
+def olx_source(olx_dir):
+    from clickhouse_outbox.sources.olx import OlxFolderSource
+
+    return OlxFolderSource(root=olx_dir)
+
+
+@pytest.fixture
+def sample_course_key(olx_source):
+    """The sample course, added to the course folder (not yet published)."""
+    return olx_source.add_export(SAMPLE_COURSE_DIR)
+
+
+def backend_settings(backend):
+    """override_settings for EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG pointing at `backend`."""
+    return override_settings(EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG=backend.config_for_settings())
+
+
+@pytest.fixture(params=["server-18.16", "chdb"])
+def clickhouse(request, settings, tmp_path, clickhouse_database_name):
+    """
+    A ClickHouse with the contract's tables, and settings pointing the plugin at it: the
+    real old server (transport, auth) and the embedded current engine (current SQL).
+    """
+    from clickhouse_outbox.clickhouse.backends import build_backend
+    from clickhouse_outbox.clickhouse.backends.base import quote_identifier
+    from clickhouse_outbox.clickhouse.schema import create_schema
+
+    if request.param == "server-18.16":
+        config = dict(request.getfixturevalue("clickhouse_server_config"), database=clickhouse_database_name)
+    else:
+        config = {"url": f"chdb://{tmp_path / 'chdb'}", "database": clickhouse_database_name,
+                  "username": "", "password": "", "timeout_secs": 10, "connect_timeout_secs": 3}
+    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = config
+    backend = build_backend(config)
+    create_schema(backend)
+    yield backend
+    if request.param == "server-18.16":
+        backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(clickhouse_database_name)}")
+    backend.close()
+    reset_backends()
+
+
+@pytest.fixture
+def chdb_clickhouse(settings, tmp_path, clickhouse_database_name):
+    """Only the embedded current engine (for deduplication tokens, Bool...)."""
+    from clickhouse_outbox.clickhouse.backends import build_backend
+    from clickhouse_outbox.clickhouse.schema import create_schema
+
+    config = {"url": f"chdb://{tmp_path / 'chdb'}", "database": clickhouse_database_name,
+              "username": "", "password": "", "timeout_secs": 10, "connect_timeout_secs": 3}
+    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = config
+    backend = build_backend(config)
+    create_schema(backend)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def server_clickhouse(settings, clickhouse_server_config, clickhouse_database_name):
+    """Only the real old server (outages, auth, timeouts)."""
+    from clickhouse_outbox.clickhouse.backends import build_backend
+    from clickhouse_outbox.clickhouse.backends.base import quote_identifier
+    from clickhouse_outbox.clickhouse.schema import create_schema
+
+    config = dict(clickhouse_server_config, database=clickhouse_database_name)
+    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = config
+    backend = build_backend(config)
+    create_schema(backend)
+    yield backend
+    backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(clickhouse_database_name)}")
+    backend.close()

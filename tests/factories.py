@@ -1,0 +1,67 @@
+"""
+factory-boy factories: generated courses, and outbox snapshots taken of them the way a
+publish takes them (through the producer, so the rows are the real serialized rows).
+"""
+
+import factory
+
+from clickhouse_outbox.models import Batch
+from clickhouse_outbox.producers.course_structure import take_course_snapshot
+from clickhouse_outbox.sources.base import CourseNotFound, CourseSource
+from clickhouse_outbox.testing.generator import generate_published_course
+
+
+class MemorySource(CourseSource):
+    """A course source holding PublishedCourse objects in memory."""
+
+    def __init__(self, courses=()):
+        self.courses = {str(course.course_key): course for course in courses}
+
+    def add(self, course):
+        self.courses[str(course.course_key)] = course
+        return course.course_key
+
+    def get_course(self, course_key):
+        try:
+            return self.courses[str(course_key)]
+        except KeyError:
+            raise CourseNotFound(f"No course {course_key} in this memory source") from None
+
+    def course_keys(self):
+        return sorted(course.course_key for course in self.courses.values())
+
+
+class PublishedCourseFactory(factory.Factory):
+    """A synthetic published course of `blocks` tree blocks (the generator's shape)."""
+
+    class Meta:
+        model = generate_published_course
+
+    blocks = 30
+    org = "FactoryX"
+    course = factory.Sequence(lambda n: f"C{n}")
+    run = "R1"
+    seed = factory.Sequence(lambda n: n)
+
+
+class CourseSnapshotFactory(factory.Factory):
+    """A queued snapshot of a generated course, taken as a publish takes it."""
+
+    class Meta:
+        model = take_course_snapshot
+
+    course = factory.SubFactory(PublishedCourseFactory)
+    reason = "published"
+
+    @classmethod
+    def _create(cls, model_class, course, reason):
+        return model_class(course.course_key, reason, source=MemorySource([course]))
+
+
+class BatchFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Batch
+
+    table = "course_blocks"
+    status = Batch.Status.RETRY
+    row_count = 0
