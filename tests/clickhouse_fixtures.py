@@ -22,7 +22,8 @@ def clickhouse_server_config():
     """EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG for the test server, from the CLICKHOUSE_TEST_* variables."""
     missing = [name for name in SERVER_ENV if not os.environ.get(name)]
     if missing:
-        pytest.fail(f"The ClickHouse test server is not configured ({', '.join(missing)} unset): {START_HINT}", pytrace=False)
+        unset = ", ".join(missing)
+        pytest.fail(f"The ClickHouse test server is not configured ({unset} unset): {START_HINT}", pytrace=False)
     return {
         "url": os.environ["CLICKHOUSE_TEST_URL"],
         "username": os.environ["CLICKHOUSE_TEST_USERNAME"],

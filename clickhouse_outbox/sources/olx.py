@@ -6,10 +6,11 @@ An export is a folder (or a `.tar.gz` whose single top folder is the export) hol
 Only what the course tree reaches is published: `drafts/` and orphan files are never read.
 The rules follow edx-platform's XML import (`xmodule/xml_block.py`, `modulestore/xml.py`):
 
+* `course.xml` points to `course/{run}.xml`, unless it holds the course itself (older exports).
 * A child element with exactly one attribute, `url_name`, and no content is a pointer to
   `{tag}/{url_name}.xml` (a `:` in the url_name is a `/` in the path). Any other child is
-  an inline definition whose id is its `url_name`, or, when it has none,
-  `{tag}_{sha1 of its canonical XML}[:12]` (edx-platform's fallback shape).
+  an inline definition whose id is its `url_name`; without one, the id is derived the way
+  edx-platform's import derives it (see `_ExportReader._derived_id`).
 * Only container types (`CONTAINER_TYPES`) have block children; the inner XML of any other
   block is its content. The course block drops its `<wiki>` and `<textbook>` elements.
 * `policies/{run}/policy.json` ("course/{run}", "{type}/{url_name}") overrides attributes.
@@ -33,6 +34,7 @@ import tarfile
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
@@ -107,7 +109,7 @@ def extract_tarball(path, dest) -> Path:
         with tarfile.open(path, "r:*") as archive:
             tops = _check_members(path, archive.getmembers())
             archive.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # EOFError: a truncated .gz
         raise OlxError(f"{path}: not a readable .tar.gz export ({exc})") from exc
     if "" in tops or (dest / "course.xml").is_file():
         return dest
@@ -148,7 +150,8 @@ class _ExportReader:
 
     def read(self) -> PublishedCourse:
         pointer = self._parse("course.xml")
-        org, course, run = (pointer.get(name) for name in ("org", "course", "url_name"))
+        org, course = pointer.get("org"), pointer.get("course")
+        run = pointer.get("url_name") or pointer.get("slug")  # slug: edx-platform's older spelling
         if not (org and course and run):
             raise OlxError(f"{self._show('course.xml')}: needs url_name, org and course attributes")
         try:
@@ -157,10 +160,14 @@ class _ExportReader:
             raise OlxError(f"{self._show('course.xml')}: not a valid course key ({exc})") from exc
         self.run = run
         self._prefix = "block-v1:" + str(self.course_key).split(":", 1)[1]
+        self._used_ids = {}
         self.policy_file, self.policy = self._load_policy()
 
-        course_file = f"course/{_pathname(run)}.xml"
-        course_el = self._parse(course_file, pointed_from="course.xml")
+        if _is_course_pointer(pointer):
+            course_file = f"course/{_pathname(run)}.xml"
+            course_el = self._parse(course_file, pointed_from="course.xml")
+        else:  # the whole course written inline in course.xml, as older exports do
+            course_file, course_el = "course.xml", pointer
         attrs = self._attrs(course_el, "course", run)
         blocks = self._walk(course_el, course_file, attrs)
         root = str(self.course_key.make_usage_key("course", "course"))
@@ -224,7 +231,7 @@ class _ExportReader:
             element, block_type, block_id, file, attrs, inherited, parent = stack.pop()
             location = self._location(block_type, block_id, file)
             if location in blocks:
-                self._repeated(location, parent, parent_of, where, file)
+                self._repeated(location, parent, parent_of, where)
             parent_of[location], where[location] = parent, file
             graded = self._value(attrs, "graded", _as_bool, block_type, block_id, file)
             graded = inherited if graded is None else graded
@@ -246,7 +253,6 @@ class _ExportReader:
         return blocks
 
     def _children(self, element, block_type, file):
-        used = set()
         for child in element:
             tag = child.tag
             if not isinstance(tag, str) or (block_type == "course" and tag in COURSE_SETTING_TAGS):
@@ -256,10 +262,34 @@ class _ExportReader:
                 child_file = f"{tag}/{_pathname(child_id)}.xml"
                 definition = self._parse(child_file, pointed_from=file)
             else:
-                child_id = child.get("url_name") or _fallback_id(child, used)
+                child_id = child.get("url_name") or child.get("slug") or self._derived_id(child)
                 child_file, definition = file, child
-            used.add((tag, child_id))
+            self._used_ids.setdefault(tag, set()).add(child_id)
             yield definition, tag, child_id, child_file, self._attrs(definition, tag, child_id)
+
+    def _derived_id(self, element):
+        """
+        The id of an inline block without url_name, as edx-platform's import names it: its
+        `name` or `display_name` made id-safe, or when that is missing or already taken,
+        `{tag}[_{name}]_{sha1 of the element's canonical XML}[:12]` (+ `_2`, `_3`... for
+        identical twins). edx-platform hashes its own serialization, so only the first form
+        is guaranteed to match the platform's location.
+        """
+        tag = element.tag
+        used = self._used_ids.setdefault(tag, set())
+        name = element.get("name") or element.get("display_name")
+        name = BlockUsageLocator.clean(name) if name else ""
+        if name and name not in used:
+            return name
+        bare = copy.copy(element)
+        bare.tail = None
+        digest = hashlib.sha1(ET.canonicalize(ET.tostring(bare, encoding="unicode")).encode("utf-8")).hexdigest()
+        base = f"{tag}_{name}_{digest[:12]}" if name else f"{tag}_{digest[:12]}"
+        candidate, n = base, 1
+        while candidate in used:
+            n += 1
+            candidate = f"{base}_{n}"
+        return candidate
 
     def _location(self, block_type, block_id, file):
         # What make_usage_key(...) prints, without building a key for every block; ids the
@@ -271,15 +301,17 @@ class _ExportReader:
         except InvalidKeyError as exc:
             raise OlxError(f"{self._show(file)}: {block_type} url_name {block_id!r} is not a valid block id") from exc
 
-    def _repeated(self, location, parent, parent_of, where, file):
+    def _repeated(self, location, parent, parent_of, where):
+        """A second reference to a block: a cycle if it is its own ancestor, else a shared block."""
         ancestor = parent
         while ancestor is not None:
             if ancestor == location:
-                raise OlxError(f"{self._show(file)}: child cycle, {location} contains itself")
+                raise OlxError(f"{self._show(where[parent])}: child cycle, {parent} contains {location}, its ancestor")
             ancestor = parent_of[ancestor]
+        first_parent = parent_of[location]
         raise OlxError(
-            f"{self._show(file)}: {location} is used twice (also under {parent_of[location]} "
-            f"in {self._show(where[location])})"
+            f"{self._show(where[parent])}: {location} is used twice "
+            f"(also under {first_parent} in {self._show(where[first_parent])})"
         )
 
     # -- fields --------------------------------------------------------------------------
@@ -404,20 +436,17 @@ def _is_pointer(element):
     )
 
 
+def _is_course_pointer(element):
+    """course.xml is usually a pointer to course/{run}.xml; with more in it, it is the course."""
+    return (
+        len(element) == 0
+        and set(element.attrib) <= {"url_name", "slug", "org", "course"}
+        and not (element.text and element.text.strip())
+    )
+
+
 def _pathname(url_name):
     return url_name.replace(":", "/")
-
-
-def _fallback_id(element, used):
-    bare = copy.copy(element)
-    bare.tail = None
-    canonical = ET.canonicalize(ET.tostring(bare, encoding="unicode"))
-    block_id = f"{element.tag}_{hashlib.sha1(canonical.encode('utf-8')).hexdigest()[:12]}"
-    candidate, n = block_id, 1
-    while (element.tag, candidate) in used:  # identical inline siblings
-        n += 1
-        candidate = f"{block_id}_{n}"
-    return candidate
 
 
 def completion_mode(block_type):

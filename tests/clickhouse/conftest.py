@@ -58,7 +58,6 @@ def create_table(backend, table=COURSE_BLOCKS):
 
 def select_blocks(backend, dump_id=None):
     where = f" WHERE dump_id = toUUID('{dump_id}')" if dump_id else ""
-    return backend.query(
-        f"SELECT display_name, xblock_data_json, `order`, location FROM {qualified_name(backend.database, 'course_blocks')}"
-        f"{where} ORDER BY `order`"
-    )
+    table = qualified_name(backend.database, "course_blocks")
+    columns = "display_name, xblock_data_json, `order`, location"
+    return backend.query(f"SELECT {columns} FROM {table}{where} ORDER BY `order`")

@@ -156,7 +156,7 @@ class TestErrorFromResponse:
         assert (error.code, error.retryable) == (241, True)
 
     def test_current_server_auth_failure(self):
-        body = b"Code: 516. DB::Exception: outbox: Authentication failed: password is incorrect. (AUTHENTICATION_FAILED)"
+        body = b"Code: 516. DB::Exception: outbox: Authentication failed: password is incorrect (AUTHENTICATION_FAILED)"
         error = error_from_response(403, {"X-ClickHouse-Exception-Code": "516"}, body, username="outbox")
         assert error.retryable is True
         assert "credentials of user 'outbox'" in str(error)
@@ -219,9 +219,8 @@ def test_chdb_one_store_per_process_is_retryable(tmp_path):
     first = build_backend({"url": f"chdb://{tmp_path / 'a'}", "database": "default"})
     second = build_backend({"url": f"chdb://{tmp_path / 'b'}", "database": "default"})
 
-    with first.session():
-        with pytest.raises(ClickHouseUnavailable) as caught:
-            second.query("SELECT 1")
+    with first.session(), pytest.raises(ClickHouseUnavailable) as caught:
+        second.query("SELECT 1")
 
     assert caught.value.retryable is True
     assert "one store per process" in str(caught.value)

