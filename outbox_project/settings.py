@@ -7,8 +7,10 @@ Settings for the standalone project, all from the environment.
     CLICKHOUSE_USERNAME, CLICKHOUSE_PASSWORD, CLICKHOUSE_DATABASE (default event_sink)
     OLX_COURSES_DIR      the folder of OLX exports the course source reads (default .demo/courses)
     CELERY_BROKER_URL    (default redis://127.0.0.1:6379/0)
+    CLICKHOUSE_OUTBOX_*  any of the plugin's own settings, as a JSON value (e.g. CLICKHOUSE_OUTBOX_LEASE_SECS=30)
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -88,11 +90,19 @@ EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {
 
 CLICKHOUSE_OUTBOX_COURSE_SOURCE = "clickhouse_outbox.sources.olx.OlxFolderSource"
 CLICKHOUSE_OUTBOX_OLX_DIR = os.environ.get("OLX_COURSES_DIR", str(DEMO_DIR / "courses"))
+for _name, _value in os.environ.items():
+    if _name.startswith("CLICKHOUSE_OUTBOX_"):
+        try:
+            globals()[_name] = json.loads(_value)
+        except ValueError:
+            globals()[_name] = _value
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = float(os.environ.get("OUTBOX_DRAIN_INTERVAL_SECS", "10"))
+CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = float(
+    os.environ.get("OUTBOX_DRAIN_INTERVAL_SECS", globals().get("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", 10))
+)
 CELERY_BEAT_SCHEDULE = {
     "clickhouse_outbox.drain": {
         "task": "clickhouse_outbox.tasks.drain_outbox",

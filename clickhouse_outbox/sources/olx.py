@@ -222,7 +222,10 @@ class _ExportReader:
         return attrs
 
     def _walk(self, course_el, course_file, course_attrs):
-        """Depth-first, pre-order, iteratively: (element, type, id, file, attrs, inherited graded, parent)."""
+        """
+        Every tree block by location, in depth-first pre-order, walked with a stack of
+        (element, type, id, definition file, attrs, inherited graded, parent location).
+        """
         blocks = {}
         parent_of = {}
         where = {}

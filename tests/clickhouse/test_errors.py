@@ -11,6 +11,7 @@ import time
 import traceback
 
 import pytest
+import requests
 
 from clickhouse_outbox.clickhouse.backends import build_backend
 from clickhouse_outbox.clickhouse.backends.http import MAX_ERROR_CHARS, error_from_response
@@ -133,6 +134,22 @@ def test_unknown_database_is_retryable(clickhouse_server_config):
     assert caught.value.retryable is True
 
 
+def test_connect_timeout_says_where_and_which_timeout(monkeypatch):
+    """A connect timeout cannot be produced on loopback (and this sandbox answers unroutable addresses)."""
+    backend = build_backend({"url": "http://clickhouse.invalid:8123", "database": "event_sink"})
+
+    def post(*args, **kwargs):
+        raise requests.exceptions.ConnectTimeout("timed out")
+
+    monkeypatch.setattr(backend._session, "post", post)
+
+    with pytest.raises(ClickHouseUnavailable) as caught:
+        backend.query("SELECT 1")
+
+    assert caught.value.retryable is True
+    assert "clickhouse.invalid:8123 within connect_timeout_secs=3s" in str(caught.value)
+
+
 class TestErrorFromResponse:
     """How an HTTP answer becomes an error, including headers the 18.16 server never sends."""
 
@@ -172,6 +189,12 @@ class TestErrorFromResponse:
         error = error_from_response(status, {}, b"<html>Bad Gateway</html>", username="u")
         assert isinstance(error, ClickHouseUnavailable)
         assert error.retryable is True
+
+    def test_not_clickhouse_at_all(self):
+        error = error_from_response(404, {}, b"", username="u")
+        assert error.retryable is True
+        assert "no ClickHouse error code (empty body)" in str(error)
+        assert "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG['url']" in str(error)
 
     def test_a_huge_body_is_truncated(self):
         body = b"Code: 27, e.displayText() = DB::Exception: Cannot parse input: " + b"x" * 200_000

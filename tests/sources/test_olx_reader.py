@@ -85,6 +85,15 @@ def test_course_written_inline_in_course_xml(make_export):
     assert preorder(course) == [("course", "course"), ("chapter", "ch"), ("chapter", "Two"), ("sequential", "s")]
 
 
+def test_older_slug_spelling(make_export):
+    course = read_olx_export(make_export({
+        "course.xml": '<course slug="T1" org="Org" course="C101" name="Old"><chapter slug="legacy"/></course>',
+        "course/T1.xml": None,
+    }))
+    assert str(course.course_key) == "course-v1:Org+C101+T1"
+    assert preorder(course) == [("course", "course"), ("chapter", "legacy")]
+
+
 def test_course_settings_elements_are_not_blocks(make_export):
     course = read_olx_export(make_export({"course/T1.xml": (
         '<course><textbook title="Book" book_url="https://example.com/"/>'
@@ -116,7 +125,7 @@ def test_graded_inherits_from_nearest_ancestor_that_sets_it(make_export):
         "chapter/ch.xml": '<chapter graded="true"><sequential url_name="s1"/><sequential url_name="s2"/></chapter>',
         "sequential/s1.xml": '<sequential><vertical url_name="v1"><html url_name="h1" display_name="x"/></vertical>'
                              '</sequential>',
-        "sequential/s2.xml": '<sequential graded="false"><vertical url_name="v2"/></sequential>',
+        "sequential/s2.xml": '<sequential graded="False"><vertical url_name="v2"/></sequential>',  # not JSON
         "vertical/v2.xml": '<vertical><problem url_name="p2" graded="True" display_name="p"/>'
                            '<problem url_name="p3" display_name="q"/></vertical>',
     }))

@@ -107,7 +107,7 @@ class HttpBackend(Backend):
         }
         if info.supports_async_insert_setting:
             params["async_insert"] = "0"
-        token_sent = False
+        token_sent = bool(dedup_token) and info.supports_deduplication_token
         if token_sent:
             params["insert_deduplication_token"] = dedup_token
         headers = {}
@@ -196,8 +196,15 @@ def error_from_response(status, headers, body, *, username, what="the request"):
             f"ClickHouse is unavailable (HTTP {status} from the server or a proxy in front of it): {text}",
             http_status=status, retryable=True,
         )
-    retryable = classify(code) if code is not None else True
-    return ClickHouseRejected(f"ClickHouse refused {what}: {text}", code=code, http_status=status, retryable=retryable)
+    if code is None:
+        return ClickHouseRejected(
+            f"ClickHouse refused {what} with HTTP {status} and no ClickHouse error code ({text or 'empty body'}); "
+            f"check that {SETTING_NAME}['url'] is ClickHouse's HTTP interface",
+            http_status=status, retryable=True,
+        )
+    return ClickHouseRejected(
+        f"ClickHouse refused {what}: {text}", code=code, http_status=status, retryable=classify(code)
+    )
 
 
 def written_rows_from_summary(header):

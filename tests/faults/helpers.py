@@ -1,0 +1,187 @@
+"""
+What the fault tests share: drainer processes, and checks of what reached ClickHouse
+against what the outbox queued.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from django.db.models import Sum
+
+from clickhouse_outbox.clickhouse.backends.base import qualified_name
+from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
+from clickhouse_outbox.models import Batch, OutboxEntry
+from tests.processes import ROOT
+
+TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
+# What identifies a row of each table within a snapshot (the rest follows from it).
+ROW_KEYS = {
+    COURSE_OVERVIEWS.name: ("dump_id",),
+    COURSE_BLOCKS.name: ("dump_id", "location"),
+    COURSE_RELATIONSHIPS.name: ("dump_id", "parent_location", "child_location"),
+}
+LOCK_ERRORS = ("Deadlock", "deadlock", "Lock wait", "database is locked", "could not serialize")
+
+
+def report(name, **figures):
+    """One line of figures per test (shown with `pytest -s` or in the captured output)."""
+    print(f"\nFAULTS {name}: " + ", ".join(f"{key}={value}" for key, value in figures.items()), flush=True)
+
+
+# -- drainer processes ---------------------------------------------------------------------
+
+
+class Drainer:
+    """`manage.py ARGS` in a process of its own, output to a file (a pipe could fill and block it)."""
+
+    def __init__(self, *args, env, log_path):
+        self.args = args
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in wait/kill)
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(  # noqa: S603 (our own manage.py)
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True,
+        )
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def running(self):
+        return self.process.poll() is None
+
+    def wait(self, timeout):
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"manage.py {' '.join(self.args)} did not finish in {timeout}s:\n{self.output()}")
+        finally:
+            self._log.close()
+
+    def kill(self):
+        """SIGKILL: no finally block, no atexit, no rollback by the process itself."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self._log.close()
+        return self.process.returncode
+
+    def output(self):
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+# -- the outbox's side ---------------------------------------------------------------------
+
+
+def queued_rows(table):
+    """Rows the outbox holds for `table` (every entry that was not superseded or split)."""
+    entries = OutboxEntry.objects.filter(table=table).exclude(
+        status__in=[OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.SPLIT]
+    )
+    return entries.aggregate(n=Sum("row_count"))["n"] or 0
+
+
+def queued_keys(table, entries=None):
+    """Counter of row keys (ROW_KEYS) over the payloads of `entries` (default: all live entries of `table`)."""
+    if entries is None:
+        entries = OutboxEntry.objects.filter(table=table).exclude(
+            status__in=[OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.SPLIT]
+        )
+    keys = Counter()
+    for payload in entries.values_list("payload", flat=True).iterator(chunk_size=200):
+        for line in bytes(payload).splitlines():
+            row = json.loads(line)
+            keys[tuple(str(row[column]) for column in ROW_KEYS[table])] += 1
+    return keys
+
+
+def batch_outcomes():
+    return Counter(Batch.objects.values_list("status", flat=True))
+
+
+def assert_all_sent():
+    """Every live entry is in a batch, and every batch was sent."""
+    assert not OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).exists()
+    assert not OutboxEntry.objects.filter(status=OutboxEntry.Status.BATCHED, batch__isnull=True).exists()
+    assert batch_outcomes().keys() == {Batch.Status.SENT}, batch_outcomes()
+    for batch in Batch.objects.all():
+        rows = batch.entries.aggregate(n=Sum("row_count"))["n"]
+        assert rows == batch.row_count, (batch, rows)
+
+
+# -- ClickHouse's side ---------------------------------------------------------------------
+
+
+def ch_count(backend, table, where="1"):
+    sql = f"SELECT count() AS n FROM {qualified_name(backend.database, table)} WHERE {where}"
+    return int(backend.query(sql)[0]["n"])
+
+
+def ch_distinct_rows(backend, table):
+    """Distinct rows, comparing every column: count() minus this is the number of exact duplicates."""
+    table_obj = next(t for t in TABLES if t.name == table)
+    columns = ", ".join(f"`{name}`" for name in table_obj.column_names)
+    sql = f"SELECT count() AS n FROM (SELECT DISTINCT {columns} FROM {qualified_name(backend.database, table)})"
+    return int(backend.query(sql)[0]["n"])
+
+
+def ch_key_counts(backend, table):
+    """Counter of row keys in ClickHouse: key tuple -> copies."""
+    columns = ROW_KEYS[table]
+    select = ", ".join(f"toString(`{name}`) AS `{name}`" for name in columns)
+    group = ", ".join(f"`{name}`" for name in columns)
+    rows = backend.query(
+        f"SELECT {select}, count() AS copies FROM {qualified_name(backend.database, table)} GROUP BY {group}"
+    )
+    return Counter({tuple(row[name] for name in columns): int(row["copies"]) for row in rows})
+
+
+def table_figures(backend):
+    """Per table: (queued rows, rows in ClickHouse, distinct rows in ClickHouse)."""
+    return {
+        table.name: (queued_rows(table.name), ch_count(backend, table.name), ch_distinct_rows(backend, table.name))
+        for table in TABLES
+    }
+
+
+def assert_every_row_exactly_once(backend):
+    """Each queued row is in ClickHouse once: same keys, no copy, counts per table as queued."""
+    figures = table_figures(backend)
+    for table in TABLES:
+        queued = queued_keys(table.name)
+        landed = ch_key_counts(backend, table.name)
+        assert set(landed) == set(queued), (table.name, len(set(queued) - set(landed)), len(set(landed) - set(queued)))
+        copies = Counter(landed.values())
+        assert copies == Counter({1: len(queued)}), (table.name, copies)
+        assert figures[table.name][0] == figures[table.name][1] == figures[table.name][2], (table.name, figures)
+    return figures
+
+
+def assert_every_row_at_least_once_and_duplicates_exact(backend):
+    """
+    Each queued row is in ClickHouse at least once, and every copy is an exact duplicate:
+    the distinct rows (all columns compared) are exactly the rows queued.
+    Returns ({table: (queued, found, distinct)}, {table: Counter(copies -> keys)}).
+    """
+    figures = table_figures(backend)
+    copies_by_table = {}
+    for table in TABLES:
+        queued = queued_keys(table.name)
+        landed = ch_key_counts(backend, table.name)
+        missing = set(queued) - set(landed)
+        assert not missing, (table.name, len(missing), sorted(missing)[:3])
+        assert set(landed) == set(queued), (table.name, "rows in ClickHouse that were never queued")
+        queued_n, found, distinct = figures[table.name]
+        assert distinct == queued_n, (table.name, figures[table.name], "a resend differed from the first send")
+        assert found >= queued_n
+        copies_by_table[table.name] = Counter(landed.values())
+    return figures, copies_by_table

@@ -1,0 +1,221 @@
+"""
+A small threaded TCP proxy on 127.0.0.1 for fault tests: it sits between a client (the
+drainer) and the real ClickHouse server and misbehaves on demand.
+
+Modes (switchable while it runs; a request takes the mode current when it starts):
+
+    pass_through()            forward both ways untouched
+    delay_response(seconds)   forward the request at once, receive the server's answer, then
+                              hold it `seconds` (a number, or a (low, high) range drawn per
+                              answer) before the client gets it: the server has committed,
+                              the client does not know yet
+    drop(after_commit=True)   forward the request, receive the answer, and close the client's
+                              connection instead of delivering it (a lost acknowledgement);
+                              with after_commit=False the request never reaches the server
+
+`match` (bytes) limits faults to requests whose first bytes contain it (e.g. b"INSERT":
+ClickHouse's HTTP interface carries the query in the URL); other requests always pass.
+
+The proxy understands just enough HTTP/1.1 for a client that does not pipeline (requests):
+an exchange starts with the client's first bytes and ends when the server starts to
+answer. `exchanges` records each one, so a test can tell what was in flight when it
+killed the client.
+"""
+
+import random
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass
+
+UPSTREAM_TIMEOUT = 60  # seconds a relay waits for the server before giving up on it
+
+
+@dataclass
+class Exchange:
+    """One request/answer through the proxy."""
+
+    matched: bool
+    mode: str
+    head: bytes
+    started: float
+    answered: float | None = None  # the server's first answer bytes reached the proxy
+    delivered: float | None = None  # the client got them
+    dropped: bool = False
+    delay: float = 0.0
+
+    @property
+    def state(self):
+        if self.dropped:
+            return "dropped"
+        if self.answered is None:
+            return "in_flight"  # the server has (part of) the request, no answer yet
+        if self.delivered is None:
+            return "held"  # the server answered (committed); the client does not know yet
+        return "delivered"
+
+
+class FaultProxy:
+    def __init__(self, upstream, *, match=None):
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host.replace("http://", "").replace("https://", "").strip("/"), int(port.strip("/")))
+        self.match = match
+        self.exchanges = []
+        self._mode = ("pass", None)
+        self._lock = threading.Lock()
+        self._sockets = set()
+        self._rng = random.Random()
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                proxy._relay(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+        self._thread.start()
+
+    # -- modes ---------------------------------------------------------------------------
+
+    def pass_through(self):
+        self._mode = ("pass", None)
+
+    def delay_response(self, seconds):
+        self._mode = ("delay", seconds)
+
+    def drop(self, after_commit=True):
+        self._mode = ("drop_after_commit" if after_commit else "drop_before_send", None)
+
+    # -- what happened -------------------------------------------------------------------
+
+    @property
+    def port(self):
+        return self._server.server_address[1]
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def matched_exchanges(self):
+        with self._lock:
+            return [exchange for exchange in self.exchanges if exchange.matched]
+
+    def last_matched_state(self):
+        """The state of the latest faultable exchange ('in_flight', 'held', ...) or None."""
+        matched = self.matched_exchanges()
+        return matched[-1].state if matched else None
+
+    def wait_for_matched(self, count, timeout):
+        """Wait until `count` faultable exchanges have started; True if they did in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.matched_exchanges()) >= count:
+                return True
+            time.sleep(0.002)
+        return False
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _close(sock)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- relaying ------------------------------------------------------------------------
+
+    def _delay_for(self, value):
+        if isinstance(value, (tuple, list)):
+            return self._rng.uniform(*value)
+        return float(value or 0)
+
+    def _relay(self, client):
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=5)
+        except OSError:
+            _close(client)
+            return
+        upstream.settimeout(UPSTREAM_TIMEOUT)
+        with self._lock:
+            self._sockets.update((client, upstream))
+        current = {"exchange": None}
+        closed = threading.Event()
+
+        def client_to_upstream():
+            try:
+                while not closed.is_set():
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        break  # the client went away (or was killed): the server still has the request
+                    exchange = current["exchange"]
+                    if exchange is None or exchange.answered is not None:
+                        mode, argument = self._mode
+                        matched = self.match is None or self.match in chunk[:4096]
+                        exchange = Exchange(
+                            matched=matched, mode=mode if matched else "pass", head=chunk[:200],
+                            started=time.monotonic(), delay=self._delay_for(argument) if matched else 0.0,
+                        )
+                        with self._lock:
+                            self.exchanges.append(exchange)
+                        current["exchange"] = exchange
+                    if exchange.mode == "drop_before_send":
+                        exchange.dropped = True
+                        closed.set()
+                        _close(client)
+                        _close(upstream)
+                        return
+                    upstream.sendall(chunk)
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=client_to_upstream, name="fault-proxy-request", daemon=True)
+        reader.start()
+        try:
+            while not closed.is_set():
+                chunk = upstream.recv(65536)
+                if not chunk:
+                    break
+                exchange = current["exchange"]
+                if exchange is not None and exchange.answered is None:
+                    exchange.answered = time.monotonic()
+                    if exchange.mode == "drop_after_commit":
+                        exchange.dropped = True
+                        break
+                    if exchange.mode == "delay" and exchange.delay > 0:
+                        if closed.wait(exchange.delay):
+                            break
+                client.sendall(chunk)
+                if exchange is not None and exchange.delivered is None:
+                    exchange.delivered = time.monotonic()
+        except OSError:
+            pass
+        finally:
+            closed.set()
+            _close(client)
+            _close(upstream)
+            reader.join(timeout=5)
+            with self._lock:
+                self._sockets.discard(client)
+                self._sockets.discard(upstream)
+
+
+def _close(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
