@@ -170,7 +170,7 @@ class ModulestoreSource(CourseSource):
             language=getattr(course, "language", None) or "",
             tags=self._get_tags(key),
             created=None,
-            modified=_aware(getattr(course, "edited_on", None)),
+            modified=_aware(getattr(course, "subtree_edited_on", None) or getattr(course, "edited_on", None)),
         )
 
 
