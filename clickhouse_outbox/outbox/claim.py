@@ -1,7 +1,7 @@
 """
 Claiming a batch: a short transaction, then no lock is held while the batch is sent.
 
-A claim is a lease that ends at `lease_expires_at`, computed by the database (`Now()`):
+A claim is a lease that ends at `lease_expires_at`, computed by the database (`UtcNow()`):
 the batch of a drainer that died comes back when its lease ends. Any number of drainers
 may claim at once. Where the database can skip locked rows (PostgreSQL, MySQL ≥ 8.0.1,
 MariaDB ≥ 10.6) drainers claim with `SELECT ... FOR UPDATE SKIP LOCKED`; elsewhere
@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from django.db import connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
-from django.db.models.functions import Now
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Batch, OutboxEntry
+from clickhouse_outbox.outbox.clock import UtcNow
 
 # How many entries one claim looks at; a batch stops growing at CLICKHOUSE_OUTBOX_BATCH_ROWS.
 MAX_ENTRIES_PER_BATCH = 1000
@@ -34,21 +34,21 @@ def skip_locked():
 
 
 def lease_end():
-    return ExpressionWrapper(Now() + timedelta(seconds=conf.lease_secs()), output_field=DateTimeField())
+    return ExpressionWrapper(UtcNow() + timedelta(seconds=conf.lease_secs()), output_field=DateTimeField())
 
 
 def due_batches():
     """Batches waiting for their retry time, and claims whose lease has ended."""
     return Batch.objects.filter(
-        Q(status=Batch.Status.RETRY, next_attempt_at__lte=Now())
-        | Q(status=Batch.Status.CLAIMED, lease_expires_at__lte=Now())
+        Q(status=Batch.Status.RETRY, next_attempt_at__lte=UtcNow())
+        | Q(status=Batch.Status.CLAIMED, lease_expires_at__lte=UtcNow())
     )
 
 
 def expire_dead_batches():
     """A batch whose leases keep running out (its drainer dies or hangs on it) fails for good."""
     Batch.objects.filter(
-        status=Batch.Status.CLAIMED, lease_expires_at__lte=Now(), attempts__gte=conf.max_attempts()
+        status=Batch.Status.CLAIMED, lease_expires_at__lte=UtcNow(), attempts__gte=conf.max_attempts()
     ).update(
         status=Batch.Status.FAILED,
         lease_owner=None,

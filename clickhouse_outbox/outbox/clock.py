@@ -6,6 +6,7 @@ CMS processes and drainers share, never from one worker's clock.
 from datetime import datetime, timezone
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models.functions import Now
 
 _NOW_SQL = {
     "postgresql": "SELECT clock_timestamp()",
@@ -25,3 +26,13 @@ def db_now(using=DEFAULT_DB_ALIAS):
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+class UtcNow(Now):
+    """
+    Django's Now(), but in UTC on MySQL/MariaDB too, where CURRENT_TIMESTAMP follows the
+    session's time zone while Django stores datetimes in UTC.
+    """
+
+    def as_mysql(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra_context)

@@ -3,7 +3,7 @@ Finalising a batch after its send: sent, retry later, split, or failed.
 
 Every update is conditional on the drainer still holding the lease: a drainer whose lease
 ran out (and whose batch another drainer took) changes nothing. Times come from the
-database (`Now()`), the backoff delay from the attempt count, with jitter.
+database (`UtcNow()`), the backoff delay from the attempt count, with jitter.
 """
 
 import logging
@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper
-from django.db.models.functions import Now
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Batch, OutboxEntry
+from clickhouse_outbox.outbox.clock import UtcNow
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def mark_sent(batch, owner):
     """True if the batch was still ours and is now sent."""
     done = leased(batch, owner).update(
         status=Batch.Status.SENT,
-        sent_at=Now(),
+        sent_at=UtcNow(),
         lease_owner=None,
         lease_expires_at=None,
         next_attempt_at=None,
@@ -68,7 +68,7 @@ def mark_failed(batch, owner, exc):
     else:
         status = Batch.Status.RETRY
         delay = timedelta(seconds=backoff_delay(batch.attempts))
-        changes = {"next_attempt_at": ExpressionWrapper(Now() + delay, output_field=DateTimeField())}
+        changes = {"next_attempt_at": ExpressionWrapper(UtcNow() + delay, output_field=DateTimeField())}
     done = leased(batch, owner).update(
         status=status, lease_owner=None, lease_expires_at=None, **changes, **error_fields(exc)
     )
@@ -123,4 +123,4 @@ def split_or_fail(batch, owner, exc):
 
 def new_retry_batch(table, rows):
     """A batch due at once, holding part of a split batch (a new token: its bytes differ)."""
-    return Batch.objects.create(table=table, status=Batch.Status.RETRY, row_count=rows, next_attempt_at=Now())
+    return Batch.objects.create(table=table, status=Batch.Status.RETRY, row_count=rows, next_attempt_at=UtcNow())

@@ -9,16 +9,16 @@ every failed snapshot are kept, so per-course state stays queryable.
 from datetime import timedelta
 
 from django.db.models import DateTimeField, ExpressionWrapper, Max
-from django.db.models.functions import Now
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox.clock import UtcNow
 
 CHUNK = 500
 
 
 def cutoff():
-    return ExpressionWrapper(Now() - timedelta(days=conf.retention_days()), output_field=DateTimeField())
+    return ExpressionWrapper(UtcNow() - timedelta(days=conf.retention_days()), output_field=DateTimeField())
 
 
 def purge_sent(max_chunks=20):

@@ -4,16 +4,16 @@ rejected), and courses whose snapshot could not be taken.
 """
 
 from django.db.models import Max
-from django.db.models.functions import Now
 
 from clickhouse_outbox.models import Batch, Snapshot
+from clickhouse_outbox.outbox.clock import UtcNow
 
 
 def requeue_batches(queryset=None):
     """Give failed batches a fresh set of attempts, due now; returns how many."""
     queryset = Batch.objects.all() if queryset is None else queryset
     return queryset.filter(status=Batch.Status.FAILED).update(
-        status=Batch.Status.RETRY, attempts=0, next_attempt_at=Now(), lease_owner=None, lease_expires_at=None
+        status=Batch.Status.RETRY, attempts=0, next_attempt_at=UtcNow(), lease_owner=None, lease_expires_at=None
     )
 
 
