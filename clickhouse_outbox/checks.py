@@ -6,9 +6,11 @@ import re
 from urllib.parse import urlsplit
 
 from django.core.checks import Error, Tags, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.clickhouse.backends import validate_config
 
 SETTING = "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -32,7 +34,7 @@ def check_backend_config(app_configs=None, **kwargs):
             hint="Remove them from the URL and set the 'username' and 'password' keys instead.",
             id="clickhouse_outbox.E002",
         ))
-    if parts.scheme == "chdb" and not parts.path.startswith("/"):
+    if parts.scheme == "chdb" and (parts.netloc or not parts.path.startswith("/")):
         errors.append(Error(
             f"{SETTING}['url'] must name an absolute path for the embedded engine.",
             hint="Write chdb:///absolute/path/to/store (three slashes).",
@@ -51,6 +53,11 @@ def check_backend_config(app_configs=None, **kwargs):
                 hint="The defaults are 5 (timeout_secs, read) and 3 (connect_timeout_secs).",
                 id="clickhouse_outbox.E005",
             ))
+    if not errors:
+        try:
+            validate_config(config)  # the backend's own rules, so a check never passes what a drain rejects
+        except ImproperlyConfigured as exc:
+            errors.append(Error(str(exc), id="clickhouse_outbox.E006"))
     return errors
 
 

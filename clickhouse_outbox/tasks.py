@@ -11,17 +11,17 @@ from django.core.cache import cache
 from clickhouse_outbox import conf
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_sent
+from clickhouse_outbox.settings.common import DRAIN_TASK, beat_entry
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "clickhouse_outbox.tasks.drain_outbox"
+TASK_NAME = DRAIN_TASK
 LOCK_KEY = "clickhouse_outbox:drain-lock"
 
 
 def beat_schedule_entry():
-    """The beat entry plugin settings install: every interval, expiring if not run by the next."""
-    interval = conf.drain_interval_secs()
-    return {"task": TASK_NAME, "schedule": interval, "options": {"expires": interval}}
+    """The beat entry for the current CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS."""
+    return beat_entry(conf.drain_interval_secs())
 
 
 @shared_task(name=TASK_NAME, ignore_result=True)

@@ -139,11 +139,6 @@ def test_e003_relative_chdb_path(good, url):
     assert "absolute path" in error.msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: checks.py E003 looks only at the URL path, so chdb://relative/store (netloc "
-    "'relative', path '/store') passes the check although build_backend rejects it at the first drain",
-)
 def test_e003_chdb_url_with_two_slashes(good):
     backend(good, url="chdb://relative/store")
     assert ids() == ["clickhouse_outbox.E003"]

@@ -9,11 +9,12 @@ Everything else (network, timeouts, server pressure, authentication, a missing t
 
 import re
 
-# ClickHouse error codes that mean "this data is invalid for this table".
+# ClickHouse error codes that mean "this data is invalid for this table". Not 16
+# (NO_SUCH_COLUMN_IN_TABLE): with an explicit column list it means the table lacks a column,
+# which every row would hit; that is a schema to fix, and the rows wait for it.
 # (src/Common/ErrorCodes.cpp; stable across server versions.)
 DATA_ERROR_CODES = frozenset({
     6,    # CANNOT_PARSE_TEXT
-    16,   # NO_SUCH_COLUMN_IN_TABLE
     17,   # SIZES_OF_COLUMNS_IN_TUPLE_DOESNT_MATCH
     19,   # SIZE_OF_FIXED_STRING_DOESNT_MATCH
     25,   # CANNOT_PARSE_ESCAPE_SEQUENCE

@@ -76,12 +76,26 @@ def plugin_settings(settings):
         if not hasattr(settings, name):
             setattr(settings, name, default)
 
-    # The periodic drain, installed into celery beat's schedule (edx-platform configures
-    # celery from old-style setting names).
+    install_beat_entry(settings)
+
+
+BEAT_ENTRY = "clickhouse_outbox.drain"
+DRAIN_TASK = "clickhouse_outbox.tasks.drain_outbox"
+
+
+def beat_entry(interval):
+    """The periodic drain every `interval` seconds, each run expiring if not started by the next."""
+    return {"task": DRAIN_TASK, "schedule": interval, "options": {"expires": interval}}
+
+
+def install_beat_entry(settings, replacing=None):
+    """
+    Put the periodic drain in celery beat's schedule (edx-platform configures celery from
+    old-style setting names). An entry the deployment wrote itself is kept; `replacing` is
+    the entry this plugin installed earlier, which may be updated.
+    """
     schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
-    interval = settings.CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS
-    schedule.setdefault(
-        "clickhouse_outbox.drain",
-        {"task": "clickhouse_outbox.tasks.drain_outbox", "schedule": interval, "options": {"expires": interval}},
-    )
+    current = schedule.get(BEAT_ENTRY)
+    if current is None or current == replacing:
+        schedule[BEAT_ENTRY] = beat_entry(settings.CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS)
     settings.CELERYBEAT_SCHEDULE = schedule

@@ -3,10 +3,14 @@ Production settings: values from the deployment's YAML (ENV_TOKENS / Tutor's set
 """
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.settings.common import beat_entry, install_beat_entry
 
 
 def plugin_settings(settings):
     env_tokens = getattr(settings, "ENV_TOKENS", {}) or {}
+    interval = getattr(settings, "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", conf.DEFAULTS["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"])
+    installed = beat_entry(interval)
     for name in ("EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG", *conf.DEFAULTS):
         if name in env_tokens:
             setattr(settings, name, env_tokens[name])
+    install_beat_entry(settings, replacing=installed)  # the interval may have come from ENV_TOKENS

@@ -8,7 +8,13 @@ import threading
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from clickhouse_outbox.clickhouse.backends import build_backend, cache_key, get_backend, reset_backends
+from clickhouse_outbox.clickhouse.backends import (
+    build_backend,
+    cache_key,
+    get_backend,
+    reset_backends,
+    validate_config,
+)
 from clickhouse_outbox.clickhouse.backends.chdb import ChdbBackend
 from clickhouse_outbox.clickhouse.backends.http import HttpBackend
 
@@ -65,6 +71,17 @@ def test_bad_urls_say_how_to_fix_them(url, advice):
 
     assert advice in str(caught.value)
     assert SECRET not in str(caught.value)
+    with pytest.raises(ImproperlyConfigured):
+        validate_config(config(url))
+
+
+def test_validate_config_builds_nothing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "chdb", None)  # a system check must not need the driver
+
+    assert validate_config(config("chdb:///srv/chdb")) == ("chdb", {"path": "/srv/chdb", "database": "event_sink"})
+    kind, options = validate_config(config("http://clickhouse:8123"))
+    assert kind == "http"
+    assert options["password"] == SECRET  # for the backend only: never in a message
 
 
 @pytest.mark.parametrize(

@@ -52,10 +52,27 @@ def reset_backends():
 
 def build_backend(config):
     """A new backend for `config`; ImproperlyConfigured (saying how to fix it) if it cannot be one."""
+    kind, options = validate_config(config)
+    if kind == "http":
+        from clickhouse_outbox.clickhouse.backends.http import HttpBackend
+
+        return HttpBackend(**options)
+    # Imported here: chdb is an optional dependency.
+    from clickhouse_outbox.clickhouse.backends.chdb import ChdbBackend
+
+    return ChdbBackend(**options)
+
+
+def validate_config(config):
+    """
+    ("http" | "chdb", the backend's keyword arguments) for `config`, or ImproperlyConfigured
+    saying how to fix it. Builds nothing and imports no driver: usable by system checks.
+    """
     url = config.get("url")
     if not isinstance(url, str) or not url.strip():
         raise ImproperlyConfigured(f"{SETTING_NAME}['url'] must be a URL such as http://clickhouse:8123")
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    parts = urlsplit(url)
     if "@" in parts.netloc:
         # Never repeat the URL: it holds a password.
         raise ImproperlyConfigured(
@@ -72,9 +89,9 @@ def build_backend(config):
         raise ImproperlyConfigured(f"{SETTING_NAME}['database'] must name the destination database, e.g. 'event_sink'")
     scheme = parts.scheme.lower()
     if scheme in HTTP_SCHEMES:
-        return _http_backend(parts, url.strip(), config)
+        return "http", _http_options(parts, url, config)
     if scheme == CHDB_SCHEME:
-        return _chdb_backend(parts, database)
+        return "chdb", _chdb_options(parts, database)
     raise ImproperlyConfigured(
         f"{SETTING_NAME}['url'] has the unsupported scheme {parts.scheme + ':' if parts.scheme else '(none)'}; "
         "use http://host:8123 or https://host:8443 for a ClickHouse server, or chdb:///absolute/path for an "
@@ -92,9 +109,7 @@ def cache_key(config):
     return tuple(items)
 
 
-def _http_backend(parts, url, config):
-    from clickhouse_outbox.clickhouse.backends.http import HttpBackend
-
+def _http_options(parts, url, config):
     try:
         port = parts.port
     except ValueError:
@@ -103,26 +118,23 @@ def _http_backend(parts, url, config):
         raise ImproperlyConfigured(f"{SETTING_NAME}['url'] has an invalid port: use e.g. http://host:8123")
     if not parts.hostname:
         raise ImproperlyConfigured(f"{SETTING_NAME}['url'] needs a host name, e.g. http://clickhouse:8123")
-    return HttpBackend(
-        url,
-        username=config.get("username") or "",
-        password=config.get("password") or "",
-        database=config["database"],
-        timeout_secs=_positive_number(config, "timeout_secs"),
-        connect_timeout_secs=_positive_number(config, "connect_timeout_secs"),
-    )
+    return {
+        "url": url,
+        "username": config.get("username") or "",
+        "password": config.get("password") or "",
+        "database": config["database"],
+        "timeout_secs": _positive_number(config, "timeout_secs"),
+        "connect_timeout_secs": _positive_number(config, "connect_timeout_secs"),
+    }
 
 
-def _chdb_backend(parts, database):
+def _chdb_options(parts, database):
     if parts.netloc or not os.path.isabs(parts.path):
         raise ImproperlyConfigured(
             f"{SETTING_NAME}['url'] for chdb needs an absolute path after three slashes, e.g. "
             "chdb:///var/lib/clickhouse_outbox/chdb (chdb://relative/path is not supported)"
         )
-    # Imported here: chdb is an optional dependency.
-    from clickhouse_outbox.clickhouse.backends.chdb import ChdbBackend
-
-    return ChdbBackend(unquote(parts.path), database=database)
+    return {"path": unquote(parts.path), "database": database}
 
 
 def _positive_number(config, name):
