@@ -68,7 +68,7 @@ def positive_number(value):
 RANGES = {
     "CLICKHOUSE_OUTBOX_BATCH_ROWS": (1, 1_000_000, "rows per INSERT; ClickHouse writes up to 1,048,576 rows as one block"),
     "CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES": (1024, 64 * 1024 * 1024, "bytes per outbox row"),
-    "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS": (0.1, 86400, "seconds between beat runs"),
+    "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS": (1, 86400, "seconds between beat runs; django-celery-beat counts whole seconds"),
     "CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS": (0.1, 86400, "seconds per drain run"),
     "CLICKHOUSE_OUTBOX_LEASE_SECS": (1, 86400, "seconds a claim lasts"),
     "CLICKHOUSE_OUTBOX_MAX_ATTEMPTS": (1, 1000, "sends before a batch fails"),

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from clickhouse_outbox.settings.common import beat_entry
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("OUTBOX_DEMO_DIR", BASE_DIR / ".demo"))
 
@@ -103,13 +105,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = float(
     os.environ.get("OUTBOX_DRAIN_INTERVAL_SECS", globals().get("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", 10))
 )
-CELERY_BEAT_SCHEDULE = {
-    "clickhouse_outbox.drain": {
-        "task": "clickhouse_outbox.tasks.drain_outbox",
-        "schedule": CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS,
-        "options": {"expires": CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS},
-    }
-}
+# The same entry the plugin's settings install into edx-platform's CELERYBEAT_SCHEDULE.
+CELERY_BEAT_SCHEDULE = {"clickhouse_outbox.drain": beat_entry(CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS)}
 
 CACHES = {
     "default": {

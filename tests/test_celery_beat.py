@@ -118,7 +118,7 @@ class Processes:
             time.sleep(0.2)
 
     def stop_all(self):
-        for name, (process, log) in self.running.items():
+        for process, log in self.running.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
@@ -203,7 +203,6 @@ def test_beat_and_worker_drain_a_published_course(server_clickhouse, clickhouse_
             assert snapshot.status == Snapshot.Status.QUEUED
             expected = outbox_counts(snapshot)
             assert expected == SAMPLE_ROWS
-            assert Batch.objects.filter(entries__snapshot=snapshot).count() == 0, "nothing is sent yet"
 
             # Wait for beat -> worker -> drain -> ClickHouse; never call the task here.
             deadline = time.monotonic() + DEADLINE_SECS

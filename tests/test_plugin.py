@@ -188,7 +188,7 @@ def test_common_installs_the_beat_schedule_entry(settings_module):
     add_plugins(settings_module.__name__, PROJECT, "common")
 
     assert settings_module.CELERYBEAT_SCHEDULE == {
-        BEAT_ENTRY: {"task": DRAIN_TASK, "schedule": 10, "options": {"expires": 10}},
+        BEAT_ENTRY: {"task": DRAIN_TASK, "schedule": 10, "options": {"expires": 10, "expire_seconds": 10}},
     }
 
 
@@ -303,12 +303,6 @@ def test_test_settings_override_a_deployment_that_enabled_it(settings_module):
 # --- connect_plugin_receivers ------------------------------------------------------------
 
 
-def test_standin_is_not_importable_outside_its_fixture():
-    """The xmodule stand-in must not leak into other tests (nor hide a real one)."""
-    assert importlib.util.find_spec("xmodule") is None
-    assert str(STANDINS_DIR) not in sys.path
-
-
 def test_connect_plugin_receivers_connects_course_published(xmodule_standin):
     from clickhouse_outbox import receivers
 
@@ -388,3 +382,10 @@ def test_course_published_with_the_test_settings_queues_nothing(xmodule_standin,
     assert not isinstance(response, Exception), response
     assert not Snapshot.objects.exists()
     assert not OutboxEntry.objects.exists()
+
+
+def test_standin_is_not_importable_outside_its_fixture():
+    """The xmodule stand-in must not leak out of the tests above (nor hide a real one)."""
+    assert importlib.util.find_spec("xmodule") is None
+    assert not [name for name in sys.modules if name == "xmodule" or name.startswith("xmodule.")]
+    assert str(STANDINS_DIR) not in sys.path

@@ -37,4 +37,8 @@ def test_a_run_that_overlaps_another_does_nothing(clickhouse):
 def test_beat_entry_expires_before_the_next_run(settings):
     settings.CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = 7
     entry = beat_schedule_entry()
-    assert entry == {"task": "clickhouse_outbox.tasks.drain_outbox", "schedule": 7, "options": {"expires": 7}}
+    assert entry == {
+        "task": "clickhouse_outbox.tasks.drain_outbox",
+        "schedule": 7,
+        "options": {"expires": 7, "expire_seconds": 7},  # django-celery-beat reads only expire_seconds
+    }

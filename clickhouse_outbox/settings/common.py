@@ -84,8 +84,16 @@ DRAIN_TASK = "clickhouse_outbox.tasks.drain_outbox"
 
 
 def beat_entry(interval):
-    """The periodic drain every `interval` seconds, each run expiring if not started by the next."""
-    return {"task": DRAIN_TASK, "schedule": interval, "options": {"expires": interval}}
+    """
+    The periodic drain every `interval` seconds, each run expiring if not started by the next.
+    Celery's own scheduler reads `expires`; django-celery-beat's DatabaseScheduler reads only
+    `expire_seconds` (a whole number), so both are given.
+    """
+    try:
+        whole_seconds = max(1, int(interval))
+    except (TypeError, ValueError):
+        whole_seconds = interval  # a bad value: the system checks report it with a fix
+    return {"task": DRAIN_TASK, "schedule": interval, "options": {"expires": interval, "expire_seconds": whole_seconds}}
 
 
 def install_beat_entry(settings, replacing=None):
