@@ -25,7 +25,6 @@ CAS_TRIES = 5
 
 def claim_batch(owner):
     """The next batch to send, leased to `owner` (a UUID): a due retry first, else new rows."""
-    expire_dead_batches()
     return reclaim_due_batch(owner) or claim_new_batch(owner)
 
 
@@ -45,18 +44,6 @@ def due_batches():
     )
 
 
-def expire_dead_batches():
-    """A batch whose leases keep running out (its drainer dies or hangs on it) fails for good."""
-    Batch.objects.filter(
-        status=Batch.Status.CLAIMED, lease_expires_at__lte=UtcNow(), attempts__gte=conf.max_attempts()
-    ).update(
-        status=Batch.Status.FAILED,
-        lease_owner=None,
-        lease_expires_at=None,
-        last_error="The lease ran out on every attempt: the drainer died or hung while sending this batch.",
-    )
-
-
 def take_lease(queryset, owner):
     """Lease the batches of `queryset` to `owner`; returns how many rows were updated."""
     return queryset.update(
@@ -68,22 +55,45 @@ def take_lease(queryset, owner):
     )
 
 
+def give_up(queryset):
+    """A batch whose leases keep running out (its drainer dies or hangs on it) fails for good."""
+    return queryset.update(
+        status=Batch.Status.FAILED,
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error="The lease ran out on every attempt: the drainer died or hung while sending this batch.",
+    )
+
+
+def out_of_attempts(candidate):
+    return candidate["status"] == Batch.Status.CLAIMED and candidate["attempts"] >= conf.max_attempts()
+
+
 def reclaim_due_batch(owner):
-    if skip_locked():
-        with transaction.atomic():
-            batch_id = (
-                due_batches().select_for_update(skip_locked=True).order_by("id").values_list("id", flat=True).first()
-            )
-            if batch_id is None:
-                return None
-            take_lease(Batch.objects.filter(pk=batch_id), owner)
-        return Batch.objects.get(pk=batch_id)
+    """
+    Lease the oldest due batch. Every statement goes by primary key once a row is chosen
+    (SKIP LOCKED never waits), so drainers finalising their own batches never deadlock with it.
+    """
+    fields = ("id", "status", "lease_owner", "attempts")
     for _ in range(CAS_TRIES):
-        candidate = due_batches().order_by("id").values("id", "status", "lease_owner", "attempts").first()
+        if skip_locked():
+            with transaction.atomic():
+                candidate = due_batches().select_for_update(skip_locked=True).order_by("id").values(*fields).first()
+                if candidate is None:
+                    return None
+                row = Batch.objects.filter(pk=candidate["id"])
+                if out_of_attempts(candidate):
+                    give_up(row)
+                    continue
+                take_lease(row, owner)
+            return Batch.objects.get(pk=candidate["id"])
+        candidate = due_batches().order_by("id").values(*fields).first()
         if candidate is None:
             return None
-        won = take_lease(Batch.objects.filter(**candidate), owner)
-        if won:
+        row = Batch.objects.filter(**candidate)  # compare-and-swap: unchanged since it was read
+        if out_of_attempts(candidate):
+            give_up(row)
+        elif take_lease(row, owner):
             return Batch.objects.get(pk=candidate["id"])
     return None
 
@@ -105,22 +115,29 @@ def batch_members(candidates):
 
 
 def claim_new_batch(owner):
-    if skip_locked():
-        with transaction.atomic():
-            locked = pending_entries().select_for_update(skip_locked=True).order_by("id")
-            table = locked.values_list("table", flat=True).first()
-            if table is None:
-                return None
-            ids, rows = batch_members(locked.filter(table=table).values_list("id", "row_count")[:MAX_ENTRIES_PER_BATCH])
-            batch = new_batch(table, rows, owner)
-            OutboxEntry.objects.filter(id__in=ids).update(status=OutboxEntry.Status.BATCHED, batch=batch)
-        return Batch.objects.get(pk=batch.pk)
+    """
+    Put the oldest pending entries of one table into a new batch. The table is chosen by a
+    plain read; only the entries are locked (or swapped), and a claim that finds them all
+    taken by another drainer creates nothing and looks again.
+    """
     for _ in range(CAS_TRIES):
         table = pending_entries().order_by("id").values_list("table", flat=True).first()
         if table is None:
             return None
         candidates = pending_entries().filter(table=table).order_by("id").values_list("id", "row_count")
+        if skip_locked():
+            with transaction.atomic():
+                ids, rows = batch_members(candidates.select_for_update(skip_locked=True)[:MAX_ENTRIES_PER_BATCH])
+                if not ids:
+                    continue
+                batch = new_batch(table, rows, owner)
+                OutboxEntry.objects.filter(id__in=ids).update(status=OutboxEntry.Status.BATCHED, batch=batch)
+            return Batch.objects.get(pk=batch.pk)
+        # Compare-and-swap. The candidates are read outside the transaction, which then
+        # starts with a write: SQLite waits for its write lock instead of failing at once.
         ids, rows = batch_members(candidates[:MAX_ENTRIES_PER_BATCH])
+        if not ids:
+            continue
         with transaction.atomic():
             batch = new_batch(table, rows, owner)
             won = OutboxEntry.objects.filter(id__in=ids, status=OutboxEntry.Status.PENDING).update(
@@ -129,7 +146,7 @@ def claim_new_batch(owner):
             if won == 0:
                 transaction.set_rollback(True)
                 continue
-            if won < len(ids):
+            if won < len(ids):  # another drainer took some of them first
                 rows = sum(OutboxEntry.objects.filter(batch=batch).values_list("row_count", flat=True))
                 Batch.objects.filter(pk=batch.pk).update(row_count=rows)
         return Batch.objects.get(pk=batch.pk)

@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from django.db import OperationalError
 from django.db.models import Q
 
 from clickhouse_outbox.clickhouse.backends import get_backend
@@ -58,7 +59,7 @@ def drain(*, max_batches=None, max_seconds=None, backend=None):
     while max_batches is None or handled < max_batches:
         if deadline is not None and time.monotonic() >= deadline:
             break
-        batch = claim_batch(owner)
+        batch = retry_lock_conflicts(claim_batch, owner)
         if batch is None:
             break
         handled += 1
@@ -74,16 +75,16 @@ def process(batch, owner, backend, result):
     try:
         send_batch(batch, backend)
     except ClickHouseError as exc:
-        outcome = mark_failed(batch, owner, exc)
+        outcome = retry_lock_conflicts(mark_failed, batch, owner, exc)
         record_failure(batch, exc, outcome, result)
         return
     except Exception as exc:  # pylint: disable=broad-except
         # A bug or a database error while building the request: keep the rows, retry later.
         log.exception("clickhouse_outbox: batch %s could not be sent", batch.pk)
-        outcome = mark_failed(batch, owner, exc)
+        outcome = retry_lock_conflicts(mark_failed, batch, owner, exc)
         record_failure(batch, exc, outcome, result)
         return
-    if mark_sent(batch, owner):
+    if retry_lock_conflicts(mark_sent, batch, owner):
         result.batches_sent += 1
         result.rows_sent += batch.row_count
         log.info(
@@ -92,6 +93,35 @@ def process(batch, owner, backend, result):
         )
     else:
         result.leases_lost += 1
+
+
+# What databases say when two transactions collide: MySQL/MariaDB deadlock (1213) and lock
+# wait timeout (1205), PostgreSQL deadlock (40P01) and serialization failure (40001),
+# SQLite's busy database. The statement did nothing; running it again is safe.
+LOCK_CONFLICT_CODES = {1213, 1205, "40P01", "40001"}
+LOCK_CONFLICT_TRIES = 5
+
+
+def is_lock_conflict(exc):
+    cause = exc.__cause__ or exc
+    code = getattr(cause, "sqlstate", None) or (cause.args[0] if cause.args else None)
+    return code in LOCK_CONFLICT_CODES or "database is locked" in str(exc)
+
+
+def retry_lock_conflicts(step, *args):
+    """
+    Run a claim or finalise step, again if the database reports a lock conflict. Each step
+    is one short transaction whose updates are conditional, so a second run is harmless.
+    """
+    for attempt in range(1, LOCK_CONFLICT_TRIES + 1):
+        try:
+            return step(*args)
+        except OperationalError as exc:
+            if attempt == LOCK_CONFLICT_TRIES or not is_lock_conflict(exc):
+                raise
+            log.warning("clickhouse_outbox: %s met a lock conflict (%s); trying again", step.__name__, exc)
+            time.sleep(0.05 * attempt)
+    return None
 
 
 def record_failure(batch, exc, outcome, result):

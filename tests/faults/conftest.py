@@ -34,6 +34,8 @@ class OwnClickHouseServer:
         self.directory = directory
         self.http_port = free_port()
         self.tcp_port = free_port()
+        while self.tcp_port == self.http_port:
+            self.tcp_port = free_port()
         self.env = dict(
             os.environ,
             CH_TEST_DIR=str(directory),

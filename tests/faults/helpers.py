@@ -75,7 +75,8 @@ class Drainer:
         return self.process.returncode
 
     def output(self):
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
 
@@ -113,6 +114,8 @@ def assert_all_sent():
     assert not OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).exists()
     assert not OutboxEntry.objects.filter(status=OutboxEntry.Status.BATCHED, batch__isnull=True).exists()
     assert batch_outcomes().keys() == {Batch.Status.SENT}, batch_outcomes()
+    empty = list(Batch.objects.filter(entries__isnull=True))
+    assert not empty, f"batches with no entries were claimed and sent: {empty}"
     for batch in Batch.objects.all():
         rows = batch.entries.aggregate(n=Sum("row_count"))["n"]
         assert rows == batch.row_count, (batch, rows)

@@ -13,8 +13,9 @@ Modes (switchable while it runs; a request takes the mode current when it starts
                               connection instead of delivering it (a lost acknowledgement);
                               with after_commit=False the request never reaches the server
 
-`match` (bytes) limits faults to requests whose first bytes contain it (e.g. b"INSERT":
-ClickHouse's HTTP interface carries the query in the URL); other requests always pass.
+`match` limits faults to some requests: bytes that the request's first bytes must contain
+(e.g. b"INSERT": ClickHouse's HTTP interface carries the query in the URL), or a function
+of those bytes; other requests always pass.
 
 The proxy understands just enough HTTP/1.1 for a client that does not pipeline (requests):
 an exchange starts with the client's first bytes and ends when the server starts to
@@ -135,6 +136,13 @@ class FaultProxy:
 
     # -- relaying ------------------------------------------------------------------------
 
+    def _matches(self, head):
+        if self.match is None:
+            return True
+        if callable(self.match):
+            return bool(self.match(head))
+        return self.match in head
+
     def _delay_for(self, value):
         if isinstance(value, (tuple, list)):
             return self._rng.uniform(*value)
@@ -157,11 +165,17 @@ class FaultProxy:
                 while not closed.is_set():
                     chunk = client.recv(65536)
                     if not chunk:
-                        break  # the client went away (or was killed): the server still has the request
+                        # The client went away (or was killed): pass its FIN on, as a direct
+                        # connection would; the server keeps what it already received.
+                        try:
+                            upstream.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
+                        break
                     exchange = current["exchange"]
                     if exchange is None or exchange.answered is not None:
                         mode, argument = self._mode
-                        matched = self.match is None or self.match in chunk[:4096]
+                        matched = self._matches(chunk[:4096])
                         exchange = Exchange(
                             matched=matched, mode=mode if matched else "pass", head=chunk[:200],
                             started=time.monotonic(), delay=self._delay_for(argument) if matched else 0.0,
