@@ -6,7 +6,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-REQS := requirements/test.txt requirements/quality.txt setup.py
+REQS := requirements/dev.txt setup.py
+TEST_DB_DIR := $(CURDIR)/.test-db
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/outbox
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
 SAMPLE := clickhouse_outbox/sample_course
@@ -20,7 +21,7 @@ $(VENV)/.installed: $(REQS)
 	@command -v mysql_config >/dev/null || command -v mariadb_config >/dev/null || scripts/install-system-packages
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
-	$(BIN)/pip install -q -r requirements/test.txt -r requirements/quality.txt
+	$(BIN)/pip install -q -r requirements/dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
@@ -46,17 +47,18 @@ test-server: ## Start the ClickHouse test server (Debian's clickhouse-server, lo
 test: $(VENV)/.installed test-server ## The whole suite, on SQLite, MariaDB and PostgreSQL
 	$(MAKE) test-sqlite test-mysql test-postgres
 
-test-sqlite: $(VENV)/.installed
+test-sqlite: $(VENV)/.installed ## Everything, with the outbox on SQLite
+	mkdir -p $(TEST_DB_DIR)
 	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
-	DATABASE_URL=sqlite:///$(CURDIR)/.demo/test.sqlite3 $(BIN)/pytest -p no:cacheprovider
+	DATABASE_URL=sqlite:///$(TEST_DB_DIR)/outbox.sqlite3 $(BIN)/pytest -p no:cacheprovider
 
-test-mysql: $(VENV)/.installed
+test-mysql: $(VENV)/.installed ## The tests that use the outbox database, on MariaDB/MySQL
 	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
-	DATABASE_URL=$(MYSQL_URL) $(BIN)/pytest -p no:cacheprovider -m "not chdb_only"
+	DATABASE_URL=$(MYSQL_URL) $(BIN)/pytest -p no:cacheprovider -m django_db
 
-test-postgres: $(VENV)/.installed
+test-postgres: $(VENV)/.installed ## The tests that use the outbox database, on PostgreSQL
 	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
-	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest -p no:cacheprovider -m "not chdb_only"
+	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest -p no:cacheprovider -m django_db
 
 quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date
 	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py
@@ -73,4 +75,4 @@ requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files
 
 clean: ## Remove the venv, demo data and test server data
 	-scripts/clickhouse-test-server stop
-	rm -rf $(VENV) .demo .clickhouse-test .tox
+	rm -rf $(VENV) .demo .clickhouse-test .test-db .tox

@@ -79,6 +79,10 @@ class Batch(models.Model):
     last_error = models.TextField(blank=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error_code = models.IntegerField(null=True, blank=True, help_text="ClickHouse's error code.")
+    server_error = models.BooleanField(
+        default=False,
+        help_text="The last failure was the server's (unreachable, overloaded, credentials), not this batch's rows.",
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     sent_at = models.DateTimeField(null=True, blank=True)
 
@@ -88,6 +92,7 @@ class Batch(models.Model):
             models.Index(fields=["status", "next_attempt_at"], name="ch_outbox_batch_due"),
             models.Index(fields=["status", "lease_expires_at"], name="ch_outbox_batch_lease"),
             models.Index(fields=["status", "sent_at"], name="ch_outbox_batch_sent"),
+            models.Index(fields=["status", "server_error"], name="ch_outbox_batch_server_error"),
         ]
         ordering = ["-id"]
 

@@ -138,3 +138,21 @@ def test_dump_courses_queues_every_course_and_can_drain(olx_dir, clickhouse, tmp
 def test_outline_of_a_course_clickhouse_does_not_have(olx_dir, clickhouse):
     with pytest.raises(CommandError, match="has no rows for"):
         run("clickhouse_outbox_outline", SAMPLE_KEY)
+
+
+def test_drain_until_empty_fails_when_a_batch_failed_for_good(olx_dir, clickhouse):
+    from clickhouse_outbox.models import OutboxEntry as Entry
+
+    run("outbox_load_olx", str(SAMPLE_COURSE_DIR))
+    entry = Entry.objects.get(table="course_overviews")
+    Entry.objects.filter(pk=entry.pk).update(payload=bytes(entry.payload).replace(b'"dump_id":"', b'"dump_id":"x'))
+    with pytest.raises(CommandError, match="1 batches failed for good"):
+        run("outbox_drain", "--until-empty", "--timeout", "60")
+    assert Batch.objects.get(table="course_overviews").status == Batch.Status.FAILED
+    assert count(clickhouse, "course_blocks") > 0  # the other tables went through
+
+
+def test_dump_refuses_the_old_connection_options(olx_dir):
+    with pytest.raises(CommandError, match="--url, --password: the connection now comes only from"):
+        run("dump_courses_to_clickhouse", "--url", "http://x:8123", "--password", "hunter2")
+    assert not Snapshot.objects.exists()

@@ -11,7 +11,8 @@ import re
 
 # ClickHouse error codes that mean "this data is invalid for this table". Not 16
 # (NO_SUCH_COLUMN_IN_TABLE): with an explicit column list it means the table lacks a column,
-# which every row would hit; that is a schema to fix, and the rows wait for it.
+# which every row would hit; that is a schema to fix, and the rows wait for it. Nor 62
+# (SYNTAX_ERROR) or 73 (UNKNOWN_FORMAT): they are about the query, not a row.
 # (src/Common/ErrorCodes.cpp; stable across server versions.)
 DATA_ERROR_CODES = frozenset({
     6,    # CANNOT_PARSE_TEXT
@@ -25,11 +26,9 @@ DATA_ERROR_CODES = frozenset({
     38,   # CANNOT_PARSE_DATE
     41,   # CANNOT_PARSE_DATETIME
     53,   # TYPE_MISMATCH
-    62,   # SYNTAX_ERROR (in the data, e.g. a broken JSON row)
     69,   # ARGUMENT_OUT_OF_BOUND
     70,   # CANNOT_CONVERT_TYPE
     72,   # CANNOT_PARSE_NUMBER
-    73,   # UNKNOWN_FORMAT
     117,  # INCORRECT_DATA
     131,  # TOO_LARGE_STRING_SIZE
     321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
@@ -93,6 +92,22 @@ class ClickHouseRejected(ClickHouseError):
 
 class WriteMismatch(ClickHouseError):
     """The server reports writing a different number of rows than were sent."""
+
+
+# The server did not accept who we are (or what we may do): a configuration to fix.
+CREDENTIAL_CODES = frozenset({192, 193, 194, 497, 516})
+
+
+def is_server_wide(exc):
+    """
+    True when a failure says nothing about the batch: ClickHouse is unreachable, timing out,
+    overloaded, or refusing our credentials. Any other batch would fail the same way now.
+    """
+    return (
+        isinstance(exc, ClickHouseUnavailable)
+        or getattr(exc, "http_status", None) in (401, 403)
+        or getattr(exc, "code", None) in CREDENTIAL_CODES | PRESSURE_CODES
+    )
 
 
 def classify(code):

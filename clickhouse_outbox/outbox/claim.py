@@ -114,12 +114,23 @@ def batch_members(candidates):
     return chosen, rows
 
 
+def server_failure():
+    """
+    The batch waiting to retry after a failure of the server itself (unreachable, overloaded,
+    credentials refused), if any. While there is one, new rows stay pending and spend no
+    attempts: that batch probes the server when it is due, and once it is sent, draining resumes.
+    """
+    return Batch.objects.filter(status=Batch.Status.RETRY, server_error=True).order_by("-id").first()
+
+
 def claim_new_batch(owner):
     """
     Put the oldest pending entries of one table into a new batch. The table is chosen by a
     plain read; only the entries are locked (or swapped), and a claim that finds them all
     taken by another drainer creates nothing and looks again.
     """
+    if server_failure() is not None:
+        return None
     for _ in range(CAS_TRIES):
         table = pending_entries().order_by("id").values_list("table", flat=True).first()
         if table is None:

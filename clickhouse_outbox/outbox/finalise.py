@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.clickhouse.errors import is_server_wide
 from clickhouse_outbox.models import Batch, OutboxEntry
 from clickhouse_outbox.outbox.clock import UtcNow
 
@@ -51,6 +52,7 @@ def error_fields(exc):
         "last_error": str(exc)[:MAX_ERROR_CHARS],
         "http_status": getattr(exc, "http_status", None),
         "error_code": getattr(exc, "code", None),
+        "server_error": is_server_wide(exc),
     }
 
 

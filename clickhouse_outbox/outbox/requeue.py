@@ -13,7 +13,8 @@ def requeue_batches(queryset=None):
     """Give failed batches a fresh set of attempts, due now; returns how many."""
     queryset = Batch.objects.all() if queryset is None else queryset
     return queryset.filter(status=Batch.Status.FAILED).update(
-        status=Batch.Status.RETRY, attempts=0, next_attempt_at=UtcNow(), lease_owner=None, lease_expires_at=None
+        status=Batch.Status.RETRY, attempts=0, next_attempt_at=UtcNow(), lease_owner=None, lease_expires_at=None,
+        server_error=False,
     )
 
 

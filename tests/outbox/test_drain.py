@@ -97,7 +97,12 @@ def test_an_outage_keeps_every_row_and_records_the_attempt(server_clickhouse, se
     assert "127.0.0.1:9" in batch.last_error
     # The run stopped at the first failure: the other tables' rows are still pending, untouched.
     assert OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).count() == 2
-    assert drain().batches_sent == 0  # the failed batch is not due yet; the pending ones fail again
+    # While the batch waits to retry, a server-wide failure keeps new rows pending: they
+    # spend no attempts (a long outage does not use up every batch's attempts).
+    for _ in range(3):
+        assert drain().batches_sent == 0
+    assert Batch.objects.count() == 1 and Batch.objects.get().server_error
+    assert OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).count() == 2
     settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = good
     make_due()
     result = drain()
@@ -195,6 +200,17 @@ def test_a_rejected_row_is_isolated_and_every_other_row_delivered(clickhouse):
     (entry,) = failed.entries.all()
     assert json.loads(bytes(entry.payload)) == bad
     assert count(clickhouse, "course_blocks", f"location = '{bad['location']}'") == 0
+
+
+def test_a_batch_specific_failure_does_not_hold_back_the_others(clickhouse):
+    """Only server-wide failures pause new claims; a table nobody registered fails alone."""
+    OutboxEntry.objects.create(table="no_such_table", row_count=1, payload=b'{"a":1}\n')  # oldest: claimed first
+    CourseSnapshotFactory()
+    for _ in range(4):
+        drain()
+    assert Batch.objects.get(table="no_such_table").status == Batch.Status.RETRY
+    assert not Batch.objects.get(table="no_such_table").server_error
+    assert Batch.objects.filter(status=Batch.Status.SENT).count() == 3
 
 
 def test_a_table_nobody_registered_waits_with_a_clear_error(clickhouse):

@@ -6,6 +6,8 @@ each course straight to ClickHouse (and losing it when ClickHouse is down) it qu
 snapshot per course; the drain delivers them, with retries.
 """
 
+import argparse
+
 from django.core.management.base import BaseCommand, CommandError
 
 from clickhouse_outbox.outbox.drain import drain_until_empty
@@ -27,9 +29,19 @@ class Command(BaseCommand):
                             help="Accepted for compatibility: every selected course is always queued.")
         parser.add_argument("--limit", type=int, default=None, help="Queue at most this many courses.")
         parser.add_argument("--drain", action="store_true", help="Send the queued rows now and wait for them.")
+        for name in ("--url", "--username", "--password", "--database", "--timeout_secs"):
+            parser.add_argument(name, default=None, help=argparse.SUPPRESS)
         parser.add_argument("--timeout", type=float, default=3600, help="With --drain: give up after this long.")
 
     def handle(self, *args, **options):
+        moved = [name for name in ("url", "username", "password", "database", "timeout_secs") if options[name]]
+        if moved:
+            # The old command took connection options; a password on a command line is visible
+            # to every user of the machine, and the outbox sends with the configured connection.
+            raise CommandError(
+                f"--{', --'.join(moved)}: the connection now comes only from EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG; "
+                "remove these options."
+            )
         source = get_course_source()
         try:
             keys = [parse_course_key(key) for key in options["courses"]] if options["courses"] else source.course_keys()
@@ -54,5 +66,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Drained: {result}.")
             if left["pending_entries"] or left["open_batches"]:
                 raise CommandError(f"Rows are still waiting after {options['timeout']:g}s: {left}")
+            if result.batches_failed:
+                raise CommandError(f"{result.batches_failed} batches failed for good: {'; '.join(result.errors[-3:])}")
         if failures:
             raise CommandError(f"{len(failures)} courses could not be read; they are recorded as failed snapshots.")

@@ -7,6 +7,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.outbox.claim import server_failure
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty
 from clickhouse_outbox.outbox.purge import purge_sent
 
@@ -38,6 +39,11 @@ class Command(BaseCommand):
                     f"Gave up after {options['timeout']:g}s with {left['pending_entries']} pending entries and "
                     f"{left['open_batches']} batches to retry. Last errors: {'; '.join(result.errors[-3:]) or 'none'}"
                 )
+            if result.batches_failed:
+                raise CommandError(
+                    f"{result.batches_failed} batches failed for good (see the admin, then outbox_requeue --failed): "
+                    f"{'; '.join(result.errors[-3:])}"
+                )
             return
         if options["loop"]:
             interval = options["interval"] or conf.drain_interval_secs()
@@ -55,14 +61,17 @@ class Command(BaseCommand):
         result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs())
         self.report(result)
         purge_sent()
-        if not result.ok:
+        waiting = server_failure()
+        if not result.ok or waiting:
             left = backlog()
+            errors = result.errors[-3:] or [f"batch {waiting.pk} waits to retry: {waiting.last_error}"]
             raise CommandError(
                 f"Some rows were not sent ({left['pending_entries']} entries pending, {left['open_batches']} batches "
-                f"to retry, {left['failed_batches']} failed): {'; '.join(result.errors[-3:])}"
+                f"to retry, {left['failed_batches']} failed): {'; '.join(errors)}"
             )
 
     def report(self, result):
         self.stdout.write(f"Drained: {result}.")
         for error in result.errors[-5:]:
             self.stderr.write(f"  {error}")
+
