@@ -125,6 +125,36 @@ def check_schema(backend, cluster=None, tables=None):
     return problems
 
 
+def deduplication_warnings(backend, tables=None):
+    """
+    Tables that will not deduplicate a resent batch although the server could: plain
+    MergeTree tables without `non_replicated_deduplication_window` (as Aspects creates them).
+    Not a contract difference: rows still arrive, but a batch resent after a lost
+    acknowledgement may be stored twice (as exact duplicates).
+    """
+    tables = all_tables() if tables is None else tables
+    with _one_session(backend):
+        if not backend.server_info().supports_non_replicated_deduplication_window:
+            return []
+        rows = backend.query(
+            f"SELECT name, engine, engine_full FROM system.tables WHERE database = {quote_string(backend.database)}"
+        )
+    wanted = {table.name for table in tables}
+    warnings = []
+    for row in rows:
+        if row["name"] not in wanted or row["engine"] != "MergeTree":
+            continue
+        match = re.search(r"non_replicated_deduplication_window\s*=\s*(\d+)", row["engine_full"])
+        if not match or int(match.group(1)) == 0:
+            name = qualified_name(backend.database, row["name"])
+            warnings.append(
+                f"Table {name} keeps no deduplication window, so a batch resent after a lost acknowledgement may be "
+                f"stored twice; to fix: ALTER TABLE {name} MODIFY SETTING non_replicated_deduplication_window = "
+                f"{DEDUPLICATION_WINDOW}"
+            )
+    return warnings
+
+
 def table_differences(table, database, actual_columns):
     """Differences between `table` (the contract) and `actual_columns`, [(name, type), ...] in table order."""
     name = qualified_name(database, table.name)

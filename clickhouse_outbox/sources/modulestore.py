@@ -40,18 +40,28 @@ def detached_xblock_types():
     return DETACHED_XBLOCK_TYPES
 
 
+def course_overview_created(course_key):
+    """When the platform's CourseOverview of the course was created (the peers' `created`), or None."""
+    try:
+        from openedx.core.djangoapps.content.course_overviews.models import CourseOverview
+    except ImportError:
+        return None
+    return CourseOverview.objects.filter(id=course_key).values_list("created", flat=True).first()
+
+
 class ModulestoreSource(CourseSource):
     """
     Published courses from the modulestore. Every argument defaults to the platform's
-    own (imported on first use): `store`, `detached_types`, `revision`, and `get_tags`
-    (usage key or course key -> sorted tag ids).
+    own (imported on first use): `store`, `detached_types`, `revision`, `get_tags`
+    (usage key or course key -> sorted tag ids) and `get_created` (course key -> datetime).
     """
 
-    def __init__(self, store=None, detached_types=None, revision=None, get_tags=None):
+    def __init__(self, store=None, detached_types=None, revision=None, get_tags=None, get_created=None):
         self._store = store
         self._detached_types = detached_types
         self._revision = revision
         self._get_tags = get_tags or get_tags_for_block
+        self._get_created = get_created or course_overview_created
 
     @property
     def store(self):
@@ -169,7 +179,7 @@ class ModulestoreSource(CourseSource):
             entrance_exam_enabled=bool(getattr(course, "entrance_exam_enabled", False)),
             language=getattr(course, "language", None) or "",
             tags=self._get_tags(key),
-            created=None,
+            created=_aware(self._get_created(key)),
             modified=_aware(getattr(course, "subtree_edited_on", None) or getattr(course, "edited_on", None)),
         )
 

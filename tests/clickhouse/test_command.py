@@ -120,3 +120,27 @@ def test_help_explains_the_options():
     assert result.returncode == 0
     for option in ("--create", "--check", "--cluster NAME", "ReplicatedMergeTree"):
         assert option in result.stdout
+
+
+def test_check_warns_about_tables_that_cannot_deduplicate(chdb_backend, settings):
+    """Aspects creates plain MergeTree tables without a deduplication window: say how to add one."""
+    import io
+
+    from django.core.management import call_command
+
+    from clickhouse_outbox.clickhouse.schema import create_table_sql
+    from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, all_tables
+
+    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {"url": f"chdb://{chdb_backend.path}", "database": chdb_backend.database}
+    info = chdb_backend.server_info()
+    for table in all_tables():
+        sql = create_table_sql(table, chdb_backend.database, info)
+        if table is COURSE_BLOCKS:
+            sql = sql.split("\nSETTINGS")[0]  # as Aspects creates it
+        chdb_backend.command(sql)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("clickhouse_outbox_schema", "--check", stdout=out, stderr=err)
+    assert "schema OK" in out.getvalue()
+    assert "course_blocks` keeps no deduplication window" in err.getvalue()
+    assert "MODIFY SETTING non_replicated_deduplication_window = 1000" in err.getvalue()
+    assert "course_overviews" not in err.getvalue()

@@ -121,10 +121,20 @@ def store():
     return StandInStore([sample_course()], detached_blocks())
 
 
+CREATED = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_created_is_none_outside_the_platform():
+    from clickhouse_outbox.sources.modulestore import course_overview_created
+
+    assert course_overview_created(KEY) is None  # no CourseOverview model here (edx-platform is not installed)
+
+
 @pytest.fixture
 def source(store):
     return ModulestoreSource(store=store, detached_types=DETACHED_TYPES, revision=PUBLISHED,
-                             get_tags=lambda key: TAGS.get(str(key), []))
+                             get_tags=lambda key: TAGS.get(str(key), []),
+                             get_created=lambda key: CREATED if str(key) == str(KEY) else None)
 
 
 def test_reads_the_published_revision_in_one_bulk_operation(source, store):
@@ -191,7 +201,7 @@ def test_course_metadata(source):
     assert course.entrance_exam_enabled is False
     assert course.language == "fr"
     assert course.tags == [1, 2]
-    assert course.created is None
+    assert course.created == CREATED  # the platform's CourseOverview.created, as the peers send it
     assert course.modified == datetime(2026, 1, 10, tzinfo=UTC)  # subtree_edited_on wins over edited_on
 
 

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
-from clickhouse_outbox.clickhouse.schema import check_schema, create_schema
+from clickhouse_outbox.clickhouse.schema import check_schema, create_schema, deduplication_warnings
 
 
 class Command(BaseCommand):
@@ -46,8 +46,11 @@ class Command(BaseCommand):
                     self.stdout.write(line)
                 return
             problems = check_schema(backend, cluster=cluster)
+            warnings = [] if problems else deduplication_warnings(backend)
         except (ClickHouseError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from None
+        for warning in warnings:
+            self.stderr.write(self.style.WARNING(f"warning: {warning}"))
         if problems:
             lines = "\n".join(f"  - {problem}" for problem in problems)
             raise CommandError(f"The ClickHouse schema differs from the contract:\n{lines}")
