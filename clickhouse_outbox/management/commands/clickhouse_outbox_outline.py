@@ -64,8 +64,11 @@ class Command(BaseCommand):
         for block in blocks:
             data = json.loads(block["xblock_data_json"])
             label = f"{data['section']}:{data['subsection']}:{data['unit']} - {block['display_name']}"
-            marker = " [detached]" if data.get("detached") else ""
             graded = " [graded]" if data.get("graded") and data["block_type"] == "sequential" else ""
+            if data.get("detached"):
+                block_id = block["location"].rsplit("@", 1)[-1]
+                lines.append(f"    {label}  ({data['block_type']} {block_id}) [detached]")
+                continue
             indent = "  " * INDENT.get(data["block_type"], 4)
-            lines.append(f"  {indent}{label}  ({data['block_type']}){graded}{marker}")
+            lines.append(f"  {indent}{label}  ({data['block_type']}){graded}")
         return lines
