@@ -3,8 +3,9 @@ Shared fixtures: the outbox on the database named by DATABASE_URL (SQLite, Maria
 PostgreSQL: `make test` runs the suite on each), and a ClickHouse to drain into.
 """
 
+from contextlib import contextmanager
+
 import pytest
-from django.test import override_settings
 
 from clickhouse_outbox.clickhouse.backends import reset_backends
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR
@@ -41,9 +42,28 @@ def sample_course_key(olx_source):
     return olx_source.add_export(SAMPLE_COURSE_DIR)
 
 
-def backend_settings(backend):
-    """override_settings for EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG pointing at `backend`."""
-    return override_settings(EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG=backend.config_for_settings())
+def chdb_config(tmp_path, database):
+    return {"url": f"chdb://{tmp_path / 'chdb'}", "database": database,
+            "username": "", "password": "", "timeout_secs": 10, "connect_timeout_secs": 3}
+
+
+@contextmanager
+def destination(settings, config, *, drop_database):
+    """Point the plugin at `config` and create the contract's tables there; yields the backend."""
+    from clickhouse_outbox.clickhouse.backends import build_backend
+    from clickhouse_outbox.clickhouse.backends.base import quote_identifier
+    from clickhouse_outbox.clickhouse.schema import create_schema
+
+    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = config
+    backend = build_backend(config)
+    create_schema(backend)
+    try:
+        yield backend
+    finally:
+        if drop_database:
+            backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(config['database'])}")
+        backend.close()
+        reset_backends()
 
 
 @pytest.fixture(params=["server-18.16", "chdb"])
@@ -52,51 +72,25 @@ def clickhouse(request, settings, tmp_path, clickhouse_database_name):
     A ClickHouse with the contract's tables, and settings pointing the plugin at it: the
     real old server (transport, auth) and the embedded current engine (current SQL).
     """
-    from clickhouse_outbox.clickhouse.backends import build_backend
-    from clickhouse_outbox.clickhouse.backends.base import quote_identifier
-    from clickhouse_outbox.clickhouse.schema import create_schema
-
-    if request.param == "server-18.16":
+    on_server = request.param == "server-18.16"
+    if on_server:
         config = dict(request.getfixturevalue("clickhouse_server_config"), database=clickhouse_database_name)
     else:
-        config = {"url": f"chdb://{tmp_path / 'chdb'}", "database": clickhouse_database_name,
-                  "username": "", "password": "", "timeout_secs": 10, "connect_timeout_secs": 3}
-    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = config
-    backend = build_backend(config)
-    create_schema(backend)
-    yield backend
-    if request.param == "server-18.16":
-        backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(clickhouse_database_name)}")
-    backend.close()
-    reset_backends()
+        config = chdb_config(tmp_path, clickhouse_database_name)
+    with destination(settings, config, drop_database=on_server) as backend:
+        yield backend
 
 
 @pytest.fixture
 def chdb_clickhouse(settings, tmp_path, clickhouse_database_name):
     """Only the embedded current engine (for deduplication tokens, Bool...)."""
-    from clickhouse_outbox.clickhouse.backends import build_backend
-    from clickhouse_outbox.clickhouse.schema import create_schema
-
-    config = {"url": f"chdb://{tmp_path / 'chdb'}", "database": clickhouse_database_name,
-              "username": "", "password": "", "timeout_secs": 10, "connect_timeout_secs": 3}
-    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = config
-    backend = build_backend(config)
-    create_schema(backend)
-    yield backend
-    backend.close()
+    with destination(settings, chdb_config(tmp_path, clickhouse_database_name), drop_database=False) as backend:
+        yield backend
 
 
 @pytest.fixture
 def server_clickhouse(settings, clickhouse_server_config, clickhouse_database_name):
     """Only the real old server (outages, auth, timeouts)."""
-    from clickhouse_outbox.clickhouse.backends import build_backend
-    from clickhouse_outbox.clickhouse.backends.base import quote_identifier
-    from clickhouse_outbox.clickhouse.schema import create_schema
-
     config = dict(clickhouse_server_config, database=clickhouse_database_name)
-    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = config
-    backend = build_backend(config)
-    create_schema(backend)
-    yield backend
-    backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(clickhouse_database_name)}")
-    backend.close()
+    with destination(settings, config, drop_database=True) as backend:
+        yield backend

@@ -11,6 +11,8 @@ import uuid
 
 import pytest
 
+from tests.conftest import destination
+
 from tests.processes import ROOT
 
 SCRIPT = ROOT / "scripts" / "clickhouse-test-server"
@@ -93,15 +95,9 @@ def own_clickhouse_server(tmp_path_factory):
 @pytest.fixture
 def own_clickhouse(own_clickhouse_server, settings):
     """The own server with the contract's tables in a fresh database; settings point at it."""
-    from clickhouse_outbox.clickhouse.backends import build_backend
-    from clickhouse_outbox.clickhouse.schema import create_schema
-
     config = own_clickhouse_server.config(f"outbox_faults_{uuid.uuid4().hex[:10]}")
-    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = config
-    backend = build_backend(config)
-    create_schema(backend)
-    yield backend
-    backend.close()
+    with destination(settings, config, drop_database=False) as backend:
+        yield backend
 
 
 @pytest.fixture
