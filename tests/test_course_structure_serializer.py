@@ -7,10 +7,11 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, strategies as st
 from opaque_keys.edx.keys import CourseKey
 
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
-from clickhouse_outbox.serializers.course_structure import CourseTreeError, serialize_course
+from clickhouse_outbox.serializers.course_structure import CourseTreeError, serialize_course, xblock_data_json
 from clickhouse_outbox.sources.base import Block, PublishedCourse
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR, read_olx_export
 
@@ -174,3 +175,38 @@ def test_the_sample_course_serializes_per_contract():
     assert [b["order"] for b in blocks] == list(range(1, len(blocks) + 1))
     assert len(rows(out[COURSE_RELATIONSHIPS.name])) == sum(len(b.children) for b in course.blocks.values())
     assert not any("draft" in b["location"] or "orphan" in b["location"] for b in blocks)
+
+
+def reference_xblock_data(key, block, detached, counters):
+    """The dict the peers build, dumped by json.dumps: what the template must reproduce exactly."""
+    data = {
+        "course": key.course, "run": key.run, "block_type": block.block_type,
+        "detached": 1 if detached else 0, "graded": 1 if block.graded else 0,
+        "completion_mode": block.completion_mode or "",
+        "section": counters[0], "subsection": counters[1], "unit": counters[2], "tags": list(block.tags),
+    }
+    if block.block_type == "video":
+        data["video_start_time"] = block.fields.get("video_start_time", 0)
+        data["video_end_time"] = block.fields.get("video_end_time", 0)
+    return json.dumps(data)
+
+
+@given(
+    block_type=st.sampled_from(["html", "video", "chapter", "about", "problem"]) | st.text(max_size=20),
+    completion_mode=st.text(max_size=30),
+    graded=st.booleans(),
+    detached=st.booleans(),
+    counters=st.tuples(*[st.integers(0, 10**6)] * 3),
+    tags=st.lists(st.integers(0, 10**9) | st.text(max_size=20), max_size=5),
+    start=st.integers(0, 10**5) | st.floats(allow_nan=False, allow_infinity=False),
+    end=st.integers(0, 10**5) | st.floats(allow_nan=False, allow_infinity=False),
+    run=st.sampled_from(["Run", "2026_T1", "R-é"]),
+)
+def test_xblock_data_json_is_exactly_what_json_dumps_gives(block_type, completion_mode, graded, detached, counters,
+                                                           tags, start, end, run):
+    key = CourseKey.from_string(f"course-v1:Org+Num+{run.replace('é', 'e')}")
+    block = Block(location="x", block_type=block_type, display_name="x", graded=graded,
+                  completion_mode=completion_mode, tags=tags,
+                  fields={"video_start_time": start, "video_end_time": end})
+    data_head = f'{{"course": {json.dumps(key.course)}, "run": {json.dumps(key.run)}, "block_type": '
+    assert xblock_data_json(data_head, block, detached, counters) == reference_xblock_data(key, block, detached, counters)

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 
 # The C-accelerated string encoder behind json.dumps(..., ensure_ascii=False).
 encode_string = json.encoder.encode_basestring  # pylint: disable=no-member
+# ... and behind json.dumps() with its defaults (ensure_ascii=True), for the *_json columns.
+encode_ascii = json.encoder.encode_basestring_ascii  # pylint: disable=no-member
 
 
 def encode_row(columns, values):
