@@ -17,9 +17,9 @@ from clickhouse_outbox.clickhouse.backends import build_backend
 from clickhouse_outbox.clickhouse.backends.http import MAX_ERROR_CHARS, error_from_response
 from clickhouse_outbox.clickhouse.errors import ClickHouseError, ClickHouseRejected, ClickHouseUnavailable
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS
+from tests.proxy import FaultProxy
 
 from .conftest import block_row, create_table, encode_rows, select_blocks
-from .proxy import LoopbackProxy
 
 WRONG_PASSWORD = "not-the-Secret-9f3a"
 
@@ -93,9 +93,9 @@ def test_read_timeout_after_sending_is_retryable_and_the_insert_may_have_happene
     http_backend, clickhouse_server_config
 ):
     create_table(http_backend)
-    upstream = clickhouse_server_config["url"].split("//", 1)[1]
 
-    with LoopbackProxy(upstream, response_delay=3) as proxy:
+    with FaultProxy(clickhouse_server_config["url"]) as proxy:
+        proxy.delay_response(3)
         slow = build_backend(
             dict(clickhouse_server_config, url=proxy.url, database=http_backend.database, timeout_secs=1)
         )

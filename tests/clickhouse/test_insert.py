@@ -13,9 +13,9 @@ from clickhouse_outbox.clickhouse.backends import build_backend
 from clickhouse_outbox.clickhouse.backends.base import insert_statement, qualified_name
 from clickhouse_outbox.clickhouse.errors import ClickHouseRejected
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_RELATIONSHIPS
+from tests.proxy import FaultProxy
 
 from .conftest import block_row, create_table, encode_rows, new_dump_id, select_blocks
-from .proxy import LoopbackProxy
 
 AWKWARD_STRINGS = [
     "plain",
@@ -131,17 +131,21 @@ def test_a_rejected_row_mid_batch_is_permanent_too(backend):
     assert select_blocks(backend) == []
 
 
+def insert_through_a_proxy(http_backend, clickhouse_server_config, payload, rows):
+    """Insert `payload` into course_blocks via a proxy: (the insert's result, the INSERT requests it saw)."""
+    with FaultProxy(clickhouse_server_config["url"]) as proxy:
+        backend = build_backend(dict(clickhouse_server_config, url=proxy.url, database=http_backend.database))
+        result = backend.insert(COURSE_BLOCKS, payload, rows=rows, dedup_token="batch-1")
+        backend.close()
+    return result, [request for request in proxy.requests() if request.params.get("query", "").startswith("INSERT")]
+
+
 def test_the_payload_is_gzip_on_the_wire(http_backend, clickhouse_server_config):
     create_table(http_backend)
     rows = [block_row(order, display_name=f"Unit {order} ✓") for order in range(1, 501)]
     payload = encode_rows(rows)
-    upstream = clickhouse_server_config["url"].split("//", 1)[1]
 
-    with LoopbackProxy(upstream) as proxy:
-        backend = build_backend(dict(clickhouse_server_config, url=proxy.url, database=http_backend.database))
-        backend.insert(COURSE_BLOCKS, payload, rows=len(rows), dedup_token="batch-1")
-        backend.close()
-        inserts = [request for request in proxy.requests() if request[1].get("query", "").startswith("INSERT")]
+    _, inserts = insert_through_a_proxy(http_backend, clickhouse_server_config, payload, rows=len(rows))
 
     assert len(inserts) == 1
     method, params, headers, body = inserts[0]
@@ -166,15 +170,10 @@ def test_old_server_gets_no_settings_it_does_not_know(http_backend, clickhouse_s
     info = http_backend.server_info()
     assert info.version < (21, 11)
     assert not info.supports_deduplication_token
-    upstream = clickhouse_server_config["url"].split("//", 1)[1]
 
-    with LoopbackProxy(upstream) as proxy:
-        backend = build_backend(dict(clickhouse_server_config, url=proxy.url, database=http_backend.database))
-        result = backend.insert(COURSE_BLOCKS, encode_rows([block_row(1)]), rows=1, dedup_token="batch-1")
-        backend.close()
-        inserts = [request for request in proxy.requests() if request[1].get("query", "").startswith("INSERT")]
+    result, inserts = insert_through_a_proxy(http_backend, clickhouse_server_config, encode_rows([block_row(1)]), rows=1)
 
-    params = inserts[0][1]
+    params = inserts[0].params
     assert "insert_deduplication_token" not in params
     assert "async_insert" not in params
     assert result.written_rows is None  # 18.16 does not say

@@ -12,8 +12,8 @@ import uuid
 import pytest
 
 from tests.conftest import destination
-
 from tests.processes import ROOT
+from tests.proxy import FaultProxy
 
 SCRIPT = ROOT / "scripts" / "clickhouse-test-server"
 OWN_USER = "faults"
@@ -103,8 +103,6 @@ def own_clickhouse(own_clickhouse_server, settings):
 @pytest.fixture
 def fault_proxy(clickhouse_server_config):
     """A FaultProxy in front of the shared test server, faulting only INSERTs; closed after the test."""
-    from tests.faults.proxy import FaultProxy
-
     with FaultProxy(clickhouse_server_config["url"], match=b"INSERT") as proxy:
         yield proxy
 

@@ -34,6 +34,16 @@ def report(name, **figures):
     print(f"\nFAULTS {name}: " + ", ".join(f"{key}={value}" for key, value in figures.items()), flush=True)
 
 
+def row_figures(figures):
+    """What report() says about rows, from table_figures(): totals over the tables, then the tables one by one."""
+    return {
+        "rows_queued": sum(queued for queued, _, _ in figures.values()),
+        "rows_found": sum(found for _, found, _ in figures.values()),
+        "duplicates": sum(found - distinct for _, found, distinct in figures.values()),
+        "per_table": figures,
+    }
+
+
 # -- drainer processes ---------------------------------------------------------------------
 
 

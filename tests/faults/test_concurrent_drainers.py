@@ -30,6 +30,7 @@ from tests.faults.helpers import (
     assert_every_row_exactly_once,
     queued_rows,
     report,
+    row_figures,
 )
 from tests.processes import project_env
 
@@ -105,13 +106,10 @@ def test_four_drainers_at_once_send_every_row_once(server_clickhouse, settings, 
     report(
         f"concurrent_drainers[{connection.vendor}, {'SKIP LOCKED' if skip_locked() else 'compare-and-swap'}]",
         drainers=DRAINERS,
-        rows_queued=total_rows,
+        **row_figures(figures),
         entries=entries,
         batches=Batch.objects.count(),
         dead_claims_reclaimed=DEAD_CLAIMS,
-        rows_found=sum(found for _, found, _ in figures.values()),
-        duplicates=sum(found - distinct for _, found, distinct in figures.values()),
-        per_table=figures,
         course_blocks_rows=queued_rows(COURSE_BLOCKS.name),
         batches_rows_per_drainer=sent,
         batches_per_table=dict(Counter(Batch.objects.values_list("table", flat=True))),

@@ -24,6 +24,7 @@ from tests.faults.helpers import (
     assert_every_row_exactly_once,
     ch_count,
     report,
+    row_figures,
 )
 from tests.processes import project_env
 
@@ -119,10 +120,7 @@ def test_an_outage_while_courses_are_published_loses_nothing_and_duplicates_noth
         "outage",
         courses=len(before) + len(during),
         courses_during_outage=len(during),
-        rows_queued=sum(queued for queued, _, _ in figures.values()),
-        rows_found=sum(found for _, found, _ in figures.values()),
-        duplicates=sum(found - distinct for _, found, distinct in figures.values()),
-        per_table=figures,
+        **row_figures(figures),
         outage_secs=round(outage_secs, 1),
         drain_runs_in_outage=f"{in_process_attempts} in-process + {process_attempts} processes",
         batches_failed_in_outage=len(attempts),

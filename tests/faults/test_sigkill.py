@@ -48,6 +48,7 @@ from tests.faults.helpers import (
     ch_key_counts,
     queued_keys,
     report,
+    row_figures,
 )
 from tests.processes import project_env
 
@@ -187,10 +188,7 @@ def test_sigkill_between_claim_and_finalise_leaves_only_exact_duplicates_on_the_
         phases=dict(phases),
         trials_secs=round(trials_secs, 1),
         snapshots=len(snapshots),
-        rows_queued=sum(queued for queued, _, _ in figures.values()),
-        rows_found=sum(found for _, found, _ in figures.values()),
-        exact_duplicates=sum(found - distinct for _, found, distinct in figures.values()),
-        per_table=figures,
+        **row_figures(figures),
         batches=len(copies),
         batches_with_attempts_gt_1=len(resent),
         of_which_duplicated=sum(1 for pk in resent if copies[pk] > 1),
@@ -270,10 +268,7 @@ def test_sigkill_between_claim_and_finalise_leaves_no_duplicate_where_the_engine
         trial_log=trials,
         trials_secs=round(trials_secs, 1),
         snapshots=len(snapshots),
-        rows_queued=sum(queued for queued, _, _ in figures.values()),
-        rows_found=sum(found for _, found, _ in figures.values()),
-        duplicates=sum(found - distinct for _, found, distinct in figures.values()),
-        per_table=figures,
+        **row_figures(figures),
         batches=Batch.objects.count(),
         attempts_histogram=dict(attempts),
     )

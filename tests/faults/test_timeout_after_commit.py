@@ -33,6 +33,7 @@ from tests.faults.helpers import (
     queued_keys,
     queued_rows,
     report,
+    row_figures,
 )
 
 pytestmark = pytest.mark.django_db
@@ -79,6 +80,7 @@ def test_a_lost_acknowledgement_leaves_only_exact_duplicates_on_the_old_server(
         assert "Could not reach ClickHouse" in batch.last_error
     (exchange,) = fault_proxy.matched_exchanges()
     assert exchange.answered is not None  # ClickHouse answered: it had committed the batch
+    assert exchange.dropped == (fault == "connection_closed_after_commit")
     assert ch_count(backend, COURSE_BLOCKS.name) == batch.row_count == queued_rows(COURSE_BLOCKS.name)
     assert OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING, table="course_relationships").exists()
     token, first_error = batch.token, batch.last_error
@@ -102,10 +104,7 @@ def test_a_lost_acknowledgement_leaves_only_exact_duplicates_on_the_old_server(
     report(
         f"timeout_after_commit[18.16, {fault}]",
         snapshots=len(snapshots),
-        rows_queued=sum(queued for queued, _, _ in figures.values()),
-        rows_found=sum(found for _, found, _ in figures.values()),
-        duplicates=sum(found - distinct for _, found, distinct in figures.values()),
-        per_table=figures,
+        **row_figures(figures),
         resent_batch_rows=batch.row_count,
         resent_batch_attempts=batch.attempts,
         first_error=first_error[:90] + "...",
@@ -154,10 +153,7 @@ def test_a_lost_acknowledgement_leaves_no_duplicate_where_the_engine_deduplicate
     report(
         "timeout_after_commit[chdb, same batch resent with its token]",
         snapshots=len(snapshots),
-        rows_queued=sum(queued for queued, _, _ in figures.values()),
-        rows_found=sum(found for _, found, _ in figures.values()),
-        duplicates=sum(found - distinct for _, found, distinct in figures.values()),
-        per_table=figures,
+        **row_figures(figures),
         resent_batch_rows=batch.row_count,
         resent_batch_attempts=batch.attempts,
         written_rows_first_send=first[2],

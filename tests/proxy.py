@@ -1,10 +1,11 @@
 """
-A small threaded TCP proxy on 127.0.0.1 for fault tests: it sits between a client (the
-drainer) and the real ClickHouse server and misbehaves on demand.
+A small threaded TCP proxy on 127.0.0.1 in front of a real ClickHouse server, for what a
+test cannot see or cause from the client's side: the requests as they went over the wire
+(gzip? which settings?), a slow answer, a lost acknowledgement.
 
 Modes (switchable while it runs; a request takes the mode current when it starts):
 
-    pass_through()            forward both ways untouched
+    pass_through()            forward both ways untouched (the default)
     delay_response(seconds)   forward the request at once, receive the server's answer, then
                               hold it `seconds` (a number, or a (low, high) range drawn per
                               answer) before the client gets it: the server has committed,
@@ -18,9 +19,9 @@ Modes (switchable while it runs; a request takes the mode current when it starts
 of those bytes; other requests always pass.
 
 The proxy understands just enough HTTP/1.1 for a client that does not pipeline (requests):
-an exchange starts with the client's first bytes and ends when the server starts to
-answer. `exchanges` records each one, so a test can tell what was in flight when it
-killed the client.
+an exchange is one request and its answer; it starts with the client's first bytes and
+ends when the server starts to answer. `exchanges` records each one, so a test can tell
+what was in flight when it killed the client, and `requests()` parses what was sent.
 """
 
 import random
@@ -28,9 +29,20 @@ import socket
 import socketserver
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
+from urllib.parse import parse_qsl, urlsplit
 
 UPSTREAM_TIMEOUT = 60  # seconds a relay waits for the server before giving up on it
+
+
+class Request(NamedTuple):
+    """An HTTP request as the client sent it: the URL's query parameters, lower-cased header names, the raw body."""
+
+    method: str
+    params: dict
+    headers: dict
+    body: bytes
 
 
 @dataclass
@@ -39,28 +51,32 @@ class Exchange:
 
     matched: bool
     mode: str
-    head: bytes
-    started: float
+    delay: float = 0.0
+    request: bytearray = field(default_factory=bytearray)  # every byte the client sent
     answered: float | None = None  # the server's first answer bytes reached the proxy
     delivered: float | None = None  # the client got them
     dropped: bool = False
-    delay: float = 0.0
 
-    @property
-    def state(self):
-        if self.dropped:
-            return "dropped"
-        if self.answered is None:
-            return "in_flight"  # the server has (part of) the request, no answer yet
-        if self.delivered is None:
-            return "held"  # the server answered (committed); the client does not know yet
-        return "delivered"
+    def parsed(self):
+        # One request per exchange and a Content-Length body (what requests sends for bytes):
+        # the body is everything after the head.
+        head, _, body = bytes(self.request).partition(b"\r\n\r\n")
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = request_line.split(" ", 2)
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        params = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
+        return Request(method, params, headers, body)
 
 
 class FaultProxy:
+    """Relays connections to the server at `upstream` (a URL such as http://127.0.0.1:18123)."""
+
     def __init__(self, upstream, *, match=None):
-        host, port = upstream.rsplit(":", 1)
-        self.upstream = (host.replace("http://", "").replace("https://", "").strip("/"), int(port.strip("/")))
+        address = urlsplit(upstream)
+        self.upstream = (address.hostname, address.port)
         self.match = match
         self.exchanges = []
         self._mode = ("pass", None)
@@ -73,13 +89,9 @@ class FaultProxy:
             def handle(self):
                 proxy._relay(self.request)
 
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
-        self._thread.start()
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True).start()
 
     # -- modes ---------------------------------------------------------------------------
 
@@ -95,30 +107,18 @@ class FaultProxy:
     # -- what happened -------------------------------------------------------------------
 
     @property
-    def port(self):
-        return self._server.server_address[1]
-
-    @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def matched_exchanges(self):
         with self._lock:
             return [exchange for exchange in self.exchanges if exchange.matched]
 
-    def last_matched_state(self):
-        """The state of the latest faultable exchange ('in_flight', 'held', ...) or None."""
-        matched = self.matched_exchanges()
-        return matched[-1].state if matched else None
-
-    def wait_for_matched(self, count, timeout):
-        """Wait until `count` faultable exchanges have started; True if they did in time."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.matched_exchanges()) >= count:
-                return True
-            time.sleep(0.002)
-        return False
+    def requests(self):
+        """Every request so far, as a Request (method, params, headers, body)."""
+        with self._lock:
+            exchanges = list(self.exchanges)
+        return [exchange.parsed() for exchange in exchanges]
 
     def close(self):
         self._server.shutdown()
@@ -177,12 +177,13 @@ class FaultProxy:
                         mode, argument = self._mode
                         matched = self._matches(chunk[:4096])
                         exchange = Exchange(
-                            matched=matched, mode=mode if matched else "pass", head=chunk[:200],
-                            started=time.monotonic(), delay=self._delay_for(argument) if matched else 0.0,
+                            matched=matched, mode=mode if matched else "pass",
+                            delay=self._delay_for(argument) if matched else 0.0,
                         )
                         with self._lock:
                             self.exchanges.append(exchange)
                         current["exchange"] = exchange
+                    exchange.request.extend(chunk)
                     if exchange.mode == "drop_before_send":
                         exchange.dropped = True
                         closed.set()
