@@ -178,7 +178,11 @@ def test_sigkill_between_claim_and_finalise_leaves_only_exact_duplicates_on_the_
     assert all(1 <= copies[pk] <= attempts[pk] for pk in copies)
     extra_copies = sum(n - 1 for n in copies.values())
     certain = phases["committed_ack_held"] + phases["acked_not_finalised"]
-    assert certain <= extra_copies <= certain + phases["insert_in_flight"], (extra_copies, phases)
+    # A drainer killed just after writing its request may leave it in the socket buffer, where
+    # the proxy only picks it up after the kill: such a "claimed, not sent" kill can still
+    # make a copy. So those count towards the possible copies, never the certain ones.
+    possible = certain + phases["insert_in_flight"] + phases["claimed_not_sent"]
+    assert certain <= extra_copies <= possible, (extra_copies, phases)
     resent = [pk for pk in copies if attempts[pk] > 1]
     report(
         f"sigkill[18.16 via delaying proxy, {connection.vendor}]",
