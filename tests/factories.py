@@ -59,9 +59,14 @@ class CourseSnapshotFactory(factory.Factory):
 
 
 class BatchFactory(factory.django.DjangoModelFactory):
+    """A batch that ran out of attempts, as the admin and `outbox_requeue --failed` find them."""
+
     class Meta:
         model = Batch
 
     table = "course_blocks"
-    status = Batch.Status.RETRY
+    status = Batch.Status.FAILED
+    attempts = 12
     row_count = 0
+    last_error = "Code: 27, e.displayText() = DB::Exception: Cannot parse input"
+    error_code = 27

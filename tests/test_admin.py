@@ -8,7 +8,7 @@ from django.urls import reverse
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
 from clickhouse_outbox.producers.course_structure import snapshot_or_record_failure
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR
-from tests.factories import CourseSnapshotFactory
+from tests.factories import BatchFactory, CourseSnapshotFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -23,8 +23,7 @@ def staff(client, django_user_model):
 def test_every_list_and_detail_page_renders(staff):
     snapshot = CourseSnapshotFactory()
     entry = snapshot.entries.first()
-    batch = Batch.objects.create(table="course_blocks", status=Batch.Status.FAILED, last_error="Code: 27 boom",
-                                 error_code=27, attempts=12)
+    batch = BatchFactory(last_error="Code: 27 boom")
     OutboxEntry.objects.filter(pk=entry.pk).update(batch=batch, status=OutboxEntry.Status.BATCHED)
     for model, obj in ((Snapshot, snapshot), (Batch, batch), (OutboxEntry, entry)):
         name = model._meta.model_name
@@ -42,8 +41,8 @@ def test_every_list_and_detail_page_renders(staff):
 
 
 def test_retry_action_puts_failed_batches_back(staff):
-    failed = Batch.objects.create(table="course_blocks", status=Batch.Status.FAILED, attempts=12)
-    sent = Batch.objects.create(table="course_blocks", status=Batch.Status.SENT, attempts=1)
+    failed = BatchFactory()
+    sent = BatchFactory(status=Batch.Status.SENT, attempts=1)
     response = staff.post(reverse("admin:clickhouse_outbox_batch_changelist"),
                           {"action": "retry", "_selected_action": [failed.pk, sent.pk]}, follow=True)
     assert b"1 batches queued again" in response.content

@@ -14,6 +14,7 @@ from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR, OlxFolderSource
 from clickhouse_outbox.testing.generator import write_course_export
+from tests.factories import BatchFactory
 
 pytestmark = pytest.mark.django_db
 SAMPLE_KEY = "course-v1:OpenedX+DemoX+2026_T1"
@@ -117,7 +118,7 @@ def test_requeue_failed_takes_failed_courses_again_and_retries_failed_batches(ol
     assert snapshot_or_record_failure(key, "published").status == Snapshot.Status.FAILED
     olx_dir.mkdir()
     source.add_export(write_course_export(tmp_path / "c2", blocks=20))  # ... and can be later
-    Batch.objects.create(table="course_blocks", status=Batch.Status.FAILED, attempts=12)
+    BatchFactory()
     out, _ = run("outbox_requeue", "--failed")
     assert "1 failed batches queued again" in out and "1 of 1 courses queued" in out
     assert Batch.objects.get().status == Batch.Status.RETRY

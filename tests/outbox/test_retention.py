@@ -10,7 +10,7 @@ from django.utils import timezone
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_sent
-from tests.factories import CourseSnapshotFactory, MemorySource, PublishedCourseFactory
+from tests.factories import BatchFactory, CourseSnapshotFactory, MemorySource, PublishedCourseFactory
 
 pytestmark = pytest.mark.django_db
 LONG_AGO = timezone.now() - timedelta(days=30)
@@ -23,7 +23,7 @@ def test_old_sent_rows_are_purged_and_nothing_else(clickhouse, settings):
     Batch.objects.update(sent_at=LONG_AGO)
     Snapshot.objects.update(created=LONG_AGO)
     pending = CourseSnapshotFactory()  # queued, never sent
-    failed = Batch.objects.create(table="course_blocks", status=Batch.Status.FAILED, created=LONG_AGO)
+    failed = BatchFactory(created=LONG_AGO)
     OutboxEntry.objects.create(table="course_blocks", status=OutboxEntry.Status.BATCHED, batch=failed,
                                row_count=1, payload=b"{}\n", created=LONG_AGO)
     assert purge_sent() == 3
