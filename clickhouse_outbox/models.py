@@ -30,7 +30,6 @@ class Snapshot(models.Model):
         QUEUED = "queued", "Queued"
         FAILED = "failed", "Could not be taken"
         SUPERSEDED = "superseded", "Superseded by a newer snapshot"
-        REQUEUED = "requeued", "Failed, then taken again"
 
     producer = models.CharField(max_length=64, help_text="What produced the rows, e.g. course_structure.")
     subject = models.CharField(max_length=255, help_text="What the rows describe, e.g. a course key.")

@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
                 ('producer', models.CharField(help_text='What produced the rows, e.g. course_structure.', max_length=64)),
                 ('subject', models.CharField(help_text='What the rows describe, e.g. a course key.', max_length=255)),
                 ('reason', models.CharField(blank=True, help_text='Why it was taken: published, imported, ...', max_length=64)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('failed', 'Could not be taken'), ('superseded', 'Superseded by a newer snapshot'), ('requeued', 'Failed, then taken again')], default='queued', max_length=16)),
+                ('status', models.CharField(choices=[('queued', 'Queued'), ('failed', 'Could not be taken'), ('superseded', 'Superseded by a newer snapshot')], default='queued', max_length=16)),
                 ('dump_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
                 ('time_last_dumped', models.CharField(blank=True, max_length=40)),
                 ('row_count', models.PositiveIntegerField(default=0)),
