@@ -10,7 +10,7 @@ from django.core.cache import cache
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.outbox.drain import drain
-from clickhouse_outbox.outbox.purge import purge_sent
+from clickhouse_outbox.outbox.purge import purge_if_due
 from clickhouse_outbox.settings.common import DRAIN_TASK, beat_entry
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ def beat_schedule_entry():
 @shared_task(name=TASK_NAME, ignore_result=True)
 def drain_outbox():
     """
-    Drain what is due, for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then purge old sent rows.
+    Drain what is due, for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then purge old sent rows
+    (every few minutes, not on every run).
 
     Beat may start a run while the last one is still going: the cache lock (an atomic
     `add`, released only by its owner) makes the later one return at once. The claim
@@ -40,10 +41,11 @@ def drain_outbox():
         return {"skipped": True}
     try:
         result = drain(max_seconds=max_secs)
-        purged = purge_sent()
+        purged = purge_if_due()
     finally:
         if cache.get(LOCK_KEY) == owner:
             cache.delete(LOCK_KEY)
-    log.info("clickhouse_outbox: drain finished: %s; %d old sent batches purged", result, purged)
+    log.info("clickhouse_outbox: drain finished: %s; %s", result,
+             "no purge this run" if purged is None else f"{purged} old sent batches purged")
     return {"skipped": False, "batches_sent": result.batches_sent, "rows_sent": result.rows_sent,
             "batches_retrying": result.batches_retrying, "batches_failed": result.batches_failed}

@@ -8,6 +8,7 @@ every failed snapshot are kept, so per-course state stays queryable.
 
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db.models import DateTimeField, ExpressionWrapper, Max
 
 from clickhouse_outbox import conf
@@ -15,6 +16,8 @@ from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.clock import UtcNow
 
 CHUNK = 500
+PURGE_KEY = "clickhouse_outbox:purged-recently"
+PURGE_INTERVAL_SECS = 600
 
 
 def cutoff():
@@ -38,11 +41,29 @@ def purge_sent(max_chunks=20):
 
 def purge_snapshots():
     """Old snapshots with no rows left, other than each subject's latest and the failed ones."""
-    latest = set(Snapshot.objects.values("producer", "subject").annotate(latest=Max("id")).values_list("latest", flat=True))
-    stale = (
+    stale = list(
         Snapshot.objects.filter(created__lt=cutoff(), entries__isnull=True)
         .exclude(status=Snapshot.Status.FAILED)
-        .values_list("id", flat=True)[:CHUNK]
+        .values_list("id", "subject")[:CHUNK]
     )
-    ids = [snapshot_id for snapshot_id in stale if snapshot_id not in latest]
+    if not stale:
+        return 0
+    latest = set(
+        Snapshot.objects.filter(subject__in={subject for _, subject in stale})
+        .values("producer", "subject")
+        .annotate(latest=Max("id"))
+        .values_list("latest", flat=True)
+    )
+    ids = [snapshot_id for snapshot_id, _ in stale if snapshot_id not in latest]
     return Snapshot.objects.filter(id__in=ids).delete()[0] if ids else 0
+
+
+def purge_if_due():
+    """
+    Purge at most once per PURGE_INTERVAL_SECS across all drainers (the cache's atomic add
+    elects one), so the frequent drain runs do not scan the outbox for old rows each time.
+    Returns the batches deleted, or None when it was not this run's turn.
+    """
+    if not cache.add(PURGE_KEY, "purging", timeout=PURGE_INTERVAL_SECS):
+        return None
+    return purge_sent()

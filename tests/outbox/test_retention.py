@@ -67,3 +67,25 @@ def test_superseded_old_snapshots_without_rows_are_purged_but_not_the_latest(set
     purge_sent()
     assert not Snapshot.objects.filter(pk=first.pk).exists()
     assert Snapshot.objects.filter(pk=latest.pk).exists()
+
+
+def test_drainers_purge_at_most_once_per_interval(clickhouse, settings):
+    from django.core.cache import cache
+
+    from clickhouse_outbox.outbox.purge import PURGE_KEY, purge_if_due
+
+    cache.delete(PURGE_KEY)
+    CourseSnapshotFactory()
+    drain()
+    Batch.objects.update(sent_at=LONG_AGO)
+    try:
+        CourseSnapshotFactory()
+        drain()
+        old = Batch.objects.filter(sent_at=LONG_AGO).count()
+        assert purge_if_due() == old  # this run's turn: the old batches go
+        Batch.objects.update(sent_at=LONG_AGO)
+        assert purge_if_due() is None  # another run within the interval does not scan again
+        assert Batch.objects.count() == 3
+    finally:
+        cache.delete(PURGE_KEY)
+    assert purge_if_due() == 3

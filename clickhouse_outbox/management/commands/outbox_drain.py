@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from clickhouse_outbox import conf
 from clickhouse_outbox.outbox.claim import server_failure
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty
-from clickhouse_outbox.outbox.purge import purge_sent
+from clickhouse_outbox.outbox.purge import purge_if_due
 
 
 class Command(BaseCommand):
@@ -53,14 +53,14 @@ class Command(BaseCommand):
                     result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs())
                     if result.batches_sent or result.errors:
                         self.report(result)
-                    purge_sent()
+                    purge_if_due()
                     time.sleep(interval)
             except KeyboardInterrupt:
                 self.stdout.write("Stopped.")
             return
         result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs())
         self.report(result)
-        purge_sent()
+        purge_if_due()
         waiting = server_failure()
         if not result.ok or waiting:
             left = backlog()
