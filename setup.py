@@ -38,7 +38,7 @@ setup(
     license="AGPL-3.0",
     packages=find_packages(include=["clickhouse_outbox", "clickhouse_outbox.*"]),
     include_package_data=True,
-    package_data={"clickhouse_outbox": ["sample_course/**/*", "sample_course/*"]},
+    package_data={"clickhouse_outbox": ["sample_course/**/*", "sample_course/*", "templates/**/*"]},
     python_requires=">=3.11",
     install_requires=requirements("base.in"),
     extras_require={"embedded": requirements("embedded.in")},

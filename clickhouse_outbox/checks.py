@@ -75,6 +75,8 @@ RANGES = {
     "CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS": (0, 86400, "seconds before the first retry"),
     "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS": (0, 7 * 86400, "longest retry delay in seconds"),
     "CLICKHOUSE_OUTBOX_RETENTION_DAYS": (0, 3650, "days sent rows are kept"),
+    "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": (1, 10_000, "courses a dump worker claims at a time"),
+    "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": (1, 30 * 86400, "seconds the oldest unsent row may wait"),
 }
 
 

@@ -28,6 +28,8 @@ DEFAULTS = {
     "CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS": 5,
     "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS": 3600,
     "CLICKHOUSE_OUTBOX_RETENTION_DAYS": 7,
+    "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": 20,
+    "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": 900,
 }
 
 
@@ -88,3 +90,11 @@ def backoff_max_secs():
 
 def retention_days():
     return float(get("CLICKHOUSE_OUTBOX_RETENTION_DAYS"))
+
+
+def dump_chunk_courses():
+    return int(get("CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES"))
+
+
+def status_max_age_secs():
+    return float(get("CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS"))

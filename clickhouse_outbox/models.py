@@ -11,8 +11,11 @@ same membership, order and deduplication token, and finalised as sent or failed.
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from clickhouse_outbox import conf
 
 
 class Snapshot(models.Model):
@@ -30,6 +33,7 @@ class Snapshot(models.Model):
         QUEUED = "queued", "Queued"
         FAILED = "failed", "Could not be taken"
         SUPERSEDED = "superseded", "Superseded by a newer snapshot"
+        DISMISSED = "dismissed", "Dismissed: the course source does not know the course"
 
     producer = models.CharField(max_length=64, help_text="What produced the rows, e.g. course_structure.")
     subject = models.CharField(max_length=255, help_text="What the rows describe, e.g. a course key.")
@@ -44,6 +48,10 @@ class Snapshot(models.Model):
     class Meta:
         indexes = [models.Index(fields=["producer", "subject", "-id"], name="ch_outbox_snapshot_subject")]
         ordering = ["-id"]
+        permissions = [
+            ("requeue_course", "Can requeue courses (take a new snapshot)"),
+            ("dismiss_snapshot", "Can dismiss failed snapshots of unknown courses"),
+        ]
 
     def __str__(self):
         return f"{self.producer} {self.subject} ({self.status}, {self.dump_id})"
@@ -72,10 +80,15 @@ class Batch(models.Model):
     token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     row_count = models.PositiveIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0, help_text="Sends started, including ones whose drainer died.")
+    attempts_at_requeue = models.PositiveIntegerField(
+        default=0,
+        help_text="`attempts` when staff last retried the batch by hand; CLICKHOUSE_OUTBOX_MAX_ATTEMPTS counts from here.",
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     lease_owner = models.UUIDField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error_code = models.IntegerField(null=True, blank=True, help_text="ClickHouse's error code.")
     server_error = models.BooleanField(
@@ -94,9 +107,15 @@ class Batch(models.Model):
             models.Index(fields=["status", "server_error"], name="ch_outbox_batch_server_error"),
         ]
         ordering = ["-id"]
+        permissions = [("retry_batch", "Can retry batches now")]
 
     def __str__(self):
         return f"batch {self.pk} → {self.table} ({self.status}, {self.row_count} rows)"
+
+    @property
+    def attempts_left(self):
+        """Sends left before the batch fails for good, counted since it was last retried by hand."""
+        return max(conf.max_attempts() - (self.attempts - self.attempts_at_requeue), 0)
 
 
 class OutboxEntry(models.Model):
@@ -130,3 +149,110 @@ class OutboxEntry(models.Model):
 
     def __str__(self):
         return f"entry {self.pk} → {self.table} ({self.status}, {self.row_count} rows)"
+
+
+class CourseDelivery(Snapshot):
+    """
+    The latest snapshot of each course, seen as that course's delivery to ClickHouse: the
+    admin's course view (see `outbox.delivery` for how its state is derived).
+
+    .. no_pii: A view of Snapshot.
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = "course"
+        verbose_name_plural = "courses"
+
+
+class DumpJob(models.Model):
+    """
+    A full dump in the background: a snapshot of every course the source knows (or of
+    those changed since a time, or of a list), taken in chunks by celery workers or by a
+    management command. Its courses are listed once (`DumpJobCourse`), so a job that a
+    dead worker left resumes where it stopped; `active` is unique, so two jobs never run
+    at once.
+
+    .. pii: `requested_by` points to the staff user who started the job from the admin.
+    .. pii_types: id
+    .. pii_retirement: retained
+    """
+
+    class Scope(models.TextChoices):
+        ALL = "all", "All courses"
+        CHANGED = "changed", "Courses changed since"
+        SELECTED = "selected", "Selected courses"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed: the courses could not be listed"
+
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ALL)
+    changed_since = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # True while queued or running, NULL after: a unique column holds any number of NULLs
+    # on every database, so at most one job is active (MySQL has no partial unique index).
+    active = models.BooleanField(null=True, blank=True, unique=True, default=True, editable=False)
+    origin = models.CharField(max_length=64, help_text="What started it: admin, outbox_requeue, ...")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a celery task was last sent to work on it."
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [
+            ("start_dumpjob", "Can start full dumps"),
+            ("cancel_dumpjob", "Can cancel full dumps"),
+        ]
+
+    def __str__(self):
+        return f"dump job {self.pk}: {self.description} ({self.status})"
+
+    @property
+    def description(self):
+        """What the job dumps, in words."""
+        if self.scope == self.Scope.CHANGED and self.changed_since:
+            return f"courses changed since {self.changed_since:%Y-%m-%d %H:%M:%S} UTC"
+        return self.get_scope_display().lower()
+
+
+class DumpJobCourse(models.Model):
+    """
+    One course of a dump job: pending until a worker claims it in a chunk (a lease, like a
+    batch's), then done with its snapshot, or failed with the reason.
+
+    .. no_pii: Course keys and bookkeeping only.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CLAIMED = "claimed", "Being read"
+        DONE = "done", "Queued"
+        FAILED = "failed", "Failed"
+
+    job = models.ForeignKey(DumpJob, on_delete=models.CASCADE, related_name="courses")
+    course_key = models.CharField(max_length=255)
+    position = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    lease_owner = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    snapshot = models.ForeignKey(Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "course_key"], name="ch_outbox_dump_course_once")]
+        indexes = [models.Index(fields=["job", "status", "position"], name="ch_outbox_dump_course_next")]
+        ordering = ["job", "position"]
+
+    def __str__(self):
+        return f"{self.course_key} in dump job {self.job_id} ({self.status})"

@@ -1,5 +1,5 @@
 """
-The periodic drain, for celery beat (django-celery-beat).
+The periodic drain, for celery beat (django-celery-beat), and the dump job's task.
 """
 
 import logging
@@ -9,6 +9,9 @@ from celery import shared_task
 from django.core.cache import cache
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.dumps.dispatch import dispatch, resume_stalled
+from clickhouse_outbox.dumps.run import run_job
+from clickhouse_outbox.models import DumpJob, DumpJobCourse
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_if_due
 from clickhouse_outbox.settings.common import DRAIN_TASK, beat_entry
@@ -16,6 +19,7 @@ from clickhouse_outbox.settings.common import DRAIN_TASK, beat_entry
 log = logging.getLogger(__name__)
 
 TASK_NAME = DRAIN_TASK
+DUMP_TASK = "clickhouse_outbox.tasks.run_dump_job"
 LOCK_KEY = "clickhouse_outbox:drain-lock"
 
 
@@ -28,7 +32,7 @@ def beat_schedule_entry():
 def drain_outbox():
     """
     Drain what is due, for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then purge old sent rows
-    (every few minutes, not on every run).
+    (every few minutes, not on every run), and send a task for any dump job no worker holds.
 
     Beat may start a run while the last one is still going: the cache lock (an atomic
     `add`, released only by its owner) makes the later one return at once. The claim
@@ -42,6 +46,7 @@ def drain_outbox():
     try:
         result = drain(max_seconds=max_secs)
         purged = purge_if_due()
+        resume_stalled()
     finally:
         if cache.get(LOCK_KEY) == owner:
             cache.delete(LOCK_KEY)
@@ -49,3 +54,19 @@ def drain_outbox():
              "no purge this run" if purged is None else f"{purged} old sent batches purged")
     return {"skipped": False, "batches_sent": result.batches_sent, "rows_sent": result.rows_sent,
             "batches_retrying": result.batches_retrying, "batches_failed": result.batches_failed}
+
+
+@shared_task(name=DUMP_TASK, ignore_result=True)
+def run_dump_job(job_id):
+    """
+    Work on a dump job for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then send this task
+    again while courses are left unclaimed. Any number of these may run on one job.
+    """
+    job = DumpJob.objects.filter(pk=job_id, active=True).first()
+    if job is None:
+        return {"job": job_id, "active": False}
+    job = run_job(job, max_seconds=conf.drain_max_secs())
+    unclaimed = job.courses.filter(status=DumpJobCourse.Status.PENDING).exists()
+    if job.active and (unclaimed or job.status == DumpJob.Status.QUEUED):
+        dispatch(job)
+    return {"job": job_id, "status": job.status}

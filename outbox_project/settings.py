@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "clickhouse_outbox.apps.ClickhouseOutboxConfig",
+    "outbox_project",  # only for its migration that creates the cache table
 ]
 
 MIDDLEWARE = [

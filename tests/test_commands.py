@@ -72,9 +72,14 @@ def test_drain_once_exits_non_zero_while_clickhouse_is_down(olx_dir, server_clic
     settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = dict(
         settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG, url="http://127.0.0.1:9", connect_timeout_secs=1
     )
-    with pytest.raises(CommandError, match="not sent"):
+    with pytest.raises(CommandError, match="this run could not send everything") as failure:
         run("outbox_drain")
+    assert failure.value.returncode == 1
     assert Batch.objects.get().status == Batch.Status.RETRY
+    # The next run has nothing due, and still fails: ClickHouse is failing, rows wait.
+    with pytest.raises(CommandError, match="ClickHouse is failing") as failure:
+        run("outbox_drain")
+    assert failure.value.returncode == 1
 
 
 def test_drain_until_empty_gives_up_after_its_timeout(olx_dir, server_clickhouse, settings):
@@ -91,18 +96,22 @@ def test_requeue_named_courses_and_all_courses(olx_dir, clickhouse, tmp_path):
     source = OlxFolderSource(root=olx_dir)
     keys = [source.add_export(write_course_export(tmp_path / f"c{i}", blocks=20, course=f"Req{i}")) for i in range(3)]
     out, _ = run("outbox_requeue", str(keys[0]))
-    assert "1 of 1 courses queued" in out
+    assert "1 of 1 course queued" in out
     out, _ = run("outbox_requeue", "--all-courses")
-    assert "3 of 3 courses queued" in out
-    assert Snapshot.objects.filter(reason="requeue").count() == 4
+    assert "done: 3 of 3 courses (3 queued)" in out
+    assert Snapshot.objects.filter(reason="requeue").count() == 1
+    assert Snapshot.objects.filter(reason="dump").count() == 3
     assert Snapshot.objects.filter(status=Snapshot.Status.SUPERSEDED).count() == 1
     run("outbox_drain", "--until-empty", "--timeout", "60")
     assert count(clickhouse, "course_overviews") == 3
 
 
-def test_requeue_an_unknown_course_is_a_clear_error(olx_dir):
-    with pytest.raises(CommandError, match="could not be read"):
-        run("outbox_requeue", "course-v1:No+Such+Course")
+def test_requeue_an_unknown_course_is_a_clear_error_and_records_nothing(olx_dir):
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="1 course could not be queued"):
+        call_command("outbox_requeue", "course-v1:No+Such+Course", stdout=io.StringIO(), stderr=err)
+    assert "Not queued: course-v1:No+Such+Course: " in err.getvalue()  # the key as typed
+    assert not Snapshot.objects.exists()  # a typo is not a failed snapshot that --failed retries forever
     with pytest.raises(CommandError, match="is not a course key"):
         run("outbox_requeue", "nonsense")
     with pytest.raises(CommandError, match="Name course keys"):
@@ -120,7 +129,7 @@ def test_requeue_failed_takes_failed_courses_again_and_retries_failed_batches(ol
     source.add_export(write_course_export(tmp_path / "c2", blocks=20))  # ... and can be later
     BatchFactory()
     out, _ = run("outbox_requeue", "--failed")
-    assert "1 failed batches queued again" in out and "1 of 1 courses queued" in out
+    assert "1 failed or waiting batch made due now" in out and "1 of 1 course queued" in out
     assert Batch.objects.get().status == Batch.Status.RETRY
     assert Snapshot.objects.filter(subject=str(key), status=Snapshot.Status.QUEUED).count() == 1
 
@@ -129,7 +138,7 @@ def test_dump_courses_queues_every_course_and_can_drain(olx_dir, clickhouse, tmp
     source = OlxFolderSource(root=olx_dir)
     keys = [source.add_export(write_course_export(tmp_path / f"d{i}", blocks=15, course=f"Dump{i}")) for i in range(4)]
     out, _ = run("dump_courses_to_clickhouse", "--courses_to_skip", str(keys[0]), "--force", "--drain")
-    assert "3 courses queued" in out
+    assert "done: 3 of 3 courses (3 queued)" in out
     assert count(clickhouse, "course_overviews") == 3
     assert count(clickhouse, "course_overviews", f"course_key = '{keys[0]}'") == 0
     run("dump_courses_to_clickhouse", "--courses", str(keys[1]), "--limit", "1")
@@ -147,8 +156,9 @@ def test_drain_until_empty_fails_when_a_batch_failed_for_good(olx_dir, clickhous
     run("outbox_load_olx", str(SAMPLE_COURSE_DIR))
     entry = Entry.objects.get(table="course_overviews")
     Entry.objects.filter(pk=entry.pk).update(payload=bytes(entry.payload).replace(b'"dump_id":"', b'"dump_id":"x'))
-    with pytest.raises(CommandError, match="1 batches failed for good"):
+    with pytest.raises(CommandError, match=r"1 batch \(1 row\) failed") as failure:
         run("outbox_drain", "--until-empty", "--timeout", "60")
+    assert failure.value.returncode == 1
     assert Batch.objects.get(table="course_overviews").status == Batch.Status.FAILED
     assert count(clickhouse, "course_blocks") > 0  # the other tables went through
 

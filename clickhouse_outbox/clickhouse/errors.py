@@ -113,3 +113,31 @@ def is_server_wide(exc):
 def classify(code):
     """True when an error with this ClickHouse code is worth retrying."""
     return code not in DATA_ERROR_CODES
+
+
+# Codes that say the destination is missing or differs from the contract.
+SCHEMA_CODES = frozenset({
+    16,   # NO_SUCH_COLUMN_IN_TABLE
+    60,   # UNKNOWN_TABLE
+    81,   # UNKNOWN_DATABASE
+})
+
+
+def describe_failure(*, code=None, http_status=None, server_error=False):
+    """
+    What a recorded failure means, in one sentence an operator can act on (the recorded
+    message follows it wherever it is shown).
+    """
+    if http_status in (401, 403) or code in CREDENTIAL_CODES:
+        return "ClickHouse refused the user name, the password or the user's rights."
+    if code in SCHEMA_CODES:
+        return "A table or database is missing, or differs from the contract: see clickhouse_outbox_schema --check."
+    if code in PRESSURE_CODES:
+        return "ClickHouse was overloaded or timed out."
+    if code in DATA_ERROR_CODES:
+        return "ClickHouse rejected a row as invalid; the other rows were sent."
+    if server_error:
+        return "ClickHouse could not be reached, or did not answer in time."
+    if code is not None:
+        return f"ClickHouse answered with error code {code}."
+    return "The batch could not be sent."

@@ -62,11 +62,16 @@ def give_up(queryset):
         lease_owner=None,
         lease_expires_at=None,
         last_error="The lease ran out on every attempt: the drainer died or hung while sending this batch.",
+        last_error_at=UtcNow(),
+        http_status=None,
+        error_code=None,
+        server_error=False,
     )
 
 
 def out_of_attempts(candidate):
-    return candidate["status"] == Batch.Status.CLAIMED and candidate["attempts"] >= conf.max_attempts()
+    used = candidate["attempts"] - candidate["attempts_at_requeue"]
+    return candidate["status"] == Batch.Status.CLAIMED and used >= conf.max_attempts()
 
 
 def reclaim_due_batch(owner):
@@ -74,7 +79,7 @@ def reclaim_due_batch(owner):
     Lease the oldest due batch. Every statement goes by primary key once a row is chosen
     (SKIP LOCKED never waits), so drainers finalising their own batches never deadlock with it.
     """
-    fields = ("id", "status", "lease_owner", "attempts")
+    fields = ("id", "status", "lease_owner", "attempts", "attempts_at_requeue")
     for _ in range(CAS_TRIES):
         if skip_locked():
             with transaction.atomic():

@@ -18,6 +18,7 @@ from clickhouse_outbox.models import Batch, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.finalise import mark_failed, mark_sent
 from clickhouse_outbox.outbox.send import send_batch
+from clickhouse_outbox.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,11 @@ class DrainResult:
         return not (self.batches_retrying or self.batches_failed or self.leases_lost)
 
     def __str__(self):
-        text = f"{self.batches_sent} batches ({self.rows_sent} rows) sent"
-        for name in ("batches_retrying", "batches_split", "batches_failed", "leases_lost"):
-            if getattr(self, name):
-                text += f", {getattr(self, name)} {name.replace('_', ' ')}"
+        text = f"{plural(self.batches_sent, 'batch', 'batches')} ({plural(self.rows_sent, 'row')}) sent"
+        for count, words in ((self.batches_retrying, "to retry"), (self.batches_split, "split"),
+                             (self.batches_failed, "failed"), (self.leases_lost, "lost to another drainer")):
+            if count:
+                text += f", {plural(count, 'batch', 'batches')} {words}"
         return text
 
 

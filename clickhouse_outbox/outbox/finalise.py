@@ -28,13 +28,21 @@ def leased(batch, owner):
 
 
 def mark_sent(batch, owner):
-    """True if the batch was still ours and is now sent."""
+    """
+    True if the batch was still ours and is now sent. The errors of earlier attempts are
+    cleared: a sent batch is not a failure (`attempts` still tells it needed retries).
+    """
     done = leased(batch, owner).update(
         status=Batch.Status.SENT,
         sent_at=UtcNow(),
         lease_owner=None,
         lease_expires_at=None,
         next_attempt_at=None,
+        last_error="",
+        last_error_at=None,
+        http_status=None,
+        error_code=None,
+        server_error=False,
     )
     if not done:
         log.warning("clickhouse_outbox: batch %s was sent after its lease ran out; another drainer owns it", batch.pk)
@@ -50,6 +58,7 @@ def backoff_delay(attempts):
 def error_fields(exc):
     return {
         "last_error": str(exc)[:MAX_ERROR_CHARS],
+        "last_error_at": UtcNow(),
         "http_status": getattr(exc, "http_status", None),
         "error_code": getattr(exc, "code", None),
         "server_error": is_server_wide(exc),
@@ -64,12 +73,12 @@ def mark_failed(batch, owner, exc):
     """
     if not getattr(exc, "retryable", True):
         return split_or_fail(batch, owner, exc)
-    if batch.attempts >= conf.max_attempts():
+    if batch.attempts_left == 0:
         status = Batch.Status.FAILED
         changes = {}
     else:
         status = Batch.Status.RETRY
-        delay = timedelta(seconds=backoff_delay(batch.attempts))
+        delay = timedelta(seconds=backoff_delay(batch.attempts - batch.attempts_at_requeue))
         changes = {"next_attempt_at": ExpressionWrapper(UtcNow() + delay, output_field=DateTimeField())}
     done = leased(batch, owner).update(
         status=status, lease_owner=None, lease_expires_at=None, **changes, **error_fields(exc)

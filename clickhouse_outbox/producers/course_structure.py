@@ -14,6 +14,8 @@ from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
 from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources import get_course_source
+from clickhouse_outbox.sources.base import CourseNotFound
+from clickhouse_outbox.text import last_line
 
 log = logging.getLogger(__name__)
 
@@ -48,34 +50,50 @@ def take_course_snapshot(course_key, reason, *, source=None):
         )
 
 
-def snapshot_or_record_failure(course_key, reason, *, source=None):
+def snapshot_or_record_failure(course_key, reason, *, source=None, record_not_found=True):
     """
     What the signal receivers call. The platform sends its signals with `send_robust`,
     which would reduce an exception to a log line: instead a failure is recorded as a
     failed snapshot (with the error) that a requeue takes again, and logged.
+
+    With `record_not_found=False` (a key an operator typed, a course listed moments ago) a
+    course the source does not know raises CourseNotFound instead: a failed snapshot of a
+    course that does not exist would only be retried forever.
     """
     try:
         return take_course_snapshot(course_key, reason, source=source)
+    except CourseNotFound as exc:
+        if not record_not_found:
+            raise
+        failure = exc
     except Exception as exc:  # pylint: disable=broad-except
-        log.exception("clickhouse_outbox: could not take a snapshot of %s (%s); recorded as failed", course_key, reason)
-        return record_failed_snapshot(PRODUCER, str(course_key), exc, dump_id=uuid.uuid4(), reason=reason)
+        failure = exc
+    log.error("clickhouse_outbox: could not take a snapshot of %s (%s); recorded as failed", course_key, reason,
+              exc_info=failure)
+    return record_failed_snapshot(PRODUCER, str(course_key), failure, dump_id=uuid.uuid4(), reason=reason)
 
 
 def queue_courses(course_keys, reason, *, source=None, on_progress=None):
     """
     Take a snapshot of each course, each in its own transaction: one course that cannot be
-    read is recorded as a failed snapshot and the others go on. Returns (snapshots, failures)
-    where failures are (course_key, error message) pairs.
+    read is recorded as a failed snapshot and the others go on; a course the source does not
+    know is reported and recorded nowhere. Returns (snapshots, failures) where failures are
+    (course_key, error message) pairs; `on_progress(index, course_key, snapshot or None)`.
     """
     source = source or get_course_source()
     snapshots, failures = [], []
     for index, course_key in enumerate(course_keys, start=1):
-        with transaction.atomic():
-            snapshot = snapshot_or_record_failure(course_key, reason, source=source)
-        if snapshot.status == snapshot.Status.FAILED:
-            failures.append((str(course_key), snapshot.error.strip().splitlines()[-1]))
+        try:
+            with transaction.atomic():
+                snapshot = snapshot_or_record_failure(course_key, reason, source=source, record_not_found=False)
+        except CourseNotFound as exc:
+            snapshot = None
+            failures.append((str(course_key), str(exc)))
         else:
-            snapshots.append(snapshot)
+            if snapshot.status == snapshot.Status.FAILED:
+                failures.append((str(course_key), last_line(snapshot.error)))
+            else:
+                snapshots.append(snapshot)
         if on_progress:
             on_progress(index, course_key, snapshot)
     return snapshots, failures

@@ -72,6 +72,16 @@ def plugin_settings(settings):
     # .. setting_name: CLICKHOUSE_OUTBOX_RETENTION_DAYS
     # .. setting_default: 7
     # .. setting_description: How long sent rows stay in the outbox before they are purged.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES
+    # .. setting_default: 20
+    # .. setting_description: Courses a dump job's worker claims at a time. A worker killed
+    #    mid-chunk leaves at most this many courses to be taken again when their lease ends.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS
+    # .. setting_default: 900
+    # .. setting_description: Default --max-age of outbox_status and outbox_drain: when the
+    #    oldest unsent row has waited longer, they exit with status 2 (delivery is stuck).
     for name, default in conf.DEFAULTS.items():
         if not hasattr(settings, name):
             setattr(settings, name, default)

@@ -80,3 +80,9 @@ class CourseSource:
     def course_keys(self):
         """Every course key the source knows, for full dumps."""
         raise NotImplementedError
+
+    def course_keys_changed_since(self, since):
+        """The course keys whose published version changed at or after `since` (an aware datetime)."""
+        raise CourseSourceError(
+            f"{type(self).__name__} cannot tell which courses changed since a time; dump all courses instead."
+        )

@@ -49,19 +49,32 @@ def course_overview_created(course_key):
     return CourseOverview.objects.filter(id=course_key).values_list("created", flat=True).first()
 
 
+def course_overviews_changed_since(since):
+    """
+    Keys of the courses whose CourseOverview changed at or after `since`: the platform
+    rewrites a course's overview when it is published, so its `modified` follows publishes.
+    """
+    from openedx.core.djangoapps.content.course_overviews.models import CourseOverview
+
+    return list(CourseOverview.objects.filter(modified__gte=since).values_list("id", flat=True))
+
+
 class ModulestoreSource(CourseSource):
     """
     Published courses from the modulestore. Every argument defaults to the platform's
     own (imported on first use): `store`, `detached_types`, `revision`, `get_tags`
-    (usage key or course key -> sorted tag ids) and `get_created` (course key -> datetime).
+    (usage key or course key -> sorted tag ids), `get_created` (course key -> datetime)
+    and `get_changed` (datetime -> course keys published since).
     """
 
-    def __init__(self, store=None, detached_types=None, revision=None, get_tags=None, get_created=None):
+    def __init__(self, store=None, detached_types=None, revision=None, get_tags=None, get_created=None,
+                 get_changed=None):
         self._store = store
         self._detached_types = detached_types
         self._revision = revision
         self._get_tags = get_tags or get_tags_for_block
         self._get_created = get_created or course_overview_created
+        self._get_changed = get_changed or course_overviews_changed_since
 
     @property
     def store(self):
@@ -104,6 +117,9 @@ class ModulestoreSource(CourseSource):
         # Course summaries are much lighter than course blocks where the store has them.
         courses = store.get_course_summaries() if hasattr(store, "get_course_summaries") else store.get_courses()
         return sorted({_without_branch(course.id) for course in courses}, key=str)
+
+    def course_keys_changed_since(self, since):
+        return sorted({_as_course_key(key) for key in self._get_changed(since)}, key=str)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -567,19 +567,28 @@ class OlxFolderSource(CourseSource):
         return course
 
     def course_keys(self):
+        return sorted(self._course_folders(), key=str)
+
+    def course_keys_changed_since(self, since):
+        """Courses whose export was added (or replaced) at or after `since`: the folder's time."""
+        cutoff = since.timestamp()
+        return sorted((key for key, mtime in self._course_folders().items() if mtime >= cutoff), key=str)
+
+    def _course_folders(self):
+        """{course key: when its export was put in place (a POSIX time)}."""
         try:
             entries = list(os.scandir(self.root))
         except FileNotFoundError:
-            return []
-        keys = []
+            return {}
+        keys = {}
         for entry in entries:
             if entry.name.startswith(".") or not entry.is_dir():
                 continue
             try:
-                keys.append(CourseKey.from_string(unquote(entry.name)))
+                keys[CourseKey.from_string(unquote(entry.name))] = entry.stat().st_mtime
             except InvalidKeyError:
                 log.debug("Skipping %s: not a course folder", entry.path)
-        return sorted(keys, key=str)
+        return keys
 
     def add_export(self, path) -> CourseKey:
         """
@@ -621,6 +630,7 @@ def _swap_into_place(new, target):
         if old is not None:
             os.rename(old, target)
         raise
+    os.utime(target)  # the time the course was (re)published here: copytree kept the export's own
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

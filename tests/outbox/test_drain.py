@@ -20,7 +20,7 @@ from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.finalise import backoff_delay, mark_sent
-from clickhouse_outbox.outbox.requeue import requeue_batches
+from clickhouse_outbox.outbox.requeue import retry_now
 from tests.factories import CourseSnapshotFactory
 
 pytestmark = pytest.mark.django_db
@@ -146,11 +146,19 @@ def test_attempts_run_out_then_the_batch_fails_until_requeued(server_clickhouse,
     drain(max_batches=1)
     batch.refresh_from_db()
     assert batch.status == Batch.Status.FAILED  # nothing retries a failed batch by itself
-    assert requeue_batches() == 1
+    assert retry_now(Batch.objects.filter(pk=batch.pk)).retried == 1
+    batch.refresh_from_db()
+    assert (batch.status, batch.attempts, batch.attempts_left) == (Batch.Status.RETRY, 3, 3)  # history kept
+    drain(max_batches=1)  # still the wrong address: one of the three new attempts is spent
+    batch.refresh_from_db()
+    assert (batch.status, batch.attempts, batch.attempts_left) == (Batch.Status.RETRY, 4, 2)
+    assert retry_now(Batch.objects.filter(pk=batch.pk)).retried == 1  # waiting batches can be retried now too
     settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = good
     drain()
     batch.refresh_from_db()
-    assert (batch.status, batch.attempts) == (Batch.Status.SENT, 1)
+    assert (batch.status, batch.attempts) == (Batch.Status.SENT, 5)
+    # A sent batch keeps no error: filters on error codes list only what still failed.
+    assert (batch.last_error, batch.error_code, batch.http_status, batch.server_error) == ("", None, None, False)
 
 
 def test_a_dead_drainers_batch_comes_back_after_its_lease(clickhouse):

@@ -2,39 +2,54 @@
 manage.py dump_courses_to_clickhouse: the event-sink plugins' full dump, through the outbox.
 
 It keeps the old command's options so existing scripts still run, but instead of posting
-each course straight to ClickHouse (and losing it when ClickHouse is down) it queues a
-snapshot per course; the drain delivers them, with retries.
+each course straight to ClickHouse (and losing it when ClickHouse is down) it runs a dump
+job that queues a snapshot per course; the drain delivers them, with retries.
 """
 
 import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
+from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
+from clickhouse_outbox.management.options import aware_datetime, positive_int, positive_seconds
+from clickhouse_outbox.models import DumpJob
 from clickhouse_outbox.outbox.drain import drain_until_empty
-from clickhouse_outbox.producers.course_structure import parse_course_key, queue_courses
+from clickhouse_outbox.producers.course_structure import parse_course_key
 from clickhouse_outbox.sources import get_course_source
+from clickhouse_outbox.sources.base import CourseSourceError
+from clickhouse_outbox.text import plural
+
+OLD_CONNECTION_OPTIONS = ("url", "username", "password", "database", "timeout_secs")
 
 
 class Command(BaseCommand):
     help = (
-        "Queue a snapshot of every course (or of --courses) for ClickHouse. With --drain, also send them now "
-        "and wait until they are delivered."
+        "Queue a snapshot of every course (or of --courses, or of those published since --changed-since) for "
+        "ClickHouse, as a dump job that prints its progress and that celery workers resume if this command is "
+        "stopped. With --drain, also send the rows now and wait until they are delivered. Exit status: 0 when "
+        "every course was queued (and with --drain, delivered), 1 otherwise."
     )
+    origin = "dump_courses_to_clickhouse"
 
     def add_arguments(self, parser):
-        parser.add_argument("--courses", nargs="+", default=None, metavar="COURSE_KEY", help="Only these courses.")
+        parser.add_argument("--courses", nargs="+", default=None, metavar="COURSE_KEY",
+                            help="Only these courses (default: every course the course source knows).")
         parser.add_argument("--courses_to_skip", "--courses-to-skip", nargs="+", default=(), metavar="COURSE_KEY",
                             help="Leave these courses out.")
+        parser.add_argument("--changed-since", type=aware_datetime, metavar="WHEN",
+                            help="Only courses published at or after WHEN (ISO 8601, UTC unless it says otherwise).")
         parser.add_argument("--force", action="store_true",
                             help="Accepted for compatibility: every selected course is always queued.")
-        parser.add_argument("--limit", type=int, default=None, help="Queue at most this many courses.")
+        parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                            help="Queue at most N courses (default: no limit).")
         parser.add_argument("--drain", action="store_true", help="Send the queued rows now and wait for them.")
-        for name in ("--url", "--username", "--password", "--database", "--timeout_secs"):
-            parser.add_argument(name, default=None, help=argparse.SUPPRESS)
-        parser.add_argument("--timeout", type=float, default=3600, help="With --drain: give up after this long.")
+        for name in OLD_CONNECTION_OPTIONS:
+            parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+        parser.add_argument("--timeout", type=positive_seconds, default=3600, metavar="SECONDS",
+                            help="With --drain: give up waiting after SECONDS (default: %(default)s).")
 
     def handle(self, *args, **options):
-        moved = [name for name in ("url", "username", "password", "database", "timeout_secs") if options[name]]
+        moved = [name for name in OLD_CONNECTION_OPTIONS if options[name]]
         if moved:
             # The old command took connection options; a password on a command line is visible
             # to every user of the machine, and the outbox sends with the configured connection.
@@ -42,31 +57,43 @@ class Command(BaseCommand):
                 f"--{', --'.join(moved)}: the connection now comes only from EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG; "
                 "remove these options."
             )
-        source = get_course_source()
+        if options["courses"] and options["changed_since"]:
+            raise CommandError("Use --courses or --changed-since, not both.")
+        scope, job_args = self.scope(options)
+        job = start_or_join(self, scope, **job_args)
+        run_in_foreground(self, job)
+        if options["drain"]:
+            self.drain(options["timeout"])
+
+    def scope(self, options):
+        """(scope, job arguments): every course unless a list, a skip list or a limit narrows it."""
         try:
-            keys = [parse_course_key(key) for key in options["courses"]] if options["courses"] else source.course_keys()
             skip = {parse_course_key(key) for key in options["courses_to_skip"]}
+            chosen = [parse_course_key(key) for key in options["courses"]] if options["courses"] else None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        keys = [key for key in keys if key not in skip][: options["limit"]]
-        total = len(keys)
-        self.stdout.write(f"Queueing {total} courses...")
+        if options["changed_since"] and not (skip or options["limit"]):
+            return DumpJob.Scope.CHANGED, {"changed_since": options["changed_since"]}
+        if chosen is None and not skip and options["limit"] is None:
+            return DumpJob.Scope.ALL, {}
+        if chosen is None:
+            source = get_course_source()
+            try:
+                since = options["changed_since"]
+                chosen = source.course_keys_changed_since(since) if since else source.course_keys()
+            except CourseSourceError as exc:
+                raise CommandError(f"Could not list the courses: {exc}") from None
+        keys = [key for key in chosen if key not in skip][: options["limit"]]
+        if not keys:
+            raise CommandError("No course is left to dump once --courses_to_skip and --limit are applied.")
+        return DumpJob.Scope.SELECTED, {"course_keys": keys}
 
-        def progress(index, course_key, snapshot):
-            if index % 50 == 0 or index == total:
-                self.stdout.write(f"[{index}/{total}] queued up to {course_key}")
-
-        snapshots, failures = queue_courses(keys, "dump", source=source, on_progress=progress)
-        rows = sum(snapshot.row_count for snapshot in snapshots)
-        self.stdout.write(f"{len(snapshots)} courses queued ({rows} rows).")
-        for course_key, error in failures:
-            self.stderr.write(f"{course_key}: not queued: {error}")
-        if options["drain"]:
-            result, left = drain_until_empty(timeout=options["timeout"])
-            self.stdout.write(f"Drained: {result}.")
-            if left["pending_entries"] or left["open_batches"]:
-                raise CommandError(f"Rows are still waiting after {options['timeout']:g}s: {left}")
-            if result.batches_failed:
-                raise CommandError(f"{result.batches_failed} batches failed for good: {'; '.join(result.errors[-3:])}")
-        if failures:
-            raise CommandError(f"{len(failures)} courses could not be read; they are recorded as failed snapshots.")
+    def drain(self, timeout):
+        result, left = drain_until_empty(timeout=timeout)
+        self.stdout.write(f"Drained: {result}.")
+        if left["pending_entries"] or left["open_batches"]:
+            raise CommandError(f"Rows are still waiting after {timeout:g}s: {left}")
+        if result.batches_failed:
+            raise CommandError(
+                f"{plural(result.batches_failed, 'batch', 'batches')} failed for good: {'; '.join(result.errors[-3:])}"
+            )

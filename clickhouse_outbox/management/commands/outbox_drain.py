@@ -5,18 +5,23 @@ manage.py outbox_drain: send the outbox to ClickHouse, for operators without cel
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.outbox.claim import server_failure
-from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty
+from clickhouse_outbox.management.options import positive_int, positive_seconds
+from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.purge import purge_if_due
+from clickhouse_outbox.outbox.status import FAILURES, outbox_status
+from clickhouse_outbox.text import plural
 
 
 class Command(BaseCommand):
     help = (
-        "Send pending outbox rows to ClickHouse in batches. --once (the default) sends what is due "
-        "and exits, for cron; --until-empty waits out retries until nothing is left or --timeout passes; "
-        "--loop runs forever, every --interval seconds. Exits non-zero when rows could not be sent."
+        "Send pending outbox rows to ClickHouse in batches. --once (the default) sends what is due and exits, "
+        "for cron; --until-empty waits out retries until nothing is left or --timeout passes; --loop runs "
+        "forever, every --interval seconds. Exit status, as outbox_status: 0 healthy; 1 a batch failed or "
+        "must be retried, ClickHouse is failing, or a course could not be read (for as long as that lasts); "
+        "2 the oldest unsent row is older than --max-age."
     )
 
     def add_arguments(self, parser):
@@ -24,26 +29,29 @@ class Command(BaseCommand):
         mode.add_argument("--once", action="store_true", help="Send what is due now, then exit (default).")
         mode.add_argument("--until-empty", action="store_true", help="Keep draining until nothing is pending.")
         mode.add_argument("--loop", action="store_true", help="Drain forever, sleeping --interval between runs.")
-        parser.add_argument("--timeout", type=float, default=600,
-                            help="With --until-empty: give up after this many seconds (default 600).")
-        parser.add_argument("--interval", type=float, default=None,
-                            help="With --loop: seconds between runs (default CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS).")
-        parser.add_argument("--max-batches", type=int, default=None, help="Stop after this many batches.")
+        parser.add_argument("--timeout", type=positive_seconds, default=600, metavar="SECONDS",
+                            help="With --until-empty: give up after SECONDS (default: %(default)s).")
+        parser.add_argument("--interval", type=positive_seconds, default=None, metavar="SECONDS",
+                            help="With --loop: seconds between runs (default: CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS, "
+                                 f"now {conf.drain_interval_secs():g}).")
+        parser.add_argument("--max-batches", type=positive_int, default=None, metavar="N",
+                            help="Stop after N batches (default: no limit, only CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS).")
+        parser.add_argument("--max-age", type=positive_seconds, default=None, metavar="SECONDS",
+                            help="Exit with status 2 when the oldest unsent row is older than this (default: "
+                                 f"CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS, now {conf.status_max_age_secs():g}).")
 
     def handle(self, *args, **options):
+        max_age = options["max_age"] or conf.status_max_age_secs()
         if options["until_empty"]:
             result, left = drain_until_empty(timeout=options["timeout"])
             self.report(result)
             if left["pending_entries"] or left["open_batches"]:
                 raise CommandError(
-                    f"Gave up after {options['timeout']:g}s with {left['pending_entries']} pending entries and "
-                    f"{left['open_batches']} batches to retry. Last errors: {'; '.join(result.errors[-3:]) or 'none'}"
+                    f"Gave up after {options['timeout']:g}s with {plural(left['pending_entries'], 'pending entry', 'pending entries')} "
+                    f"and {plural(left['open_batches'], 'batch', 'batches')} to retry. "
+                    f"Last errors: {'; '.join(result.errors[-3:]) or 'none'}"
                 )
-            if result.batches_failed:
-                raise CommandError(
-                    f"{result.batches_failed} batches failed for good (see the admin, then outbox_requeue --failed): "
-                    f"{'; '.join(result.errors[-3:])}"
-                )
+            self.exit_like_status(result, max_age)
             return
         if options["loop"]:
             interval = options["interval"] or conf.drain_interval_secs()
@@ -53,25 +61,37 @@ class Command(BaseCommand):
                     result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs())
                     if result.batches_sent or result.errors:
                         self.report(result)
-                    purge_if_due()
+                    self.purge()
                     time.sleep(interval)
             except KeyboardInterrupt:
                 self.stdout.write("Stopped.")
             return
         result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs())
         self.report(result)
-        purge_if_due()
-        waiting = server_failure()
-        if not result.ok or waiting:
-            left = backlog()
-            errors = result.errors[-3:] or [f"batch {waiting.pk} waits to retry: {waiting.last_error}"]
+        self.purge()
+        self.exit_like_status(result, max_age)
+
+    def purge(self):
+        try:
+            purge_if_due()
+        except DatabaseError as exc:
             raise CommandError(
-                f"Some rows were not sent ({left['pending_entries']} entries pending, {left['open_batches']} batches "
-                f"to retry, {left['failed_batches']} failed): {'; '.join(errors)}"
-            )
+                f"Rows were sent, but old ones could not be purged: the Django cache does not work ({exc}). "
+                "With the database cache, create its table: manage.py createcachetable"
+            ) from None
+
+    def exit_like_status(self, result, max_age):
+        """Fail with outbox_status's exit code, or with 1 if this run could not send something."""
+        status = outbox_status()
+        code = status.exit_code(max_age)
+        problems = status.problems(max_age)
+        if not result.ok:
+            code = max(code, FAILURES)
+            problems.insert(0, f"this run could not send everything: {'; '.join(result.errors[-3:])}")
+        if code:
+            raise CommandError("; ".join(problems), returncode=code)
 
     def report(self, result):
         self.stdout.write(f"Drained: {result}.")
         for error in result.errors[-5:]:
             self.stderr.write(f"  {error}")
-

@@ -1,56 +1,75 @@
 """
-manage.py outbox_requeue: queue courses again, or give failed sends another round of attempts.
+manage.py outbox_requeue: queue courses again, or give what failed (or waits) another round.
 """
 
 from django.core.management.base import BaseCommand, CommandError
 
-from clickhouse_outbox.outbox.requeue import failed_subjects, requeue_batches
+from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
+from clickhouse_outbox.management.options import aware_datetime
+from clickhouse_outbox.models import DumpJob
+from clickhouse_outbox.outbox.requeue import failed_subjects, retry_now
 from clickhouse_outbox.producers.course_structure import parse_course_key, queue_courses
 from clickhouse_outbox.serializers.course_structure import PRODUCER
 from clickhouse_outbox.sources import get_course_source
-from clickhouse_outbox.sources.base import CourseSourceError
+from clickhouse_outbox.text import plural
 
 
 class Command(BaseCommand):
     help = (
-        "Queue a new snapshot of the named courses (or of --all-courses), and with --failed also of every "
-        "course whose last snapshot could not be taken, and put failed batches back in the queue. "
-        "The drain (celery beat or outbox_drain) sends them."
+        "Queue a new snapshot of the named courses; or of every course the course source knows "
+        "(--all-courses) or of those published since a time (--changed-since), as a dump job that prints "
+        "its progress and that celery workers resume if this command is stopped. --failed makes every failed "
+        "or waiting batch due now, with a fresh set of attempts, and takes again each course whose latest "
+        "snapshot could not be read. The drain (celery beat or outbox_drain) sends the rows. "
+        "Exit status: 0 when everything asked for was queued, 1 otherwise (each course is named)."
     )
+    origin = "outbox_requeue"
 
     def add_arguments(self, parser):
         parser.add_argument("course_keys", nargs="*", metavar="COURSE_KEY", help="e.g. course-v1:Org+Course+Run")
-        parser.add_argument("--all-courses", action="store_true", help="Every course the course source knows.")
+        scope = parser.add_mutually_exclusive_group()
+        scope.add_argument("--all-courses", action="store_true", help="Every course the course source knows.")
+        scope.add_argument("--changed-since", type=aware_datetime, metavar="WHEN",
+                           help="Courses published at or after WHEN (ISO 8601, UTC unless it says otherwise, "
+                                "e.g. 2026-11-01T08:30).")
         parser.add_argument("--failed", action="store_true",
-                            help="Courses whose latest snapshot failed, and batches that ran out of attempts.")
+                            help="Batches that failed or wait to retry, and courses whose latest snapshot failed.")
 
     def handle(self, *args, **options):
-        if not (options["course_keys"] or options["all_courses"] or options["failed"]):
-            raise CommandError("Name course keys, or use --all-courses or --failed.")
-        source = get_course_source()
+        course_keys, all_courses, since = options["course_keys"], options["all_courses"], options["changed_since"]
+        if not (course_keys or all_courses or since or options["failed"]):
+            raise CommandError("Name course keys, or use --all-courses, --changed-since or --failed.")
+        if course_keys and (all_courses or since):
+            raise CommandError("Name course keys, or use --all-courses or --changed-since: not both.")
         try:
-            keys = [parse_course_key(key) for key in options["course_keys"]]
+            keys = [parse_course_key(key) for key in course_keys]
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        if options["all_courses"]:
-            try:
-                keys.extend(source.course_keys())
-            except CourseSourceError as exc:
-                raise CommandError(f"Could not list the courses: {exc}") from None
+        failures = []
         if options["failed"]:
-            count = requeue_batches()
-            self.stdout.write(f"{count} failed batches queued again.")
-            keys.extend(parse_course_key(subject) for subject in failed_subjects(PRODUCER))
-        keys = list(dict.fromkeys(keys))
+            result = retry_now()
+            self.stdout.write(
+                f"{plural(result.retried, 'failed or waiting batch', 'failed or waiting batches')} "
+                "made due now."
+            )
+            keys.extend(parse_course_key(subject) for subject in failed_subjects(PRODUCER) if subject not in keys)
+        if keys:
+            failures = self.queue(list(dict.fromkeys(keys)))
+        if all_courses or since:
+            scope = DumpJob.Scope.ALL if all_courses else DumpJob.Scope.CHANGED
+            run_in_foreground(self, start_or_join(self, scope, changed_since=since))
+        if failures:
+            raise CommandError(f"{plural(len(failures), 'course')} could not be queued.")
+
+    def queue(self, keys):
         total = len(keys)
 
         def progress(index, course_key, snapshot):
-            if snapshot.status != snapshot.Status.FAILED:
-                self.stdout.write(f"[{index}/{total}] {course_key}: {snapshot.row_count} rows queued")
+            if snapshot is not None and snapshot.status == snapshot.Status.QUEUED:
+                self.stdout.write(f"[{index}/{total}] {course_key}: {plural(snapshot.row_count, 'row')} queued")
 
-        snapshots, failures = queue_courses(keys, "requeue", source=source, on_progress=progress)
+        snapshots, failures = queue_courses(keys, "requeue", source=get_course_source(), on_progress=progress)
         for course_key, error in failures:
-            self.stderr.write(f"{course_key}: not queued: {error}")
-        self.stdout.write(f"{len(snapshots)} of {total} courses queued.")
-        if failures:
-            raise CommandError(f"{len(failures)} courses could not be read; they are recorded as failed snapshots.")
+            self.stderr.write(f"Not queued: {course_key}: {error}")
+        self.stdout.write(f"{len(snapshots)} of {plural(total, 'course')} queued.")
+        return failures

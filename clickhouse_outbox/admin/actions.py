@@ -1,0 +1,99 @@
+"""
+The actions staff run from the lists: requeue courses, retry batches now, dismiss the failed
+snapshots of unknown courses. Each needs its own permission (`allowed_permissions`: staff
+without it neither see the action nor can post it) and is recorded in the admin's history.
+"""
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+
+from clickhouse_outbox.dumps.dispatch import dispatch
+from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
+from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry
+from clickhouse_outbox.outbox.requeue import dismiss_unknown, retry_now
+from clickhouse_outbox.producers.course_structure import queue_courses
+from clickhouse_outbox.serializers.course_structure import PRODUCER
+from clickhouse_outbox.sources import get_course_source
+from clickhouse_outbox.text import plural
+
+#: More courses than this are requeued by a dump job in the background, not in the web request.
+REQUEUE_IN_REQUEST = 20
+
+
+@admin.action(description="Requeue the selected courses (take a new snapshot)", permissions=["requeue"])
+def requeue_courses(modeladmin, request, queryset):
+    keys = sorted(set(queryset.filter(producer=PRODUCER).values_list("subject", flat=True)))
+    if not keys:
+        modeladmin.message_user(request, "None of the selected snapshots is of a course.", messages.WARNING)
+        return
+    selected = list(queryset)
+    if len(keys) > REQUEUE_IN_REQUEST:
+        try:
+            job = start_job(DumpJob.Scope.SELECTED, course_keys=keys, origin="admin", user=request.user)
+        except DumpAlreadyActive as exc:
+            modeladmin.message_user(request, str(exc), messages.ERROR)
+            return
+        modeladmin.log_addition(request, job, f"Started a dump of {plural(len(keys), 'selected course')}")
+        modeladmin.audit(request, selected, f"Requeued by dump job {job.pk}")
+        dispatch(job)
+        url = reverse("admin:clickhouse_outbox_dumpjob_change", args=[job.pk])
+        modeladmin.message_user(request, format_html(
+            "{} are requeued in the background by <a href=\"{}\">dump job {}</a>.",
+            plural(len(keys), "course"), url, job.pk,
+        ), messages.SUCCESS)
+        return
+    snapshots, failures = queue_courses(keys, "admin", source=get_course_source())
+    modeladmin.audit(request, selected, "Requeued: a new snapshot was taken")
+    if snapshots:
+        rows = sum(snapshot.row_count for snapshot in snapshots)
+        modeladmin.message_user(
+            request,
+            f"{plural(len(snapshots), 'course')} requeued ({plural(rows, 'row')} queued); the next drain sends them.",
+            messages.SUCCESS,
+        )
+    for course_key, error in failures:
+        modeladmin.message_user(request, f"Could not requeue {course_key}: {error}", messages.ERROR)
+
+
+def retry_batches(modeladmin, request, batches, audited):
+    """Make `batches` due now (see `retry_now`), record it on `audited` and tell staff what happened."""
+    result = retry_now(Batch.objects.filter(id__in=list(batches.values_list("id", flat=True))))
+    modeladmin.audit(request, audited, f"Retry now: {plural(result.retried, 'batch', 'batches')} made due")
+    if not result.retried:
+        modeladmin.message_user(request, "Nothing to retry: no failed or waiting batch was selected.", messages.WARNING)
+        return
+    text = f"{plural(result.retried, 'batch', 'batches')} will be sent at the next drain, with the current settings."
+    if result.released:
+        text += " The wait after a failure of the server was ended too."
+    modeladmin.message_user(request, text, messages.SUCCESS)
+
+
+@admin.action(description="Retry now: send the failed and waiting batches again", permissions=["retry"])
+def retry_selected_batches(modeladmin, request, queryset):
+    retry_batches(modeladmin, request, queryset, queryset)
+
+
+@admin.action(description="Retry now: send the selected courses' failed and waiting batches", permissions=["retry"])
+def retry_courses(modeladmin, request, queryset):
+    batches = Batch.objects.filter(
+        entries__snapshot__in=list(queryset), entries__status=OutboxEntry.Status.BATCHED
+    ).distinct()
+    retry_batches(modeladmin, request, batches, queryset)
+
+
+@admin.action(description="Dismiss failed snapshots of courses the source does not know", permissions=["dismiss"])
+def dismiss_snapshots(modeladmin, request, queryset):
+    dismissed, kept = dismiss_unknown(queryset, get_course_source())
+    modeladmin.audit(request, dismissed, "Dismissed: the course source does not know the course")
+    if dismissed:
+        modeladmin.message_user(
+            request,
+            f"Dismissed {plural(len(dismissed), 'failed snapshot')} of unknown courses; "
+            "outbox_requeue --failed no longer takes them again.",
+            messages.SUCCESS,
+        )
+    for snapshot, why in kept:
+        modeladmin.message_user(request, f"Kept the failed snapshot of {snapshot.subject}: {why}.", messages.WARNING)
+    if not dismissed and not kept:
+        modeladmin.message_user(request, "Only failed snapshots can be dismissed.", messages.WARNING)

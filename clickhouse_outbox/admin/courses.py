@@ -1,0 +1,146 @@
+"""
+The course view: one row per course (its latest snapshot) with where its rows are, and a
+summary of the whole outbox above it. The page that answers "did course X reach ClickHouse?".
+"""
+
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.db.models import Case, IntegerField, Value, When
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from clickhouse_outbox import conf
+from clickhouse_outbox.admin import actions
+from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment, state_badge
+from clickhouse_outbox.clickhouse.errors import describe_failure
+from clickhouse_outbox.models import CourseDelivery, OutboxEntry
+from clickhouse_outbox.outbox.delivery import State, with_delivery
+from clickhouse_outbox.outbox.requeue import latest_snapshots
+from clickhouse_outbox.outbox.status import ROW_STATES, outbox_status
+from clickhouse_outbox.serializers.course_structure import PRODUCER
+from clickhouse_outbox.text import format_age, last_line, plural
+
+#: Most urgent first: the default order of the course view.
+URGENCY = [State.UNREADABLE, State.FAILED, State.WAITING, State.SENDING, State.PENDING, State.DELIVERED,
+           State.DISMISSED]
+
+
+class StateFilter(admin.SimpleListFilter):
+    """Filter by delivery state; dismissed courses (unknown keys) only when asked for."""
+
+    title = "delivery state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [(state.value, state.label) for state in URGENCY]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset.exclude(delivery_state=State.DISMISSED)
+        return queryset.filter(delivery_state=self.value())
+
+
+@admin.register(CourseDelivery)
+class CourseDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("course", "state", "taken", "reason", "row_count", "error_in_words", "batches")
+    list_filter = (StateFilter,)
+    search_fields = ("subject",)
+    actions = [actions.requeue_courses, actions.retry_courses, actions.dismiss_snapshots]
+    fields = ("course", "state", "error_in_words", "taken", "reason", "dump_id", "time_last_dumped", "row_count",
+              "delivery", "error", "earlier_snapshots")
+    readonly_fields = fields
+    list_per_page = 50
+
+    def has_view_permission(self, request, obj=None):
+        """The rows are snapshots: who may view snapshots may view courses."""
+        return request.user.has_perm("clickhouse_outbox.view_snapshot") or super().has_view_permission(request, obj)
+
+    def get_queryset(self, request):
+        urgency = Case(*[When(delivery_state=state.value, then=Value(rank)) for rank, state in enumerate(URGENCY)],
+                       default=Value(len(URGENCY)), output_field=IntegerField())
+        return with_delivery(latest_snapshots(PRODUCER, model=CourseDelivery)).annotate(urgency=urgency)
+
+    def get_ordering(self, request):
+        return ("urgency", "subject")
+
+    def changelist_view(self, request, extra_context=None):
+        status = outbox_status()
+        extra_context = {
+            **(extra_context or {}),
+            "outbox": status,
+            "totals": {state: f"{status.total(state):,}" for state in ROW_STATES},
+            "oldest_age": format_age(status.oldest_unsent_age) if status.oldest_unsent_at else None,
+            "max_age": conf.status_max_age_secs(),
+            "last_sent": moment(status.last_sent_at, status.checked_at) if status.last_sent_at else None,
+            "can_start_dump": self.has_start_dump_permission(request),
+            "start_dump_url": reverse("admin:clickhouse_outbox_dumpjob_start"),
+            "dump_url": reverse("admin:clickhouse_outbox_dumpjob_change", args=[status.active_dump.pk])
+            if status.active_dump else None,
+        }
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="course", ordering="subject")
+    def course(self, delivery):
+        return delivery.subject
+
+    @admin.display(description="delivery", ordering="urgency")
+    def state(self, delivery):
+        state = State(delivery.delivery_state)
+        if state == State.DELIVERED and delivery.delivered_at:
+            return state_badge(state, f"Delivered at {moment(delivery.delivered_at)}")
+        if state == State.WAITING and delivery.next_attempt_at:
+            return state_badge(state, f"Waiting to retry (next attempt {moment(delivery.next_attempt_at)})")
+        return state_badge(state)
+
+    @admin.display(description="snapshot taken", ordering="created")
+    def taken(self, delivery):
+        return moment(delivery.created)
+
+    @admin.display(description="last error")
+    def error_in_words(self, delivery):
+        if delivery.delivery_state == State.UNREADABLE:
+            return f"The course could not be read: {last_line(delivery.error)}"
+        if delivery.batch_error and delivery.delivery_state in (State.FAILED, State.WAITING):
+            meaning = describe_failure(code=delivery.batch_error_code, http_status=delivery.batch_http_status,
+                                       server_error=bool(delivery.batch_server_error))
+            return f"{meaning} {delivery.batch_error[:300]}"
+        return "-"
+
+    @admin.display(description="batches")
+    def batches(self, delivery):
+        count = delivery.batch_count or 0
+        if not count:
+            return "-"
+        url = reverse("admin:clickhouse_outbox_batch_changelist") + "?" + urlencode({"q": delivery.subject})
+        return format_html('<a href="{}">{}</a>', url, plural(count, "batch", "batches"))
+
+    @admin.display(description="rows per table")
+    def delivery(self, delivery):
+        entries = (
+            OutboxEntry.objects.filter(snapshot=delivery)
+            .exclude(status__in=[OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.SPLIT])
+            .select_related("batch")
+            .order_by("table", "id")
+        )
+        rows = []
+        for entry in entries.defer("payload"):
+            batch = entry.batch
+            if batch is None:
+                rows.append((entry.table, f"{entry.row_count:,}", "pending", "-", "-", "-"))
+                continue
+            link = format_html('<a href="{}">batch {}</a>',
+                               reverse("admin:clickhouse_outbox_batch_change", args=[batch.pk]), batch.pk)
+            when = moment(batch.sent_at) if batch.sent_at else moment(batch.next_attempt_at)
+            rows.append((entry.table, f"{entry.row_count:,}", batch.get_status_display(), link,
+                         f"{batch.attempts} ({batch.attempts_left} left)", when))
+        if not rows:
+            return "-"
+        header = "".join(f"<th>{name}</th>" for name in ("table", "rows", "state", "batch", "attempts", "sent / next"))
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", format_html(header), body)
+
+    @admin.display(description="earlier snapshots")
+    def earlier_snapshots(self, delivery):
+        url = reverse("admin:clickhouse_outbox_snapshot_changelist") + "?" + urlencode({"q": delivery.subject})
+        return format_html('<a href="{}">every snapshot of this course</a>', url)

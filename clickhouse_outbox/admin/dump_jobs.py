@@ -1,0 +1,178 @@
+"""
+Full dumps from the admin: start one (all courses, or those changed since a time), follow
+its progress, cancel it. The job runs in celery workers, outside the web request; the page
+only creates it and reads its progress.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment
+from clickhouse_outbox.dumps.dispatch import dispatch
+from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, cancel_job, job_progress, progress_line, start_job
+from clickhouse_outbox.models import DumpJob, DumpJobCourse
+from clickhouse_outbox.text import plural
+
+#: Failed courses listed on a job's page (the rest are counted).
+FAILED_SHOWN = 100
+
+
+class StartDumpForm(forms.Form):
+    scope = forms.ChoiceField(
+        choices=[(DumpJob.Scope.ALL, "All courses"), (DumpJob.Scope.CHANGED, "Courses changed since")],
+        widget=forms.RadioSelect,
+        initial=DumpJob.Scope.ALL,
+    )
+    changed_since = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"),
+        help_text="UTC. Courses published at or after this time are dumped.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("scope") == DumpJob.Scope.CHANGED and not cleaned.get("changed_since"):
+            self.add_error("changed_since", "Give the time: courses published since then are dumped.")
+        return cleaned
+
+
+@admin.register(DumpJob)
+class DumpJobAdmin(ReadOnlyAdmin):
+    list_display = ("id", "description", "status", "progress", "requested_by", "origin", "when_created",
+                    "when_finished")
+    list_filter = ("status", "scope", "origin")
+    fields = ("description", "status", "progress", "requested_by", "origin", "when_created", "when_started",
+              "when_finished", "error", "failed_courses")
+    readonly_fields = fields
+    actions = ["cancel_selected"]
+
+    def get_urls(self):
+        return [
+            path("start/", self.admin_site.admin_view(self.start_view), name="clickhouse_outbox_dumpjob_start"),
+            path("<int:job_id>/cancel/", self.admin_site.admin_view(self.cancel_view),
+                 name="clickhouse_outbox_dumpjob_cancel"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_start_dump": self.has_start_dump_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_cancel_dump": self.has_cancel_dump_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # -- starting and cancelling -----------------------------------------------------------
+
+    def start_view(self, request):
+        if not self.has_start_dump_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = StartDumpForm(request.POST)
+            if form.is_valid():
+                return self.start(request, form.cleaned_data["scope"], form.cleaned_data["changed_since"])
+        else:
+            last = DumpJob.objects.filter(status=DumpJob.Status.DONE).order_by("-started_at").first()
+            form = StartDumpForm(initial={
+                "scope": request.GET.get("scope", DumpJob.Scope.ALL),
+                "changed_since": last.started_at if last else None,
+            })
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Start a full dump",
+            "opts": self.model._meta,
+            "form": form,
+            "active": DumpJob.objects.filter(active=True).first(),
+        }
+        return TemplateResponse(request, "admin/clickhouse_outbox/dumpjob/start.html", context)
+
+    def start(self, request, scope, changed_since):
+        try:
+            job = start_job(scope, changed_since=changed_since if scope == DumpJob.Scope.CHANGED else None,
+                            origin="admin", user=request.user)
+        except DumpAlreadyActive as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            target = exc.job.pk if exc.job else None
+            return HttpResponseRedirect(self.job_url(target) if target else reverse(
+                "admin:clickhouse_outbox_dumpjob_changelist"))
+        self.log_addition(request, job, f"Started a dump of {job.description}")
+        transaction.on_commit(lambda: dispatch(job))
+        self.message_user(
+            request,
+            f"Dump job {job.pk} started: {job.description}. Celery workers take a snapshot of each course; "
+            "this page shows their progress.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self.job_url(job.pk))
+
+    @staticmethod
+    def job_url(job_id):
+        return reverse("admin:clickhouse_outbox_dumpjob_change", args=[job_id])
+
+    def cancel_view(self, request, job_id):
+        if not self.has_cancel_dump_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        return self.cancel(request, [get_object_or_404(DumpJob, pk=job_id)])
+
+    def cancel(self, request, jobs):
+        cancelled = [job for job in jobs if cancel_job(job)]
+        self.audit(request, cancelled, "Cancelled")
+        if cancelled:
+            self.message_user(request, f"Cancelled {plural(len(cancelled), 'dump job')}; courses already queued "
+                                       "stay queued.", messages.SUCCESS)
+        else:
+            self.message_user(request, "Nothing to cancel: the job had already ended.", messages.WARNING)
+        return HttpResponseRedirect(self.job_url(jobs[0].pk) if len(jobs) == 1 else reverse(
+            "admin:clickhouse_outbox_dumpjob_changelist"))
+
+    @admin.action(description="Cancel the selected dump jobs", permissions=["cancel_dump"])
+    def cancel_selected(self, request, queryset):
+        self.cancel(request, list(queryset))
+
+    # -- what the pages show ---------------------------------------------------------------
+
+    @admin.display(description="dump of")
+    def description(self, job):
+        return job.description
+
+    @admin.display(description="progress")
+    def progress(self, job):
+        progress = job_progress(job)
+        if job.status == DumpJob.Status.QUEUED:
+            return "waiting for a celery worker to list the courses"
+        handled = progress["done"] + progress["failed"]
+        return format_html(
+            '<progress value="{}" max="{}" style="vertical-align:middle"></progress> <span class="dump-progress">{}</span>',
+            handled, max(progress["total"], 1), progress_line(job, progress),
+        )
+
+    @admin.display(description="courses that failed")
+    def failed_courses(self, job):
+        failed = job.courses.filter(status=DumpJobCourse.Status.FAILED).order_by("position")
+        count = failed.count()
+        if not count:
+            return "-"
+        items = format_html_join("", "<li>{}: {}</li>", failed.values_list("course_key", "error")[:FAILED_SHOWN])
+        more = f" and {count - FAILED_SHOWN:,} more" if count > FAILED_SHOWN else ""
+        return format_html("<ul>{}</ul>{}", items, more)
+
+    @admin.display(description="created", ordering="created")
+    def when_created(self, job):
+        return moment(job.created)
+
+    @admin.display(description="started", ordering="started_at")
+    def when_started(self, job):
+        return moment(job.started_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def when_finished(self, job):
+        return moment(job.finished_at)

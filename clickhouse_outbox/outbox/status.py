@@ -1,0 +1,181 @@
+"""
+The outbox's health at a glance: what waits, what failed, how old the oldest unsent row
+is, when ClickHouse last took a batch. Read by `outbox_status`, `outbox_drain` (for its
+exit code) and the admin's course view.
+
+Exit codes, the same for both commands: 0 healthy; 1 failed batches or failed snapshots
+exist, or a batch waits out a failure of ClickHouse itself (for as long as that lasts); 2
+the oldest unsent row is older than the allowed age (delivery is stuck; it takes
+precedence over 1).
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, Max, Sum
+
+from clickhouse_outbox.dumps.jobs import active_job, job_progress
+from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox.claim import server_failure
+from clickhouse_outbox.outbox.clock import db_now
+from clickhouse_outbox.outbox.requeue import latest_snapshots
+from clickhouse_outbox.text import format_age, last_line, plural
+
+HEALTHY, FAILURES, STALE = 0, 1, 2
+
+#: The states rows are counted in, per table.
+ROW_STATES = ("pending", "sending", "waiting", "failed")
+_BATCH_ROW_STATES = {Batch.Status.CLAIMED: "sending", Batch.Status.RETRY: "waiting", Batch.Status.FAILED: "failed"}
+
+
+@dataclass
+class OutboxStatus:
+    checked_at: datetime
+    #: {table: {state: {"entries" or "batches": n, "rows": n}}} for the states in ROW_STATES
+    tables: dict
+    oldest_unsent_at: datetime | None
+    last_sent_at: datetime | None
+    #: [(course key, last line of the error)] for courses whose latest snapshot failed
+    failed_snapshots: list
+    #: the batch that waits out a failure of the server itself, if any
+    server_failure: Batch | None
+    active_dump: DumpJob | None = None
+    dump_progress: dict = field(default_factory=dict)
+
+    def total(self, state, unit="rows"):
+        return sum(counts.get(state, {}).get(unit, 0) for counts in self.tables.values())
+
+    @property
+    def failed_batches(self):
+        return self.total("failed", "batches")
+
+    @property
+    def oldest_unsent_age(self):
+        """Seconds since the oldest row still to send was queued, or None."""
+        if self.oldest_unsent_at is None:
+            return None
+        return max((self.checked_at - self.oldest_unsent_at).total_seconds(), 0.0)
+
+    def exit_code(self, max_age):
+        age = self.oldest_unsent_age
+        if max_age is not None and age is not None and age > max_age:
+            return STALE
+        if self.failed_batches or self.failed_snapshots or self.server_failure:
+            return FAILURES
+        return HEALTHY
+
+    def problems(self, max_age):
+        """What makes the exit code non-zero, in words an operator can act on."""
+        found = []
+        age = self.oldest_unsent_age
+        if max_age is not None and age is not None and age > max_age:
+            found.append(f"the oldest unsent row has waited {format_age(age)} (more than {format_age(max_age)})")
+        if self.server_failure:
+            batch = self.server_failure
+            found.append(
+                f"ClickHouse is failing: new rows wait until batch {batch.pk} gets through (next attempt "
+                f"{iso(batch.next_attempt_at)}; retry now in the admin or with outbox_requeue --failed); "
+                f"last error: {batch.last_error}"
+            )
+        if self.failed_batches:
+            found.append(
+                f"{plural(self.failed_batches, 'batch', 'batches')} ({plural(self.total('failed'), 'row')}) failed: "
+                "retry them in the admin or with outbox_requeue --failed"
+            )
+        if self.failed_snapshots:
+            keys = ", ".join(key for key, _ in self.failed_snapshots[:3])
+            more = f" and {len(self.failed_snapshots) - 3} more" if len(self.failed_snapshots) > 3 else ""
+            found.append(
+                f"{plural(len(self.failed_snapshots), 'course')} could not be read ({keys}{more}): "
+                "outbox_requeue --failed takes them again; dismiss unknown ones in the admin"
+            )
+        return found
+
+    def as_dict(self, max_age):
+        return {
+            "exit_code": self.exit_code(max_age),
+            "problems": self.problems(max_age),
+            "checked_at": self.checked_at.isoformat(),
+            "tables": self.tables,
+            "totals": {state: self.total(state) for state in ROW_STATES},
+            "failed_batches": self.failed_batches,
+            "oldest_unsent_at": self.oldest_unsent_at.isoformat() if self.oldest_unsent_at else None,
+            "oldest_unsent_age_seconds": round(self.oldest_unsent_age, 3) if self.oldest_unsent_at else None,
+            "max_age_seconds": max_age,
+            "last_sent_at": self.last_sent_at.isoformat() if self.last_sent_at else None,
+            "failed_snapshots": [{"course_key": key, "error": error} for key, error in self.failed_snapshots],
+            "server_failure": None if self.server_failure is None else {
+                "batch": self.server_failure.pk,
+                "error": self.server_failure.last_error,
+                "next_attempt_at": iso(self.server_failure.next_attempt_at),
+            },
+            "dump_job": None if self.active_dump is None else {
+                "id": self.active_dump.pk, "description": str(self.active_dump), **self.dump_progress,
+            },
+        }
+
+
+def outbox_status():
+    """Read the outbox's state (a handful of indexed queries)."""
+
+    tables = {}
+    pending = (
+        OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING)
+        .values("table")
+        .annotate(entries=Count("id"), rows=Sum("row_count"))
+        .order_by()
+    )
+    for row in pending:
+        tables.setdefault(row["table"], {})["pending"] = {"entries": row["entries"], "rows": row["rows"] or 0}
+    open_batches = (
+        Batch.objects.filter(status__in=list(_BATCH_ROW_STATES))
+        .values("table", "status")
+        .annotate(batches=Count("id"), rows=Sum("row_count"))
+        .order_by()
+    )
+    for row in open_batches:
+        state = _BATCH_ROW_STATES[row["status"]]
+        tables.setdefault(row["table"], {})[state] = {"batches": row["batches"], "rows": row["rows"] or 0}
+    failed_snapshots = [
+        (subject, last_line(error))
+        for subject, error in latest_snapshots().filter(status=Snapshot.Status.FAILED).values_list("subject", "error")
+    ]
+    job = active_job()
+    return OutboxStatus(
+        checked_at=db_now(),
+        tables=dict(sorted(tables.items())),
+        oldest_unsent_at=oldest_unsent(tables),
+        last_sent_at=Batch.objects.filter(status=Batch.Status.SENT).aggregate(last=Max("sent_at"))["last"],
+        failed_snapshots=failed_snapshots,
+        server_failure=server_failure(),
+        active_dump=job,
+        dump_progress=job_progress(job) if job else {},
+    )
+
+
+def oldest_unsent(tables):
+    """
+    When the oldest row still to send was queued: the first pending entry of each table (by
+    the pending index) and the first entry of the oldest batch still open.
+    """
+    candidates = []
+    for table in tables:
+        first = (
+            OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING, table=table)
+            .order_by("id")
+            .values_list("created", flat=True)
+            .first()
+        )
+        if first is not None:
+            candidates.append(first)
+    oldest_batch = (
+        Batch.objects.filter(status__in=[Batch.Status.CLAIMED, Batch.Status.RETRY]).order_by("id").first()
+    )
+    if oldest_batch is not None:
+        first = oldest_batch.entries.order_by("id").values_list("created", flat=True).first()
+        candidates.append(first or oldest_batch.created)
+    return min(candidates, default=None)
+
+
+def iso(value):
+    return value.isoformat() if value else None
