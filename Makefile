@@ -12,13 +12,14 @@ MYSQL_URL ?= mysql://root@127.0.0.1:3306/outbox
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
 SAMPLE := clickhouse_outbox/sample_course
 
-.PHONY: help demo test test-sqlite test-mysql test-postgres test-server quality tox requirements clean
+
+.PHONY: help demo demo-admin screenshots system-packages test test-sqlite test-mysql test-postgres test-server quality tox requirements clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(VENV)/.installed: $(REQS)
-	@command -v mysql_config >/dev/null || command -v mariadb_config >/dev/null || scripts/install-system-packages
+	scripts/install-system-packages
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 	$(BIN)/pip install -q -r requirements/dev.txt
@@ -27,24 +28,48 @@ $(VENV)/.installed: $(REQS)
 
 venv: $(VENV)/.installed ## Create .venv with everything the demo and the tests need
 
+DEMO_ADMIN_PASSWORD ?= admin
+DEMO_PORT ?= 8000
+
 demo: $(VENV)/.installed ## Run the pipeline end to end on SQLite + chdb with the sample course
 	@rm -rf .demo && mkdir -p .demo
 	@time ( set -e; \
 	$(PY) manage.py migrate -v 0 && \
-	$(PY) manage.py createcachetable && \
 	$(PY) manage.py clickhouse_outbox_schema --create && \
 	$(PY) manage.py outbox_load_olx $(SAMPLE) && \
 	$(PY) manage.py outbox_drain --until-empty --timeout 120 && \
-	$(PY) manage.py clickhouse_outbox_outline course-v1:OpenedX+DemoX+2026_T1 )
+	$(PY) manage.py clickhouse_outbox_outline course-v1:OpenedX+DemoX+2026_T1 && \
+	$(PY) manage.py outbox_status )
+	@DJANGO_SUPERUSER_PASSWORD='$(DEMO_ADMIN_PASSWORD)' $(PY) manage.py createsuperuser --noinput \
+	  --username admin --email admin@example.com >/dev/null
 	@echo
-	@echo "See it in the Django admin:"
-	@echo "  $(PY) manage.py createsuperuser && $(PY) manage.py runserver"
-	@echo "  then open http://127.0.0.1:8000/admin/clickhouse_outbox/"
+	@echo "Every run starts from an empty .demo/, so the demo superuser was created again: admin / $(DEMO_ADMIN_PASSWORD)"
+	@echo "(DEMO_ADMIN_PASSWORD=... make demo to choose the password)."
+	@echo "Open the admin, with a celery worker that runs the drain and full dumps:"
+	@echo "  make demo-admin    then http://127.0.0.1:$(DEMO_PORT)/admin/clickhouse_outbox/coursedelivery/"
+
+demo-admin: $(VENV)/.installed ## Serve the demo's admin (styled) with a celery worker and beat; run `make demo` first
+	@test -f .demo/outbox.sqlite3 || { echo "No demo database: run make demo first." >&2; exit 1; }
+	@echo "Admin: http://127.0.0.1:$(DEMO_PORT)/admin/clickhouse_outbox/coursedelivery/ (admin / the demo password)."
+	@echo "Celery worker + beat log: .demo/celery.log. Stop both with Ctrl-C."
+	@CELERY_BROKER_URL=filesystem:// $(BIN)/celery -A outbox_project worker -B -P solo -l info \
+	  --without-mingle --without-gossip -s .demo/celerybeat-schedule >.demo/celery.log 2>&1 & \
+	worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	CELERY_BROKER_URL=filesystem:// $(PY) manage.py runserver --insecure 127.0.0.1:$(DEMO_PORT)
+
+screenshots: $(VENV)/.installed test-server ## Retake the admin screenshots in docs/images (the browser test, on SQLite)
+	mkdir -p $(TEST_DB_DIR) docs/images
+	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
+	OUTBOX_SCREENSHOTS=$(CURDIR)/docs/images DATABASE_URL=sqlite:///$(TEST_DB_DIR)/screenshots.sqlite3 \
+	  $(BIN)/pytest -p no:cacheprovider tests/browser -q
 
 test-server: ## Start the ClickHouse test server (Debian's clickhouse-server, loopback, password)
 	scripts/clickhouse-test-server start
 
-test: $(VENV)/.installed test-server ## The whole suite, on SQLite, MariaDB and PostgreSQL
+system-packages: ## Install the Debian packages the tests need (as root; otherwise it prints the apt-get line)
+	scripts/install-system-packages
+
+test: system-packages $(VENV)/.installed test-server ## The whole suite, on SQLite, MariaDB and PostgreSQL
 	$(MAKE) test-sqlite test-mysql test-postgres
 
 test-sqlite: $(VENV)/.installed ## Everything, with the outbox on SQLite

@@ -101,6 +101,14 @@ for _name, _value in os.environ.items():
             globals()[_name] = _value
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+if CELERY_BROKER_URL == "filesystem://":
+    # The demo's broker: a folder, so `make demo-admin` needs no Redis.
+    _BROKER_DIR = DEMO_DIR / "broker"
+    _BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_BROKER_DIR), "data_folder_out": str(_BROKER_DIR),
+        "control_folder": str(_BROKER_DIR / "control"),
+    }
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = float(
@@ -122,6 +130,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "clickhouse_outbox": {"handlers": ["console"], "level": os.environ.get("OUTBOX_LOG_LEVEL", "INFO")},
+        "clickhouse_outbox": {
+            "handlers": ["console"], "level": os.environ.get("OUTBOX_LOG_LEVEL", "INFO"), "propagate": False,
+        },
     },
 }

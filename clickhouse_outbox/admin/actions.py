@@ -5,6 +5,7 @@ without it neither see the action nor can post it) and is recorded in the admin'
 """
 
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -80,6 +81,14 @@ def retry_courses(modeladmin, request, queryset):
         entries__snapshot__in=list(queryset), entries__status=OutboxEntry.Status.BATCHED
     ).distinct()
     retry_batches(modeladmin, request, batches, queryset)
+    return list_without_state_filter(request)
+
+
+def list_without_state_filter(request):
+    """Back to the list, keeping the search but not a state filter the courses just left."""
+    query = request.GET.copy()
+    query.pop("state", None)
+    return HttpResponseRedirect(f"{request.path}?{query.urlencode()}" if query else request.path)
 
 
 @admin.action(description="Dismiss failed snapshots of courses the source does not know", permissions=["dismiss"])

@@ -14,6 +14,7 @@ from clickhouse_outbox import conf
 from clickhouse_outbox.admin import actions
 from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment, state_badge
 from clickhouse_outbox.clickhouse.errors import describe_failure
+from clickhouse_outbox.dumps.jobs import progress_line
 from clickhouse_outbox.models import CourseDelivery, OutboxEntry
 from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.requeue import latest_snapshots
@@ -43,7 +44,7 @@ class StateFilter(admin.SimpleListFilter):
 
 @admin.register(CourseDelivery)
 class CourseDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("course", "state", "taken", "reason", "row_count", "error_in_words", "batches")
+    list_display = ("course", "state", "taken", "rows", "error_in_words", "batches")
     list_filter = (StateFilter,)
     search_fields = ("subject",)
     actions = [actions.requeue_courses, actions.retry_courses, actions.dismiss_snapshots]
@@ -68,10 +69,13 @@ class CourseDeliveryAdmin(ReadOnlyAdmin):
         status = outbox_status()
         extra_context = {
             **(extra_context or {}),
+            "title": "Courses: where each course's rows are",
             "outbox": status,
+            "server_wait": server_wait(status),
+            "stale": (status.oldest_unsent_age or 0) > conf.status_max_age_secs(),
+            "dump_progress": progress_line(status.active_dump, status.dump_progress) if status.active_dump else "",
             "totals": {state: f"{status.total(state):,}" for state in ROW_STATES},
             "oldest_age": format_age(status.oldest_unsent_age) if status.oldest_unsent_at else None,
-            "max_age": conf.status_max_age_secs(),
             "last_sent": moment(status.last_sent_at, status.checked_at) if status.last_sent_at else None,
             "can_start_dump": self.has_start_dump_permission(request),
             "start_dump_url": reverse("admin:clickhouse_outbox_dumpjob_start"),
@@ -93,9 +97,9 @@ class CourseDeliveryAdmin(ReadOnlyAdmin):
             return state_badge(state, f"Waiting to retry (next attempt {moment(delivery.next_attempt_at)})")
         return state_badge(state)
 
-    @admin.display(description="snapshot taken", ordering="created")
+    @admin.display(description="latest snapshot", ordering="created")
     def taken(self, delivery):
-        return moment(delivery.created)
+        return f"{moment(delivery.created)}, {delivery.reason or '-'}"
 
     @admin.display(description="last error")
     def error_in_words(self, delivery):
@@ -104,8 +108,12 @@ class CourseDeliveryAdmin(ReadOnlyAdmin):
         if delivery.batch_error and delivery.delivery_state in (State.FAILED, State.WAITING):
             meaning = describe_failure(code=delivery.batch_error_code, http_status=delivery.batch_http_status,
                                        server_error=bool(delivery.batch_server_error))
-            return f"{meaning} {delivery.batch_error[:300]}"
+            return f"{meaning} {delivery.batch_error[:200]}"
         return "-"
+
+    @admin.display(description="rows", ordering="row_count")
+    def rows(self, delivery):
+        return f"{delivery.row_count:,}"
 
     @admin.display(description="batches")
     def batches(self, delivery):
@@ -144,3 +152,14 @@ class CourseDeliveryAdmin(ReadOnlyAdmin):
     def earlier_snapshots(self, delivery):
         url = reverse("admin:clickhouse_outbox_snapshot_changelist") + "?" + urlencode({"q": delivery.subject})
         return format_html('<a href="{}">every snapshot of this course</a>', url)
+
+
+def server_wait(status):
+    """Why new rows wait, when a batch waits out a failure of ClickHouse itself."""
+    batch = status.server_failure
+    if batch is None:
+        return ""
+    if batch.next_attempt_at and batch.next_attempt_at > status.checked_at:
+        return (f"ClickHouse is failing: new rows wait until batch {batch.pk} gets through; "
+                f"next attempt {moment(batch.next_attempt_at, status.checked_at)}")
+    return f"ClickHouse failed at the last attempt: the next drain tries batch {batch.pk} first"

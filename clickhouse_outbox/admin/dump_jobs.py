@@ -18,7 +18,7 @@ from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment
 from clickhouse_outbox.dumps.dispatch import dispatch
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, cancel_job, job_progress, progress_line, start_job
 from clickhouse_outbox.models import DumpJob, DumpJobCourse
-from clickhouse_outbox.text import plural
+from clickhouse_outbox.text import format_age, plural
 
 #: Failed courses listed on a job's page (the rest are counted).
 FAILED_SHOWN = 100
@@ -175,4 +175,6 @@ class DumpJobAdmin(ReadOnlyAdmin):
 
     @admin.display(description="finished", ordering="finished_at")
     def when_finished(self, job):
+        if job.finished_at and job.started_at:
+            return f"{moment(job.finished_at)}, {format_age((job.finished_at - job.started_at).total_seconds())} after it started"
         return moment(job.finished_at)

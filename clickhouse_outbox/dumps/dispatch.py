@@ -25,7 +25,9 @@ def dispatch(job):
 
     DumpJob.objects.filter(pk=job.pk).update(dispatched_at=UtcNow())
     try:
-        run_dump_job.delay(job.pk)
+        # A connection of its own, to the broker the app is configured with now (rarely used: no pool).
+        with run_dump_job.app.connection_for_write() as connection:
+            run_dump_job.apply_async((job.pk,), connection=connection)
     except Exception as exc:  # noqa: BLE001 (kombu raises many kinds; the job waits for the next pick-up)
         log.error("clickhouse_outbox: could not send dump job %s to celery (%s); the periodic drain task will "
                   "send it again", job.pk, exc)
