@@ -55,7 +55,7 @@ demo-admin: $(VENV)/.installed ## Serve the demo's admin (styled) with a celery 
 	@CELERY_BROKER_URL=filesystem:// $(BIN)/celery -A outbox_project worker -B -P solo -l info \
 	  --without-mingle --without-gossip -s .demo/celerybeat-schedule >.demo/celery.log 2>&1 & \
 	worker=$$!; trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	CELERY_BROKER_URL=filesystem:// $(PY) manage.py runserver --insecure 127.0.0.1:$(DEMO_PORT)
+	CELERY_BROKER_URL=filesystem:// $(PY) manage.py runserver --insecure --noreload 127.0.0.1:$(DEMO_PORT)
 
 screenshots: $(VENV)/.installed test-server ## Retake the admin screenshots in docs/images (the browser test, on SQLite)
 	mkdir -p $(TEST_DB_DIR) docs/images

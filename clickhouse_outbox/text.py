@@ -24,3 +24,9 @@ def last_line(text):
     """The last non-empty line of a traceback or message: where Python puts what went wrong."""
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
+
+
+def about(subject, message):
+    """'SUBJECT: MESSAGE', unless the message already starts by naming the subject."""
+    subject, message = str(subject), str(message)
+    return message if message.startswith(subject) else f"{subject}: {message}"

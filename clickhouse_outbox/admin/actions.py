@@ -16,7 +16,7 @@ from clickhouse_outbox.outbox.requeue import dismiss_unknown, retry_now
 from clickhouse_outbox.producers.course_structure import queue_courses
 from clickhouse_outbox.serializers.course_structure import PRODUCER
 from clickhouse_outbox.sources import get_course_source
-from clickhouse_outbox.text import plural
+from clickhouse_outbox.text import about, plural
 
 #: More courses than this are requeued by a dump job in the background, not in the web request.
 REQUEUE_IN_REQUEST = 20
@@ -54,7 +54,7 @@ def requeue_courses(modeladmin, request, queryset):
             messages.SUCCESS,
         )
     for course_key, error in failures:
-        modeladmin.message_user(request, f"Could not requeue {course_key}: {error}", messages.ERROR)
+        modeladmin.message_user(request, f"Could not requeue {about(course_key, error)}", messages.ERROR)
 
 
 def retry_batches(modeladmin, request, batches, audited):

@@ -11,19 +11,26 @@ from django.core.management.base import CommandError
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, job_progress, progress_line, start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import DumpJob, DumpJobCourse
-from clickhouse_outbox.text import plural
+from clickhouse_outbox.text import about, plural
 
 #: Seconds between progress lines (and between looks at courses other workers hold).
 PROGRESS_EVERY = 2.0
 
 
 def start_or_join(command, scope, **job_args):
-    """A new job, or the active one when it dumps every course and so does the one asked for."""
+    """
+    A new job; or the active one when it dumps the same courses (all of them, or those changed
+    since the same time): a dump started in the admin with no celery worker is run this way.
+    """
     try:
         return start_job(scope, origin=command.origin, **job_args)
     except DumpAlreadyActive as exc:
         job = exc.job
-        if job is not None and job.scope == scope == DumpJob.Scope.ALL:
+        same = job is not None and job.scope == scope and (
+            scope == DumpJob.Scope.ALL
+            or (scope == DumpJob.Scope.CHANGED and job.changed_since == job_args.get("changed_since"))
+        )
+        if same:
             command.stdout.write(
                 f"Dump job {job.pk} ({job.description}) is already under way ({progress_line(job)}); "
                 "working on it with the others."
@@ -61,7 +68,7 @@ def run_in_foreground(command, job):
     if progress["failed"]:
         failed = job.courses.filter(status=DumpJobCourse.Status.FAILED).values_list("course_key", "error")
         for course_key, error in failed[:20]:
-            command.stderr.write(f"  not queued: {course_key}: {error}")
+            command.stderr.write(f"  not queued: {about(course_key, error)}")
         raise CommandError(
             f"{plural(progress['failed'], 'course')} could not be queued; see the dump job in the admin."
         )
@@ -78,7 +85,7 @@ class Progress:
 
     def course(self, outcome):
         if outcome.status == DumpJobCourse.Status.FAILED:
-            self.command.stderr.write(f"  not queued: {outcome.course_key}: {outcome.error}")
+            self.command.stderr.write(f"  not queued: {about(outcome.course_key, outcome.error)}")
         self.line()
 
     def line(self, force=False, waiting=False):
@@ -87,7 +94,7 @@ class Progress:
             return
         self.printed = now
         progress = job_progress(self.job)
-        text = f"[{progress['done'] + progress['failed']}/{progress['total']}] {progress_line(self.job, progress)}"
+        text = progress_line(self.job, progress)
         if waiting and progress["left"]:
             text += f"; waiting for {plural(progress['left'], 'course')} another worker is reading"
         self.command.stdout.write(text)

@@ -87,7 +87,7 @@ class Command(BaseCommand):
         problems = status.problems(max_age)
         if not result.ok:
             code = max(code, FAILURES)
-            problems.insert(0, f"this run could not send everything: {'; '.join(result.errors[-3:])}")
+            problems.insert(0, f"this run could not send everything ({result}; errors above)")
         if code:
             raise CommandError("; ".join(problems), returncode=code)
 

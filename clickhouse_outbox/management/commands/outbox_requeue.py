@@ -4,6 +4,7 @@ manage.py outbox_requeue: queue courses again, or give what failed (or waits) an
 
 from django.core.management.base import BaseCommand, CommandError
 
+from clickhouse_outbox.dumps.jobs import active_job
 from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
 from clickhouse_outbox.management.options import aware_datetime
 from clickhouse_outbox.models import DumpJob
@@ -11,7 +12,7 @@ from clickhouse_outbox.outbox.requeue import failed_subjects, retry_now
 from clickhouse_outbox.producers.course_structure import parse_course_key, queue_courses
 from clickhouse_outbox.serializers.course_structure import PRODUCER
 from clickhouse_outbox.sources import get_course_source
-from clickhouse_outbox.text import plural
+from clickhouse_outbox.text import about, plural
 
 
 class Command(BaseCommand):
@@ -32,13 +33,22 @@ class Command(BaseCommand):
         scope.add_argument("--changed-since", type=aware_datetime, metavar="WHEN",
                            help="Courses published at or after WHEN (ISO 8601, UTC unless it says otherwise, "
                                 "e.g. 2026-11-01T08:30).")
+        scope.add_argument("--run-dump-job", action="store_true",
+                           help="Work on the dump job under way (one started in the admin) in this process until it "
+                                "ends: for sites that run no celery worker.")
         parser.add_argument("--failed", action="store_true",
                             help="Batches that failed or wait to retry, and courses whose latest snapshot failed.")
 
     def handle(self, *args, **options):
         course_keys, all_courses, since = options["course_keys"], options["all_courses"], options["changed_since"]
+        if options["run_dump_job"]:
+            job = active_job()
+            if job is None:
+                raise CommandError("No dump job is under way.")
+            run_in_foreground(self, job)
+            return
         if not (course_keys or all_courses or since or options["failed"]):
-            raise CommandError("Name course keys, or use --all-courses, --changed-since or --failed.")
+            raise CommandError("Name course keys, or use --all-courses, --changed-since, --run-dump-job or --failed.")
         if course_keys and (all_courses or since):
             raise CommandError("Name course keys, or use --all-courses or --changed-since: not both.")
         try:
@@ -70,6 +80,6 @@ class Command(BaseCommand):
 
         snapshots, failures = queue_courses(keys, "requeue", source=get_course_source(), on_progress=progress)
         for course_key, error in failures:
-            self.stderr.write(f"Not queued: {course_key}: {error}")
+            self.stderr.write(f"Not queued: {about(course_key, error)}")
         self.stdout.write(f"{len(snapshots)} of {plural(total, 'course')} queued.")
         return failures
