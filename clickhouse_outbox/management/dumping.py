@@ -68,7 +68,7 @@ def run_in_foreground(command, job):
     if progress["failed"]:
         failed = job.courses.filter(status=DumpJobCourse.Status.FAILED).values_list("course_key", "error")
         for course_key, error in failed[:20]:
-            command.stderr.write(f"  not queued: {about(course_key, error)}")
+            command.stderr.write(f"Not queued: {about(course_key, error)}")
         raise CommandError(
             f"{plural(progress['failed'], 'course')} could not be queued; see the dump job in the admin."
         )
@@ -85,7 +85,7 @@ class Progress:
 
     def course(self, outcome):
         if outcome.status == DumpJobCourse.Status.FAILED:
-            self.command.stderr.write(f"  not queued: {about(outcome.course_key, outcome.error)}")
+            self.command.stderr.write(f"Not queued: {about(outcome.course_key, outcome.error)}")
         self.line()
 
     def line(self, force=False, waiting=False):

@@ -128,6 +128,7 @@ def split_or_fail(batch, owner, exc):
                 batch=child,
                 row_count=len(part),
                 payload=b"".join(part),
+                created=entry.created,  # as old as the rows it holds: the status measures their wait
             )
         return Batch.Status.SPLIT
 

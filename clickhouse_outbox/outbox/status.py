@@ -4,19 +4,18 @@ is, when ClickHouse last took a batch. Read by `outbox_status`, `outbox_drain` (
 exit code) and the admin's course view.
 
 Exit codes, the same for both commands: 0 healthy; 1 failed batches or failed snapshots
-exist, or a batch waits out a failure of ClickHouse itself (for as long as that lasts); 2
-the oldest unsent row is older than the allowed age (delivery is stuck; it takes
-precedence over 1).
+exist, or a batch waits to retry after an error (ClickHouse failing, a missing table...):
+for as long as that lasts; 2 the oldest unsent row is older than the allowed age
+(delivery is stuck; it takes precedence over 1).
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, F, Max, Min, Sum
 
 from clickhouse_outbox.dumps.jobs import active_job, job_progress
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.claim import server_failure
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.text import format_age, last_line, plural
@@ -37,8 +36,10 @@ class OutboxStatus:
     last_sent_at: datetime | None
     #: [(course key, last line of the error)] for courses whose latest snapshot failed
     failed_snapshots: list
-    #: the batch that waits out a failure of the server itself, if any
+    #: the batch that waits out a failure of the server itself, if any (not one retried by hand since)
     server_failure: Batch | None
+    #: the oldest batch that waits to retry after an error of its own (a missing table...), if any
+    retrying: Batch | None
     active_dump: DumpJob | None = None
     dump_progress: dict = field(default_factory=dict)
 
@@ -60,7 +61,7 @@ class OutboxStatus:
         age = self.oldest_unsent_age
         if max_age is not None and age is not None and age > max_age:
             return STALE
-        if self.failed_batches or self.failed_snapshots or self.server_failure:
+        if self.failed_batches or self.failed_snapshots or self.server_failure or self.retrying:
             return FAILURES
         return HEALTHY
 
@@ -75,7 +76,13 @@ class OutboxStatus:
             found.append(
                 f"ClickHouse is failing: new rows wait until batch {batch.pk} gets through (next attempt "
                 f"{iso(batch.next_attempt_at)}; retry now in the admin or with outbox_requeue --failed); "
-                f"last error: {batch.last_error}"
+                f"last error, at {iso(batch.last_error_at)}: {batch.last_error}"
+            )
+        elif self.retrying:
+            batch = self.retrying
+            found.append(
+                f"batch {batch.pk} ({batch.table}) waits to retry after an error (next attempt "
+                f"{iso(batch.next_attempt_at)}): {batch.last_error}"
             )
         if self.failed_batches:
             found.append(
@@ -109,6 +116,12 @@ class OutboxStatus:
                 "error": self.server_failure.last_error,
                 "next_attempt_at": iso(self.server_failure.next_attempt_at),
             },
+            "retrying": None if self.retrying is None else {
+                "batch": self.retrying.pk,
+                "table": self.retrying.table,
+                "error": self.retrying.last_error,
+                "next_attempt_at": iso(self.retrying.next_attempt_at),
+            },
             "dump_job": None if self.active_dump is None else {
                 "id": self.active_dump.pk, "description": str(self.active_dump), **self.dump_progress,
             },
@@ -141,13 +154,18 @@ def outbox_status():
         for subject, error in latest_snapshots().filter(status=Snapshot.Status.FAILED).values_list("subject", "error")
     ]
     job = active_job()
+    # Batches waiting after a failed attempt; not those retried by hand and not tried since.
+    waiting = Batch.objects.filter(status=Batch.Status.RETRY, attempts__gt=F("attempts_at_requeue")).exclude(
+        last_error=""
+    )
     return OutboxStatus(
         checked_at=db_now(),
         tables=dict(sorted(tables.items())),
         oldest_unsent_at=oldest_unsent(tables),
         last_sent_at=Batch.objects.filter(status=Batch.Status.SENT).aggregate(last=Max("sent_at"))["last"],
         failed_snapshots=failed_snapshots,
-        server_failure=server_failure(),
+        server_failure=waiting.filter(server_error=True).order_by("-id").first(),
+        retrying=waiting.filter(server_error=False).order_by("id").first(),
         active_dump=job,
         dump_progress=job_progress(job) if job else {},
     )
@@ -168,12 +186,12 @@ def oldest_unsent(tables):
         )
         if first is not None:
             candidates.append(first)
-    oldest_batch = (
-        Batch.objects.filter(status__in=[Batch.Status.CLAIMED, Batch.Status.RETRY]).order_by("id").first()
-    )
-    if oldest_batch is not None:
-        first = oldest_batch.entries.order_by("id").values_list("created", flat=True).first()
-        candidates.append(first or oldest_batch.created)
+    open_batches = Batch.objects.filter(status__in=[Batch.Status.CLAIMED, Batch.Status.RETRY])
+    first = OutboxEntry.objects.filter(batch__in=open_batches).aggregate(first=Min("created"))["first"]
+    if first is None:  # an open batch without entries (there should be none): its own age
+        first = open_batches.aggregate(first=Min("created"))["first"]
+    if first is not None:
+        candidates.append(first)
     return min(candidates, default=None)
 
 

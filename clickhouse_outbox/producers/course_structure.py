@@ -84,6 +84,13 @@ def queue_courses(course_keys, reason, *, source=None, on_progress=None):
     snapshots, failures = [], []
     for index, course_key in enumerate(course_keys, start=1):
         try:
+            course_key = parse_course_key(course_key)
+        except ValueError as exc:
+            failures.append((str(course_key), str(exc)))
+            if on_progress:
+                on_progress(index, course_key, None)
+            continue
+        try:
             with transaction.atomic():
                 snapshot = snapshot_or_record_failure(course_key, reason, source=source, record_not_found=False)
         except CourseNotFound as exc:

@@ -42,7 +42,7 @@ BLOCKS = 100  # 100 courses of 100 blocks: 20,200 rows
 BATCH_ROWS = 400
 ENTRY_MAX_BYTES = 16384
 DEAD_CLAIMS = 12
-DRAINED = re.compile(r"Drained: (\d+) batches \((\d+) rows\) sent")
+DRAINED = re.compile(r"Drained: ([\d,]+) batch(?:es)? \(([\d,]+) rows?\) sent")
 
 
 def test_four_drainers_at_once_send_every_row_once(server_clickhouse, settings, tmp_path):
@@ -88,7 +88,7 @@ def test_four_drainers_at_once_send_every_row_once(server_clickhouse, settings, 
     sent = []
     for output in outputs:
         (match,) = DRAINED.findall(output)
-        sent.append((int(match[0]), int(match[1])))
+        sent.append((int(match[0].replace(",", "")), int(match[1].replace(",", ""))))
     assert sum(rows for _, rows in sent) == total_rows
     assert sum(batches for batches, _ in sent) == Batch.objects.count()
     assert sum(1 for batches, _ in sent if batches) >= 2, f"the drainers did not overlap: {sent}"

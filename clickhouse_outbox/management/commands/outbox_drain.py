@@ -20,7 +20,7 @@ class Command(BaseCommand):
         "Send pending outbox rows to ClickHouse in batches. --once (the default) sends what is due and exits, "
         "for cron; --until-empty waits out retries until nothing is left or --timeout passes; --loop runs "
         "forever, every --interval seconds. Exit status, as outbox_status: 0 healthy; 1 a batch failed or "
-        "must be retried, ClickHouse is failing, or a course could not be read (for as long as that lasts); "
+        "waits to retry after an error, or a course could not be read (for as long as that lasts); "
         "2 the oldest unsent row is older than --max-age."
     )
 
@@ -45,13 +45,14 @@ class Command(BaseCommand):
         if options["until_empty"]:
             result, left = drain_until_empty(timeout=options["timeout"])
             self.report(result)
+            gave_up = None
             if left["pending_entries"] or left["open_batches"]:
-                raise CommandError(
+                gave_up = (
                     f"Gave up after {options['timeout']:g}s with {plural(left['pending_entries'], 'pending entry', 'pending entries')} "
                     f"and {plural(left['open_batches'], 'batch', 'batches')} to retry. "
                     f"Last errors: {'; '.join(result.errors[-3:]) or 'none'}"
                 )
-            self.exit_like_status(result, max_age)
+            self.exit_like_status(result, max_age, gave_up=gave_up)
             return
         if options["loop"]:
             interval = options["interval"] or conf.drain_interval_secs()
@@ -80,12 +81,18 @@ class Command(BaseCommand):
                 "With the database cache, create its table: manage.py createcachetable"
             ) from None
 
-    def exit_like_status(self, result, max_age):
-        """Fail with outbox_status's exit code, or with 1 if this run could not send something."""
+    def exit_like_status(self, result, max_age, gave_up=None):
+        """
+        Fail with outbox_status's exit code, or with 1 if this run could not send something
+        (or, with --until-empty, gave up with rows left: `gave_up` says so).
+        """
         status = outbox_status()
         code = status.exit_code(max_age)
         problems = status.problems(max_age)
-        if not result.ok:
+        if gave_up:
+            code = max(code, FAILURES)
+            problems.insert(0, gave_up)
+        elif not result.ok:
             code = max(code, FAILURES)
             problems.insert(0, f"this run could not send everything ({result}; errors above)")
         if code:

@@ -62,7 +62,7 @@ class Command(BaseCommand):
                 f"{plural(result.retried, 'failed or waiting batch', 'failed or waiting batches')} "
                 "made due now."
             )
-            keys.extend(parse_course_key(subject) for subject in failed_subjects(PRODUCER) if subject not in keys)
+            keys.extend(subject for subject in failed_subjects(PRODUCER) if subject not in map(str, keys))
         if keys:
             failures = self.queue(list(dict.fromkeys(keys)))
         if all_courses or since:

@@ -18,8 +18,8 @@ class Command(BaseCommand):
         "Show the outbox's health: rows per table that are pending, being sent, waiting to retry or failed; "
         "the age of the oldest unsent row; the last successful send; courses that could not be read; a dump "
         "job under way. --json prints the same as one JSON object. Exit status: 0 healthy; 1 failed batches "
-        "or courses that could not be read exist, or ClickHouse is failing (for as long as that lasts); 2 the "
-        "oldest unsent row is older than --max-age (takes precedence over 1)."
+        "or courses that could not be read exist, or a batch waits to retry after an error (for as long as "
+        "that lasts); 2 the oldest unsent row is older than --max-age (takes precedence over 1)."
     )
 
     def add_arguments(self, parser):
