@@ -10,6 +10,7 @@ same membership, order and deduplication token, and finalised as sent or failed.
 """
 
 import uuid
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.db import models
@@ -222,7 +223,7 @@ class DumpJob(models.Model):
     def description(self):
         """What the job dumps, in words."""
         if self.scope == self.Scope.CHANGED and self.changed_since:
-            return f"courses changed since {self.changed_since:%Y-%m-%d %H:%M:%S} UTC"
+            return f"courses changed since {self.changed_since.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
         return self.get_scope_display().lower()
 
 

@@ -45,7 +45,13 @@ def requeue_courses(modeladmin, request, queryset):
         ), messages.SUCCESS)
         return
     snapshots, failures = queue_courses(keys, "admin", source=get_course_source())
-    modeladmin.audit(request, selected, "Requeued: a new snapshot was taken")
+    # Recorded on each new snapshot: a course's page, and its history, is its latest snapshot.
+    modeladmin.audit(request, modeladmin.model.objects.filter(pk__in=[s.pk for s in snapshots]),
+                     "Requeued: a new snapshot was taken")
+    not_requeued = dict(failures)
+    for snapshot in selected:
+        if snapshot.subject in not_requeued:
+            modeladmin.log_change(request, snapshot, f"Not requeued: {not_requeued[snapshot.subject]}")
     if snapshots:
         rows = sum(snapshot.row_count for snapshot in snapshots)
         modeladmin.message_user(

@@ -144,9 +144,10 @@ class CourseDeliveryAdmin(ReadOnlyAdmin):
                          f"{batch.attempts} ({batch.attempts_left} left)", when))
         if not rows:
             return "-"
-        header = "".join(f"<th>{name}</th>" for name in ("table", "rows", "state", "batch", "attempts", "sent / next"))
+        header = format_html_join("", "<th>{}</th>", ((name,) for name in (
+            "table", "rows", "state", "batch", "attempts", "sent / next")))
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
-        return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", format_html(header), body)
+        return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, body)
 
     @admin.display(description="earlier snapshots")
     def earlier_snapshots(self, delivery):

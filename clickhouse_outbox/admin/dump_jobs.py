@@ -4,6 +4,8 @@ its progress, cancel it. The job runs in celery workers, outside the web request
 only creates it and reads its progress.
 """
 
+from datetime import timezone as dt_timezone
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -12,6 +14,7 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment
@@ -24,13 +27,25 @@ from clickhouse_outbox.text import format_age, plural
 FAILED_SHOWN = 100
 
 
+class UtcDateTimeField(forms.DateTimeField):
+    """Read and shown in UTC, as the form says, whatever the CMS's TIME_ZONE is."""
+
+    def to_python(self, value):
+        with timezone.override(dt_timezone.utc):
+            return super().to_python(value)
+
+    def prepare_value(self, value):
+        with timezone.override(dt_timezone.utc):
+            return super().prepare_value(value)
+
+
 class StartDumpForm(forms.Form):
     scope = forms.ChoiceField(
         choices=[(DumpJob.Scope.ALL, "All courses"), (DumpJob.Scope.CHANGED, "Courses changed since")],
         widget=forms.RadioSelect,
         initial=DumpJob.Scope.ALL,
     )
-    changed_since = forms.DateTimeField(
+    changed_since = UtcDateTimeField(
         required=False,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"),
         help_text="UTC. Courses published at or after this time are dumped.",
