@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django
 
 from clickhouse_outbox.settings.common import beat_entry
 
@@ -72,6 +73,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several drainers may share one SQLite file (the demo, tests): wait for the write lock.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 30)
+    if django.VERSION >= (5, 1):
+        # Begin every transaction with the write lock: a transaction that has read and then
+        # writes while another connection commits gets "database is locked" at once, busy
+        # timeout or not. (Django 4.2 cannot ask for it; the demo and tests then rely on retries.)
+        DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     # A test database in a file, not in memory, so drainer, worker and beat processes share it.
     DATABASES["default"]["TEST"] = {"NAME": str(DATABASES["default"]["NAME"]) + ".test"}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":

@@ -30,6 +30,14 @@ class MemorySource(CourseSource):
     def course_keys(self):
         return sorted(course.course_key for course in self.courses.values())
 
+    def course_keys_changed_since(self, since):
+        """The courses whose `modified` time (set by the test: when it was last published) is at or after `since`."""
+        return sorted(
+            course.course_key
+            for course in self.courses.values()
+            if course.modified is not None and course.modified >= since
+        )
+
 
 class PublishedCourseFactory(factory.Factory):
     """A synthetic published course of `blocks` tree blocks (the generator's shape)."""

@@ -41,9 +41,8 @@ def resume_stalled():
     a live lease, and no task was sent for it within a lease period. Returns the jobs sent.
     """
     quiet_since = ExpressionWrapper(UtcNow() - timedelta(seconds=conf.lease_secs()), output_field=DateTimeField())
-    candidates = DumpJob.objects.filter(active=True).filter(
-        Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=quiet_since)
-    )
+    quiet = Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=quiet_since)
+    candidates = DumpJob.objects.filter(active=True).filter(quiet)
     sent = []
     for job in candidates:
         working = DumpJobCourse.objects.filter(
@@ -52,7 +51,9 @@ def resume_stalled():
         if working:
             continue
         # Compare-and-swap on dispatched_at: two beat runs at once send one task.
-        if DumpJob.objects.filter(pk=job.pk, dispatched_at=job.dispatched_at).update(dispatched_at=UtcNow()):
+        # (on the condition itself, not on equality with the time read: SQLite's clock has milliseconds,
+        # Django writes microseconds, so the stored text never equals the value read back).
+        if DumpJob.objects.filter(pk=job.pk, active=True).filter(quiet).update(dispatched_at=UtcNow()):
             log.warning("clickhouse_outbox: dump job %s had no worker; sending it to celery again", job.pk)
             if dispatch(job):
                 sent.append(job)

@@ -18,7 +18,7 @@ class DumpAlreadyActive(Exception):
     def __init__(self, job):
         self.job = job
         progress = job_progress(job) if job else {}
-        done = f", {progress['done']} of {progress['total']} courses done" if progress.get("total") else ""
+        done = f", {progress['done']:,} of {plural(progress['total'], 'course')} done" if progress.get("total") else ""
         what = f"Dump job {job.pk} ({job.description}, {job.status}{done})" if job else "Another dump job"
         super().__init__(
             f"{what} is under way, and two dumps cannot run at once. Wait for it to finish, or cancel it in the "

@@ -98,18 +98,46 @@ def claim_courses(job, owner, size):
     """
     if not DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.RUNNING).exists():
         return []
-    ids = list(claimable(job).order_by("position").values_list("id", flat=True)[:size])
-    if not ids:
-        return []
-    claimable(job).filter(id__in=ids).update(
-        status=DumpJobCourse.Status.CLAIMED, lease_owner=owner, lease_expires_at=lease_end()
-    )
-    return list(DumpJobCourse.objects.filter(id__in=ids, lease_owner=owner, status=DumpJobCourse.Status.CLAIMED)
-                .order_by("position"))
+    while True:
+        ids = list(claimable(job).order_by("position").values_list("id", flat=True)[:size])
+        if not ids:
+            return []
+        claimable(job).filter(id__in=ids).update(
+            status=DumpJobCourse.Status.CLAIMED, lease_owner=owner, lease_expires_at=lease_end()
+        )
+        rows = list(DumpJobCourse.objects.filter(id__in=ids, lease_owner=owner, status=DumpJobCourse.Status.CLAIMED)
+                    .order_by("position"))
+        if rows:
+            return rows
+        # Other workers claimed every one of them between the read and the swap: look again
+        # (each lost round means they took courses, so this ends).
+
+
+class ReadAhead:
+    """
+    `source`, with one course read before the transaction opens (a slow read then holds no
+    database lock: on SQLite, where a transaction takes the write lock, it would stop every
+    other worker), or the error reading it raised, handed to the producer inside it.
+    """
+
+    def __init__(self, source, course_key):
+        self.source, self.course_key = source, str(course_key)
+        try:
+            self.course, self.error = source.get_course(course_key), None
+        except Exception as exc:  # noqa: BLE001 (raised again where the producer reads the course)
+            self.course, self.error = None, exc
+
+    def get_course(self, course_key):
+        if str(course_key) != self.course_key:
+            return self.source.get_course(course_key)
+        if self.error is not None:
+            raise self.error
+        return self.course
 
 
 def take(row, owner, source):
     """Queue one claimed course and record the outcome, in one transaction."""
+    source = ReadAhead(source, row.course_key)
     with transaction.atomic():
         try:
             snapshot = snapshot_or_record_failure(row.course_key, REASON, source=source, record_not_found=False)
@@ -182,6 +210,8 @@ def run_job(job, *, max_seconds=None, source=None, on_course=None, chunk_size=No
     finally:
         release(job, owner)
     job.refresh_from_db()
+    if job.status == DumpJob.Status.RUNNING and finish_if_done(job):
+        job.refresh_from_db()
     return job
 
 

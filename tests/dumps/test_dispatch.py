@@ -1,0 +1,103 @@
+"""
+Handing dump jobs to celery, on a real database (the broker is replaced by a recorder; the
+real worker and beat are in test_worker_restart.py): the periodic pick-up of a job nobody
+works on (resume_stalled), and the dump task sending itself again while courses are left.
+
+Committed transactions (`transaction=True`): the pick-up compares times on the database
+clock, which PostgreSQL freezes inside a transaction.
+"""
+
+import uuid
+
+import pytest
+
+from clickhouse_outbox import tasks
+from clickhouse_outbox.dumps import dispatch as dispatching
+from clickhouse_outbox.dumps.dispatch import resume_stalled
+from clickhouse_outbox.dumps.jobs import cancel_job, start_job
+from clickhouse_outbox.dumps.run import claim_courses, plan
+from clickhouse_outbox.models import DumpJob, DumpJobCourse
+from clickhouse_outbox.outbox.clock import UtcNow
+from tests.dumps.helpers import add_courses, dump_snapshots_per_course, statuses, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The jobs handed to celery, in order (nothing reaches a broker)."""
+    jobs = []
+
+    def record(job):
+        DumpJob.objects.filter(pk=job.pk).update(dispatched_at=UtcNow())  # as dispatch() does
+        jobs.append(job.pk)
+        return True
+
+    monkeypatch.setattr(dispatching, "dispatch", record)
+    monkeypatch.setattr(tasks, "dispatch", record)
+    return jobs
+
+
+def test_a_job_never_sent_to_celery_is_sent_by_the_next_pick_up_once(sent):
+    job = start_job(DumpJob.Scope.ALL, origin="test")
+    assert [resumed.pk for resumed in resume_stalled()] == [job.pk]
+    assert resume_stalled() == []  # just sent: not again within a lease period
+    assert sent == [job.pk]
+
+
+def test_a_job_a_worker_holds_is_not_sent(settings, sent, olx_source, tmp_path):
+    """`outbox_requeue --all-courses` works on a job celery never had: its live leases say so."""
+    add_courses(olx_source, tmp_path / "exports", 3)
+    job = start_job(DumpJob.Scope.ALL, origin="outbox_requeue")
+    plan(job, olx_source)
+    claim_courses(job, uuid.uuid4(), 2)
+    assert resume_stalled() == []
+    assert sent == []
+
+
+def test_a_job_whose_worker_died_is_sent_again_once_its_leases_and_the_last_send_are_old(settings, sent,
+                                                                                        olx_source, tmp_path):
+    """
+    The dead worker's job was sent (dispatched_at, set by the database clock) and its
+    claimed courses hold a live lease: nothing is sent. Once the lease has run out and
+    the send is older than a lease period, one pick-up sends it, and only one.
+    """
+    add_courses(olx_source, tmp_path / "exports", 3)
+    job = start_job(DumpJob.Scope.ALL, origin="test")
+    plan(job, olx_source)
+    DumpJob.objects.filter(pk=job.pk).update(dispatched_at=UtcNow())  # what dispatch() records
+    claimed = claim_courses(job, uuid.uuid4(), 2)
+    settings.CLICKHOUSE_OUTBOX_LEASE_SECS = 1
+    assert resume_stalled() == []  # a worker holds courses on a live (300 s) lease, and it was just sent
+
+    # The worker is dead: its lease runs out (made to, rather than waited for 300 s).
+    DumpJobCourse.objects.filter(id__in=[row.id for row in claimed]).update(lease_expires_at=UtcNow())
+    resumed = wait_until(resume_stalled, "the pick-up to send the job again (the last send is 1 s old)",
+                         timeout=15, poll=0.1)
+    assert [job.pk for job in resumed] == [job.pk]
+    assert resume_stalled() == []
+    assert sent == [job.pk]
+
+
+def test_finished_and_cancelled_jobs_are_never_sent_again(sent):
+    job = start_job(DumpJob.Scope.ALL, origin="test")
+    cancel_job(job)
+    assert resume_stalled() == []
+    assert sent == []
+
+
+def test_the_dump_task_sends_itself_again_while_courses_are_left_and_not_after(settings, sent, olx_source,
+                                                                               tmp_path):
+    keys = add_courses(olx_source, tmp_path / "exports", 3)
+    job = start_job(DumpJob.Scope.ALL, origin="test")
+
+    settings.CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS = 0  # time is up after one course
+    assert tasks.run_dump_job(job.pk) == {"job": job.pk, "status": DumpJob.Status.RUNNING}
+    assert statuses(job) == {DumpJobCourse.Status.DONE: 1, DumpJobCourse.Status.PENDING: 2}
+    assert sent == [job.pk]
+
+    settings.CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS = 50
+    assert tasks.run_dump_job(job.pk) == {"job": job.pk, "status": DumpJob.Status.DONE}
+    assert sent == [job.pk]  # done: not sent again
+    assert tasks.run_dump_job(job.pk) == {"job": job.pk, "active": False}
+    assert dump_snapshots_per_course() == dict.fromkeys(keys, 1)

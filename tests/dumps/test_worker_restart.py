@@ -1,0 +1,189 @@
+"""
+Fault test: a celery worker SIGKILLed in the middle of a dump job, and the job resumed.
+
+A real `celery worker` (solo pool) and `celery beat` (django-celery-beat's scheduler,
+sending the drain task every second), as in tests/test_celery_beat.py, work on a job of
+COURSES generated OLX courses with 3-second leases and chunks of CHUNK courses (set in
+their environment as CLICKHOUSE_OUTBOX_* JSON values). This process starts the job
+(start_job + dispatch) and SIGKILLs the worker once a random number of courses (from the
+seed) is done, whatever it is doing then: no finally block, no rollback by the process
+itself. A new worker is started. Nobody sends the job again but the beat's drain task
+(resume_stalled), once the dead worker's leases have run out.
+
+The job must end done with every course queued exactly once: one DumpJobCourse done and
+one snapshot with reason "dump" per course. A course the dead worker had claimed but not
+committed has no snapshot from it (its transaction died with it), and exactly one after.
+Then the drain (in the new worker) delivers every queued row to ClickHouse exactly once
+(the kill hits the dump task: the solo worker runs no drain meanwhile).
+
+The worker and beat use the test database itself (`transaction=True`) and the real
+ClickHouse test server (a chdb store can be open in one process only). DUMPS_SEED
+reproduces a run's kill point and courses.
+"""
+
+import os
+import random
+import time
+from collections import Counter
+
+import pytest
+import redis
+from django.core.cache import cache
+
+from clickhouse_outbox.dumps.dispatch import dispatch
+from clickhouse_outbox.dumps.jobs import job_progress, start_job
+from clickhouse_outbox.dumps.run import REASON
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobCourse, OutboxEntry, Snapshot
+from clickhouse_outbox.tasks import DUMP_TASK, LOCK_KEY
+from tests.dumps.helpers import add_courses, dump_snapshots_per_course, wait_until
+from tests.faults.helpers import assert_every_row_exactly_once
+from tests.test_celery_beat import BROKER_URL, REPO, Processes, machine_lock, subprocess_database_url
+
+pytestmark = [pytest.mark.slow, pytest.mark.clickhouse_server, pytest.mark.django_db(transaction=True)]
+
+COURSES = 30
+BLOCKS = 400  # a course takes tens of milliseconds: the whole job takes a single worker a few seconds
+CHUNK = 3
+LEASE_SECS = 3
+WAIT = 120
+SEED = int(os.environ.get("DUMPS_SEED", random.randrange(1_000_000)))
+
+
+@pytest.fixture
+def broker():
+    """This process and the celery processes share a Redis database of their own, emptied before and after."""
+    from outbox_project.celery import app
+
+    client = redis.Redis.from_url(BROKER_URL)
+    previous = app.conf.broker_url
+    with machine_lock():
+        client.flushdb()
+        app.conf.broker_url = BROKER_URL  # dispatch() opens a connection to the app's broker as set now
+        try:
+            yield BROKER_URL
+        finally:
+            app.conf.broker_url = previous
+            client.flushdb()
+            client.close()
+
+
+def celery_env(broker_url, clickhouse_server_config, database, olx_dir):
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="outbox_project.settings",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        PYTHONUNBUFFERED="1",
+        DATABASE_URL=subprocess_database_url(),
+        CLICKHOUSE_URL=clickhouse_server_config["url"],
+        CLICKHOUSE_USERNAME=clickhouse_server_config["username"],
+        CLICKHOUSE_PASSWORD=clickhouse_server_config["password"],
+        CLICKHOUSE_DATABASE=database,
+        OLX_COURSES_DIR=str(olx_dir),
+        OUTBOX_DRAIN_INTERVAL_SECS="1",
+        CELERY_BROKER_URL=broker_url,
+        CLICKHOUSE_OUTBOX_LEASE_SECS=str(LEASE_SECS),
+        CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES=str(CHUNK),
+        OUTBOX_LOG_LEVEL="INFO",
+    )
+    for name in ("DJANGO_CACHE_BACKEND", "DJANGO_CACHE_LOCATION", "OUTBOX_DEMO_DIR"):
+        env.pop(name, None)
+    return env
+
+
+def start_worker(processes, name):
+    processes.start(name, "worker", "-P", "solo", "-l", "info", "-n", f"outbox-dumps-{name}-{os.getpid()}@%h",
+                    "--without-mingle", "--without-gossip")
+    processes.wait_for_log(name, " ready.", timeout=60)
+
+
+def outbox_empty():
+    return not OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).exists() and (
+        not Batch.objects.exclude(status=Batch.Status.SENT).exists()
+    )
+
+
+def course_statuses(job):
+    return Counter(DumpJobCourse.objects.filter(job=job).values_list("status", flat=True))
+
+
+def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_course_once(
+    server_clickhouse, clickhouse_server_config, olx_dir, olx_source, tmp_path, broker
+):
+    rng = random.Random(SEED)
+    # Not a multiple of the chunk: the kill then mostly lands inside a chunk, with courses claimed
+    # (and often one being read or written) rather than between two claims.
+    kill_after = rng.choice([n for n in range(3, COURSES // 2 + 1) if n % CHUNK])
+    print(f"\nDUMPS seed={SEED} courses={COURSES} blocks={BLOCKS} chunk={CHUNK} lease={LEASE_SECS}s "
+          f"kill once {kill_after} courses are done")
+    keys = add_courses(olx_source, tmp_path / "exports", COURSES, blocks=BLOCKS, seed=SEED)
+    processes = Processes(tmp_path, celery_env(broker, clickhouse_server_config, server_clickhouse.database,
+                                               olx_dir))
+    killed = None
+    cache.delete(LOCK_KEY)
+    try:
+        start_worker(processes, "worker")
+        processes.start("beat", "beat", "-S", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info",
+                        f"--pidfile={tmp_path / 'beat.pid'}")
+        processes.wait_for_log("beat", "Sending due task clickhouse_outbox.drain", timeout=60)
+
+        job = start_job(DumpJob.Scope.ALL, origin="test")
+        started = time.monotonic()
+        assert dispatch(job)
+        def enough_done():
+            done = job_progress(job)["done"]
+            return done if done >= kill_after else 0
+
+        done_before_kill = wait_until(enough_done, f"{kill_after} courses to be done", timeout=WAIT, poll=0.01,
+                                      while_alive=processes.check_alive)
+        killed = processes.running.pop("worker")
+        killed[0].kill()  # SIGKILL, to the worker this test started
+        killed[0].wait(timeout=30)
+        killed_at = time.monotonic()
+
+        at_kill = job_progress(job)
+        held = list(DumpJobCourse.objects.filter(job=job, status=DumpJobCourse.Status.CLAIMED)
+                    .values_list("course_key", flat=True))
+        job.refresh_from_db()
+        print(f"DUMPS killed the worker {killed_at - started:.2f} s after dispatch: seen {done_before_kill} done, "
+              f"{at_kill['done']} done at the kill, {len(held)} claimed by the dead worker")
+        assert job.status == DumpJob.Status.RUNNING and job.active
+        assert at_kill["done"] < COURSES, "the worker finished the job before it was killed: nothing was tested"
+        assert at_kill["failed"] == 0
+        # What the dead worker held but had not committed left nothing behind.
+        assert not Snapshot.objects.filter(subject__in=held).exists()
+        assert sum(dump_snapshots_per_course().values()) == at_kill["done"]
+
+        start_worker(processes, "worker2")
+        wait_until(lambda: DumpJob.objects.filter(pk=job.pk, active=None).exists(), "the job to end",
+                   timeout=WAIT, poll=0.1, while_alive=processes.check_alive)
+        resumed_in = time.monotonic() - killed_at
+
+        job.refresh_from_db()
+        assert (job.status, job.active, job.error) == (DumpJob.Status.DONE, None, "")
+        assert course_statuses(job) == {DumpJobCourse.Status.DONE: COURSES}
+        assert job_progress(job) == {"total": COURSES, "done": COURSES, "failed": 0, "left": 0}
+        assert dump_snapshots_per_course() == dict.fromkeys(keys, 1)
+        snapshot_of = dict(Snapshot.objects.filter(reason=REASON).values_list("subject", "id"))
+        rows = dict(DumpJobCourse.objects.filter(job=job).values_list("course_key", "snapshot_id"))
+        assert rows == snapshot_of
+        assert not Snapshot.objects.filter(status=Snapshot.Status.FAILED).exists()
+        # The beat's drain task sent the job again (nothing else did: the dead worker's task was gone).
+        resumed = f"dump job {job.pk} had no worker; sending it to celery again"
+        assert resumed in processes.log("worker2")
+        assert f"Task {DUMP_TASK}[" in processes.log("worker2")
+        print(f"DUMPS job done {resumed_in:.2f} s after the kill; {time.monotonic() - started:.2f} s in all")
+
+        # And the beat's drain delivered every queued row to ClickHouse exactly once.
+        wait_until(outbox_empty, "the drain to send every row", timeout=WAIT, poll=0.2,
+                   while_alive=processes.check_alive)
+        figures = assert_every_row_exactly_once(server_clickhouse)
+        print(f"DUMPS delivered: {figures}")
+    except BaseException:
+        processes.print_logs()
+        if killed is not None:
+            print(f"\n===== celery worker (killed) log =====\n{processes.log('worker')}")
+        raise
+    finally:
+        processes.stop_all()
+        if killed is not None:
+            killed[1].close()
