@@ -12,6 +12,21 @@ from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR
 
 
 @pytest.fixture(autouse=True)
+def _celery_broker_in_memory():
+    """
+    Tasks this process sends (a dump job started in a test) go to kombu's in-memory
+    transport, never to a Redis other runs and workers share; tests that run real celery
+    processes ask for `celery_broker` instead.
+    """
+    from outbox_project.celery import app
+
+    previous = app.conf.broker_url
+    app.conf.broker_url = "memory://"
+    yield
+    app.conf.broker_url = previous
+
+
+@pytest.fixture(autouse=True)
 def _fresh_backends():
     """Each test builds its ClickHouse backends from its own settings."""
     reset_backends()
@@ -94,3 +109,27 @@ def server_clickhouse(settings, clickhouse_server_config, clickhouse_database_na
     config = dict(clickhouse_server_config, database=clickhouse_database_name)
     with destination(settings, config, drop_database=True) as backend:
         yield backend
+
+
+@pytest.fixture
+def celery_broker():
+    """
+    The broker of the celery tests (tests.processes.BROKER_URL), emptied before and after and
+    held by one test on the machine at a time; this process's celery app sends to it too.
+    """
+    import redis
+
+    from outbox_project.celery import app
+    from tests.processes import BROKER_URL, machine_lock
+
+    client = redis.Redis.from_url(BROKER_URL)
+    previous = app.conf.broker_url
+    with machine_lock():
+        client.flushdb()
+        app.conf.broker_url = BROKER_URL  # dispatch() connects to the app's broker as set now
+        try:
+            yield BROKER_URL
+        finally:
+            app.conf.broker_url = previous
+            client.flushdb()
+            client.close()

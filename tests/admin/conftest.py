@@ -12,21 +12,6 @@ from clickhouse_outbox.sources.olx import folder_name
 from clickhouse_outbox.testing.generator import write_course_export
 
 
-@pytest.fixture(autouse=True)
-def _broker_in_memory():
-    """
-    Dump jobs started from the admin are sent to celery: here to kombu's in-memory
-    transport, so no test's task reaches the Redis other runs and workers share. Tests run
-    the job themselves with `run_job`.
-    """
-    from outbox_project.celery import app
-
-    previous = app.conf.broker_url
-    app.conf.broker_url = "memory://"
-    yield
-    app.conf.broker_url = previous
-
-
 @pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_superuser("root", "root@example.com", None)  # no password: no slow hashing

@@ -13,7 +13,6 @@ import json
 import os
 
 import pytest
-import redis
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
@@ -25,7 +24,7 @@ from clickhouse_outbox.models import Batch, CourseDelivery, DumpJob, DumpJobCour
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR
 from clickhouse_outbox.testing.generator import write_course_export
-from tests.test_celery_beat import BROKER_URL, REPO, Processes, machine_lock, subprocess_database_url
+from tests.processes import celery_processes, project_env
 
 SAMPLE_KEY = "course-v1:OpenedX+DemoX+2026_T1"
 COURSES_VIEW = "/admin/clickhouse_outbox/coursedelivery/"
@@ -36,53 +35,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.clickhouse_server, pytest.mark.djang
 
 
 @pytest.fixture
-def celery_broker():
-    """This process and the worker share a Redis database of their own, emptied before and after."""
-    from outbox_project.celery import app
-
-    client = redis.Redis.from_url(BROKER_URL)
-    previous = app.conf.broker_url
-    with machine_lock():
-        client.flushdb()
-        app.conf.broker_url = BROKER_URL
-        try:
-            yield BROKER_URL
-        finally:
-            app.conf.broker_url = previous
-            client.flushdb()
-            client.close()
-
-
-@pytest.fixture
 def worker(celery_broker, olx_dir, clickhouse_server_config, server_clickhouse, tmp_path):
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="outbox_project.settings",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        PYTHONUNBUFFERED="1",
-        DATABASE_URL=subprocess_database_url(),
-        CLICKHOUSE_URL=clickhouse_server_config["url"],
-        CLICKHOUSE_USERNAME=clickhouse_server_config["username"],
-        CLICKHOUSE_PASSWORD=clickhouse_server_config["password"],
-        CLICKHOUSE_DATABASE=server_clickhouse.database,
-        OLX_COURSES_DIR=str(olx_dir),
-        CELERY_BROKER_URL=celery_broker,
-        CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES="3",
-        OUTBOX_LOG_LEVEL="INFO",
-    )
-    for name in ("DJANGO_CACHE_BACKEND", "DJANGO_CACHE_LOCATION", "OUTBOX_DEMO_DIR"):
-        env.pop(name, None)
-    processes = Processes(tmp_path, env)
-    processes.start("worker", "worker", "-P", "solo", "-l", "info", "-n", f"outbox-browser-{os.getpid()}@%h",
-                    "--without-mingle", "--without-gossip")
-    try:
-        processes.wait_for_log("worker", " ready.", timeout=30)
+    config = dict(clickhouse_server_config, database=server_clickhouse.database)
+    env = project_env(config, OLX_COURSES_DIR=olx_dir, CELERY_BROKER_URL=celery_broker,
+                      CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES=3, OUTBOX_LOG_LEVEL="INFO")
+    with celery_processes(tmp_path, env) as processes:
+        processes.start_worker()
         yield processes
-    except BaseException:
-        processes.print_logs()
-        raise
-    finally:
-        processes.stop_all()
 
 
 @pytest.fixture

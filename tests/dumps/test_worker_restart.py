@@ -27,7 +27,6 @@ import time
 from collections import Counter
 
 import pytest
-import redis
 from django.core.cache import cache
 
 from clickhouse_outbox.dumps.dispatch import dispatch
@@ -37,7 +36,7 @@ from clickhouse_outbox.models import Batch, DumpJob, DumpJobCourse, OutboxEntry,
 from clickhouse_outbox.tasks import DUMP_TASK, LOCK_KEY
 from tests.dumps.helpers import add_courses, dump_snapshots_per_course, wait_until
 from tests.faults.helpers import assert_every_row_exactly_once
-from tests.test_celery_beat import BROKER_URL, REPO, Processes, machine_lock, subprocess_database_url
+from tests.processes import celery_processes, project_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.clickhouse_server, pytest.mark.django_db(transaction=True)]
 
@@ -47,53 +46,6 @@ CHUNK = 3
 LEASE_SECS = 3
 WAIT = 120
 SEED = int(os.environ.get("DUMPS_SEED", random.randrange(1_000_000)))
-
-
-@pytest.fixture
-def broker():
-    """This process and the celery processes share a Redis database of their own, emptied before and after."""
-    from outbox_project.celery import app
-
-    client = redis.Redis.from_url(BROKER_URL)
-    previous = app.conf.broker_url
-    with machine_lock():
-        client.flushdb()
-        app.conf.broker_url = BROKER_URL  # dispatch() opens a connection to the app's broker as set now
-        try:
-            yield BROKER_URL
-        finally:
-            app.conf.broker_url = previous
-            client.flushdb()
-            client.close()
-
-
-def celery_env(broker_url, clickhouse_server_config, database, olx_dir):
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="outbox_project.settings",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        PYTHONUNBUFFERED="1",
-        DATABASE_URL=subprocess_database_url(),
-        CLICKHOUSE_URL=clickhouse_server_config["url"],
-        CLICKHOUSE_USERNAME=clickhouse_server_config["username"],
-        CLICKHOUSE_PASSWORD=clickhouse_server_config["password"],
-        CLICKHOUSE_DATABASE=database,
-        OLX_COURSES_DIR=str(olx_dir),
-        OUTBOX_DRAIN_INTERVAL_SECS="1",
-        CELERY_BROKER_URL=broker_url,
-        CLICKHOUSE_OUTBOX_LEASE_SECS=str(LEASE_SECS),
-        CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES=str(CHUNK),
-        OUTBOX_LOG_LEVEL="INFO",
-    )
-    for name in ("DJANGO_CACHE_BACKEND", "DJANGO_CACHE_LOCATION", "OUTBOX_DEMO_DIR"):
-        env.pop(name, None)
-    return env
-
-
-def start_worker(processes, name):
-    processes.start(name, "worker", "-P", "solo", "-l", "info", "-n", f"outbox-dumps-{name}-{os.getpid()}@%h",
-                    "--without-mingle", "--without-gossip")
-    processes.wait_for_log(name, " ready.", timeout=60)
 
 
 def outbox_empty():
@@ -107,7 +59,7 @@ def course_statuses(job):
 
 
 def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_course_once(
-    server_clickhouse, clickhouse_server_config, olx_dir, olx_source, tmp_path, broker
+    server_clickhouse, clickhouse_server_config, olx_dir, olx_source, tmp_path, celery_broker
 ):
     rng = random.Random(SEED)
     # Not a multiple of the chunk: the kill then mostly lands inside a chunk, with courses claimed
@@ -116,28 +68,29 @@ def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_c
     print(f"\nDUMPS seed={SEED} courses={COURSES} blocks={BLOCKS} chunk={CHUNK} lease={LEASE_SECS}s "
           f"kill once {kill_after} courses are done")
     keys = add_courses(olx_source, tmp_path / "exports", COURSES, blocks=BLOCKS, seed=SEED)
-    processes = Processes(tmp_path, celery_env(broker, clickhouse_server_config, server_clickhouse.database,
-                                               olx_dir))
-    killed = None
+    config = dict(clickhouse_server_config, database=server_clickhouse.database)
+    env = project_env(config, OLX_COURSES_DIR=olx_dir, OUTBOX_DRAIN_INTERVAL_SECS=1, CELERY_BROKER_URL=celery_broker,
+                      CLICKHOUSE_OUTBOX_LEASE_SECS=LEASE_SECS, CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES=CHUNK,
+                      OUTBOX_LOG_LEVEL="INFO")
     cache.delete(LOCK_KEY)
-    try:
-        start_worker(processes, "worker")
-        processes.start("beat", "beat", "-S", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info",
-                        f"--pidfile={tmp_path / 'beat.pid'}")
-        processes.wait_for_log("beat", "Sending due task clickhouse_outbox.drain", timeout=60)
+    with celery_processes(tmp_path, env) as processes:
+        processes.start_worker("worker")
+        processes.start_beat()
 
         job = start_job(DumpJob.Scope.ALL, origin="test")
         started = time.monotonic()
         assert dispatch(job)
+
         def enough_done():
             done = job_progress(job)["done"]
             return done if done >= kill_after else 0
 
         done_before_kill = wait_until(enough_done, f"{kill_after} courses to be done", timeout=WAIT, poll=0.01,
                                       while_alive=processes.check_alive)
-        killed = processes.running.pop("worker")
-        killed[0].kill()  # SIGKILL, to the worker this test started
-        killed[0].wait(timeout=30)
+        process, log = processes.running.pop("worker")
+        process.kill()  # SIGKILL, to the worker this test started
+        process.wait(timeout=30)
+        log.close()
         killed_at = time.monotonic()
 
         at_kill = job_progress(job)
@@ -146,14 +99,14 @@ def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_c
         job.refresh_from_db()
         print(f"DUMPS killed the worker {killed_at - started:.2f} s after dispatch: seen {done_before_kill} done, "
               f"{at_kill['done']} done at the kill, {len(held)} claimed by the dead worker")
-        assert job.status == DumpJob.Status.RUNNING and job.active
+        assert job.status == DumpJob.Status.RUNNING and job.active, processes.log("worker")
         assert at_kill["done"] < COURSES, "the worker finished the job before it was killed: nothing was tested"
-        assert at_kill["failed"] == 0
+        assert at_kill["failed"] == 0, processes.log("worker")
         # What the dead worker held but had not committed left nothing behind.
         assert not Snapshot.objects.filter(subject__in=held).exists()
         assert sum(dump_snapshots_per_course().values()) == at_kill["done"]
 
-        start_worker(processes, "worker2")
+        processes.start_worker("worker2")
         wait_until(lambda: DumpJob.objects.filter(pk=job.pk, active=None).exists(), "the job to end",
                    timeout=WAIT, poll=0.1, while_alive=processes.check_alive)
         resumed_in = time.monotonic() - killed_at
@@ -178,12 +131,3 @@ def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_c
                    while_alive=processes.check_alive)
         figures = assert_every_row_exactly_once(server_clickhouse)
         print(f"DUMPS delivered: {figures}")
-    except BaseException:
-        processes.print_logs()
-        if killed is not None:
-            print(f"\n===== celery worker (killed) log =====\n{processes.log('worker')}")
-        raise
-    finally:
-        processes.stop_all()
-        if killed is not None:
-            killed[1].close()
