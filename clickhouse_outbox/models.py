@@ -17,6 +17,7 @@ from django.db import models
 from django.utils import timezone
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.outbox.payloads import decompress
 
 
 class Snapshot(models.Model):
@@ -123,8 +124,9 @@ class OutboxEntry(models.Model):
     """
     Rows for one destination table, encoded as JSONEachRow lines, waiting to be sent.
 
-    `payload` is binary: PostgreSQL text cannot hold a NUL, and the bytes go to
-    ClickHouse exactly as stored.
+    `payload` is binary: the lines as one gzip member (`encoding` "gzip", see
+    `outbox.payloads`), or raw for entries written before payloads were compressed. The
+    bytes go to ClickHouse exactly as stored.
 
     .. no_pii: Course structure rows; future producers that carry PII must say so.
     """
@@ -141,6 +143,7 @@ class OutboxEntry(models.Model):
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="entries", null=True, blank=True)
     row_count = models.PositiveIntegerField()
     payload = models.BinaryField()
+    encoding = models.CharField(max_length=8, blank=True, default="", help_text='"gzip", or "" for raw lines.')
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -150,6 +153,10 @@ class OutboxEntry(models.Model):
 
     def __str__(self):
         return f"entry {self.pk} → {self.table} ({self.status}, {self.row_count} rows)"
+
+    def lines(self):
+        """The entry's rows as raw JSONEachRow bytes, whatever their stored encoding."""
+        return decompress(self.payload, self.encoding)
 
 
 class CourseDelivery(Snapshot):

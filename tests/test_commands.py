@@ -156,7 +156,8 @@ def test_drain_until_empty_fails_when_a_batch_failed_for_good(olx_dir, clickhous
 
     run("outbox_load_olx", str(SAMPLE_COURSE_DIR))
     entry = Entry.objects.get(table="course_overviews")
-    Entry.objects.filter(pk=entry.pk).update(payload=bytes(entry.payload).replace(b'"dump_id":"', b'"dump_id":"x'))
+    Entry.objects.filter(pk=entry.pk).update(payload=entry.lines().replace(b'"dump_id":"', b'"dump_id":"x'),
+                                             encoding="")
     with pytest.raises(CommandError, match=r"1 batch \(1 row\) failed") as failure:
         run("outbox_drain", "--until-empty", "--timeout", "60")
     assert failure.value.returncode == 1

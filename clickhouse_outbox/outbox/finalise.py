@@ -17,6 +17,7 @@ from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.errors import is_server_wide
 from clickhouse_outbox.models import Batch, OutboxEntry
 from clickhouse_outbox.outbox.clock import UtcNow
+from clickhouse_outbox.outbox.payloads import GZIP, compress, decompress
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def split_or_fail(batch, owner, exc):
                 OutboxEntry.objects.filter(id__in=[entry.id for entry in half]).update(batch=child)
             return Batch.Status.SPLIT
         entry = entries[0]
-        lines = bytes(entry.payload).splitlines(keepends=True)
+        lines = decompress(entry.payload, entry.encoding).splitlines(keepends=True)
         if len(lines) <= 1:
             done = leased(batch, owner).update(
                 status=Batch.Status.FAILED, lease_owner=None, lease_expires_at=None, **error_fields(exc)
@@ -127,7 +128,8 @@ def split_or_fail(batch, owner, exc):
                 status=OutboxEntry.Status.BATCHED,
                 batch=child,
                 row_count=len(part),
-                payload=b"".join(part),
+                payload=compress(b"".join(part)),
+                encoding=GZIP,
                 created=entry.created,  # as old as the rows it holds: the status measures their wait
             )
         return Batch.Status.SPLIT

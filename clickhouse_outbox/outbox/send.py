@@ -1,5 +1,5 @@
 """
-Sending a claimed batch: join its entries' bytes in order and make one INSERT.
+Sending a claimed batch: join its entries' stored gzip members in order and make one INSERT.
 
 No database transaction or lock is held here. The batch's membership and order were
 fixed by the claim, so a retry sends the same bytes with the same deduplication token.
@@ -8,12 +8,13 @@ fixed by the claim, so a retry sends the same bytes with the same deduplication 
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.clickhouse.tables import get_table
 from clickhouse_outbox.models import OutboxEntry
+from clickhouse_outbox.outbox.payloads import GZIP, gzip_body
 
 
 def batch_payload(batch):
-    """The batch's rows as one JSONEachRow body, in entry order."""
-    payloads = OutboxEntry.objects.filter(batch=batch).order_by("id").values_list("payload", flat=True)
-    return b"".join(bytes(payload) for payload in payloads.iterator(chunk_size=100))
+    """The batch's rows as one gzip-compressed JSONEachRow body, in entry order."""
+    parts = OutboxEntry.objects.filter(batch=batch).order_by("id").values_list("payload", "encoding")
+    return gzip_body(parts.iterator(chunk_size=100))
 
 
 def send_batch(batch, backend):
@@ -25,7 +26,9 @@ def send_batch(batch, backend):
             f"No producer registers a table named {batch.table!r}; its rows wait until one does.",
             retryable=True,
         ) from None
-    return backend.insert(table, batch_payload(batch), rows=batch.row_count, dedup_token=dedup_token(batch))
+    return backend.insert(
+        table, batch_payload(batch), rows=batch.row_count, dedup_token=dedup_token(batch), encoding=GZIP
+    )
 
 
 def dedup_token(batch):

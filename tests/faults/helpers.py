@@ -15,6 +15,7 @@ from pathlib import Path
 from django.db.models import Sum
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
+from clickhouse_outbox.outbox.payloads import decompress
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
 from clickhouse_outbox.models import Batch, OutboxEntry
 from tests.processes import ROOT
@@ -108,8 +109,8 @@ def queued_keys(table, entries=None):
             status__in=[OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.SPLIT]
         )
     keys = Counter()
-    for payload in entries.values_list("payload", flat=True).iterator(chunk_size=200):
-        for line in bytes(payload).splitlines():
+    for payload, encoding in entries.values_list("payload", "encoding").iterator(chunk_size=200):
+        for line in decompress(payload, encoding).splitlines():
             row = json.loads(line)
             keys[tuple(str(row[column]) for column in ROW_KEYS[table])] += 1
     return keys

@@ -119,8 +119,8 @@ def test_a_lost_acknowledgement_leaves_no_duplicate_where_the_engine_deduplicate
     real_insert = ChdbBackend.insert
     sends = []
 
-    def insert_then_lose_the_answer(self, table, payload, *, rows, dedup_token=None):
-        outcome = real_insert(self, table, payload, rows=rows, dedup_token=dedup_token)
+    def insert_then_lose_the_answer(self, table, payload, *, rows, dedup_token=None, encoding=""):
+        outcome = real_insert(self, table, payload, rows=rows, dedup_token=dedup_token, encoding=encoding)
         if table.name == COURSE_BLOCKS.name:
             sends.append((dedup_token, hashlib.sha256(payload).hexdigest(), outcome.written_rows))
             if len(sends) == 1:

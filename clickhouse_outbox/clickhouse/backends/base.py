@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from clickhouse_outbox.clickhouse.errors import WriteMismatch
 
+#: The one content encoding a payload may come in besides raw lines (several members allowed).
+GZIP = "gzip"
+
 
 @dataclass(frozen=True)
 class ServerInfo:
@@ -67,9 +70,10 @@ class Backend:
     """
     A connection to one ClickHouse database.
 
-    `insert` takes rows already encoded as JSONEachRow lines (UTF-8, one object per line)
-    and sends them in one INSERT with an explicit column list. It raises
-    `clickhouse_outbox.clickhouse.errors.ClickHouseError` on any failure.
+    `insert` takes rows already encoded as JSONEachRow lines (UTF-8, one object per line),
+    raw or (`encoding="gzip"`) gzip-compressed, and sends them in one INSERT with an
+    explicit column list. It raises `clickhouse_outbox.clickhouse.errors.ClickHouseError`
+    on any failure.
 
     `query` and `command` run in the server's default database (the backend's database may
     not exist yet, e.g. before `clickhouse_outbox_schema --create`): qualify table names.
@@ -80,7 +84,9 @@ class Backend:
     def server_info(self) -> ServerInfo:
         raise NotImplementedError
 
-    def insert(self, table, payload: bytes, *, rows: int, dedup_token: str | None = None) -> InsertResult:
+    def insert(
+        self, table, payload: bytes, *, rows: int, dedup_token: str | None = None, encoding: str = ""
+    ) -> InsertResult:
         raise NotImplementedError
 
     def query(self, sql: str) -> list:

@@ -10,6 +10,7 @@ only when a chdb:// backend is configured.
 """
 
 import fcntl
+import gzip
 import importlib
 import json
 import os
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from django.core.exceptions import ImproperlyConfigured
 
 from clickhouse_outbox.clickhouse.backends.base import (
+    GZIP,
     Backend,
     InsertResult,
     ServerInfo,
@@ -81,7 +83,9 @@ class ChdbBackend(Backend):
             self._server_info = ServerInfo(version=parse_version(rows[0]["version"]))
         return self._server_info
 
-    def insert(self, table, payload, *, rows, dedup_token=None):
+    def insert(self, table, payload, *, rows, dedup_token=None, encoding=""):
+        if encoding == GZIP:
+            payload = gzip.decompress(payload)
         try:
             data = payload.decode("utf-8")
         except UnicodeDecodeError as exc:

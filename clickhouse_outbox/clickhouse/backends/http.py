@@ -24,6 +24,7 @@ from clickhouse_outbox.clickhouse.backends.base import (
     insert_statement,
     parse_version,
 )
+from clickhouse_outbox.clickhouse.backends.base import GZIP
 from clickhouse_outbox.clickhouse.errors import (
     ClickHouseRejected,
     ClickHouseUnavailable,
@@ -98,7 +99,7 @@ class HttpBackend(Backend):
             self._server_info = ServerInfo(version=parse_version(rows[0]["version"]))
         return self._server_info
 
-    def insert(self, table, payload, *, rows, dedup_token=None):
+    def insert(self, table, payload, *, rows, dedup_token=None, encoding=""):
         info = self.server_info()
         params = {
             "query": insert_statement(self.database, table),
@@ -112,7 +113,12 @@ class HttpBackend(Backend):
             params["insert_deduplication_token"] = dedup_token
         headers = {}
         body = payload
-        if self.compresslevel is not None:
+        if encoding == GZIP:
+            if self.compresslevel is None:  # the operator asked for uncompressed requests
+                body = gzip.decompress(payload)
+            else:
+                headers["Content-Encoding"] = "gzip"
+        elif self.compresslevel is not None:
             body = gzip.compress(payload, compresslevel=self.compresslevel, mtime=0)
             headers["Content-Encoding"] = "gzip"
         started = time.monotonic()
@@ -122,8 +128,9 @@ class HttpBackend(Backend):
             written = written_rows_from_summary(response.headers.get("X-ClickHouse-Summary"))
         written = check_written_rows(written, rows=rows, dedup_token_sent=token_sent)
         logger.debug(
-            "Inserted %d rows into %s.%s (%d bytes, %d gzipped) in %.3fs; server reports %s written",
-            rows, self.database, table.name, len(payload), len(body), time.monotonic() - started, written,
+            "Inserted %d rows into %s.%s (%d bytes sent, %s) in %.3fs; server reports %s written",
+            rows, self.database, table.name, len(body), headers.get("Content-Encoding", "raw"),
+            time.monotonic() - started, written,
         )
         return InsertResult(written_rows=written)
 

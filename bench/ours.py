@@ -1,0 +1,288 @@
+"""
+This project's side of `make bench`: one scenario per process, so peak RSS is the
+scenario's own. bench/run.py runs it with the standalone project's settings, a DATABASE_URL
+of a benchmark database and CLICKHOUSE_* of the ClickHouse test server; it prints one JSON
+object on stdout.
+
+    reset        migrate, empty the outbox tables, recreate the ClickHouse tables
+    publish      one course of --blocks blocks taken as a publish takes it, --repeat times:
+                 read (from memory), serialize, write to the outbox and commit
+    backlog      queue about --rows rows (courses of --blocks blocks) and leave them pending
+    drain        drain what is queued to ClickHouse over HTTP until nothing is left
+    full_dump    --courses courses of --blocks blocks, from memory or from OLX exports on disk
+                 (--source olx), dumped by a dump job with --workers processes while a drainer
+                 process sends the rows: from the job's start to the last row delivered
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "outbox_project.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: E402
+from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier  # noqa: E402
+from clickhouse_outbox.clickhouse.schema import create_schema  # noqa: E402
+from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS  # noqa: E402
+from clickhouse_outbox.dumps.jobs import start_job  # noqa: E402
+from clickhouse_outbox.dumps.run import run_job  # noqa: E402
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobCourse, OutboxEntry, Snapshot  # noqa: E402
+from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
+from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
+from clickhouse_outbox.producers.course_structure import take_course_snapshot  # noqa: E402
+from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course  # noqa: E402
+from clickhouse_outbox.serializers.encoding import dump_time  # noqa: E402
+from clickhouse_outbox.sources.base import CourseSource  # noqa: E402
+from clickhouse_outbox.testing.generator import write_course_export  # noqa: E402
+from clickhouse_outbox.testing.sources import ENV as GENERATED_ENV  # noqa: E402
+from clickhouse_outbox.testing.sources import generated_course  # noqa: E402
+
+TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
+OUTBOX_TABLES = [model._meta.db_table for model in (DumpJobCourse, DumpJob, OutboxEntry, Batch, Snapshot)]
+
+
+def peak_rss_mb():
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def summary(samples_ms, **extra):
+    return {
+        "samples_ms": [round(sample, 3) for sample in samples_ms],
+        "median_ms": round(statistics.median(samples_ms), 3),
+        "min_ms": round(min(samples_ms), 3),
+        "max_ms": round(max(samples_ms), 3),
+        "peak_rss_mb": peak_rss_mb(),
+        "database": connection.vendor,
+        **extra,
+    }
+
+
+def empty_outbox():
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(OUTBOX_TABLES)} RESTART IDENTITY CASCADE")
+        elif connection.vendor == "mysql":
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+            for table in OUTBOX_TABLES:
+                cursor.execute(f"TRUNCATE TABLE {table}")
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
+        else:
+            for table in OUTBOX_TABLES:
+                cursor.execute(f"DELETE FROM {table}")
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM")
+
+
+def reset(args):
+    call_command("migrate", verbosity=0)
+    empty_outbox()
+    backend = get_backend()
+    backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(backend.database)}")
+    create_schema(backend)
+    return {"reset": True}
+
+
+class OneCourse(CourseSource):
+    def __init__(self, course):
+        self.course = course
+
+    def get_course(self, course_key):
+        return self.course
+
+
+def publish(args):
+    course = generated_course(0, args.blocks)
+    source = OneCourse(course)
+    if args.backlog:
+        queue_backlog(args.backlog, 1000, first=1)
+    samples = []
+    for attempt in range(args.warmup + args.repeat):
+        started = time.perf_counter()
+        with transaction.atomic():
+            take_course_snapshot(course.course_key, "published", source=source)
+        elapsed = (time.perf_counter() - started) * 1000
+        if attempt >= args.warmup:
+            samples.append(elapsed)
+    pending = OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).count()
+    return summary(samples, blocks=args.blocks, backlog_rows=args.backlog, pending_entries=pending)
+
+
+def queue_backlog(rows, blocks, first=0):
+    """About `rows` rows pending, as snapshots of distinct courses of `blocks` blocks (one serialization)."""
+    course = generated_course(0, blocks)
+    rows_by_table = serialize_course(course, dump_id=uuid.uuid4(), time_last_dumped=dump_time(timezone.now()),
+                                     snapshot_time=timezone.now())
+    per_course = sum(len(lines) for lines in rows_by_table.values())
+    count = max(1, round(rows / per_course))
+    for index in range(first, first + count):
+        with transaction.atomic():
+            enqueue(PRODUCER, f"course-v1:Backlog+B{index}+R1", rows_by_table, dump_id=uuid.uuid4(),
+                    time_last_dumped=dump_time(timezone.now()), reason="bench")
+    return count * per_course
+
+
+def backlog_command(args):
+    started = time.perf_counter()
+    queued = queue_backlog(args.rows, args.blocks)
+    return {"rows_queued": queued, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def clickhouse_rows():
+    backend = get_backend()
+    return {
+        table.name: int(backend.query(f"SELECT count() AS n FROM {qualified_name(backend.database, table.name)}")[0]["n"])
+        for table in TABLES
+    }
+
+
+def drain_command(args):
+    rows = sum(OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).values_list("row_count", flat=True))
+    before = sum(clickhouse_rows().values())
+    started = time.perf_counter()
+    if args.drainers == 1:
+        result, left = drain_until_empty(timeout=3600, poll_interval=0.05)
+        assert not result.errors, result.errors[-3:]
+    else:
+        processes = [spawn("drainer") for _ in range(args.drainers)]
+        for process in processes:
+            assert process.wait() == 0
+        left = backlog()
+    elapsed = time.perf_counter() - started
+    delivered = sum(clickhouse_rows().values()) - before
+    assert not left["pending_entries"] and not left["open_batches"], left
+    return {
+        "rows": rows, "rows_delivered": delivered, "seconds": round(elapsed, 3),
+        "rows_per_second": round(rows / elapsed), "peak_rss_mb": peak_rss_mb(), "database": connection.vendor,
+        "drainers": args.drainers, "batches": Batch.objects.count(),
+    }
+
+
+def spawn(role, *extra, env=None):
+    return subprocess.Popen(  # noqa: S603 (this script)
+        [sys.executable, __file__, role, *extra], env=env or os.environ.copy(), stdout=subprocess.PIPE, text=True,
+    )
+
+
+def drainer(args):
+    """A drain loop in its own process, until the dump job (if any) has ended and nothing is left."""
+    while True:
+        drain(max_seconds=5)
+        job_active = DumpJob.objects.filter(active=True).exists()
+        left = backlog()
+        if not job_active and not left["pending_entries"] and not left["open_batches"]:
+            return {"role": "drainer", "peak_rss_mb": peak_rss_mb()}
+        if not left["pending_entries"] and not left["open_batches"]:
+            time.sleep(0.01)
+
+
+def dump_worker(args):
+    job = DumpJob.objects.get(pk=args.job)
+    while True:
+        job = run_job(job)
+        if not job.active:
+            return {"role": "dump_worker", "peak_rss_mb": peak_rss_mb()}
+        time.sleep(0.01)
+
+
+def wait_ready(process):
+    """Each helper process prints one line once ready (its courses in memory)."""
+    line = process.stdout.readline()
+    assert line.strip() == "ready", line
+
+
+def ready_then_wait(start_file):
+    print("ready", flush=True)
+    while not os.path.exists(start_file):
+        time.sleep(0.002)
+
+
+def full_dump(args):
+    env = os.environ.copy()
+    with tempfile.TemporaryDirectory(prefix="bench-olx-") as folder:
+        if args.source == "olx":
+            env["CLICKHOUSE_OUTBOX_COURSE_SOURCE"] = "clickhouse_outbox.sources.olx.OlxFolderSource"
+            env["OLX_COURSES_DIR"] = folder
+            for index in range(args.courses):
+                export = write_course_export(Path(folder) / ".exports" / str(index), blocks=args.blocks, org="GenX",
+                                             course="Gen101", run=f"R{index + 1}", seed=index)
+                os.rename(export, Path(folder) / f"course-v1:GenX+Gen101+R{index + 1}")
+        else:
+            env["CLICKHOUSE_OUTBOX_COURSE_SOURCE"] = "clickhouse_outbox.testing.sources.GeneratedSource"
+            env[GENERATED_ENV] = f"{args.courses}x{args.blocks}"
+        start_file = Path(folder) / "start"
+        job = start_job(DumpJob.Scope.ALL, origin="bench")
+        workers = [spawn("dump_worker", "--job", str(job.pk), "--start-file", str(start_file), env=env)
+                   for _ in range(args.workers)]
+        drainer_process = spawn("drainer", "--start-file", str(start_file), env=env)
+        for process in (*workers, drainer_process):
+            wait_ready(process)
+        started = time.perf_counter()
+        start_file.touch()
+        reports = []
+        for process in (*workers, drainer_process):
+            out, _ = process.communicate()
+            assert process.returncode == 0, out
+            reports.append(json.loads(out.splitlines()[-1]))
+        elapsed = time.perf_counter() - started
+    job.refresh_from_db()
+    assert job.status == DumpJob.Status.DONE, job.status
+    assert not job.courses.exclude(status=DumpJobCourse.Status.DONE).exists()
+    delivered = clickhouse_rows()
+    expected = sum(Snapshot.objects.filter(reason="dump").values_list("row_count", flat=True))
+    assert sum(delivered.values()) == expected, (delivered, expected)
+    return {
+        "courses": args.courses, "blocks": args.blocks, "source": args.source, "workers": args.workers,
+        "seconds": round(elapsed, 3), "rows_delivered": delivered, "database": connection.vendor,
+        "peak_rss_mb": max(report["peak_rss_mb"] for report in reports),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=["reset", "publish", "backlog", "drain", "full_dump", "drainer",
+                                             "dump_worker"])
+    parser.add_argument("--blocks", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--backlog", type=int, default=0, help="publish: rows pending before timing")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--courses", type=int, default=200)
+    parser.add_argument("--source", choices=["memory", "olx"], default="memory")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--drainers", type=int, default=1)
+    parser.add_argument("--job", type=int)
+    parser.add_argument("--start-file")
+    args = parser.parse_args()
+    if args.start_file:
+        if args.scenario == "dump_worker":
+            from clickhouse_outbox.sources import get_course_source
+
+            get_course_source().course_keys()  # the courses in memory (or the folder listed) before the start
+        ready_then_wait(args.start_file)
+    handler = {"reset": reset, "publish": publish, "backlog": backlog_command, "drain": drain_command,
+               "full_dump": full_dump, "drainer": drainer, "dump_worker": dump_worker}[args.scenario]
+    print(json.dumps(handler(args)))
+
+
+if __name__ == "__main__":
+    main()

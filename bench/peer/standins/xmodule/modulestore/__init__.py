@@ -1,0 +1,1 @@
+"""Stand-in for edx-platform's `xmodule.modulestore` package (see ../../README.txt)."""
