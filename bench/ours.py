@@ -48,7 +48,7 @@ from clickhouse_outbox.dumps.run import run_job  # noqa: E402
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobCourse, OutboxEntry, Snapshot  # noqa: E402
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
-from clickhouse_outbox.producers.course_structure import take_course_snapshot  # noqa: E402
+from clickhouse_outbox.producers.course_structure import PreparedSnapshot, take_course_snapshot  # noqa: E402
 from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course  # noqa: E402
 from clickhouse_outbox.serializers.encoding import dump_time  # noqa: E402
 from clickhouse_outbox.sources.base import CourseSource  # noqa: E402
@@ -135,9 +135,10 @@ def queue_backlog(rows, blocks, first=0):
     per_course = sum(len(lines) for lines in rows_by_table.values())
     count = max(1, round(rows / per_course))
     for index in range(first, first + count):
+        snapshot = PreparedSnapshot(f"course-v1:Backlog+B{index}+R1", uuid.uuid4(), dump_time(timezone.now()),
+                                    rows=rows_by_table)
         with transaction.atomic():
-            enqueue(PRODUCER, f"course-v1:Backlog+B{index}+R1", rows_by_table, dump_id=uuid.uuid4(),
-                    time_last_dumped=dump_time(timezone.now()), reason="bench")
+            enqueue(PRODUCER, [snapshot], reason="bench")
     return count * per_course
 
 

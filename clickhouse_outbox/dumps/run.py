@@ -2,11 +2,11 @@
 Working on a dump job: list its courses once (plan), then claim a chunk, take a snapshot of
 each course, and finish the job when none is left.
 
-Each course is its own transaction, which also marks the course done only if this worker
-still holds its lease: a worker that lost the lease (it stalled, another took over) rolls
-its snapshot back, so a course is queued once per job. A worker killed mid-chunk leaves
-claimed courses whose lease runs out; the next worker takes them and the job goes on
-where it stopped.
+A chunk's courses are read and serialized outside any transaction, then written in one
+transaction that also marks each course done, only while this worker still holds the
+chunk's leases: a worker that lost one (it stalled, another took over) rolls the chunk
+back, so a course is queued once per job. A worker killed mid-chunk leaves claimed courses
+whose lease runs out; the next worker takes them and the job goes on where it stopped.
 """
 
 import logging
@@ -15,14 +15,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, models, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import DumpJob, DumpJobCourse, Snapshot
-from clickhouse_outbox.outbox.clock import UtcNow
+from clickhouse_outbox.outbox.clock import UtcNow, db_now
 from clickhouse_outbox.outbox.drain import retry_lock_conflicts
-from clickhouse_outbox.producers.course_structure import snapshot_or_record_failure
+from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
+from clickhouse_outbox.producers.course_structure import prepare_snapshot
+from clickhouse_outbox.serializers.course_structure import PRODUCER
 from clickhouse_outbox.sources import get_course_source
 from clickhouse_outbox.sources.base import CourseNotFound, CourseSourceError
 from clickhouse_outbox.text import last_line
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: The snapshot reason of courses queued by a dump job.
 REASON = "dump"
-#: How often a worker looks whether its job was cancelled while it works through a chunk.
+#: How often a worker looks whether its job was cancelled while it reads a chunk.
 CANCEL_CHECK_SECS = 2.0
 
 
@@ -113,47 +115,81 @@ def claim_courses(job, owner, size):
         # (each lost round means they took courses, so this ends).
 
 
-class ReadAhead:
+def take_chunk(rows, owner, source, stop=None):
     """
-    `source`, with one course read before the transaction opens (a slow read then holds no
-    database lock: on SQLite, where a transaction takes the write lock, it would stop every
-    other worker), or the error reading it raised, handed to the producer inside it.
+    Queue claimed courses: each is read and serialized first, outside any transaction (a
+    slow read holds no lock), then all are written in one transaction that also marks each
+    course done or failed, only while `owner` still holds its lease; if another worker took
+    one meanwhile, the whole transaction is rolled back (its snapshots count, not these).
+    `stop()`, asked after each read, ends the reading early: what was read is written, the
+    rest stays claimed (for `release`). Returns an Outcome per course written (status None
+    where the lease was lost).
     """
+    now = db_now()
+    prepared = []
+    for row in rows:
+        prepared.append(prepare_snapshot(row.course_key, source=source, now=now))
+        if stop and stop():
+            break
+    rows = rows[: len(prepared)]
+    try:
+        with transaction.atomic():
+            outcomes = record(rows, prepared, owner)
+            if outcomes and outcomes[0].status is None:
+                transaction.set_rollback(True)
+                log.warning("clickhouse_outbox: lost the lease on courses of dump job %s", rows[0].job_id)
+                return [Outcome(row.course_key, None, None) for row in rows]
+        return outcomes
+    except DatabaseError as exc:  # one course's rows the database refuses: each course on its own
+        if len(rows) == 1:
+            raise
+        log.warning("clickhouse_outbox: a chunk of dump job %s could not be written (%s); course by course",
+                    rows[0].job_id, exc)
+        return [take_chunk([row], owner, source)[0] for row in rows]
 
-    def __init__(self, source, course_key):
-        self.source, self.course_key = source, str(course_key)
-        try:
-            self.course, self.error = source.get_course(course_key), None
-        except Exception as exc:  # noqa: BLE001 (raised again where the producer reads the course)
-            self.course, self.error = None, exc
 
-    def get_course(self, course_key):
-        if str(course_key) != self.course_key:
-            return self.source.get_course(course_key)
-        if self.error is not None:
-            raise self.error
-        return self.course
+def record(rows, prepared, owner):
+    """Queue what was read, record what could not be, and mark each course with its outcome."""
+    read = [snapshot for snapshot in prepared if snapshot.error is None]
+    queued = dict(zip([snapshot.subject for snapshot in read], enqueue(PRODUCER, read, reason=REASON), strict=True))
+    outcomes = []
+    for row, snapshot in zip(rows, prepared, strict=True):
+        if snapshot.error is None:
+            outcomes.append(Outcome(row.course_key, DumpJobCourse.Status.DONE, queued[snapshot.subject]))
+        elif isinstance(snapshot.error, CourseNotFound):  # the source listed it, then lost it: nothing to retry
+            outcomes.append(Outcome(row.course_key, DumpJobCourse.Status.FAILED, None, str(snapshot.error)))
+        else:  # a course that cannot be read is a failed snapshot, for outbox_requeue --failed
+            failed = record_failed_snapshot(PRODUCER, row.course_key, snapshot.error, dump_id=snapshot.dump_id,
+                                            reason=REASON)
+            outcomes.append(Outcome(row.course_key, DumpJobCourse.Status.FAILED, failed, last_line(failed.error)))
+    # One UPDATE marks them all, and only while `owner` holds every lease.
+    marked = DumpJobCourse.objects.filter(
+        pk__in=[row.pk for row in rows], lease_owner=owner, status=DumpJobCourse.Status.CLAIMED
+    ).update(
+        status=per_row(rows, [outcome.status for outcome in outcomes], models.CharField()),
+        snapshot=per_row(rows, [outcome.snapshot.pk if outcome.snapshot else None for outcome in outcomes],
+                         models.BigIntegerField()),
+        error=per_row(rows, [outcome.error[:4000] for outcome in outcomes], models.TextField()),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    if marked != len(rows):
+        return [Outcome(row.course_key, None, None) for row in rows]
+    return outcomes
+
+
+def per_row(rows, values, output_field):
+    """A CASE giving each row (by primary key) its value."""
+    return models.Case(
+        *[models.When(pk=row.pk, then=models.Value(value, output_field=output_field))
+          for row, value in zip(rows, values, strict=True)],
+        output_field=output_field,
+    )
 
 
 def take(row, owner, source):
-    """Queue one claimed course and record the outcome, in one transaction."""
-    source = ReadAhead(source, row.course_key)
-    with transaction.atomic():
-        try:
-            snapshot = snapshot_or_record_failure(row.course_key, REASON, source=source, record_not_found=False)
-        except CourseNotFound as exc:
-            snapshot, error = None, str(exc)
-        else:
-            error = last_line(snapshot.error) if snapshot.status == Snapshot.Status.FAILED else ""
-        status = DumpJobCourse.Status.FAILED if error else DumpJobCourse.Status.DONE
-        recorded = DumpJobCourse.objects.filter(
-            pk=row.pk, lease_owner=owner, status=DumpJobCourse.Status.CLAIMED
-        ).update(status=status, snapshot=snapshot, error=error[:4000], lease_owner=None, lease_expires_at=None)
-        if not recorded:
-            transaction.set_rollback(True)  # another worker has this course now: its snapshot counts
-            log.warning("clickhouse_outbox: lost the lease on %s in dump job %s", row.course_key, row.job_id)
-            return Outcome(row.course_key, None, None)
-    return Outcome(row.course_key, status, snapshot, error)
+    """Queue one claimed course (see `take_chunk`)."""
+    return take_chunk([row], owner, source)[0]
 
 
 def release(job, owner):
@@ -216,21 +252,24 @@ def run_job(job, *, max_seconds=None, source=None, on_course=None, chunk_size=No
 
 
 def work_through(job, rows, owner, source, on_course, deadline):
-    """Take the claimed `rows` in order; False if time ran out or the job was cancelled."""
+    """Take the claimed `rows`; False if time ran out or the job was cancelled meanwhile."""
     checked = renewed = time.monotonic()
-    renew_every = conf.lease_secs() / 3
-    for row in rows:
-        outcome = take(row, owner, source)
-        if on_course:
-            on_course(outcome)
+    stopped = False
+
+    def stop():
+        nonlocal checked, renewed, stopped
         now = time.monotonic()
         if deadline is not None and now >= deadline:
-            return False
-        if now - checked >= CANCEL_CHECK_SECS:
+            stopped = True
+        elif now - checked >= CANCEL_CHECK_SECS:
             checked = now
-            if not DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.RUNNING).exists():
-                return False
-        if now - renewed >= renew_every:
+            stopped = not DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.RUNNING).exists()
+        if not stopped and now - renewed >= conf.lease_secs() / 3:  # a chunk of large courses takes a while
             renewed = now
             renew(job, owner)
-    return True
+        return stopped
+
+    for outcome in take_chunk(rows, owner, source, stop=stop):
+        if on_course:
+            on_course(outcome)
+    return not stopped and not stop()

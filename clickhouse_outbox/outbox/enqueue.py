@@ -23,48 +23,66 @@ log = logging.getLogger(__name__)
 STATEMENT_BYTES = 4 * 1024 * 1024
 
 
-def enqueue(producer, subject, rows_by_table, *, dump_id, time_last_dumped, reason=""):
-    """Write a snapshot and its encoded rows; returns the Snapshot."""
+def enqueue(producer, snapshots, *, reason=""):
+    """
+    Write snapshots and their encoded rows in one transaction (the caller's, if any); returns
+    the Snapshots, in order. `snapshots` have `subject`, `rows` (lines per table), `dump_id`
+    and `time_last_dumped` (see `producers.course_structure.PreparedSnapshot`): one for a
+    publish, a chunk of courses for a dump job, written with one INSERT of snapshots and as
+    few of entries as the statement size allows.
+    """
     max_bytes = conf.entry_max_bytes()
     chunks = [
-        (table, count, compress(payload))
-        for table, lines in rows_by_table.items()
-        for count, payload in chunk_lines(lines, max_bytes)
+        [
+            (table, count, compress(payload))
+            for table, lines in prepared.rows.items()
+            for count, payload in chunk_lines(lines, max_bytes)
+        ]
+        for prepared in snapshots
     ]
     # No savepoint of its own: inside a transaction (the publish's), a failure here is the caller's.
     with transaction.atomic(savepoint=False):
-        supersede(producer, subject)
-        snapshot = Snapshot.objects.create(
-            producer=producer,
-            subject=subject,
-            reason=reason,
-            dump_id=dump_id,
-            time_last_dumped=time_last_dumped,
-            row_count=sum(count for _, count, _ in chunks),
+        supersede(producer, {prepared.subject for prepared in snapshots})
+        rows = [
+            Snapshot(
+                producer=producer,
+                subject=prepared.subject,
+                reason=reason,
+                dump_id=prepared.dump_id,
+                time_last_dumped=prepared.time_last_dumped,
+                row_count=sum(count for _, count, _ in entries),
+            )
+            for prepared, entries in zip(snapshots, chunks, strict=True)
+        ]
+        Snapshot.objects.bulk_create(rows)
+        if any(row.pk is None for row in rows):  # MySQL returns no ids from a multi-row INSERT
+            ids = dict(Snapshot.objects.filter(dump_id__in=[row.dump_id for row in rows]).values_list("dump_id", "id"))
+            for row in rows:
+                row.pk = ids[row.dump_id]
+        entries = [
+            OutboxEntry(snapshot=row, table=table, row_count=count, payload=payload, encoding=GZIP)
+            for row, row_entries in zip(rows, chunks, strict=True)
+            for table, count, payload in row_entries
+        ]
+        largest = max((len(entry.payload) for entry in entries), default=1)
+        OutboxEntry.objects.bulk_create(entries, batch_size=max(1, STATEMENT_BYTES // largest))
+    for row, row_entries in zip(rows, chunks, strict=True):
+        log.info(
+            "clickhouse_outbox: queued %s snapshot %s of %s (%s): %d rows in %d entries",
+            producer, row.dump_id, row.subject, reason or "-", row.row_count, len(row_entries),
         )
-        OutboxEntry.objects.bulk_create(
-            [
-                OutboxEntry(snapshot=snapshot, table=table, row_count=count, payload=payload, encoding=GZIP)
-                for table, count, payload in chunks
-            ],
-            batch_size=max(1, STATEMENT_BYTES // max(len(payload) for _, _, payload in chunks)),
-        )
-    log.info(
-        "clickhouse_outbox: queued %s snapshot %s of %s (%s): %d rows in %d entries",
-        producer, dump_id, subject, reason or "-", snapshot.row_count, len(chunks),
-    )
-    return snapshot
+    return rows
 
 
-def supersede(producer, subject):
+def supersede(producer, subjects):
     """
-    Retire what a new snapshot of `subject` makes obsolete: pending entries of older
+    Retire what new snapshots of `subjects` make obsolete: pending entries of older
     snapshots (never claimed, so never sent) and older snapshots that could not be taken.
 
     Every statement starts from the subject's snapshots (an index), never from the pending
     entries, so a publish costs the same whatever the backlog.
     """
-    older = Snapshot.objects.filter(producer=producer, subject=subject)
+    older = Snapshot.objects.filter(producer=producer, subject__in=subjects)
     queued = older.filter(status=Snapshot.Status.QUEUED)
     retired = OutboxEntry.objects.filter(snapshot__in=queued, status=OutboxEntry.Status.PENDING).update(
         status=OutboxEntry.Status.SUPERSEDED

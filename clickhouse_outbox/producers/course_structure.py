@@ -4,6 +4,7 @@ The course-structure producer: course source → serializer → outbox, in the c
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from django.db import transaction
 from opaque_keys import InvalidKeyError
@@ -30,6 +31,33 @@ def parse_course_key(value):
         raise ValueError(f"{value!r} is not a course key (expected e.g. course-v1:Org+Course+Run)") from None
 
 
+@dataclass
+class PreparedSnapshot:
+    """A course read and serialized, not yet queued: its rows, or the error reading it raised."""
+
+    subject: str
+    dump_id: uuid.UUID
+    time_last_dumped: str
+    rows: dict | None = None
+    error: Exception | None = None
+
+
+def prepare_snapshot(course_key, *, source, now):
+    """
+    Read and serialize a course (`now`, the database's time, fixes `time_last_dumped`).
+    Raises nothing: a dump job prepares a chunk of courses outside any transaction, so a
+    slow read holds no lock, and records each failure.
+    """
+    dump_id = uuid.uuid4()
+    time_last_dumped = dump_time(now)
+    try:
+        course = source.get_course(course_key)
+        rows = serialize_course(course, dump_id=dump_id, time_last_dumped=time_last_dumped, snapshot_time=now)
+    except Exception as exc:  # noqa: BLE001 (kept, with its traceback, for the caller to raise or record)
+        return PreparedSnapshot(str(course_key), dump_id, time_last_dumped, error=exc)
+    return PreparedSnapshot(str(course_key), dump_id, time_last_dumped, rows=rows)
+
+
 def take_course_snapshot(course_key, reason, *, source=None):
     """
     Read the published course, serialize it and queue its rows; raise if any step fails.
@@ -40,14 +68,10 @@ def take_course_snapshot(course_key, reason, *, source=None):
     course_key = parse_course_key(course_key)
     source = source or get_course_source()
     with transaction.atomic():
-        now = db_now()
-        dump_id = uuid.uuid4()
-        time_last_dumped = dump_time(now)
-        course = source.get_course(course_key)
-        rows = serialize_course(course, dump_id=dump_id, time_last_dumped=time_last_dumped, snapshot_time=now)
-        return enqueue(
-            PRODUCER, str(course_key), rows, dump_id=dump_id, time_last_dumped=time_last_dumped, reason=reason
-        )
+        prepared = prepare_snapshot(course_key, source=source, now=db_now())
+        if prepared.error is not None:
+            raise prepared.error
+        return enqueue(PRODUCER, [prepared], reason=reason)[0]
 
 
 def snapshot_or_record_failure(course_key, reason, *, source=None, record_not_found=True):

@@ -60,6 +60,10 @@ def chunk_lines(lines, max_bytes):
     own chunk), yielding (row_count, bytes). Chunks keep one outbox row under the
     database's statement limits (MariaDB's max_allowed_packet).
     """
+    if sum(map(len, lines)) <= max_bytes:  # the usual case: a whole table's lines in one chunk
+        if lines:
+            yield len(lines), b"".join(lines)
+        return
     chunk, size = [], 0
     for line in lines:
         if chunk and size + len(line) > max_bytes:

@@ -412,8 +412,7 @@ def test_a_course_that_cannot_be_read_fails_its_row_and_leaves_a_failed_snapshot
 # -- stopping ------------------------------------------------------------------------------
 
 
-def test_cancel_stops_a_run_at_the_next_check_and_keeps_the_courses_already_queued(olx_source, exports, monkeypatch):
-    monkeypatch.setattr(run, "CANCEL_CHECK_SECS", 0)  # check after every course
+def test_cancel_stops_a_run_at_the_next_chunk_and_keeps_the_courses_already_queued(olx_source, exports):
     keys = add_courses(olx_source, exports, 6)
     job = new_job()
     outcomes = []
@@ -423,7 +422,7 @@ def test_cancel_stops_a_run_at_the_next_check_and_keeps_the_courses_already_queu
         if len(outcomes) == 2:
             assert cancel_job(job) is True
 
-    job = run_job(job, source=olx_source, on_course=cancel_after_two, chunk_size=10)  # all in one chunk
+    job = run_job(job, source=olx_source, on_course=cancel_after_two, chunk_size=2)  # cancelled in the first chunk
 
     assert (job.status, job.active) == (DumpJob.Status.CANCELLED, None)
     assert job.finished_at is not None
