@@ -35,6 +35,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -48,7 +49,11 @@ from clickhouse_outbox.dumps.run import run_job  # noqa: E402
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobCourse, OutboxEntry, Snapshot  # noqa: E402
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
-from clickhouse_outbox.producers.course_structure import PreparedSnapshot, take_course_snapshot  # noqa: E402
+from clickhouse_outbox.producers.course_structure import (  # noqa: E402
+    PreparedSnapshot,
+    snapshot_or_request,
+    take_course_snapshot,
+)
 from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course  # noqa: E402
 from clickhouse_outbox.serializers.encoding import dump_time  # noqa: E402
 from clickhouse_outbox.sources.base import CourseSource  # noqa: E402
@@ -115,16 +120,24 @@ def publish(args):
     source = OneCourse(course)
     if args.backlog:
         queue_backlog(args.backlog, 1000, first=1)
+    if args.snapshot_at == "drain":
+        settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain"
+
+        def take(course_key, reason, source):
+            return snapshot_or_request(course_key, reason)  # the publish's part: the request only
+    else:
+        take = take_course_snapshot
     samples = []
     for attempt in range(args.warmup + args.repeat):
         started = time.perf_counter()
         with transaction.atomic():
-            take_course_snapshot(course.course_key, "published", source=source)
+            take(course.course_key, "published", source=source)
         elapsed = (time.perf_counter() - started) * 1000
         if attempt >= args.warmup:
             samples.append(elapsed)
     pending = OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).count()
-    return summary(samples, blocks=args.blocks, backlog_rows=args.backlog, pending_entries=pending)
+    return summary(samples, blocks=args.blocks, backlog_rows=args.backlog, pending_entries=pending,
+                   snapshot_at=args.snapshot_at)
 
 
 def queue_backlog(rows, blocks, first=0):
@@ -266,6 +279,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--backlog", type=int, default=0, help="publish: rows pending before timing")
+    parser.add_argument("--snapshot-at", choices=["publish", "drain"], default="publish")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--courses", type=int, default=200)
     parser.add_argument("--source", choices=["memory", "olx"], default="memory")

@@ -101,6 +101,12 @@ def check_outbox_settings(app_configs=None, **kwargs):
                 hint="Otherwise a slow but live send loses its batch to another drainer; raise the lease.",
                 id="clickhouse_outbox.E011",
             ))
+    if conf.snapshot_at() not in conf.SNAPSHOT_AT_CHOICES:
+        errors.append(Error(
+            f"CLICKHOUSE_OUTBOX_SNAPSHOT_AT is {conf.snapshot_at()!r}; it must be \"publish\" or \"drain\".",
+            hint='"publish" (the default) takes the snapshot in the publish; "drain" only requests it there.',
+            id="clickhouse_outbox.E013",
+        ))
     if conf.backoff_max_secs() < conf.backoff_base_secs():
         errors.append(Error(
             "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS is smaller than CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS.",

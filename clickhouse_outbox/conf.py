@@ -30,7 +30,10 @@ DEFAULTS = {
     "CLICKHOUSE_OUTBOX_RETENTION_DAYS": 7,
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": 20,
     "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": 900,
+    "CLICKHOUSE_OUTBOX_SNAPSHOT_AT": "publish",
 }
+
+SNAPSHOT_AT_CHOICES = ("publish", "drain")
 
 
 def get(name):
@@ -98,3 +101,8 @@ def dump_chunk_courses():
 
 def status_max_age_secs():
     return float(get("CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS"))
+
+
+def snapshot_at():
+    """"publish": a publish takes its snapshot; "drain": it only requests one, the drain takes it."""
+    return get("CLICKHOUSE_OUTBOX_SNAPSHOT_AT")

@@ -26,12 +26,15 @@ class Snapshot(models.Model):
 
     `dump_id` and `time_last_dumped` are fixed here, so every resend of the snapshot's
     rows is byte-identical. A snapshot that could not be taken is kept with status
-    `failed` and the error, so the publish is not lost: a requeue takes it again.
+    `failed` and the error, so the publish is not lost: a requeue takes it again. With
+    CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain" a publish writes only a `requested` snapshot; a
+    drainer takes it later (under a lease) and fills in its rows.
 
     .. no_pii: Course keys and technical metadata only.
     """
 
     class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested: taken at the next drain"
         QUEUED = "queued", "Queued"
         FAILED = "failed", "Could not be taken"
         SUPERSEDED = "superseded", "Superseded by a newer snapshot"
@@ -46,9 +49,15 @@ class Snapshot(models.Model):
     row_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now, editable=False)
+    # A requested snapshot (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain") being taken by a drainer.
+    lease_owner = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["producer", "subject", "-id"], name="ch_outbox_snapshot_subject")]
+        indexes = [
+            models.Index(fields=["producer", "subject", "-id"], name="ch_outbox_snapshot_subject"),
+            models.Index(fields=["status", "id"], name="ch_outbox_snapshot_status"),
+        ]
         ordering = ["-id"]
         permissions = [
             ("requeue_course", "Can requeue courses (take a new snapshot)"),

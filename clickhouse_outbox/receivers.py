@@ -1,5 +1,6 @@
 """
-Signal receivers: a course published, imported or re-run queues a snapshot of it.
+Signal receivers: a course published, imported or re-run queues a snapshot of it (or, with
+CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain", requests one).
 
 `course_published` is connected by the plugin system to the modulestore's
 COURSE_PUBLISHED (see apps.py); the openedx-events signals are connected here.
@@ -11,7 +12,7 @@ from django.dispatch import receiver
 from openedx_events.content_authoring.signals import COURSE_IMPORT_COMPLETED, COURSE_RERUN_COMPLETED
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.producers.course_structure import snapshot_or_record_failure
+from clickhouse_outbox.producers.course_structure import snapshot_or_request
 
 log = logging.getLogger(__name__)
 
@@ -19,16 +20,16 @@ log = logging.getLogger(__name__)
 def course_published(sender, course_key, **kwargs):  # pylint: disable=unused-argument
     """The modulestore's COURSE_PUBLISHED: queue the published course."""
     if conf.enabled():
-        snapshot_or_record_failure(course_key, "published")
+        snapshot_or_request(course_key, "published")
 
 
 @receiver(COURSE_IMPORT_COMPLETED, dispatch_uid="clickhouse_outbox.course_import_completed")
 def course_import_completed(signal, sender, course, **kwargs):  # pylint: disable=unused-argument
     if conf.enabled():
-        snapshot_or_record_failure(course.course_key, "imported")
+        snapshot_or_request(course.course_key, "imported")
 
 
 @receiver(COURSE_RERUN_COMPLETED, dispatch_uid="clickhouse_outbox.course_rerun_completed")
 def course_rerun_completed(signal, sender, course, **kwargs):  # pylint: disable=unused-argument
     if conf.enabled():
-        snapshot_or_record_failure(course.course_key, "rerun")
+        snapshot_or_request(course.course_key, "rerun")

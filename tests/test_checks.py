@@ -198,6 +198,7 @@ def test_batch_rows_limits_pass(good, value):
 
 @pytest.mark.parametrize("name", sorted(conf.DEFAULTS.keys() - {
     "CLICKHOUSE_OUTBOX_ENABLED", "CLICKHOUSE_OUTBOX_COURSE_SOURCE", "CLICKHOUSE_OUTBOX_OLX_DIR",
+    "CLICKHOUSE_OUTBOX_SNAPSHOT_AT",
 }))
 @pytest.mark.parametrize("value", ["strings", -1, 10**9, False])
 def test_e010_every_number_setting(good, name, value):
@@ -281,3 +282,15 @@ def test_e021_not_raised_for_a_source_that_needs_no_folder(good):
     good.CLICKHOUSE_OUTBOX_COURSE_SOURCE = "tests.factories.MemorySource"
     good.CLICKHOUSE_OUTBOX_OLX_DIR = ""
     assert ids() == []
+
+
+@pytest.mark.parametrize("value", ["later", "", None, 1])
+def test_e013_snapshot_at_is_publish_or_drain(good, value):
+    good.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = value
+    assert [error.id for error in our_errors()] == ["clickhouse_outbox.E013"]
+
+
+@pytest.mark.parametrize("value", ["publish", "drain"])
+def test_e013_accepts_both_modes(good, value):
+    good.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = value
+    assert our_errors() == []

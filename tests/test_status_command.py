@@ -35,7 +35,7 @@ pytestmark = pytest.mark.django_db
 DOWN = {"url": "http://127.0.0.1:9", "connect_timeout_secs": 1}  # nothing listens on the discard port
 JSON_KEYS = {"exit_code", "problems", "checked_at", "tables", "totals", "failed_batches", "oldest_unsent_at",
              "oldest_unsent_age_seconds", "max_age_seconds", "last_sent_at", "failed_snapshots",
-             "server_failure", "retrying", "dump_job"}
+             "server_failure", "retrying", "dump_job", "requested_snapshots"}
 
 
 @dataclass

@@ -75,6 +75,7 @@ STATE_COLOURS = {
     State.WAITING: "#b36b00",
     State.SENDING: "#205067",
     State.PENDING: "#205067",
+    State.REQUESTED: "#205067",
     State.DELIVERED: "#2a7a2a",
     State.DISMISSED: "#666",
     State.SUPERSEDED: "#666",

@@ -23,8 +23,8 @@ from clickhouse_outbox.serializers.course_structure import PRODUCER
 from clickhouse_outbox.text import format_age, last_line, plural
 
 #: Most urgent first: the default order of the course view.
-URGENCY = [State.UNREADABLE, State.FAILED, State.WAITING, State.SENDING, State.PENDING, State.DELIVERED,
-           State.DISMISSED]
+URGENCY = [State.UNREADABLE, State.FAILED, State.WAITING, State.SENDING, State.PENDING, State.REQUESTED,
+           State.DELIVERED, State.DISMISSED]
 
 
 class StateFilter(admin.SimpleListFilter):

@@ -17,6 +17,7 @@ from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.models import Batch, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.finalise import mark_failed, mark_sent
+from clickhouse_outbox.outbox.requested import requests_waiting, take_requested
 from clickhouse_outbox.outbox.send import send_batch
 from clickhouse_outbox.text import plural
 
@@ -31,6 +32,7 @@ class DrainResult:
     batches_split: int = 0
     batches_failed: int = 0
     leases_lost: int = 0
+    snapshots_taken: int = 0
     errors: list = field(default_factory=list)
 
     @property
@@ -39,6 +41,8 @@ class DrainResult:
 
     def __str__(self):
         text = f"{plural(self.batches_sent, 'batch', 'batches')} ({plural(self.rows_sent, 'row')}) sent"
+        if self.snapshots_taken:
+            text += f", {plural(self.snapshots_taken, 'requested snapshot')} taken"
         for count, words in ((self.batches_retrying, "to retry"), (self.batches_split, "split"),
                              (self.batches_failed, "failed"), (self.leases_lost, "lost to another drainer")):
             if count:
@@ -57,6 +61,8 @@ def drain(*, max_batches=None, max_seconds=None, backend=None):
     backend = backend or get_backend()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     result = DrainResult()
+    if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
+        result.snapshots_taken = take_requested(max_seconds=max_seconds)
     handled = 0
     while max_batches is None or handled < max_batches:
         if deadline is not None and time.monotonic() >= deadline:
@@ -145,9 +151,10 @@ def record_failure(batch, exc, outcome, result):
 
 
 def backlog():
-    """What is still to send: pending entries and batches claimed or waiting to retry."""
+    """What is still to send: requested snapshots, pending entries and batches claimed or waiting to retry."""
     return {
-        "pending_entries": OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).count(),
+        "pending_entries": OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING).count()
+        + requests_waiting().count(),
         "open_batches": Batch.objects.filter(Q(status=Batch.Status.RETRY) | Q(status=Batch.Status.CLAIMED)).count(),
         "failed_batches": Batch.objects.filter(status=Batch.Status.FAILED).count(),
     }
@@ -169,6 +176,7 @@ def drain_until_empty(*, timeout, poll_interval=1.0, backend=None):
 
 
 def merge(total, result):
-    for name in ("batches_sent", "rows_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost"):
+    for name in ("batches_sent", "rows_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost",
+                 "snapshots_taken"):
         setattr(total, name, getattr(total, name) + getattr(result, name))
     total.errors.extend(result.errors)

@@ -31,15 +31,7 @@ def enqueue(producer, snapshots, *, reason=""):
     publish, a chunk of courses for a dump job, written with one INSERT of snapshots and as
     few of entries as the statement size allows.
     """
-    max_bytes = conf.entry_max_bytes()
-    chunks = [
-        [
-            (table, count, compress(payload))
-            for table, lines in prepared.rows.items()
-            for count, payload in chunk_lines(lines, max_bytes)
-        ]
-        for prepared in snapshots
-    ]
+    chunks = [encode(prepared) for prepared in snapshots]
     # No savepoint of its own: inside a transaction (the publish's), a failure here is the caller's.
     with transaction.atomic(savepoint=False):
         supersede(producer, {prepared.subject for prepared in snapshots})
@@ -59,19 +51,62 @@ def enqueue(producer, snapshots, *, reason=""):
             ids = dict(Snapshot.objects.filter(dump_id__in=[row.dump_id for row in rows]).values_list("dump_id", "id"))
             for row in rows:
                 row.pk = ids[row.dump_id]
-        entries = [
-            OutboxEntry(snapshot=row, table=table, row_count=count, payload=payload, encoding=GZIP)
-            for row, row_entries in zip(rows, chunks, strict=True)
-            for table, count, payload in row_entries
-        ]
-        largest = max((len(entry.payload) for entry in entries), default=1)
-        OutboxEntry.objects.bulk_create(entries, batch_size=max(1, STATEMENT_BYTES // largest))
+        write_entries(rows, chunks)
+    log_queued(producer, rows, chunks)
+    return rows
+
+
+def fill_requested(producer, requests, snapshots, owner):
+    """
+    Queue the rows of requested snapshots (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain") into those
+    very Snapshot rows, in one transaction, only while `owner` still holds every request;
+    otherwise nothing is written and False is returned.
+    """
+    chunks = [encode(prepared) for prepared in snapshots]
+    with transaction.atomic():
+        supersede(producer, {request.subject for request in requests})
+        for request, prepared, entries in zip(requests, snapshots, chunks, strict=True):
+            request.dump_id, request.time_last_dumped = prepared.dump_id, prepared.time_last_dumped
+            request.row_count = sum(count for _, count, _ in entries)
+            filled = Snapshot.objects.filter(
+                pk=request.pk, status=Snapshot.Status.REQUESTED, lease_owner=owner
+            ).update(
+                status=Snapshot.Status.QUEUED, dump_id=request.dump_id, time_last_dumped=request.time_last_dumped,
+                row_count=request.row_count, lease_owner=None, lease_expires_at=None,
+            )
+            if not filled:
+                transaction.set_rollback(True)
+                return False
+        write_entries(requests, chunks)
+    log_queued(producer, requests, chunks)
+    return True
+
+
+def encode(prepared):
+    """A prepared snapshot's lines as (table, row count, gzip payload) entries, split where large."""
+    return [
+        (table, count, compress(payload))
+        for table, lines in prepared.rows.items()
+        for count, payload in chunk_lines(lines, conf.entry_max_bytes())
+    ]
+
+
+def write_entries(rows, chunks):
+    entries = [
+        OutboxEntry(snapshot=row, table=table, row_count=count, payload=payload, encoding=GZIP)
+        for row, row_entries in zip(rows, chunks, strict=True)
+        for table, count, payload in row_entries
+    ]
+    largest = max((len(entry.payload) for entry in entries), default=1)
+    OutboxEntry.objects.bulk_create(entries, batch_size=max(1, STATEMENT_BYTES // largest))
+
+
+def log_queued(producer, rows, chunks):
     for row, row_entries in zip(rows, chunks, strict=True):
         log.info(
             "clickhouse_outbox: queued %s snapshot %s of %s (%s): %d rows in %d entries",
-            producer, row.dump_id, row.subject, reason or "-", row.row_count, len(row_entries),
+            producer, row.dump_id, row.subject, row.reason or "-", row.row_count, len(row_entries),
         )
-    return rows
 
 
 def supersede(producer, subjects):
@@ -99,12 +134,16 @@ def record_failed_snapshot(producer, subject, exc, *, dump_id, reason=""):
     Keep a snapshot that could not be taken, with its error, so the publish is not lost to
     a log line: `outbox_requeue` (or the admin) takes it again.
     """
-    error = "".join(traceback.format_exception(exc))[-20_000:]
     return Snapshot.objects.create(
         producer=producer,
         subject=subject,
         reason=reason,
         dump_id=dump_id,
         status=Snapshot.Status.FAILED,
-        error=error,
+        error=failure_text(exc),
     )
+
+
+def failure_text(exc):
+    """The traceback kept with a snapshot that could not be taken (its end, where the cause is)."""
+    return "".join(traceback.format_exception(exc))[-20_000:]

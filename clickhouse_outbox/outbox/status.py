@@ -42,6 +42,8 @@ class OutboxStatus:
     retrying: Batch | None
     active_dump: DumpJob | None = None
     dump_progress: dict = field(default_factory=dict)
+    #: snapshots requested by publishes (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain") not yet taken
+    requested_snapshots: int = 0
 
     def total(self, state, unit="rows"):
         return sum(counts.get(state, {}).get(unit, 0) for counts in self.tables.values())
@@ -106,6 +108,7 @@ class OutboxStatus:
             "tables": self.tables,
             "totals": {state: self.total(state) for state in ROW_STATES},
             "failed_batches": self.failed_batches,
+            "requested_snapshots": self.requested_snapshots,
             "oldest_unsent_at": self.oldest_unsent_at.isoformat() if self.oldest_unsent_at else None,
             "oldest_unsent_age_seconds": round(self.oldest_unsent_age, 3) if self.oldest_unsent_at else None,
             "max_age_seconds": max_age,
@@ -154,6 +157,7 @@ def outbox_status():
         for subject, error in latest_snapshots().filter(status=Snapshot.Status.FAILED).values_list("subject", "error")
     ]
     job = active_job()
+    requested = Snapshot.objects.filter(status=Snapshot.Status.REQUESTED)
     # Batches waiting after a failed attempt; not those retried by hand and not tried since.
     waiting = Batch.objects.filter(status=Batch.Status.RETRY, attempts__gt=F("attempts_at_requeue")).exclude(
         last_error=""
@@ -161,7 +165,11 @@ def outbox_status():
     return OutboxStatus(
         checked_at=db_now(),
         tables=dict(sorted(tables.items())),
-        oldest_unsent_at=oldest_unsent(tables),
+        oldest_unsent_at=min(
+            filter(None, [oldest_unsent(tables), requested.order_by("id").values_list("created", flat=True).first()]),
+            default=None,
+        ),
+        requested_snapshots=requested.count(),
         last_sent_at=Batch.objects.filter(status=Batch.Status.SENT).aggregate(last=Max("sent_at"))["last"],
         failed_snapshots=failed_snapshots,
         server_failure=waiting.filter(server_error=True).order_by("-id").first(),
@@ -174,7 +182,8 @@ def outbox_status():
 def oldest_unsent(tables):
     """
     When the oldest row still to send was queued: the first pending entry of each table (by
-    the pending index) and the first entry of the oldest batch still open.
+    the pending index) and the first entry of the open batches (a requested snapshot, not yet
+    taken, counts too: see `outbox_status`).
     """
     candidates = []
     for table in tables:

@@ -10,8 +10,10 @@ from django.db import transaction
 from opaque_keys import InvalidKeyError
 from opaque_keys.edx.keys import CourseKey
 
+from clickhouse_outbox import conf
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
+from clickhouse_outbox.outbox.requested import request_snapshot
 from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources import get_course_source
@@ -95,6 +97,20 @@ def snapshot_or_record_failure(course_key, reason, *, source=None, record_not_fo
     log.error("clickhouse_outbox: could not take a snapshot of %s (%s); recorded as failed", course_key, reason,
               exc_info=failure)
     return record_failed_snapshot(PRODUCER, str(course_key), failure, dump_id=uuid.uuid4(), reason=reason)
+
+
+def snapshot_or_request(course_key, reason):
+    """
+    What a publish does: take the snapshot now, or (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain")
+    only request it, in the caller's transaction, for the drain to take.
+    """
+    if conf.snapshot_at() != "drain":
+        return snapshot_or_record_failure(course_key, reason)
+    try:
+        subject = str(parse_course_key(course_key))
+    except ValueError as exc:
+        return record_failed_snapshot(PRODUCER, str(course_key), exc, dump_id=uuid.uuid4(), reason=reason)
+    return request_snapshot(PRODUCER, subject, reason)
 
 
 def queue_courses(course_keys, reason, *, source=None, on_progress=None):

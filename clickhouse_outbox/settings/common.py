@@ -78,6 +78,13 @@ def plugin_settings(settings):
     # .. setting_description: Courses a dump job's worker claims at a time. A worker killed
     #    mid-chunk leaves at most this many courses to be taken again when their lease ends.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_SNAPSHOT_AT
+    # .. setting_default: "publish"
+    # .. setting_description: When a course's rows are read and serialized. "publish": in
+    #    the publish's transaction (the rows are queued when it commits). "drain": the publish
+    #    writes only a small "snapshot requested" row (about a millisecond whatever the
+    #    course's size) and the drain reads the course later; for very large courses.
+
     # .. setting_name: CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS
     # .. setting_default: 900
     # .. setting_description: Default --max-age of outbox_status and outbox_drain: when the

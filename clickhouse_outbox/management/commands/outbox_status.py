@@ -56,6 +56,8 @@ class Command(BaseCommand):
             f"({format_age((status.checked_at - status.last_sent_at).total_seconds())} ago)"
             if status.last_sent_at else "never"))
         lines.append(f"Failed batches: {status.failed_batches}")
+        if status.requested_snapshots:
+            lines.append(f"Snapshots requested by publishes, not yet taken: {status.requested_snapshots:,}")
         if status.server_failure:
             batch = status.server_failure
             lines.append(f"ClickHouse is failing: batch {batch.pk} waits to retry at "
