@@ -174,7 +174,7 @@ def drain_command(args):
     before = sum(clickhouse_rows().values())
     started = time.perf_counter()
     if args.drainers == 1:
-        result, left = drain_until_empty(timeout=3600, poll_interval=0.05)
+        result, left = drain_until_empty(timeout=3600, poll_interval=0.05, threads=args.threads)
         assert not result.errors, result.errors[-3:]
     else:
         processes = [spawn("drainer") for _ in range(args.drainers)]
@@ -187,7 +187,7 @@ def drain_command(args):
     return {
         "rows": rows, "rows_delivered": delivered, "seconds": round(elapsed, 3),
         "rows_per_second": round(rows / elapsed), "peak_rss_mb": peak_rss_mb(), "database": connection.vendor,
-        "drainers": args.drainers, "batches": Batch.objects.count(),
+        "drainers": args.drainers, "threads": args.threads, "batches": Batch.objects.count(),
     }
 
 
@@ -284,7 +284,8 @@ def main():
     parser.add_argument("--courses", type=int, default=200)
     parser.add_argument("--source", choices=["memory", "olx"], default="memory")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--drainers", type=int, default=1)
+    parser.add_argument("--drainers", type=int, default=1, help="drain: processes")
+    parser.add_argument("--threads", type=int, default=1, help="drain: threads in the drain process")
     parser.add_argument("--job", type=int)
     parser.add_argument("--start-file")
     args = parser.parse_args()

@@ -31,6 +31,7 @@ DEFAULTS = {
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": 20,
     "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": 900,
     "CLICKHOUSE_OUTBOX_SNAPSHOT_AT": "publish",
+    "CLICKHOUSE_OUTBOX_DRAIN_THREADS": 1,
 }
 
 SNAPSHOT_AT_CHOICES = ("publish", "drain")
@@ -106,3 +107,7 @@ def status_max_age_secs():
 def snapshot_at():
     """"publish": a publish takes its snapshot; "drain": it only requests one, the drain takes it."""
     return get("CLICKHOUSE_OUTBOX_SNAPSHOT_AT")
+
+
+def drain_threads():
+    return int(get("CLICKHOUSE_OUTBOX_DRAIN_THREADS"))

@@ -44,7 +44,7 @@ def drain_outbox():
         log.info("clickhouse_outbox: another drain holds the lock; this run does nothing")
         return {"skipped": True}
     try:
-        result = drain(max_seconds=max_secs)
+        result = drain(max_seconds=max_secs, threads=conf.drain_threads())
         purged = purge_if_due()
         resume_stalled()
     finally:

@@ -7,9 +7,10 @@ Used by the celery task, `manage.py outbox_drain` and `make demo` alike.
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import OperationalError
+from django.db import OperationalError, connections
 from django.db.models import Q
 
 from clickhouse_outbox.clickhouse.backends import get_backend
@@ -50,19 +51,41 @@ class DrainResult:
         return text
 
 
-def drain(*, max_batches=None, max_seconds=None, backend=None):
+def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1):
     """
     Send due batches until none is due, `max_batches` were handled or `max_seconds` passed.
 
     A run stops at the first batch that must be retried (ClickHouse down, credentials
     wrong...): that batch waits for its backoff and the rest stay pending, untouched.
+    With `threads` > 1, as many loops claim and send at once (each with its own database
+    connection and ClickHouse session), so ClickHouse parses one batch while the next is
+    claimed and read: a backlog drains faster.
     """
-    owner = uuid.uuid4()
-    backend = backend or get_backend()
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     result = DrainResult()
     if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
         result.snapshots_taken = take_requested(max_seconds=max_seconds)
+    if threads <= 1:
+        return drain_loop(result, max_batches, max_seconds, backend)
+    share = None if max_batches is None else max(1, max_batches // threads)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
+        for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, max_seconds, None),
+                             range(threads)):
+            merge(result, part)
+    return result
+
+
+def in_own_connection(step, *args):
+    """Run `step` in this thread, then close the database connection the thread opened."""
+    try:
+        return step(*args)
+    finally:
+        connections.close_all()
+
+
+def drain_loop(result, max_batches, max_seconds, backend):
+    owner = uuid.uuid4()
+    backend = backend or get_backend()
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     handled = 0
     while max_batches is None or handled < max_batches:
         if deadline is not None and time.monotonic() >= deadline:
@@ -160,12 +183,12 @@ def backlog():
     }
 
 
-def drain_until_empty(*, timeout, poll_interval=1.0, backend=None):
+def drain_until_empty(*, timeout, poll_interval=1.0, backend=None, threads=1):
     """Drain, waiting out backoffs, until nothing is pending or open, or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     total = DrainResult()
     while True:
-        result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend)
+        result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend, threads=threads)
         merge(total, result)
         left = backlog()
         if not left["pending_entries"] and not left["open_batches"]:

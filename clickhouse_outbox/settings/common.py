@@ -78,6 +78,13 @@ def plugin_settings(settings):
     # .. setting_description: Courses a dump job's worker claims at a time. A worker killed
     #    mid-chunk leaves at most this many courses to be taken again when their lease ends.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_DRAIN_THREADS
+    # .. setting_default: 1
+    # .. setting_description: Batches one drain run (the celery task, outbox_drain) claims and
+    #    sends at once, each in a thread with its own database connection: with 2, ClickHouse
+    #    parses one batch while the next is read, and a backlog drains faster (see the README's
+    #    Performance section). At most 16.
+
     # .. setting_name: CLICKHOUSE_OUTBOX_SNAPSHOT_AT
     # .. setting_default: "publish"
     # .. setting_description: When a course's rows are read and serialized. "publish": in

@@ -18,7 +18,7 @@ from clickhouse_outbox.models import Batch, OutboxEntry
 from clickhouse_outbox.outbox import claim
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.clock import db_now
-from clickhouse_outbox.outbox.drain import drain
+from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.finalise import backoff_delay, mark_sent
 from clickhouse_outbox.outbox.requeue import retry_now
 from tests.factories import CourseSnapshotFactory
@@ -269,3 +269,23 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(settings):
         delays = [backoff_delay(attempts) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert max(delays) - min(delays) > ceiling / 10  # jittered
+
+
+@pytest.mark.django_db(transaction=True)  # the threads open connections of their own: the rows must be committed
+def test_a_drain_with_two_threads_sends_every_row_once(clickhouse, settings):
+    settings.CLICKHOUSE_OUTBOX_BATCH_ROWS = 100  # many batches, so both threads get some
+    snapshots = [CourseSnapshotFactory(course__blocks=40) for _ in range(12)]
+    total, left = drain_until_empty(timeout=120, poll_interval=0.05, threads=2)
+    assert not total.errors and left == {"pending_entries": 0, "open_batches": 0, "failed_batches": 0}
+    assert total.rows_sent == sum(snapshot.row_count for snapshot in snapshots)
+    assert set(Batch.objects.values_list("status", flat=True)) == {Batch.Status.SENT}
+    assert len({batch.lease_owner for batch in Batch.objects.all()}) == 1  # None: all finalised
+    for table in ("course_overviews", "course_blocks", "course_relationships"):
+        distinct = clickhouse.query(
+            f"SELECT count() AS n, uniqExact(dump_id, {'location' if table == 'course_blocks' else 'course_key'}"
+            f"{', child_location' if table == 'course_relationships' else ''}) AS u "
+            f"FROM {qualified_name(clickhouse.database, table)}"
+        )[0]
+        assert int(distinct["n"]) == int(distinct["u"]) == sum(
+            entry.row_count for entry in OutboxEntry.objects.filter(table=table)
+        )

@@ -36,14 +36,18 @@ class Command(BaseCommand):
                                  f"now {conf.drain_interval_secs():g}).")
         parser.add_argument("--max-batches", type=positive_int, default=None, metavar="N",
                             help="Stop after N batches (default: no limit, only CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS).")
+        parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                            help="Batches sent at once, each from its own thread (default: "
+                                 f"CLICKHOUSE_OUTBOX_DRAIN_THREADS, now {conf.drain_threads()}).")
         parser.add_argument("--max-age", type=positive_seconds, default=None, metavar="SECONDS",
                             help="Exit with status 2 when the oldest unsent row is older than this (default: "
                                  f"CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS, now {conf.status_max_age_secs():g}).")
 
     def handle(self, *args, **options):
         max_age = options["max_age"] or conf.status_max_age_secs()
+        threads = options["threads"] or conf.drain_threads()
         if options["until_empty"]:
-            result, left = drain_until_empty(timeout=options["timeout"])
+            result, left = drain_until_empty(timeout=options["timeout"], threads=threads)
             self.report(result)
             gave_up = None
             if left["pending_entries"] or left["open_batches"]:
@@ -59,7 +63,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Draining every {interval:g}s; stop with Ctrl-C.")
             try:
                 while True:
-                    result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs())
+                    result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs(),
+                                   threads=threads)
                     if result.batches_sent or result.errors:
                         self.report(result)
                     self.purge()
@@ -67,7 +72,7 @@ class Command(BaseCommand):
             except KeyboardInterrupt:
                 self.stdout.write("Stopped.")
             return
-        result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs())
+        result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs(), threads=threads)
         self.report(result)
         self.purge()
         self.exit_like_status(result, max_age)
