@@ -13,7 +13,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
 SAMPLE := clickhouse_outbox/sample_course
 
 
-.PHONY: help demo demo-admin screenshots system-packages test test-sqlite test-mysql test-postgres test-server quality tox requirements clean
+.PHONY: help demo demo-admin screenshots bench system-packages test test-sqlite test-mysql test-postgres test-server quality tox requirements clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -62,6 +62,10 @@ screenshots: $(VENV)/.installed test-server ## Retake the admin screenshots in d
 	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
 	OUTBOX_SCREENSHOTS=$(CURDIR)/docs/images DATABASE_URL=sqlite:///$(TEST_DB_DIR)/screenshots.sqlite3 \
 	  $(BIN)/pytest -p no:cacheprovider tests/browser -q
+
+bench: $(VENV)/.installed test-server ## This project and its peer side by side (QUICK=1: about 2 minutes); writes bench/results.json
+	bench/peer/setup_venv.sh
+	$(PY) bench/run.py $(if $(QUICK),--quick)
 
 test-server: ## Start the ClickHouse test server (Debian's clickhouse-server, loopback, password)
 	scripts/clickhouse-test-server start

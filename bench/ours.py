@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,7 @@ from clickhouse_outbox.producers.course_structure import (  # noqa: E402
 from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course  # noqa: E402
 from clickhouse_outbox.serializers.encoding import dump_time  # noqa: E402
 from clickhouse_outbox.sources.base import CourseSource  # noqa: E402
+from clickhouse_outbox.sources.olx import folder_name  # noqa: E402
 from clickhouse_outbox.testing.generator import write_course_export  # noqa: E402
 from clickhouse_outbox.testing.sources import ENV as GENERATED_ENV  # noqa: E402
 from clickhouse_outbox.testing.sources import generated_course  # noqa: E402
@@ -230,16 +232,29 @@ def ready_then_wait(start_file):
         time.sleep(0.002)
 
 
+def write_exports(args):
+    """The OLX exports of the generated courses, in the OLX course source's folder layout (once per bench run)."""
+    folder = Path(args.olx_dir)
+    stamp = folder / f".complete-{args.courses}x{args.blocks}"
+    if stamp.exists():
+        return {"olx_dir": str(folder), "written": 0}
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for index in range(args.courses):
+        export = write_course_export(folder / ".exports" / str(index), blocks=args.blocks, org="GenX",
+                                     course="Gen101", run=f"R{index + 1}", seed=index)
+        os.rename(export, folder / folder_name(f"course-v1:GenX+Gen101+R{index + 1}"))
+    shutil.rmtree(folder / ".exports")
+    stamp.touch()
+    return {"olx_dir": str(folder), "written": args.courses}
+
+
 def full_dump(args):
     env = os.environ.copy()
-    with tempfile.TemporaryDirectory(prefix="bench-olx-") as folder:
+    with tempfile.TemporaryDirectory(prefix="bench-start-") as folder:
         if args.source == "olx":
             env["CLICKHOUSE_OUTBOX_COURSE_SOURCE"] = "clickhouse_outbox.sources.olx.OlxFolderSource"
-            env["OLX_COURSES_DIR"] = folder
-            for index in range(args.courses):
-                export = write_course_export(Path(folder) / ".exports" / str(index), blocks=args.blocks, org="GenX",
-                                             course="Gen101", run=f"R{index + 1}", seed=index)
-                os.rename(export, Path(folder) / f"course-v1:GenX+Gen101+R{index + 1}")
+            env["OLX_COURSES_DIR"] = args.olx_dir
         else:
             env["CLICKHOUSE_OUTBOX_COURSE_SOURCE"] = "clickhouse_outbox.testing.sources.GeneratedSource"
             env[GENERATED_ENV] = f"{args.courses}x{args.blocks}"
@@ -273,8 +288,8 @@ def full_dump(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["reset", "publish", "backlog", "drain", "full_dump", "drainer",
-                                             "dump_worker"])
+    parser.add_argument("scenario", choices=["reset", "publish", "backlog", "drain", "full_dump", "write_exports",
+                                             "drainer", "dump_worker"])
     parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -286,6 +301,7 @@ def main():
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--drainers", type=int, default=1, help="drain: processes")
     parser.add_argument("--threads", type=int, default=1, help="drain: threads in the drain process")
+    parser.add_argument("--olx-dir", help="full_dump --source olx, write_exports: the folder of exports")
     parser.add_argument("--job", type=int)
     parser.add_argument("--start-file")
     args = parser.parse_args()
@@ -296,7 +312,8 @@ def main():
             get_course_source().course_keys()  # the courses in memory (or the folder listed) before the start
         ready_then_wait(args.start_file)
     handler = {"reset": reset, "publish": publish, "backlog": backlog_command, "drain": drain_command,
-               "full_dump": full_dump, "drainer": drainer, "dump_worker": dump_worker}[args.scenario]
+               "full_dump": full_dump, "write_exports": write_exports, "drainer": drainer,
+               "dump_worker": dump_worker}[args.scenario]
     print(json.dumps(handler(args)))
 
 

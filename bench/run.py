@@ -38,27 +38,29 @@ DATABASES = {
 SCENARIOS = {
     "publish_1k": ("publish, 1,000 blocks (serialize + outbox write + commit)",
                    ["publish", "--blocks", "1000"], ["--scenario", "publish", "--blocks", "1000"],
-                   {"repeat": 30}, {"repeat": 8}),
+                   {"repeat": 15, "rounds": 2}, {"repeat": 5, "rounds": 1}),
     "publish_10k": ("publish, 10,000 blocks", ["publish", "--blocks", "10000"],
-                    ["--scenario", "publish", "--blocks", "10000"], {"repeat": 8}, {"repeat": 3}),
-    "publish_1k_backlog": ("publish, 1,000 blocks, with {backlog:,} rows pending",
-                           ["publish", "--blocks", "1000"], None, {"repeat": 15, "backlog": 1_000_000},
-                           {"repeat": 5, "backlog": 100_000}),
-    "publish_1k_deferred": ("publish, 1,000 blocks, CLICKHOUSE_OUTBOX_SNAPSHOT_AT=drain",
+                    ["--scenario", "publish", "--blocks", "10000"], {"repeat": 5, "rounds": 2},
+                    {"repeat": 3, "rounds": 1}),
+    "publish_1k_backlog": ("publish, 1,000 blocks, {backlog:,} rows pending",
+                           ["publish", "--blocks", "1000"], None, {"repeat": 15, "rounds": 1, "backlog": 1_000_000},
+                           {"repeat": 5, "rounds": 1, "backlog": 100_000}),
+    "publish_1k_deferred": ("publish, 1,000 blocks, SNAPSHOT_AT=drain",
                             ["publish", "--blocks", "1000", "--snapshot-at", "drain"], None,
-                            {"repeat": 30}, {"repeat": 8}),
-    "publish_10k_deferred": ("publish, 10,000 blocks, CLICKHOUSE_OUTBOX_SNAPSHOT_AT=drain",
+                            {"repeat": 30, "rounds": 1}, {"repeat": 10, "rounds": 1}),
+    "publish_10k_deferred": ("publish, 10,000 blocks, SNAPSHOT_AT=drain",
                              ["publish", "--blocks", "10000", "--snapshot-at", "drain"], None,
-                             {"repeat": 8}, {"repeat": 3}),
-    "drain": ("drain over HTTP, {rows:,} rows", ["drain"], None, {"rows": 1_000_000, "rounds": 2},
-              {"rows": 100_000, "rounds": 1}),
-    "full_dump_memory": ("full dump, {courses} courses x {blocks} blocks, courses in memory",
+                             {"repeat": 30, "rounds": 1}, {"repeat": 10, "rounds": 1}),
+    "drain": ("drain over HTTP, {rows:,} rows, {threads} thread(s)", ["drain"], None,
+              {"rows": 1_000_000, "rounds": 2, "threads": [1, 2]}, {"rows": 100_000, "rounds": 1, "threads": [1, 2]}),
+    "full_dump_memory": ("full dump, {courses} x {blocks} blocks, in memory, {workers} worker(s)",
                          ["full_dump", "--source", "memory"], ["--scenario", "full_dump"],
-                         {"courses": 200, "blocks": 400, "rounds": 3}, {"courses": 40, "blocks": 400, "rounds": 1}),
-    "full_dump_olx": ("full dump, same courses read from OLX on disk, {workers} worker(s)",
+                         {"courses": 200, "blocks": 400, "rounds": 2, "workers": [1, 2]},
+                         {"courses": 40, "blocks": 400, "rounds": 1, "workers": [1]}),
+    "full_dump_olx": ("full dump, {courses} x {blocks} blocks, from OLX, {workers} worker(s)",
                       ["full_dump", "--source", "olx"], None,
-                      {"courses": 200, "blocks": 400, "rounds": 2, "workers": [1, 2]},
-                      {"courses": 40, "blocks": 400, "rounds": 1, "workers": [1, 2]}),
+                      {"courses": 200, "blocks": 400, "rounds": 1, "workers": [1, 2]},
+                      {"courses": 20, "blocks": 400, "rounds": 1, "workers": [1, 2]}),
 }
 
 
@@ -67,6 +69,29 @@ def run_json(command, env):
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ensure_databases(databases):
+    """The MariaDB/MySQL and PostgreSQL benchmark databases, created if missing (their tables by `ours.py reset`)."""
+    import dj_database_url
+
+    (REPO / ".bench").mkdir(exist_ok=True)
+    for database in databases:
+        config = dj_database_url.parse(DATABASES[database])
+        if database == "mysql":
+            import MySQLdb
+
+            connection = MySQLdb.connect(host=config["HOST"], port=int(config["PORT"] or 3306),
+                                         user=config["USER"], password=config["PASSWORD"] or "")
+            connection.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{config['NAME']}` CHARACTER SET utf8mb4")
+            connection.close()
+        elif database == "postgresql":
+            import psycopg
+
+            with psycopg.connect(host=config["HOST"], port=config["PORT"] or 5432, user=config["USER"],
+                                 password=config["PASSWORD"] or None, dbname="postgres", autocommit=True) as pg:
+                if not pg.execute("SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]).fetchone():
+                    pg.execute(f'CREATE DATABASE "{config["NAME"]}"')
 
 
 def clickhouse_env():
@@ -94,8 +119,8 @@ def peer_run(args, server, extra):
     return run_json(command, env)
 
 
-def describe(template, sizes, workers=None):
-    return template.format(**sizes, workers=workers)
+def describe(template, sizes, **extra):
+    return template.format(**{**sizes, **extra})
 
 
 def stats(values):
@@ -103,59 +128,44 @@ def stats(values):
             "max": round(max(values), 3), "samples": [round(v, 3) for v in values]}
 
 
-def measure(name, quick, databases, server):
+def measure(name, quick, databases, server, olx_dir):
+    """Rows of results for one scenario: for each database (and variant), rounds alternating ours and the peer's."""
     what, ours, peer, full, small = SCENARIOS[name]
     sizes = small if quick else full
+    variants = sizes.get("threads") or sizes.get("workers") or [None]
     rows = []
-    if name.startswith("publish"):
+    for variant in variants:
         for database in databases:
             env = our_env(DATABASES[database], server)
-            ours_samples, peer_samples, rss, peer_rss = [], [], [], []
-            rounds = 2
-            for _ in range(rounds):  # alternate: ours, then the peer, twice
+            samples, rss, peer_samples, peer_rss = [], [], [], []
+            for _ in range(sizes["rounds"]):
                 run_json([*OURS, "reset"], env)
-                extra = ["--repeat", str(sizes["repeat"] // rounds or 1)]
-                if sizes.get("backlog"):
-                    extra += ["--backlog", str(sizes["backlog"])]
-                result = run_json([*OURS, *ours, *extra], env)
-                ours_samples += result["samples_ms"]
+                if name == "drain":
+                    run_json([*OURS, "backlog", "--rows", str(sizes["rows"])], env)
+                    result = run_json([*OURS, "drain", "--threads", str(variant)], env)
+                    samples.append(result["rows_per_second"])
+                elif name.startswith("full_dump"):
+                    extra = ["--olx-dir", str(olx_dir)] if "olx" in name else []
+                    result = run_json([*OURS, *ours, "--courses", str(sizes["courses"]), "--blocks",
+                                       str(sizes["blocks"]), "--workers", str(variant), *extra], env)
+                    samples.append(result["seconds"] * 1000)
+                else:
+                    extra = ["--repeat", str(sizes["repeat"])]
+                    if sizes.get("backlog"):
+                        extra += ["--backlog", str(sizes["backlog"])]
+                    result = run_json([*OURS, *ours, *extra], env)
+                    samples += result["samples_ms"]
                 rss.append(result["peak_rss_mb"])
-                if peer and database == databases[0]:
-                    result = peer_run(peer, server, ["--repeat", str(sizes["repeat"] // rounds or 1)])
+                if peer and variant in (None, 1):
+                    peer_extra = (["--courses", str(sizes["courses"]), "--blocks", str(sizes["blocks"]), "--repeat", "1"]
+                                  if name.startswith("full_dump") else ["--repeat", str(sizes["repeat"])])
+                    result = peer_run(peer, server, peer_extra)
                     peer_samples += result["samples_ms"]
                     peer_rss.append(result["peak_rss_mb"])
-            rows.append(row(name, describe(what, sizes), database, "ms", ours_samples, max(rss),
+            unit = "rows/s" if name == "drain" else "ms"
+            label = describe(what, sizes, threads=variant, workers=variant)
+            rows.append(row(f"{name}" + (f"_{variant}" if variant else ""), label, database, unit, samples, max(rss),
                             peer_samples, max(peer_rss) if peer_rss else None))
-        return rows
-    if name == "drain":
-        for database in databases:
-            env = our_env(DATABASES[database], server)
-            rates, rss = [], []
-            for _ in range(sizes["rounds"]):
-                run_json([*OURS, "reset"], env)
-                run_json([*OURS, "backlog", "--rows", str(sizes["rows"])], env)
-                result = run_json([*OURS, "drain"], env)
-                rates.append(result["rows_per_second"])
-                rss.append(result["peak_rss_mb"])
-            rows.append(row(name, describe(what, sizes), database, "rows/s", rates, max(rss), [], None))
-        return rows
-    for workers in sizes.get("workers", [1]):
-        for database in databases:
-            env = our_env(DATABASES[database], server)
-            ours_samples, peer_samples, rss, peer_rss = [], [], [], []
-            for _ in range(sizes["rounds"]):
-                run_json([*OURS, "reset"], env)
-                result = run_json([*OURS, *ours, "--courses", str(sizes["courses"]), "--blocks",
-                                   str(sizes["blocks"]), "--workers", str(workers)], env)
-                ours_samples.append(result["seconds"] * 1000)
-                rss.append(result["peak_rss_mb"])
-                if peer and database == databases[0]:
-                    result = peer_run(peer, server, ["--courses", str(sizes["courses"]), "--blocks",
-                                                     str(sizes["blocks"]), "--repeat", "1"])
-                    peer_samples += result["samples_ms"]
-                    peer_rss.append(result["peak_rss_mb"])
-            rows.append(row(f"{name}_{workers}w", describe(what, sizes, workers), database, "ms", ours_samples,
-                            max(rss), peer_samples, max(peer_rss) if peer_rss else None))
     return rows
 
 
@@ -176,7 +186,7 @@ def table(rows):
         unit = r["unit"]
         cell = f"{ours['median']:,.1f} {unit} ({ours['min']:,.1f}-{ours['max']:,.1f})"
         peer = f"{r['peer']['median']:,.1f}" if "peer" in r else "-"
-        ratio = f"{r['peer_over_ours']:.1f}x" if "peer" in r else "-"
+        ratio = f"{r['peer_over_ours']:.1f}x" if "peer" in r else "-"  # how many times faster than the peer
         lines.append(f"{r['what'][:64]:<64} {r['database']:<10} {cell:>28} {r['ours_peak_rss_mb']:>7} {peer:>12} {ratio:>7}")
     return "\n".join(lines)
 
@@ -189,11 +199,18 @@ def main():
     args = parser.parse_args()
     server = clickhouse_env()
     databases = args.databases.split(",")
+    ensure_databases(databases)
     started = time.monotonic()
     rows = []
-    for name in args.only.split(","):
+    names = args.only.split(",")
+    olx_dir = REPO / ".bench" / "olx"
+    if "full_dump_olx" in names:
+        sizes = SCENARIOS["full_dump_olx"][4 if args.quick else 3]
+        run_json([*OURS, "write_exports", "--olx-dir", str(olx_dir), "--courses", str(sizes["courses"]),
+                  "--blocks", str(sizes["blocks"])], our_env(DATABASES["sqlite"], server))
+    for name in names:
         print(f"... {name}", file=sys.stderr, flush=True)
-        rows.extend(measure(name, args.quick, databases, server))
+        rows.extend(measure(name, args.quick, databases, server, olx_dir))
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,

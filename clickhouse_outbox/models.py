@@ -157,7 +157,10 @@ class OutboxEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "outbox entries"
-        indexes = [models.Index(fields=["status", "table", "id"], name="ch_outbox_entry_pending")]
+        indexes = [
+            models.Index(fields=["status", "table", "id"], name="ch_outbox_entry_pending"),
+            models.Index(fields=["snapshot", "status"], name="ch_outbox_entry_snapshot"),
+        ]
         ordering = ["id"]
 
     def __str__(self):

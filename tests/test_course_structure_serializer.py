@@ -11,7 +11,13 @@ from hypothesis import given, strategies as st
 from opaque_keys.edx.keys import CourseKey
 
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
-from clickhouse_outbox.serializers.course_structure import CourseTreeError, serialize_course, xblock_data_json
+from clickhouse_outbox.serializers.course_structure import (
+    CourseTreeError,
+    escaped_data,
+    serialize_course,
+    xblock_data_json,
+)
+from clickhouse_outbox.serializers.encoding import encode_string
 from clickhouse_outbox.sources.base import Block, PublishedCourse
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR, read_olx_export
 
@@ -210,3 +216,28 @@ def test_xblock_data_json_is_exactly_what_json_dumps_gives(block_type, completio
                   fields={"video_start_time": start, "video_end_time": end})
     data_head = f'{{"course": {json.dumps(key.course)}, "run": {json.dumps(key.run)}, "block_type": '
     assert xblock_data_json(data_head, block, detached, counters) == reference_xblock_data(key, block, detached, counters)
+
+
+
+@given(
+    block_type=st.sampled_from(["html", "video", "chapter", "about", "problem"]) | st.text(max_size=20),
+    completion_mode=st.text(max_size=30),
+    graded=st.booleans(),
+    detached=st.booleans(),
+    counters=st.lists(st.tuples(*[st.integers(0, 10**6)] * 3), min_size=1, max_size=3),
+    tags=st.lists(st.integers(0, 10**9) | st.text(max_size=20), max_size=5),
+    start=st.integers(0, 10**5) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    end=st.integers(0, 10**5) | st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_the_escaped_xblock_data_is_exactly_the_encoded_json(block_type, completion_mode, graded, detached, counters,
+                                                              tags, start, end):
+    """What block_rows writes is encode_string() of the reference text, the cached head reused or not."""
+    key = CourseKey.from_string("course-v1:Org+Num+Run")
+    block = Block(location="x", block_type=block_type, display_name="x", graded=graded,
+                  completion_mode=completion_mode, tags=tags,
+                  fields={"video_start_time": start, "video_end_time": end})
+    data_head = f'{{"course": {json.dumps(key.course)}, "run": {json.dumps(key.run)}, "block_type": '
+    heads = {}
+    for each in counters:  # the second and third reuse the head cached by the first
+        expected = encode_string(xblock_data_json(data_head, block, detached, each))
+        assert escaped_data(heads, data_head, block, detached, each) == expected
