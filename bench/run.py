@@ -59,7 +59,7 @@ SCENARIOS = {
                          {"courses": 40, "blocks": 400, "rounds": 1, "workers": [1]}),
     "full_dump_olx": ("full dump, {courses} x {blocks} blocks, from OLX, {workers} worker(s)",
                       ["full_dump", "--source", "olx"], None,
-                      {"courses": 200, "blocks": 400, "rounds": 1, "workers": [1, 2]},
+                      {"courses": 200, "blocks": 400, "rounds": 3, "workers": [1, 2]},
                       {"courses": 20, "blocks": 400, "rounds": 1, "workers": [1, 2]}),
 }
 
@@ -191,12 +191,44 @@ def table(rows):
     return "\n".join(lines)
 
 
+def rst_table(results):
+    """The rows of a results.json as the README's list-table: one row per scenario, a cell per database."""
+    databases = [db for db in DATABASES if any(r["database"] == db for r in results["rows"])]
+    by_scenario = {}
+    for r in results["rows"]:
+        by_scenario.setdefault((r["scenario"], r["what"]), {})[r["database"]] = r
+
+    def cell(r):
+        if r is None:
+            return "-"
+        ours = r["ours"]
+        if r["unit"] == "rows/s":
+            text = f"{ours['median'] / 1000:,.0f}k rows/s"
+        else:
+            text = f"{ours['median']:,.0f} ms" if ours["median"] >= 100 else f"{ours['median']:,.1f} ms"
+        if "peer" in r:
+            text += f" (peer {r['peer']['median']:,.0f}, {r['peer_over_ours']:.1f}×)"
+        return text
+
+    names = {"sqlite": "SQLite", "mysql": "MariaDB / MySQL", "postgresql": "PostgreSQL"}
+    lines = [".. list-table::", "   :header-rows: 1", "", "   * - scenario"]
+    lines += [f"     - {names.get(db, db)}" for db in databases]
+    for (_, what), cells in by_scenario.items():
+        lines.append(f"   * - {what}")
+        lines += [f"     - {cell(cells.get(db))}" for db in databases]
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (about 2 minutes)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     parser.add_argument("--databases", default=",".join(DATABASES))
+    parser.add_argument("--rst", action="store_true", help="print bench/results.json as the README's table; run nothing")
     args = parser.parse_args()
+    if args.rst:
+        print(rst_table(json.loads(RESULTS.read_text())))
+        return
     server = clickhouse_env()
     databases = args.databases.split(",")
     ensure_databases(databases)
