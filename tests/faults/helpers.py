@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from django.db import connection
 from django.db.models import Sum
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
@@ -48,11 +49,39 @@ def row_figures(figures):
 # -- drainer processes ---------------------------------------------------------------------
 
 
+def database_sessions():
+    """Sessions other than this process's on the test database (none to count on SQLite: no server)."""
+    queries = {
+        "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        "mysql": "SELECT count(*) FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+    }
+    if connection.vendor not in queries:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(queries[connection.vendor])
+        return cursor.fetchone()[0]
+
+
+def wait_for_sessions_to_end(at_most, timeout=30):
+    """
+    Wait until a killed process's database sessions are gone from the server.
+
+    A process killed just after writing its COMMIT to the socket still has it applied: the
+    server reads the COMMIT before it notices the closed connection. Until the session has
+    ended, what the outbox shows is not yet what the killed process left.
+    """
+    deadline = time.monotonic() + timeout
+    while (sessions := database_sessions()) > at_most:
+        assert time.monotonic() < deadline, f"{sessions} database sessions still open {timeout}s after a kill"
+        time.sleep(0.01)
+
+
 class Drainer:
     """`manage.py ARGS` in a process of its own, output to a file (a pipe could fill and block it)."""
 
     def __init__(self, *args, env, log_path):
         self.args = args
+        self.sessions_before = database_sessions()
         self.log_path = Path(log_path)
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in wait/kill)
         self.started = time.monotonic()
@@ -83,6 +112,7 @@ class Drainer:
             os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
         self._log.close()
+        wait_for_sessions_to_end(self.sessions_before)
         return self.process.returncode
 
     def output(self):
