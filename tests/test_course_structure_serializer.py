@@ -144,6 +144,31 @@ def test_overview_row():
     assert (data["language"], data["lowest_passing_grade"]) == ("fr", 0.6)
 
 
+def test_unset_course_data_values_are_null_as_the_successor_writes_them():
+    """platform-plugin-aspects 2.1.0 dumps the platform's nullable CourseOverview columns: null, not ""."""
+    course, _ = small_course()
+    out = serialize_course(course, dump_id=DUMP_ID, time_last_dumped=DUMPED, snapshot_time=SNAPSHOT_TIME)
+    text = rows(out[COURSE_OVERVIEWS.name])[0]["course_data_json"]
+    data = json.loads(text)
+    unset = ("advertised_start", "announcement", "effort", "external_id")
+    assert {name: data[name] for name in unset} == dict.fromkeys(unset)
+    assert '"advertised_start": null, "announcement": null' in text and '"external_id": null' in text
+    assert data["max_student_enrollments_allowed"] is None
+
+
+def test_set_course_data_values_are_written_as_they_are():
+    course, _ = small_course()
+    course.advertised_start = "Spring 2030"
+    course.announcement = datetime(2029, 12, 1, 9, 30, tzinfo=timezone.utc)
+    course.effort = "3:00"
+    course.external_id = "ext-42"
+    out = serialize_course(course, dump_id=DUMP_ID, time_last_dumped=DUMPED, snapshot_time=SNAPSHOT_TIME)
+    data = json.loads(rows(out[COURSE_OVERVIEWS.name])[0]["course_data_json"])
+    assert (data["advertised_start"], data["announcement"], data["effort"], data["external_id"]) == (
+        "Spring 2030", "2029-12-01T09:30:00+00:00", "3:00", "ext-42"
+    )
+
+
 def test_the_same_snapshot_serializes_to_identical_bytes():
     course, _ = small_course()
     first = serialize_course(course, dump_id=DUMP_ID, time_last_dumped=DUMPED, snapshot_time=SNAPSHOT_TIME)

@@ -73,16 +73,18 @@ def walk(course):
 
 
 def overview_row(course, course_key, dump_id, time_last_dumped, snapshot_time):
+    # Unset values are null, as the successor (platform-plugin-aspects 2.x) writes them from
+    # the platform's CourseOverview, whose columns are nullable.
     course_data = {
-        "advertised_start": course.advertised_start or "",
-        "announcement": course.announcement or "",
+        "advertised_start": course.advertised_start,
+        "announcement": course.announcement,
         "lowest_passing_grade": float(course.lowest_passing_grade or 0.0),
         "invitation_only": bool(course.invitation_only),
         "max_student_enrollments_allowed": course.max_student_enrollments_allowed,
-        "effort": course.effort or "",
+        "effort": course.effort,
         "enable_proctored_exams": bool(course.enable_proctored_exams),
         "entrance_exam_enabled": bool(course.entrance_exam_enabled),
-        "external_id": course.external_id or "",
+        "external_id": course.external_id,
         "language": course.language or "",
         "tags": list(course.tags),
     }

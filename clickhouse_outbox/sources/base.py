@@ -42,7 +42,8 @@ class PublishedCourse:
 
     `blocks` maps every block of the course tree by location; the tree starts at `root`
     (the course block). `detached` lists blocks outside the tree (about, course_info,
-    static_tab) in a stable order. Dates are timezone-aware datetimes or None.
+    static_tab) in a stable order. Dates are timezone-aware datetimes or None; `advertised_start`,
+    `announcement`, `effort` and `external_id` are None when the course does not set them.
     """
 
     course_key: object  # opaque_keys CourseKey
@@ -55,15 +56,15 @@ class PublishedCourse:
     enrollment_start: datetime | None = None
     enrollment_end: datetime | None = None
     self_paced: bool = False
-    advertised_start: str = ""
+    advertised_start: str | None = None
     announcement: datetime | None = None
     lowest_passing_grade: float = 0.5
     invitation_only: bool = False
     max_student_enrollments_allowed: int | None = None
-    effort: str = ""
+    effort: str | None = None
     enable_proctored_exams: bool = False
     entrance_exam_enabled: bool = False
-    external_id: str = ""
+    external_id: str | None = None
     language: str = ""
     tags: list = field(default_factory=list)
     created: datetime | None = None

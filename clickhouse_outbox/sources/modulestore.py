@@ -182,7 +182,7 @@ class ModulestoreSource(CourseSource):
             enrollment_start=_aware(getattr(course, "enrollment_start", None)),
             enrollment_end=_aware(getattr(course, "enrollment_end", None)),
             self_paced=bool(getattr(course, "self_paced", False)),
-            advertised_start=getattr(course, "advertised_start", None) or "",
+            advertised_start=getattr(course, "advertised_start", None),
             announcement=_aware(getattr(course, "announcement", None)),
             lowest_passing_grade=(
                 DEFAULT_LOWEST_PASSING_GRADE if lowest_passing_grade is None else float(lowest_passing_grade)
@@ -190,7 +190,7 @@ class ModulestoreSource(CourseSource):
             invitation_only=bool(getattr(course, "invitation_only", False)),
             max_student_enrollments_allowed=getattr(course, "max_student_enrollments_allowed", None),
             # CourseOverview reads the effort from the "effort" about block, as the OLX source does.
-            effort=(getattr(effort, "data", "") or "").strip() if effort is not None else "",
+            effort=(getattr(effort, "data", "") or "").strip() if effort is not None else None,
             enable_proctored_exams=bool(getattr(course, "enable_proctored_exams", False)),
             entrance_exam_enabled=bool(getattr(course, "entrance_exam_enabled", False)),
             language=getattr(course, "language", None) or "",

@@ -400,7 +400,7 @@ class _ExportReader:
             enrollment_start=value("enrollment_start", _as_date),
             enrollment_end=value("enrollment_end", _as_date),
             self_paced=value("self_paced", _as_bool, False),
-            advertised_start=value("advertised_start", _as_str, ""),
+            advertised_start=value("advertised_start", _as_str),
             announcement=value("announcement", _as_date),
             lowest_passing_grade=self._lowest_passing_grade(),
             invitation_only=value("invitation_only", _as_bool, False),
@@ -425,7 +425,7 @@ class _ExportReader:
         try:
             return (self.root / "about" / "effort.html").read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            return ""
+            return None
         except (OSError, UnicodeDecodeError) as exc:
             raise OlxError(f"{self._show('about/effort.html')}: unreadable ({exc})") from None
 

@@ -213,6 +213,16 @@ def test_modified_falls_back_to_edited_on():
     assert source.get_course(KEY).modified == datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def test_unset_advertised_start_and_effort_are_none():
+    """As in the platform's CourseOverview (nullable columns), which the successor serializes."""
+    course_block = sample_course()
+    course_block.advertised_start = None
+    source = ModulestoreSource(store=StandInStore([course_block]), detached_types=DETACHED_TYPES, revision=PUBLISHED,
+                               get_tags=lambda key: [])  # no about/effort block
+    course = source.get_course(KEY)
+    assert (course.advertised_start, course.announcement, course.effort, course.external_id) == (None,) * 4
+
+
 def test_keys_as_strings_and_with_a_branch(source):
     assert source.get_course(str(KEY)).course_key == KEY
     assert source.get_course(str(BRANCHED)).course_key == KEY

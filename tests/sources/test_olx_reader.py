@@ -182,7 +182,8 @@ def test_course_defaults(make_export):
     assert (course.end, course.enrollment_start, course.enrollment_end, course.announcement) == (None,) * 4
     assert (course.self_paced, course.invitation_only, course.enable_proctored_exams,
             course.entrance_exam_enabled) == (False,) * 4
-    assert (course.advertised_start, course.language, course.effort) == ("", "", "")
+    assert (course.advertised_start, course.effort, course.external_id) == (None, None, None)  # unset, not ""
+    assert course.language == ""
     assert course.max_student_enrollments_allowed is None
     assert course.lowest_passing_grade == 0.5
     assert course.detached == []

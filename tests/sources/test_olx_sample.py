@@ -173,4 +173,4 @@ def test_course_metadata(course):
     assert course.entrance_exam_enabled is False
     assert course.language == "en"
     assert course.lowest_passing_grade == 0.6
-    assert (course.created, course.modified, course.tags, course.external_id) == (None, None, [], "")
+    assert (course.created, course.modified, course.tags, course.external_id) == (None, None, [], None)
