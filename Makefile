@@ -1,5 +1,5 @@
 # clickhouse_outbox: `make demo` runs the whole pipeline on embedded defaults;
-# `make test` runs the whole suite (it starts the ClickHouse test server itself).
+# `make test` runs the whole suite (it starts the ClickHouse test server and test cluster itself).
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -13,7 +13,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
 SAMPLE := clickhouse_outbox/sample_course
 
 
-.PHONY: help demo demo-admin screenshots bench system-packages test test-sqlite test-mysql test-postgres test-server quality tox requirements clean
+.PHONY: help demo demo-admin screenshots bench system-packages test test-sqlite test-mysql test-postgres test-server test-cluster quality tox requirements clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -70,23 +70,26 @@ bench: $(VENV)/.installed test-server ## This project and its peer side by side 
 test-server: ## Start the ClickHouse test server (Debian's clickhouse-server, loopback, password)
 	scripts/clickhouse-test-server start
 
+test-cluster: ## Start the replicated ClickHouse test cluster (ZooKeeper + two 18.16 replicas, loopback, password)
+	scripts/clickhouse-test-cluster start
+
 system-packages: ## Install the Debian packages the tests need (as root; otherwise it prints the apt-get line)
 	scripts/install-system-packages
 
-test: system-packages $(VENV)/.installed test-server ## The whole suite, on SQLite, MariaDB and PostgreSQL
+test: system-packages $(VENV)/.installed test-server test-cluster ## The whole suite, on SQLite, MariaDB and PostgreSQL
 	$(MAKE) test-sqlite test-mysql test-postgres
 
 test-sqlite: $(VENV)/.installed ## Everything, with the outbox on SQLite
 	mkdir -p $(TEST_DB_DIR)
-	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
+	set -a; eval "$$(scripts/clickhouse-test-server env)"; eval "$$(scripts/clickhouse-test-cluster env)"; set +a; \
 	DATABASE_URL=sqlite:///$(TEST_DB_DIR)/outbox.sqlite3 $(BIN)/pytest -p no:cacheprovider
 
 test-mysql: $(VENV)/.installed ## The tests that use the outbox database, on MariaDB/MySQL
-	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
+	set -a; eval "$$(scripts/clickhouse-test-server env)"; eval "$$(scripts/clickhouse-test-cluster env)"; set +a; \
 	DATABASE_URL=$(MYSQL_URL) $(BIN)/pytest -p no:cacheprovider -m django_db
 
 test-postgres: $(VENV)/.installed ## The tests that use the outbox database, on PostgreSQL
-	set -a; eval "$$(scripts/clickhouse-test-server env)"; set +a; \
+	set -a; eval "$$(scripts/clickhouse-test-server env)"; eval "$$(scripts/clickhouse-test-cluster env)"; set +a; \
 	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest -p no:cacheprovider -m django_db
 
 quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date
@@ -102,6 +105,7 @@ requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files
 	  $(BIN)/pip-compile -q --allow-unsafe --no-strip-extras --no-emit-index-url --no-emit-find-links \
 	    -o requirements/$$f.txt requirements/$$f.in; done
 
-clean: ## Remove the venv, demo data and test server data
+clean: ## Remove the venv, demo data and test server and cluster data
 	-scripts/clickhouse-test-server stop
-	rm -rf $(VENV) .demo .clickhouse-test .test-db .tox
+	-scripts/clickhouse-test-cluster stop
+	rm -rf $(VENV) .demo .clickhouse-test .clickhouse-cluster .test-db .tox

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.clickhouse.backends import validate_config
+from clickhouse_outbox.clickhouse.backends import configured_urls, insert_quorum, validate_config
 
 SETTING = "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -20,26 +20,20 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def check_backend_config(app_configs=None, **kwargs):
     config = conf.backend_config()
     errors = []
-    url = str(config.get("url") or "")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https", "chdb"):
-        errors.append(Error(
-            f"{SETTING}['url'] must start with http://, https:// or chdb:///, not {parts.scheme or 'nothing'!r}.",
-            hint="Use the address of ClickHouse's HTTP interface, e.g. http://clickhouse:8123.",
-            id="clickhouse_outbox.E001",
-        ))
-    if parts.username or parts.password:
-        errors.append(Error(
-            f"{SETTING}['url'] contains credentials.",
-            hint="Remove them from the URL and set the 'username' and 'password' keys instead.",
-            id="clickhouse_outbox.E002",
-        ))
-    if parts.scheme == "chdb" and (parts.netloc or not parts.path.startswith("/")):
-        errors.append(Error(
-            f"{SETTING}['url'] must name an absolute path for the embedded engine.",
-            hint="Write chdb:///absolute/path/to/store (three slashes).",
-            id="clickhouse_outbox.E003",
-        ))
+    entries = [(f"{SETTING}['url']", str(config.get("url") or ""))]
+    if config.get("urls") is not None:
+        try:
+            entries = configured_urls(config)
+        except ImproperlyConfigured as exc:
+            errors.append(Error(
+                str(exc),
+                hint="Give one server as 'url', or the replicas of one shard as 'urls' (a list, or a "
+                     "comma-separated string of http(s) URLs).",
+                id="clickhouse_outbox.E007",
+            ))
+            entries = []
+    for label, url in entries:
+        errors.extend(url_errors(label, url))
     if not IDENTIFIER.match(str(config.get("database") or "")):
         errors.append(Error(
             f"{SETTING}['database'] must be a plain ClickHouse database name.",
@@ -53,11 +47,44 @@ def check_backend_config(app_configs=None, **kwargs):
                 hint="The defaults are 5 (timeout_secs, read) and 3 (connect_timeout_secs).",
                 id="clickhouse_outbox.E005",
             ))
+    try:
+        insert_quorum(config)
+    except ImproperlyConfigured as exc:
+        errors.append(Error(
+            str(exc),
+            hint="insert_quorum = 2 acknowledges an insert once two replicas have it.",
+            id="clickhouse_outbox.E008",
+        ))
     if not errors:
         try:
             validate_config(config)  # the backend's own rules, so a check never passes what a drain rejects
         except ImproperlyConfigured as exc:
             errors.append(Error(str(exc), id="clickhouse_outbox.E006"))
+    return errors
+
+
+def url_errors(label, url):
+    """What is wrong with one configured URL (`label` names it; the URL is never repeated)."""
+    errors = []
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "chdb"):
+        errors.append(Error(
+            f"{label} must start with http://, https:// or chdb:///, not {parts.scheme or 'nothing'!r}.",
+            hint="Use the address of ClickHouse's HTTP interface, e.g. http://clickhouse:8123.",
+            id="clickhouse_outbox.E001",
+        ))
+    if parts.username or parts.password:
+        errors.append(Error(
+            f"{label} contains credentials.",
+            hint="Remove them from the URL and set the 'username' and 'password' keys instead.",
+            id="clickhouse_outbox.E002",
+        ))
+    if parts.scheme == "chdb" and (parts.netloc or not parts.path.startswith("/")):
+        errors.append(Error(
+            f"{label} must name an absolute path for the embedded engine.",
+            hint="Write chdb:///absolute/path/to/store (three slashes).",
+            id="clickhouse_outbox.E003",
+        ))
     return errors
 
 
@@ -96,9 +123,11 @@ def check_outbox_settings(app_configs=None, **kwargs):
         return errors
     config = conf.backend_config()
     if positive_number(config.get("timeout_secs")) and positive_number(config.get("connect_timeout_secs")):
-        if conf.lease_secs() <= config["timeout_secs"] + config["connect_timeout_secs"]:
+        replicas = replica_count(config)
+        if conf.lease_secs() <= replicas * (config["timeout_secs"] + config["connect_timeout_secs"]):
             errors.append(Error(
-                "CLICKHOUSE_OUTBOX_LEASE_SECS must be longer than the ClickHouse connect + read timeouts.",
+                "CLICKHOUSE_OUTBOX_LEASE_SECS must be longer than the ClickHouse connect + read timeouts"
+                + (f", times the {replicas} replicas a send may try in turn." if replicas > 1 else "."),
                 hint="Otherwise a slow but live send loses its batch to another drainer; raise the lease.",
                 id="clickhouse_outbox.E011",
             ))
@@ -115,6 +144,14 @@ def check_outbox_settings(app_configs=None, **kwargs):
             id="clickhouse_outbox.E012",
         ))
     return errors
+
+
+def replica_count(config):
+    """How many servers one send may try (the `urls`; 1 when they are malformed: E007 says so)."""
+    try:
+        return len(configured_urls(config))
+    except ImproperlyConfigured:
+        return 1
 
 
 @register(Tags.compatibility)

@@ -42,9 +42,15 @@ def get(name):
 
 
 def backend_config():
-    """EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG, the seed plugin's setting, with defaults filled in."""
+    """
+    EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG, the seed plugin's setting, with defaults filled in
+    (not the default `url` when the setting lists replicas in `urls`).
+    """
+    configured = getattr(settings, "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG", None) or {}
     config = dict(DEFAULT_BACKEND_CONFIG)
-    config.update(getattr(settings, "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG", None) or {})
+    if configured.get("urls") is not None:
+        del config["url"]  # the default url would disagree with the replicas the deployment lists
+    config.update(configured)
     return config
 
 

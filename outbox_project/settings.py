@@ -4,6 +4,7 @@ Settings for the standalone project, all from the environment.
     DATABASE_URL         sqlite:///path | mysql://user:pass@host:port/db | postgres://user@host/db
                          (default: SQLite in .demo/outbox.sqlite3)
     CLICKHOUSE_URL       http(s)://host:port or chdb:///absolute/path (default: chdb in .demo/chdb)
+    CLICKHOUSE_URLS      or several replicas' http(s)://host:port, comma-separated (failover)
     CLICKHOUSE_USERNAME, CLICKHOUSE_PASSWORD, CLICKHOUSE_DATABASE (default event_sink)
     OLX_COURSES_DIR      the folder of OLX exports the course source reads (default .demo/courses)
     CELERY_BROKER_URL    (default redis://127.0.0.1:6379/0)
@@ -96,6 +97,11 @@ EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {
     "database": os.environ.get("CLICKHOUSE_DATABASE", "event_sink"),
     "timeout_secs": float(os.environ.get("CLICKHOUSE_TIMEOUT_SECS", "10")),
 }
+if os.environ.get("CLICKHOUSE_URLS"):
+    # Replicas of one shard, comma-separated: the plugin fails over between them.
+    EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG["urls"] = os.environ["CLICKHOUSE_URLS"]
+    if not os.environ.get("CLICKHOUSE_URL"):
+        del EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG["url"]
 
 CLICKHOUSE_OUTBOX_COURSE_SOURCE = "clickhouse_outbox.sources.olx.OlxFolderSource"
 CLICKHOUSE_OUTBOX_OLX_DIR = os.environ.get("OLX_COURSES_DIR", str(DEMO_DIR / "courses"))

@@ -3,8 +3,10 @@ pytest fixtures for the ClickHouse backends (loaded by pytest.ini: `-p tests.cli
 
 `http_backend` talks to the real old server that `scripts/clickhouse-test-server` runs
 (Debian's 18.16), each test in a database of its own; `chdb_backend` uses an embedded
-current engine in a temporary store; `backend` runs a test on both. A missing test server
-is a failure, not a skip: a suite that silently skips its server tests proves nothing.
+current engine in a temporary store; `backend` runs a test on both. `cluster_backends` talks
+to the two replicas of the replicated cluster that `scripts/clickhouse-test-cluster` runs (ZooKeeper
+and two 18.16 servers). A missing test server or cluster is a failure, not a skip: a suite that
+silently skips its server tests proves nothing.
 The plugin is loaded for every test run, so it imports the plugin's code only in fixtures.
 """
 
@@ -75,3 +77,105 @@ def chdb_backend(tmp_path, clickhouse_database_name):
 def backend(request):
     """Each test twice: against the old real server and against the embedded current engine."""
     return request.getfixturevalue("http_backend" if request.param == "server-18.16" else "chdb_backend")
+
+
+# -- the replicated cluster (scripts/clickhouse-test-cluster) ---------------------------------
+
+CLUSTER_SCRIPT = "scripts/clickhouse-test-cluster"
+CLUSTER_START_HINT = f"start it: {CLUSTER_SCRIPT} start; eval $({CLUSTER_SCRIPT} env)"
+CLUSTER_ENV = (
+    "CLICKHOUSE_CLUSTER_URLS",
+    "CLICKHOUSE_CLUSTER_USERNAME",
+    "CLICKHOUSE_CLUSTER_PASSWORD",
+    "CLICKHOUSE_CLUSTER_NAME",
+)
+
+
+@pytest.fixture(scope="session")
+def cluster_config():
+    """
+    The test cluster, from the CLICKHOUSE_CLUSTER_* variables: {"cluster": its name, "urls":
+    [replica 1's HTTP URL, replica 2's], "username", "password", "timeout_secs",
+    "connect_timeout_secs"}. `replica_backend_config(cluster_config, i, database)` turns it
+    into one replica's EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG.
+    """
+    missing = [name for name in CLUSTER_ENV if not os.environ.get(name)]
+    if missing:
+        unset = ", ".join(missing)
+        pytest.fail(f"The ClickHouse test cluster is not configured ({unset} unset): {CLUSTER_START_HINT}",
+                    pytrace=False)
+    urls = [url.strip() for url in os.environ["CLICKHOUSE_CLUSTER_URLS"].split(",") if url.strip()]
+    if len(urls) < 2:
+        pytest.fail(f"CLICKHOUSE_CLUSTER_URLS lists {len(urls)} replica(s), the tests need 2: {CLUSTER_START_HINT}",
+                    pytrace=False)
+    return {
+        "cluster": os.environ["CLICKHOUSE_CLUSTER_NAME"],
+        "urls": urls,
+        "username": os.environ["CLICKHOUSE_CLUSTER_USERNAME"],
+        "password": os.environ["CLICKHOUSE_CLUSTER_PASSWORD"],
+        # ON CLUSTER DDL answers once every replica ran it: more time than a plain statement.
+        "timeout_secs": 30,
+        "connect_timeout_secs": 3,
+    }
+
+
+def replica_backend_config(cluster_config, index, database):
+    """EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG for replica `index` (0-based) of the test cluster."""
+    return {
+        "url": cluster_config["urls"][index],
+        "username": cluster_config["username"],
+        "password": cluster_config["password"],
+        "database": database,
+        "timeout_secs": cluster_config["timeout_secs"],
+        "connect_timeout_secs": cluster_config["connect_timeout_secs"],
+    }
+
+
+def ensure_cluster_running(cluster_config):
+    """Start whatever part of the test cluster a test left stopped (`stop-replica N`); a no-op when all is up."""
+    import subprocess
+    from pathlib import Path
+
+    import requests
+
+    for url in cluster_config["urls"]:
+        try:
+            if requests.get(f"{url.rstrip('/')}/ping", timeout=2).ok:
+                continue
+        except requests.RequestException:
+            pass
+        script = Path(__file__).resolve().parent.parent / CLUSTER_SCRIPT
+        subprocess.run([str(script), "start"], check=True, capture_output=True, timeout=120)  # noqa: S603
+        return
+
+
+@pytest.fixture
+def cluster_backends(cluster_config, clickhouse_database_name):
+    """
+    [HttpBackend on replica 1, HttpBackend on replica 2], both on a fresh database created
+    ON CLUSTER (no tables: `create_schema(backends[0], cluster=cluster_config["cluster"])`
+    makes them), dropped ON CLUSTER after the test, restarting a replica the test left stopped.
+    """
+    from clickhouse_outbox.clickhouse.backends import build_backend
+    from clickhouse_outbox.clickhouse.backends.base import quote_identifier
+    from clickhouse_outbox.clickhouse.errors import ClickHouseError
+
+    cluster = quote_identifier(cluster_config["cluster"])
+    database = quote_identifier(clickhouse_database_name)
+    backends = [
+        build_backend(replica_backend_config(cluster_config, index, clickhouse_database_name))
+        for index in range(len(cluster_config["urls"]))
+    ]
+    try:
+        backends[0].command(f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}")
+    except ClickHouseError as exc:
+        for backend in backends:
+            backend.close()
+        pytest.fail(f"Cannot use the ClickHouse test cluster: {exc}\n{CLUSTER_START_HINT}", pytrace=False)
+    yield backends
+    try:
+        ensure_cluster_running(cluster_config)
+        backends[0].command(f"DROP DATABASE IF EXISTS {database} ON CLUSTER {cluster}")
+    finally:
+        for backend in backends:
+            backend.close()

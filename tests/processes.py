@@ -54,7 +54,8 @@ def project_env(clickhouse_config, **extra):
         DJANGO_SETTINGS_MODULE="outbox_project.settings",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         DATABASE_URL=test_database_url(),
-        CLICKHOUSE_URL=clickhouse_config["url"],
+        CLICKHOUSE_URL=clickhouse_config.get("url", ""),
+        CLICKHOUSE_URLS=",".join(clickhouse_config.get("urls") or ()),  # replicas to fail over between
         CLICKHOUSE_USERNAME=clickhouse_config.get("username", ""),
         CLICKHOUSE_PASSWORD=clickhouse_config.get("password", ""),
         CLICKHOUSE_DATABASE=clickhouse_config["database"],

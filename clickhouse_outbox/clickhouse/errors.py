@@ -97,16 +97,23 @@ class WriteMismatch(ClickHouseError):
 # The server did not accept who we are (or what we may do): a configuration to fix.
 CREDENTIAL_CODES = frozenset({192, 193, 194, 497, 516})
 
+# Too few replicas are up for the configured insert_quorum: every insert fails until one is back.
+QUORUM_CODES = frozenset({
+    285,  # TOO_FEW_LIVE_REPLICAS
+    286,  # UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
+})
+
 
 def is_server_wide(exc):
     """
     True when a failure says nothing about the batch: ClickHouse is unreachable, timing out,
-    overloaded, or refusing our credentials. Any other batch would fail the same way now.
+    overloaded, refusing our credentials, or short of replicas for insert_quorum. Any other
+    batch would fail the same way now.
     """
     return (
         isinstance(exc, ClickHouseUnavailable)
         or getattr(exc, "http_status", None) in (401, 403)
-        or getattr(exc, "code", None) in CREDENTIAL_CODES | PRESSURE_CODES
+        or getattr(exc, "code", None) in CREDENTIAL_CODES | PRESSURE_CODES | QUORUM_CODES
     )
 
 
@@ -134,6 +141,8 @@ def describe_failure(*, code=None, http_status=None, server_error=False):
         return "A table or database is missing, or differs from the contract: see clickhouse_outbox_schema --check."
     if code in PRESSURE_CODES:
         return "ClickHouse was overloaded or timed out."
+    if code in QUORUM_CODES:
+        return "Too few ClickHouse replicas were up for insert_quorum."
     if code in DATA_ERROR_CODES:
         return "ClickHouse rejected a row as invalid; the other rows were sent."
     if server_error:

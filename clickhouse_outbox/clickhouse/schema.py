@@ -93,6 +93,8 @@ def create_schema(backend, cluster=None, tables=None):
         info = backend.server_info()
         if database_exists(backend):
             report.append(f"Found database {quote_identifier(database)}")
+            if cluster:  # found on this replica: IF NOT EXISTS ON CLUSTER creates it where it is missing
+                backend.command(create_database_sql(database, cluster))
         else:
             backend.command(create_database_sql(database, cluster))
             report.append(f"Created database {quote_identifier(database)}{_on_cluster(cluster)}")
@@ -101,6 +103,10 @@ def create_schema(backend, cluster=None, tables=None):
             name = qualified_name(database, table.name)
             if table.name in existing:
                 report.append(f"Found table {name} ({existing[table.name]}), left as it is; --check compares it")
+                if cluster and existing[table.name] in REPLICATED_ENGINES:
+                    # The same IF NOT EXISTS ... ON CLUSTER: created on a replica that lacks it.
+                    backend.command(create_table_sql(table, database, info, cluster))
+                    report.append(f"Ensured table {name} on every replica{_on_cluster(cluster)}")
             else:
                 backend.command(create_table_sql(table, database, info, cluster))
                 report.append(f"Created table {name}{_on_cluster(cluster)}")
@@ -149,8 +155,7 @@ def deduplication_warnings(backend, tables=None):
             name = qualified_name(backend.database, row["name"])
             warnings.append(
                 f"Table {name} keeps no deduplication window, so a batch resent after a lost acknowledgement may be "
-                f"stored twice; to fix: ALTER TABLE {name} MODIFY SETTING non_replicated_deduplication_window = "
-                f"{DEDUPLICATION_WINDOW}"
+                "stored twice; to fix: manage.py clickhouse_outbox_schema --enable-dedup"
             )
     return warnings
 

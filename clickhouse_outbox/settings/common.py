@@ -17,6 +17,10 @@ def plugin_settings(settings):
     #    `url`: http(s)://host:port of ClickHouse's HTTP interface (no credentials in it), or
     #    chdb:///absolute/path for the embedded engine. `timeout_secs` is the read timeout,
     #    `connect_timeout_secs` the connect timeout. The password is sent in a header only.
+    #    `urls` (instead of `url`): the replicas of one shard, a list or a comma-separated
+    #    string of http(s) URLs; a send goes to the next one when a replica is unreachable.
+    #    `insert_quorum` (optional, at least 2): inserts are acknowledged once that many
+    #    replicas have the rows.
     if not hasattr(settings, "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"):
         settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = dict(conf.DEFAULT_BACKEND_CONFIG)
 

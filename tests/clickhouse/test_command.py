@@ -118,7 +118,7 @@ def test_help_explains_the_options():
     result = manage("--help")
 
     assert result.returncode == 0
-    for option in ("--create", "--check", "--cluster NAME", "ReplicatedMergeTree"):
+    for option in ("--create", "--check", "--enable-dedup", "--cluster NAME", "ReplicatedMergeTree"):
         assert option in result.stdout
 
 
@@ -142,5 +142,5 @@ def test_check_warns_about_tables_that_cannot_deduplicate(chdb_backend, settings
     call_command("clickhouse_outbox_schema", "--check", stdout=out, stderr=err)
     assert "schema OK" in out.getvalue()
     assert "course_blocks` keeps no deduplication window" in err.getvalue()
-    assert "MODIFY SETTING non_replicated_deduplication_window = 1000" in err.getvalue()
+    assert "to fix: manage.py clickhouse_outbox_schema --enable-dedup" in err.getvalue()
     assert "course_overviews" not in err.getvalue()

@@ -153,7 +153,7 @@ def test_uint8_for_bool_is_accepted_on_a_server_that_has_bool(chdb_backend):
 
 
 class TestClusterDdl:
-    """The ON CLUSTER DDL, as SQL: no ClickHouse cluster (nor ZooKeeper/Keeper) is available here."""
+    """The ON CLUSTER DDL, as SQL (run on a real cluster in tests/clickhouse/test_cluster.py)."""
 
     def test_database(self):
         sql = create_database_sql("event_sink", "main")

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import F, Sum
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.outbox.payloads import decompress
@@ -148,6 +148,13 @@ def queued_keys(table, entries=None):
 
 def batch_outcomes():
     return Counter(Batch.objects.values_list("status", flat=True))
+
+
+def leftover_claims_were_reclaimed(left_by_trials):
+    """Each claim a killed drainer left was claimed again: attempts - 1 summed over batches."""
+    extra_claims = Batch.objects.aggregate(n=Sum(F("attempts") - 1))["n"] or 0
+    assert extra_claims == left_by_trials, (extra_claims, left_by_trials)
+    return extra_claims
 
 
 def assert_all_sent():

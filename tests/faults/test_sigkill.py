@@ -34,7 +34,6 @@ from collections import Counter
 
 import pytest
 from django.db import connection
-from django.db.models import F, Sum
 
 from clickhouse_outbox.models import Batch
 from clickhouse_outbox.outbox.drain import drain_until_empty
@@ -46,6 +45,7 @@ from tests.faults.helpers import (
     assert_every_row_at_least_once_and_duplicates_exact,
     assert_every_row_exactly_once,
     ch_key_counts,
+    leftover_claims_were_reclaimed,
     queued_keys,
     report,
     row_figures,
@@ -103,13 +103,6 @@ def batch_copies(backend):
         assert len(counts) == 1, (batch, counts)  # one INSERT is one part: all of it or none of it
         copies[batch.pk] = counts.pop()
     return copies
-
-
-def leftover_claims_were_reclaimed(left_by_trials):
-    """Each claim a killed drainer left was claimed again: attempts - 1 summed over batches."""
-    extra_claims = Batch.objects.aggregate(n=Sum(F("attempts") - 1))["n"] or 0
-    assert extra_claims == left_by_trials, (extra_claims, left_by_trials)
-    return extra_claims
 
 
 @pytest.mark.clickhouse_server

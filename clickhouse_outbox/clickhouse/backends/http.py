@@ -4,7 +4,9 @@ The backend for a ClickHouse server, over its HTTP interface.
 Credentials travel in the X-ClickHouse-User / X-ClickHouse-Key headers, never in the URL,
 so they cannot end up in a log line or an exception message. Inserts are gzip-compressed
 and ask the server to answer only once the data is written (`wait_end_of_query=1`), so
-the answer (and, on servers that send it, the row count in X-ClickHouse-Summary) is final.
+the answer (and, on servers that send it, the row count in X-ClickHouse-Summary) is final,
+and to parse the whole batch into one block (`max_insert_block_size`), which a replicated
+table deduplicates when the batch is resent.
 Settings are sent only to servers that know them: an unknown setting is an error.
 """
 
@@ -55,6 +57,13 @@ MAX_ERROR_CHARS = 2000
 # loopback the 24x smaller body wins outright. None sends the body uncompressed.
 DEFAULT_COMPRESSLEVEL = 1
 
+# ClickHouse's default max_insert_block_size. An INSERT is parsed into blocks of at most this many
+# rows, and a replicated table deduplicates a resent INSERT block by block (a hash of each block's
+# data). A batch therefore asks for a block size of at least its own row count: it is one block
+# whatever the server's or the user profile's setting, so a resend through any replica is the
+# same block and is dropped. The value depends only on the batch, so every attempt sends the same.
+MAX_INSERT_BLOCK_SIZE = 1_048_576
+
 
 class HttpBackend(Backend):
     """One ClickHouse server and database, with a pooled `requests.Session` (not thread-safe)."""
@@ -69,6 +78,7 @@ class HttpBackend(Backend):
         timeout_secs=5,
         connect_timeout_secs=3,
         compresslevel=DEFAULT_COMPRESSLEVEL,
+        insert_settings=None,
     ):
         parts = urlsplit(url)
         self.url = url.rstrip("/") + "/"
@@ -79,6 +89,8 @@ class HttpBackend(Backend):
         self.timeout_secs = float(timeout_secs)
         self.connect_timeout_secs = float(connect_timeout_secs)
         self.compresslevel = compresslevel
+        # Settings every INSERT carries (e.g. insert_quorum), from the configuration.
+        self.insert_settings = dict(insert_settings or {})
         self._password = password or ""
         self._server_info = None
         self._session = requests.Session()
@@ -105,9 +117,11 @@ class HttpBackend(Backend):
             "query": insert_statement(self.database, table),
             "database": self.database,
             "wait_end_of_query": "1",
+            **self.insert_settings,
         }
         if info.supports_async_insert_setting:
             params["async_insert"] = "0"
+        params["max_insert_block_size"] = str(insert_block_size(rows))
         token_sent = bool(dedup_token) and info.supports_deduplication_token
         if token_sent:
             params["insert_deduplication_token"] = dedup_token
@@ -173,6 +187,11 @@ class HttpBackend(Backend):
         if error is not None:
             raise _redact(error, self._password)
         return response
+
+
+def insert_block_size(rows):
+    """max_insert_block_size for an INSERT of `rows` rows: one block for the whole batch (see MAX_INSERT_BLOCK_SIZE)."""
+    return max(int(rows or 0), MAX_INSERT_BLOCK_SIZE)
 
 
 def error_from_response(status, headers, body, *, username, what="the request"):
