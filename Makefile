@@ -101,7 +101,7 @@ tox: $(VENV)/.installed ## The Python/Django matrix
 	$(BIN)/tox
 
 requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files
-	for f in base embedded test quality dev; do \
+	for f in base embedded test quality dev tutor; do \
 	  $(BIN)/pip-compile -q --allow-unsafe --no-strip-extras --no-emit-index-url --no-emit-find-links \
 	    -o requirements/$$f.txt requirements/$$f.in; done
 

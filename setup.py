@@ -41,9 +41,10 @@ setup(
     package_data={"clickhouse_outbox": ["sample_course/**/*", "sample_course/*", "templates/**/*"]},
     python_requires=">=3.11",
     install_requires=requirements("base.in"),
-    extras_require={"embedded": requirements("embedded.in")},
+    extras_require={"embedded": requirements("embedded.in"), "tutor": requirements("tutor-plugin.in")},
     entry_points={
         "cms.djangoapp": ["clickhouse_outbox = clickhouse_outbox.apps:ClickhouseOutboxConfig"],
+        "tutor.plugin.v1": ["clickhouse_outbox = clickhouse_outbox.tutor.plugin"],
     },
     classifiers=[
         "Development Status :: 4 - Beta",

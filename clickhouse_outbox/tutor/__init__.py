@@ -1,0 +1,1 @@
+"""The Tutor plugin: deploy clickhouse_outbox next to (or without) Aspects."""

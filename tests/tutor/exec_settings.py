@@ -1,0 +1,52 @@
+"""
+Run by the project's python in a process of its own (not by pytest): execute a rendered
+Tutor CMS settings file as edx-platform imports it (as the module cms.envs.tutor.NAME, with
+the stand-ins of platform_standins/ first on sys.path and this project installed), then
+print its settings as JSON.
+
+    python exec_settings.py RENDERED_SETTINGS_FILE
+
+The rendered file creates the container's folders (/openedx/...): those calls are
+recorded, not made, and printed as "_made_dirs".
+"""
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+STANDINS = Path(__file__).resolve().parent / "platform_standins"
+
+
+def main(settings_file):
+    sys.path.insert(0, str(STANDINS))
+    made_dirs = []
+    makedirs = os.makedirs
+
+    def record_container_dirs(name, *args, **kwargs):
+        if str(name).startswith("/openedx"):
+            made_dirs.append(str(name))
+        else:
+            makedirs(name, *args, **kwargs)
+
+    os.makedirs = record_container_dirs
+    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+
+    path = Path(settings_file)
+    name = f"cms.envs.tutor.{path.stem}"
+    import cms.envs  # noqa: F401  the stand-in package the rendered module lives in
+
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    module.__package__ = "cms.envs.tutor"
+    sys.modules[name] = module
+    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
+
+    values = {key: value for key, value in vars(module).items() if key.isupper()}
+    values["_made_dirs"] = made_dirs
+    json.dump(values, sys.stdout, default=repr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
