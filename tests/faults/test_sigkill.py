@@ -23,12 +23,14 @@ chdb (current engine, deduplication token): the drainer uses a chdb store (the t
 process opens it only between trials, per query). Half of the trials kill the drainer a
 random 0-600 ms after its first claim; the other half the moment a new inserted part
 (all_N_N_0) appears in the store, i.e. after ClickHouse committed and before the drainer
-could finalise. After resending, there is no duplicate at all.
+could finalise. After resending, there is no duplicate at all. The kill is held back while
+the embedded engine (the same process) is inside its own commit: see kill_outside_a_commit().
 """
 
 import os
 import random
 import re
+import signal
 import time
 from collections import Counter
 
@@ -204,6 +206,40 @@ def inserted_parts(store):
     return parts
 
 
+def engine_committing(store):
+    """Whether the embedded engine holds a temporary insert part: it is between writing a part and committing it."""
+    for _, dirs, _ in os.walk(store):
+        if any(name.startswith("tmp_insert_") for name in dirs):
+            return True
+    return False
+
+
+def kill_outside_a_commit(drainer, store, timeout=WAIT):
+    """
+    SIGKILL the drainer at an instant its embedded engine is not committing a part.
+
+    Here the drainer runs ClickHouse (chdb) in its own process, so killing it also kills the
+    server. ClickHouse logs a block's deduplication id before it renames the block's part into
+    place (MergeTreeSink::commitPart): a server killed between the two keeps the id and loses
+    the part, and a resend is then dropped as a duplicate of rows that are gone. That is a crash
+    of the ClickHouse server in its own commit, which killing a drainer never causes in
+    production (the server is another process). So the drainer is stopped, the store looked at,
+    and the drainer killed only outside that window; otherwise it runs on for a moment.
+    """
+    deadline = time.monotonic() + timeout
+    while drainer.running():
+        try:
+            os.kill(drainer.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            break
+        if not engine_committing(store):
+            break
+        assert time.monotonic() < deadline, "the engine never left its commit"
+        os.kill(drainer.pid, signal.SIGCONT)
+        time.sleep(0.001)
+    return drainer.kill()
+
+
 @pytest.mark.chdb
 def test_sigkill_between_claim_and_finalise_leaves_no_duplicate_where_the_engine_deduplicates(
     chdb_clickhouse, settings, tmp_path
@@ -228,7 +264,7 @@ def test_sigkill_between_claim_and_finalise_leaves_no_duplicate_where_the_engine
                 claimed = wait_until(lambda: inserted_parts(backend.path) - parts_before, drainer)  # noqa: B023
             time.sleep(delay)
             running = drainer.running()
-            drainer.kill()
+            kill_outside_a_commit(drainer, backend.path)
         finally:
             drainer.kill()
         assert claimed and running, (trigger, drainer.output()[-2000:])
