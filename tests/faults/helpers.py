@@ -121,6 +121,31 @@ class Drainer:
         return self.log_path.read_text(errors="replace")
 
 
+def run_drainers_until_empty(envs, tmp_path, timeout=120):
+    """
+    `outbox_drain --until-empty` in one process per env, all at once; (outputs, seconds) once
+    all have ended, each having exited 0 without a lock error.
+    """
+    started = time.monotonic()
+    drainers = [
+        Drainer("outbox_drain", "--until-empty", "--timeout", str(timeout), env=env,
+                log_path=tmp_path / f"drainer-{n}.log")
+        for n, env in enumerate(envs)
+    ]
+    try:
+        exit_codes = [drainer.wait(timeout=timeout + 30) for drainer in drainers]
+    finally:
+        for drainer in drainers:
+            drainer.kill()
+    elapsed = time.monotonic() - started
+    outputs = [drainer.output() for drainer in drainers]
+    assert exit_codes == [0] * len(drainers), "\n".join(f"--- drainer {n}:\n{out}" for n, out in enumerate(outputs))
+    for output in outputs:
+        for text in LOCK_ERRORS:
+            assert text not in output, output
+    return outputs, elapsed
+
+
 # -- the outbox's side ---------------------------------------------------------------------
 
 

@@ -32,7 +32,6 @@ from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from tests.clickhouse_fixtures import replica_backend_config
 from tests.factories import CourseSnapshotFactory
 from tests.faults.helpers import (
-    LOCK_ERRORS,
     TABLES,
     Drainer,
     assert_all_sent,
@@ -42,6 +41,7 @@ from tests.faults.helpers import (
     queued_rows,
     report,
     row_figures,
+    run_drainers_until_empty,
 )
 from tests.processes import project_env
 from tests.proxy import FaultProxy
@@ -312,23 +312,7 @@ def test_drainers_on_several_hosts_through_both_replicas_send_every_row_once(
         for index in range(DRAINERS)
     ]
 
-    started = time.monotonic()
-    drainers = [
-        Drainer("outbox_drain", "--until-empty", "--timeout", "120", env=env, log_path=tmp_path / f"drainer-{n}.log")
-        for n, env in enumerate(envs)
-    ]
-    try:
-        exit_codes = [drainer.wait(timeout=150) for drainer in drainers]
-    finally:
-        for drainer in drainers:
-            drainer.kill()
-    elapsed = time.monotonic() - started
-    outputs = [drainer.output() for drainer in drainers]
-
-    assert exit_codes == [0] * DRAINERS, "\n".join(f"--- drainer {n}:\n{out}" for n, out in enumerate(outputs))
-    for output in outputs:
-        for text in LOCK_ERRORS:
-            assert text not in output, output
+    outputs, elapsed = run_drainers_until_empty(envs, tmp_path)
     assert_all_sent()
     assert set(Batch.objects.values_list("attempts", flat=True)) == {1}
     figures = assert_once_on_every_replica(replicas)

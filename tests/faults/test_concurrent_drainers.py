@@ -23,14 +23,13 @@ from clickhouse_outbox.models import Batch, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch, due_batches, skip_locked
 from tests.factories import CourseSnapshotFactory
 from tests.faults.helpers import (
-    LOCK_ERRORS,
     TABLES,
-    Drainer,
     assert_all_sent,
     assert_every_row_exactly_once,
     queued_rows,
     report,
     row_figures,
+    run_drainers_until_empty,
 )
 from tests.processes import project_env
 
@@ -68,23 +67,7 @@ def test_four_drainers_at_once_send_every_row_once(server_clickhouse, settings, 
         OUTBOX_LOG_LEVEL="WARNING",
     )
 
-    started = time.monotonic()
-    drainers = [
-        Drainer("outbox_drain", "--until-empty", "--timeout", "120", env=env, log_path=tmp_path / f"drainer-{n}.log")
-        for n in range(DRAINERS)
-    ]
-    try:
-        exit_codes = [drainer.wait(timeout=150) for drainer in drainers]
-    finally:
-        for drainer in drainers:
-            drainer.kill()
-    elapsed = time.monotonic() - started
-    outputs = [drainer.output() for drainer in drainers]
-
-    assert exit_codes == [0] * DRAINERS, "\n".join(f"--- drainer {n}:\n{out}" for n, out in enumerate(outputs))
-    for output in outputs:
-        for text in LOCK_ERRORS:
-            assert text not in output, output
+    outputs, elapsed = run_drainers_until_empty([env] * DRAINERS, tmp_path)
     sent = []
     for output in outputs:
         (match,) = DRAINED.findall(output)
