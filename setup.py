@@ -44,6 +44,7 @@ setup(
     extras_require={"embedded": requirements("embedded.in"), "tutor": requirements("tutor-plugin.in")},
     entry_points={
         "cms.djangoapp": ["clickhouse_outbox = clickhouse_outbox.apps:ClickhouseOutboxConfig"],
+        "lms.djangoapp": ["clickhouse_outbox = clickhouse_outbox.apps:ClickhouseOutboxConfig"],
         "tutor.plugin.v1": ["clickhouse_outbox = clickhouse_outbox.tutor.plugin"],
     },
     classifiers=[

@@ -47,15 +47,16 @@ from clickhouse_outbox.clickhouse.schema import create_schema  # noqa: E402
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS  # noqa: E402
 from clickhouse_outbox.dumps.jobs import start_job  # noqa: E402
 from clickhouse_outbox.dumps.run import run_job  # noqa: E402
-from clickhouse_outbox.models import Batch, DumpJob, DumpJobCourse, OutboxEntry, Snapshot  # noqa: E402
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot  # noqa: E402
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
+from clickhouse_outbox.outbox.producers import Prepared  # noqa: E402
 from clickhouse_outbox.producers.course_structure import (  # noqa: E402
-    PreparedSnapshot,
+    COURSES,
     snapshot_or_request,
     take_course_snapshot,
 )
-from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course  # noqa: E402
+from clickhouse_outbox.serializers.course_structure import serialize_course  # noqa: E402
 from clickhouse_outbox.serializers.encoding import dump_time  # noqa: E402
 from clickhouse_outbox.sources.base import CourseSource  # noqa: E402
 from clickhouse_outbox.sources.olx import folder_name  # noqa: E402
@@ -64,7 +65,7 @@ from clickhouse_outbox.testing.sources import ENV as GENERATED_ENV  # noqa: E402
 from clickhouse_outbox.testing.sources import generated_course  # noqa: E402
 
 TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
-OUTBOX_TABLES = [model._meta.db_table for model in (DumpJobCourse, DumpJob, OutboxEntry, Batch, Snapshot)]
+OUTBOX_TABLES = [model._meta.db_table for model in (DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot)]
 
 
 def peak_rss_mb():
@@ -150,10 +151,10 @@ def queue_backlog(rows, blocks, first=0):
     per_course = sum(len(lines) for lines in rows_by_table.values())
     count = max(1, round(rows / per_course))
     for index in range(first, first + count):
-        snapshot = PreparedSnapshot(f"course-v1:Backlog+B{index}+R1", uuid.uuid4(), dump_time(timezone.now()),
-                                    rows=rows_by_table)
+        snapshot = Prepared(f"course-v1:Backlog+B{index}+R1", uuid.uuid4(), dump_time(timezone.now()),
+                            rows=rows_by_table)
         with transaction.atomic():
-            enqueue(PRODUCER, [snapshot], reason="bench")
+            enqueue(COURSES, [snapshot], reason="bench")
     return count * per_course
 
 
@@ -289,7 +290,7 @@ def full_dump(args):
         elapsed = time.perf_counter() - started
     job.refresh_from_db()
     assert job.status == DumpJob.Status.DONE, job.status
-    assert not job.courses.exclude(status=DumpJobCourse.Status.DONE).exists()
+    assert not job.items.exclude(status=DumpJobItem.Status.DONE).exists()
     delivered = clickhouse_rows()
     expected = sum(Snapshot.objects.filter(reason="dump").values_list("row_count", flat=True))
     assert sum(delivered.values()) == expected, (delivered, expected)

@@ -1,12 +1,22 @@
 """
-The Django app config, and how the Open edX plugin system wires it into the CMS.
+The Django app config, and how the Open edX plugin system wires it into the CMS and the LMS.
+
+Both run the same app on the same database (as Tutor deploys them): a change is queued in
+whichever process makes it (a publish in Studio, an enrollment or a retirement in the LMS)
+and one drain, the CMS worker's, sends everything.
 """
 
 from django.apps import AppConfig
 
+SETTINGS = {
+    "common": {"relative_path": "settings.common"},
+    "production": {"relative_path": "settings.production"},
+    "test": {"relative_path": "settings.test"},
+}
+
 
 class ClickhouseOutboxConfig(AppConfig):
-    """clickhouse_outbox: course publishes queued in an outbox and drained to ClickHouse."""
+    """clickhouse_outbox: Aspects' event_sink tables, queued in an outbox and drained to ClickHouse."""
 
     name = "clickhouse_outbox"
     verbose_name = "ClickHouse outbox"
@@ -14,11 +24,8 @@ class ClickhouseOutboxConfig(AppConfig):
 
     plugin_app = {
         "settings_config": {
-            "cms.djangoapp": {
-                "common": {"relative_path": "settings.common"},
-                "production": {"relative_path": "settings.production"},
-                "test": {"relative_path": "settings.test"},
-            },
+            "cms.djangoapp": SETTINGS,
+            "lms.djangoapp": SETTINGS,
         },
         "signals_config": {
             "cms.djangoapp": {
@@ -31,10 +38,26 @@ class ClickhouseOutboxConfig(AppConfig):
                     },
                 ],
             },
+            "lms.djangoapp": {
+                "relative_path": "receivers",
+                "receivers": [
+                    {
+                        "receiver_func_name": "user_retired",
+                        "signal_path": "openedx.core.djangoapps.user_api.accounts.signals.USER_RETIRE_LMS_MISC",
+                        "dispatch_uid": "clickhouse_outbox.user_retired",
+                    },
+                ],
+            },
         },
     }
 
     def ready(self):
-        # Importing these connects the openedx-events receivers, registers the system
-        # checks and the celery task.
-        from clickhouse_outbox import checks, receivers, tasks  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+        # Importing these registers the producers, connects the openedx-events receivers,
+        # registers the system checks and the celery tasks.
+        from importlib import import_module  # pylint: disable=import-outside-toplevel
+
+        from clickhouse_outbox import checks, producers, receivers, tasks  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+
+        for module in producers.MODULES:
+            import_module(module)
+        receivers.connect_model_receivers()

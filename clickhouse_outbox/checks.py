@@ -5,7 +5,9 @@ Django system checks: a bad configuration stops start-up with a message saying h
 import re
 from urllib.parse import urlsplit
 
-from django.core.checks import Error, Tags, register
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register  # noqa: A004 (Django's check message)
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -103,6 +105,7 @@ RANGES = {
     "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS": (0, 7 * 86400, "longest retry delay in seconds"),
     "CLICKHOUSE_OUTBOX_RETENTION_DAYS": (0, 3650, "days sent rows are kept"),
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": (1, 10_000, "courses a dump worker claims at a time"),
+    "CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS": (1, 100_000, "enrollments, profiles, tags... a dump worker claims at a time"),
     "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": (1, 30 * 86400, "seconds the oldest unsent row may wait"),
     "CLICKHOUSE_OUTBOX_DRAIN_THREADS": (1, 16, "batches one drain run sends at once"),
 }
@@ -174,3 +177,61 @@ def check_course_source(app_configs=None, **kwargs):
             id="clickhouse_outbox.E021",
         )]
     return []
+
+
+@register(Tags.compatibility)
+def check_producers(app_configs=None, **kwargs):
+    """Each producer's switch, the PII tables, and sinks of platform-plugin-aspects writing the same tables."""
+    from clickhouse_outbox.clickhouse.tables import all_tables  # noqa: PLC0415 (checks load before the producers)
+    from clickhouse_outbox.outbox import producers  # noqa: PLC0415
+    from clickhouse_outbox.outbox.deletes import RETIREMENT, RETIREMENT_PEER_MODEL  # noqa: PLC0415
+
+    errors = []
+    for name in (*producers.names(), RETIREMENT):
+        setting = conf.producer_setting_name(name)
+        value = getattr(settings, setting, None)
+        if value is not None and not isinstance(value, bool):
+            errors.append(Error(
+                f"{setting} is {value!r}; it must be True, False or None.",
+                hint="None (or leaving it out) follows platform-plugin-aspects' switch for the same data.",
+                id="clickhouse_outbox.E030",
+            ))
+    pii = getattr(settings, "EVENT_SINK_CLICKHOUSE_PII_MODELS", None)
+    if pii is not None and (not isinstance(pii, (list, tuple)) or not all(isinstance(name, str) for name in pii)):
+        errors.append(Error(
+            f"EVENT_SINK_CLICKHOUSE_PII_MODELS is {pii!r}; it must be a list of table names.",
+            hint='platform-plugin-aspects\' default is ["user_profile", "external_id"].',
+            id="clickhouse_outbox.E031",
+        ))
+    else:
+        known = {table.name for table in all_tables()} | {RETIREMENT_PEER_MODEL}
+        for name in conf.pii_tables():
+            if name not in known:
+                errors.append(Warning(
+                    f"EVENT_SINK_CLICKHOUSE_PII_MODELS names {name!r}, which is not a table the outbox writes.",
+                    hint=f"A retirement deletes from the tables it names that are: {', '.join(sorted(known - {RETIREMENT_PEER_MODEL}))}.",
+                    id="clickhouse_outbox.W032",
+                ))
+    peer_installed = apps.is_installed("platform_plugin_aspects")
+    for producer in producers.all_producers():
+        if not producer.enabled:
+            continue
+        peer_setting = conf.peer_setting_name(producer.peer_model)
+        if peer_installed and getattr(settings, peer_setting, False):
+            errors.append(Warning(
+                f"The {producer.name} producer is on, and so is platform-plugin-aspects' sink for the same table "
+                f"({peer_setting}): each change is written twice.",
+                hint=f"Set {peer_setting} = False and {conf.producer_setting_name(producer.name)} = True "
+                     "(the Tutor plugin does both).",
+                id="clickhouse_outbox.W033",
+            ))
+        installed = getattr(producer, "installed", None)
+        if installed is not None and not installed():
+            errors.append(Warning(
+                f"The {producer.name} producer is on, but the model it reads ({producer.model_name}) is not installed "
+                "here, so it queues nothing.",
+                hint="Point EVENT_SINK_CLICKHOUSE_MODEL_CONFIG at the model, or turn the producer off with "
+                     f"{conf.producer_setting_name(producer.name)} = False.",
+                id="clickhouse_outbox.W034",
+            ))
+    return errors

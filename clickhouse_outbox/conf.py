@@ -29,12 +29,18 @@ DEFAULTS = {
     "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS": 3600,
     "CLICKHOUSE_OUTBOX_RETENTION_DAYS": 7,
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": 20,
+    "CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS": 1000,
     "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": 900,
     "CLICKHOUSE_OUTBOX_SNAPSHOT_AT": "publish",
     "CLICKHOUSE_OUTBOX_DRAIN_THREADS": 1,
 }
 
 SNAPSHOT_AT_CHOICES = ("publish", "drain")
+
+#: platform-plugin-aspects' default EVENT_SINK_CLICKHOUSE_PII_MODELS: the tables a retirement deletes from.
+DEFAULT_PII_MODELS = ("user_profile", "external_id")
+#: The namespace of the peer's per-model waffle flags (event_sink_clickhouse.<model>.enabled).
+PEER_WAFFLE_NAMESPACE = "event_sink_clickhouse"
 
 
 def get(name):
@@ -117,3 +123,65 @@ def snapshot_at():
 
 def drain_threads():
     return int(get("CLICKHOUSE_OUTBOX_DRAIN_THREADS"))
+
+
+def dump_chunk_rows():
+    return int(get("CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS"))
+
+
+def producer_setting_name(producer_name):
+    """CLICKHOUSE_OUTBOX_<PRODUCER>_ENABLED: a producer's own switch."""
+    return f"CLICKHOUSE_OUTBOX_{producer_name.upper()}_ENABLED"
+
+
+def peer_setting_name(model):
+    """EVENT_SINK_CLICKHOUSE_<MODEL>_ENABLED: platform-plugin-aspects' switch for the same data."""
+    return f"EVENT_SINK_CLICKHOUSE_{model.upper()}_ENABLED"
+
+
+def producer_enabled(producer):
+    """
+    Whether `producer` queues rows: never when CLICKHOUSE_OUTBOX_ENABLED is off; else its own
+    CLICKHOUSE_OUTBOX_<NAME>_ENABLED when set (True or False); else the producer's default;
+    else (None) the peer's switch for the same data, so a site that turned a sink of
+    platform-plugin-aspects on gets this producer on: EVENT_SINK_CLICKHOUSE_<MODEL>_ENABLED or
+    the waffle flag event_sink_clickhouse.<model>.enabled.
+    """
+    if not enabled():
+        return False
+    own = getattr(settings, producer_setting_name(producer.name), None)
+    if own is None:
+        own = producer.enabled_by_default
+    if own is not None:
+        return bool(own)
+    return peer_enabled(producer.peer_model)
+
+
+def peer_enabled(model):
+    """The peer's switch for `model`: its setting, or its waffle flag (where waffle is installed)."""
+    if not model:
+        return False
+    if getattr(settings, peer_setting_name(model), False):
+        return True
+    return waffle_flag_active(f"{PEER_WAFFLE_NAMESPACE}.{model}.enabled")
+
+
+def waffle_flag_active(name):
+    """A waffle flag's state, as edx-toggles reads it; False where waffle is not installed."""
+    from django.apps import apps  # noqa: PLC0415 (conf is imported before the app registry is ready)
+
+    if not apps.is_installed("waffle"):
+        return False
+    try:
+        from edx_toggles.toggles import WaffleFlag  # noqa: PLC0415 (part of edx-platform, optional here)
+    except ImportError:
+        from waffle import flag_is_active  # noqa: PLC0415
+
+        return bool(flag_is_active(None, name))
+    return WaffleFlag(name, __name__).is_enabled()
+
+
+def pii_tables():
+    """EVENT_SINK_CLICKHOUSE_PII_MODELS: the tables holding users' personal data, which a retirement empties of them."""
+    value = getattr(settings, "EVENT_SINK_CLICKHOUSE_PII_MODELS", None)
+    return tuple(DEFAULT_PII_MODELS if value is None else value)

@@ -1,12 +1,14 @@
 """
-The outbox: snapshots taken at publish, the encoded rows they queue, and the batches that
-carry those rows to ClickHouse.
+The outbox: snapshots taken when something changes, the encoded rows (or deletes) they
+queue, and the batches that carry them to ClickHouse.
 
-A publish writes one `Snapshot` and a handful of `OutboxEntry` rows (one per destination
-table, split when large) in the publish's own transaction. Each entry holds its rows
-already encoded as JSONEachRow lines, so a drain only joins bytes. A drainer claims
-pending entries into a `Batch`: the unit that is sent as one INSERT, retried with the
-same membership, order and deduplication token, and finalised as sent or failed.
+A change (a course published, an enrollment, a profile saved, a tag deleted) writes one
+`Snapshot` and a handful of `OutboxEntry` rows (one per destination table, split when
+large) in the change's own transaction. Each entry holds its rows already encoded as
+JSONEachRow lines, or, for a delete, the rows to delete. A drainer claims pending entries
+into a `Batch`: the unit that is sent as one INSERT (or one ALTER TABLE ... DELETE),
+retried with the same membership, order and deduplication token, and finalised as sent
+or failed.
 """
 
 import uuid
@@ -22,15 +24,21 @@ from clickhouse_outbox.outbox.payloads import decompress
 
 class Snapshot(models.Model):
     """
-    One reading of a subject (a course) taken for the outbox.
+    One reading of a subject (a course, an enrollment, a user's profile, a tag) taken for
+    the outbox by its producer (`outbox.producers`), or one deletion of it.
 
     `dump_id` and `time_last_dumped` are fixed here, so every resend of the snapshot's
     rows is byte-identical. A snapshot that could not be taken is kept with status
-    `failed` and the error, so the publish is not lost: a requeue takes it again. With
-    CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain" a publish writes only a `requested` snapshot; a
-    drainer takes it later (under a lease) and fills in its rows.
+    `failed` and the error, so the change is not lost: a requeue takes it again. With
+    CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain" a change writes only a `requested` snapshot; a
+    drainer takes it later (under a lease) and fills in its rows. A snapshot whose rows a
+    retirement or a delete removed from the outbox is `deleted`.
 
-    .. no_pii: Course keys and technical metadata only.
+    .. pii: `user_id` names the user whose personal data the snapshot's rows hold (the
+       rows themselves are in OutboxEntry.payload); `subject` is a user id for the user
+       producers. No name, email or other personal data is stored here.
+    .. pii_types: id
+    .. pii_retirement: retained
     """
 
     class Status(models.TextChoices):
@@ -38,10 +46,14 @@ class Snapshot(models.Model):
         QUEUED = "queued", "Queued"
         FAILED = "failed", "Could not be taken"
         SUPERSEDED = "superseded", "Superseded by a newer snapshot"
-        DISMISSED = "dismissed", "Dismissed: the course source does not know the course"
+        DISMISSED = "dismissed", "Dismissed: the source does not know the subject"
+        DELETED = "deleted", "Deleted: its rows were removed (a retired user, a deleted subject)"
 
     producer = models.CharField(max_length=64, help_text="What produced the rows, e.g. course_structure.")
     subject = models.CharField(max_length=255, help_text="What the rows describe, e.g. a course key.")
+    user_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The user whose personal data the rows hold, for retirement (PII producers)."
+    )
     reason = models.CharField(max_length=64, blank=True, help_text="Why it was taken: published, imported, ...")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     dump_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -57,10 +69,11 @@ class Snapshot(models.Model):
         indexes = [
             models.Index(fields=["producer", "subject", "-id"], name="ch_outbox_snapshot_subject"),
             models.Index(fields=["status", "id"], name="ch_outbox_snapshot_status"),
+            models.Index(fields=["user_id"], name="ch_outbox_snapshot_user"),
         ]
         ordering = ["-id"]
         permissions = [
-            ("requeue_course", "Can requeue courses (take a new snapshot)"),
+            ("requeue_course", "Can requeue courses and other subjects (take a new snapshot)"),
             ("dismiss_snapshot", "Can dismiss failed snapshots of unknown courses"),
         ]
 
@@ -68,13 +81,22 @@ class Snapshot(models.Model):
         return f"{self.producer} {self.subject} ({self.status}, {self.dump_id})"
 
 
+class Kind(models.TextChoices):
+    """What an entry, and the batch that carries it, does to its table."""
+
+    INSERT = "insert", "Insert"
+    DELETE = "delete", "Delete"
+
+
 class Batch(models.Model):
     """
-    Entries claimed together and sent to one table as one INSERT.
+    Entries claimed together and sent to one table as one INSERT (or, for deletes, one
+    ALTER TABLE ... DELETE).
 
     Its membership and order never change once claimed, so a retry sends the same bytes
-    with the same `token` (ClickHouse's insert_deduplication_token). A claim is a lease
-    that expires at `lease_expires_at` (database time): a dead drainer's batch comes back.
+    with the same `token` (ClickHouse's insert_deduplication_token); only a retirement
+    takes a user's rows out of it (see outbox.deletes). A claim is a lease that expires
+    at `lease_expires_at` (database time): a dead drainer's batch comes back.
 
     .. no_pii: Delivery bookkeeping only.
     """
@@ -87,6 +109,7 @@ class Batch(models.Model):
         SPLIT = "split", "Split to isolate rejected rows"
 
     table = models.CharField(max_length=128)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.INSERT)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CLAIMED)
     token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     row_count = models.PositiveIntegerField(default=0)
@@ -131,13 +154,18 @@ class Batch(models.Model):
 
 class OutboxEntry(models.Model):
     """
-    Rows for one destination table, encoded as JSONEachRow lines, waiting to be sent.
+    Rows for one destination table, waiting to be sent: to insert, encoded as JSONEachRow
+    lines; or (`kind` delete) to delete, as JSON {"column": ..., "values": [...]}.
 
     `payload` is binary: the lines as one gzip member (`encoding` "gzip", see
-    `outbox.payloads`), or raw for entries written before payloads were compressed. The
-    bytes go to ClickHouse exactly as stored.
+    `outbox.payloads`), or raw (entries written before payloads were compressed, and
+    deletes). The bytes go to ClickHouse exactly as stored.
 
-    .. no_pii: Course structure rows; future producers that carry PII must say so.
+    .. pii: The payloads of the user producers (user_profile, external_id, and
+       course_enrollment's usernames) hold users' personal data until they are purged.
+    .. pii_types: name, username, email_address, birth_date, gender, location, phone_number, biography
+    .. pii_retirement: local_api (a retirement removes the user's rows from every payload,
+       sent or not, in its own transaction: outbox.deletes)
     """
 
     class Status(models.TextChoices):
@@ -145,9 +173,11 @@ class OutboxEntry(models.Model):
         BATCHED = "batched", "In a batch"
         SUPERSEDED = "superseded", "Superseded by a newer snapshot"
         SPLIT = "split", "Split to isolate rejected rows"
+        REMOVED = "removed", "Removed by a retirement or a delete"
 
     snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="entries", null=True, blank=True)
     table = models.CharField(max_length=128)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.INSERT)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="entries", null=True, blank=True)
     row_count = models.PositiveIntegerField()
@@ -158,7 +188,7 @@ class OutboxEntry(models.Model):
     class Meta:
         verbose_name_plural = "outbox entries"
         indexes = [
-            models.Index(fields=["status", "table", "id"], name="ch_outbox_entry_pending"),
+            models.Index(fields=["status", "kind", "table", "id"], name="ch_outbox_entry_pending_kind"),
             models.Index(fields=["snapshot", "status"], name="ch_outbox_entry_snapshot"),
         ]
         ordering = ["id"]
@@ -185,13 +215,27 @@ class CourseDelivery(Snapshot):
         verbose_name_plural = "courses"
 
 
+class SubjectDelivery(Snapshot):
+    """
+    The latest snapshot of each subject of the other producers (enrollments, user profiles,
+    external ids, tags) and of each retirement: the admin's "learners and tags" view.
+
+    .. no_pii: A view of Snapshot.
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = "learner or tag"
+        verbose_name_plural = "learners and tags"
+
+
 class DumpJob(models.Model):
     """
-    A full dump in the background: a snapshot of every course the source knows (or of
-    those changed since a time, or of a list), taken in chunks by celery workers or by a
-    management command. Its courses are listed once (`DumpJobCourse`), so a job that a
-    dead worker left resumes where it stopped; `active` is unique, so two jobs never run
-    at once.
+    A full dump in the background: a snapshot of every subject of one or several producers
+    (every course the source knows, every enrollment...), or of those changed since a time,
+    or of a list, taken in chunks by celery workers or by a management command. Its subjects
+    are listed once (`DumpJobItem`), so a job that a dead worker left resumes where it
+    stopped; `active` is unique, so two jobs never run at once.
 
     .. pii: `requested_by` points to the staff user who started the job from the admin.
     .. pii_types: id
@@ -199,18 +243,21 @@ class DumpJob(models.Model):
     """
 
     class Scope(models.TextChoices):
-        ALL = "all", "All courses"
-        CHANGED = "changed", "Courses changed since"
-        SELECTED = "selected", "Selected courses"
+        ALL = "all", "All"
+        CHANGED = "changed", "Changed since"
+        SELECTED = "selected", "Selected"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         DONE = "done", "Done"
         CANCELLED = "cancelled", "Cancelled"
-        FAILED = "failed", "Failed: the courses could not be listed"
+        FAILED = "failed", "Failed: the subjects could not be listed"
 
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ALL)
+    producers = models.CharField(
+        max_length=255, default="course_structure", help_text="The producers whose subjects it dumps, comma-separated."
+    )
     changed_since = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     # True while queued or running, NULL after: a unique column holds any number of NULLs
@@ -239,19 +286,34 @@ class DumpJob(models.Model):
         return f"dump job {self.pk}: {self.description} ({self.status})"
 
     @property
+    def producer_names(self):
+        return [name for name in self.producers.split(",") if name]
+
+    @property
     def description(self):
-        """What the job dumps, in words."""
+        """What the job dumps, in words: 'all courses', 'enrollments changed since 2026-11-01 08:30:00 UTC'."""
+        from clickhouse_outbox.outbox import producers  # noqa: PLC0415 (models load before the producers)
+
+        nouns = []
+        for name in self.producer_names:
+            try:
+                nouns.append(producers.get(name).noun[1])
+            except producers.UnknownProducer:
+                nouns.append(name)
+        what = " and ".join(nouns) or "nothing"
         if self.scope == self.Scope.CHANGED and self.changed_since:
-            return f"courses changed since {self.changed_since.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-        return self.get_scope_display().lower()
+            return f"{what} changed since {self.changed_since.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+        if self.scope == self.Scope.SELECTED:
+            return f"selected {what}"
+        return f"all {what}"
 
 
-class DumpJobCourse(models.Model):
+class DumpJobItem(models.Model):
     """
-    One course of a dump job: pending until a worker claims it in a chunk (a lease, like a
-    batch's), then done with its snapshot, or failed with the reason.
+    One subject of a dump job: pending until a worker claims it in a chunk (a lease, like
+    a batch's), then done with its snapshot, or failed with the reason.
 
-    .. no_pii: Course keys and bookkeeping only.
+    .. no_pii: Subjects (course keys, row ids, user ids) and bookkeeping only.
     """
 
     class Status(models.TextChoices):
@@ -260,8 +322,9 @@ class DumpJobCourse(models.Model):
         DONE = "done", "Queued"
         FAILED = "failed", "Failed"
 
-    job = models.ForeignKey(DumpJob, on_delete=models.CASCADE, related_name="courses")
-    course_key = models.CharField(max_length=255)
+    job = models.ForeignKey(DumpJob, on_delete=models.CASCADE, related_name="items")
+    producer = models.CharField(max_length=64, default="course_structure")
+    subject = models.CharField(max_length=255)
     position = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     lease_owner = models.UUIDField(null=True, blank=True, editable=False)
@@ -270,9 +333,11 @@ class DumpJobCourse(models.Model):
     error = models.TextField(blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["job", "course_key"], name="ch_outbox_dump_course_once")]
-        indexes = [models.Index(fields=["job", "status", "position"], name="ch_outbox_dump_course_next")]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "producer", "subject"], name="ch_outbox_dump_item_once"),
+        ]
+        indexes = [models.Index(fields=["job", "status", "position"], name="ch_outbox_dump_item_next")]
         ordering = ["job", "position"]
 
     def __str__(self):
-        return f"{self.course_key} in dump job {self.job_id} ({self.status})"
+        return f"{self.producer} {self.subject} in dump job {self.job_id} ({self.status})"

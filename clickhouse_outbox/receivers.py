@@ -1,35 +1,211 @@
 """
-Signal receivers: a course published, imported or re-run queues a snapshot of it (or, with
-CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain", requests one).
+Signal receivers: each change queues its rows (or its deletes) in the transaction that
+makes the change, never after it commits (a process that dies in between would lose them).
 
-`course_published` is connected by the plugin system to the modulestore's
-COURSE_PUBLISHED (see apps.py); the openedx-events signals are connected here.
+    a course published, imported or re-run       course_structure (or a request, SNAPSHOT_AT = "drain")
+    an enrollment created or changed             course_enrollment (openedx-events, LMS)
+    a user's profile saved, or the user          user_profile, external_id
+    an external id saved                         external_id
+    a taxonomy, tag or object tag saved          taxonomy, tag, object_tag (and its course, requested again)
+    ... or deleted                               deleted from its table, in order with its inserts
+    a user retired (USER_RETIRE_LMS_MISC)        deleted from every PII table (outbox.deletes)
+
+`course_published` and `user_retired` are connected by the plugin system (apps.py), the
+openedx-events receivers here, and the model signals by `connect_model_receivers` (the
+models are the platform's, looked up by `sources.platform`).
 """
 
 import logging
+import uuid
 
+from django.contrib.auth import get_user_model
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
+from opaque_keys import InvalidKeyError
+from opaque_keys.edx.keys import CourseKey, UsageKey
+from opaque_keys.edx.locator import LibraryLocator
 from openedx_events.content_authoring.signals import COURSE_IMPORT_COMPLETED, COURSE_RERUN_COMPLETED
+from openedx_events.learning.signals import COURSE_ENROLLMENT_CHANGED, COURSE_ENROLLMENT_CREATED
 
-from clickhouse_outbox import conf
-from clickhouse_outbox.producers.course_structure import snapshot_or_request
+from clickhouse_outbox.outbox import deletes, snapshots
+from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
+from clickhouse_outbox.outbox.requested import TAGS_CHANGED
+from clickhouse_outbox.producers.course_enrollment import ENROLLMENTS
+from clickhouse_outbox.producers.course_structure import COURSES, snapshot_or_request
+from clickhouse_outbox.producers.external_id import EXTERNAL_IDS
+from clickhouse_outbox.producers.tags import OBJECT_TAGS, TAGS, TAXONOMIES
+from clickhouse_outbox.producers.user_profile import PROFILES
+from clickhouse_outbox.sources.platform import get_model
 
 log = logging.getLogger(__name__)
+
+#: Where a model instance about to be deleted keeps what its deletion changes (pre_delete → post_delete).
+PENDING_CHANGES = "_clickhouse_outbox_changes"
+
+
+# -- courses ---------------------------------------------------------------------------------
 
 
 def course_published(sender, course_key, **kwargs):  # pylint: disable=unused-argument
     """The modulestore's COURSE_PUBLISHED: queue the published course."""
-    if conf.enabled():
+    if COURSES.enabled:
         snapshot_or_request(course_key, "published")
 
 
 @receiver(COURSE_IMPORT_COMPLETED, dispatch_uid="clickhouse_outbox.course_import_completed")
 def course_import_completed(signal, sender, course, **kwargs):  # pylint: disable=unused-argument
-    if conf.enabled():
+    if COURSES.enabled:
         snapshot_or_request(course.course_key, "imported")
 
 
 @receiver(COURSE_RERUN_COMPLETED, dispatch_uid="clickhouse_outbox.course_rerun_completed")
 def course_rerun_completed(signal, sender, course, **kwargs):  # pylint: disable=unused-argument
-    if conf.enabled():
+    if COURSES.enabled:
         snapshot_or_request(course.course_key, "rerun")
+
+
+# -- enrollments -----------------------------------------------------------------------------
+
+
+@receiver(COURSE_ENROLLMENT_CREATED, dispatch_uid="clickhouse_outbox.course_enrollment_created")
+@receiver(COURSE_ENROLLMENT_CHANGED, dispatch_uid="clickhouse_outbox.course_enrollment_changed")
+def enrollment_changed(signal, sender, enrollment, **kwargs):  # pylint: disable=unused-argument
+    """
+    An enrollment created, activated, deactivated or moved to another mode. The event names
+    the user and the course, not the enrollment: its row is found by both, in the sender's
+    transaction. (The platform sends CHANGED then CREATED for a new enrollment: the second
+    snapshot supersedes the first before either is sent.)
+    """
+    if not ENROLLMENTS.enabled:
+        return
+    user_id, course_key = enrollment.user.id, enrollment.course.course_key
+    subject = ENROLLMENTS.subject_of(user_id, course_key)
+    if subject is None:
+        error = LookupError(f"no enrollment of user {user_id} in {course_key} (sent by {signal.event_type})")
+        log.error("clickhouse_outbox: %s; recorded as a failed snapshot", error)
+        record_failed_snapshot(ENROLLMENTS.name, f"user {user_id} in {course_key}", error, dump_id=uuid.uuid4(),
+                               reason="enrollment")
+        return
+    snapshots.take_or_request(ENROLLMENTS, subject, "enrollment")
+
+
+# -- users -----------------------------------------------------------------------------------
+
+
+def user_retired(sender, user, **kwargs):  # pylint: disable=unused-argument
+    """
+    USER_RETIRE_LMS_MISC: delete the user's rows from every PII table and from the outbox.
+    Not caught: a retirement that cannot be recorded must fail the retirement step, which
+    the platform's retirement pipeline runs again.
+    """
+    if deletes.retirement_enabled():
+        deletes.retire_user(user.id)
+
+
+def profile_saved(sender, instance, **kwargs):  # pylint: disable=unused-argument
+    if PROFILES.enabled:
+        snapshots.take_or_request(PROFILES, instance.pk, "saved")
+
+
+def external_id_saved(sender, instance, **kwargs):  # pylint: disable=unused-argument
+    if EXTERNAL_IDS.enabled:
+        snapshots.take_or_request(EXTERNAL_IDS, instance.pk, "saved")
+
+
+def user_saved(sender, instance, created=False, update_fields=None, **kwargs):  # pylint: disable=unused-argument
+    """A user's username and email are in their profile's and external ids' rows: queue those again."""
+    if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
+        return  # a new user has neither yet; a login changes neither
+    for producer in (PROFILES, EXTERNAL_IDS):
+        if producer.enabled:
+            for subject in producer.subjects_of_user(instance.pk):
+                snapshots.take_or_request(producer, subject, "user saved")
+
+
+def user_deleted(sender, instance, **kwargs):  # pylint: disable=unused-argument
+    """A user deleted outright (not retired) takes their personal data along: as a retirement."""
+    if deletes.retirement_enabled():
+        deletes.retire_user(instance.pk, reason="user deleted")
+
+
+# -- content tags ----------------------------------------------------------------------------
+
+
+def tagging_saved(sender, instance, **kwargs):  # pylint: disable=unused-argument
+    producer = TAGGING_PRODUCERS[sender._meta.model_name]  # noqa: SLF001
+    if producer.enabled:
+        snapshots.take_or_request(producer, instance.pk, "saved")
+    if producer is OBJECT_TAGS:
+        course_tags_changed([instance.object_id])
+
+
+def tagging_deleting(sender, instance, **kwargs):  # pylint: disable=unused-argument
+    """
+    Before a taxonomy or tag goes: the object tags that point to it (the deletion sets their
+    link to NULL with one UPDATE, sending no signal) are queued again once it is gone.
+    """
+    link = {"taxonomy": "taxonomy_id", "tag": "tag_id"}.get(sender._meta.model_name)  # noqa: SLF001
+    model = get_model("object_tag")
+    if link and model is not None:
+        setattr(instance, PENDING_CHANGES, list(model._default_manager.filter(**{link: instance.pk})
+                                                .values_list("pk", "object_id")))
+
+
+def tagging_deleted(sender, instance, **kwargs):  # pylint: disable=unused-argument
+    producer = TAGGING_PRODUCERS[sender._meta.model_name]  # noqa: SLF001
+    if producer.enabled:
+        deletes.delete_subject(producer, str(instance.pk))
+    affected = getattr(instance, PENDING_CHANGES, [])
+    if OBJECT_TAGS.enabled:
+        for object_tag_id, _ in affected:
+            snapshots.take_or_request(OBJECT_TAGS, object_tag_id, f"{producer.name} deleted")
+    course_tags_changed([instance.object_id] if producer is OBJECT_TAGS else [object_id for _, object_id in affected])
+
+
+def course_tags_changed(object_ids):
+    """The courses whose course or block tags changed, requested again: their rows list tag ids."""
+    if not COURSES.enabled:
+        return
+    for course_key in sorted({key for key in map(course_of, object_ids) if key is not None}, key=str):
+        snapshots.request(COURSES, course_key, TAGS_CHANGED)
+
+
+def course_of(object_id):
+    """The course a tagged object (a course or a block of one) belongs to, or None (a library, anything else)."""
+    text = str(object_id)
+    try:
+        key = CourseKey.from_string(text)
+    except InvalidKeyError:
+        try:
+            key = UsageKey.from_string(text).context_key
+        except InvalidKeyError:
+            return None
+    return key if isinstance(key, CourseKey) and not isinstance(key, LibraryLocator) else None
+
+
+TAGGING_PRODUCERS = {"taxonomy": TAXONOMIES, "tag": TAGS, "objecttag": OBJECT_TAGS}
+
+
+def connect_model_receivers():
+    """Connect the model signals of the platform's models that are installed here (called by AppConfig.ready)."""
+    connected = []
+    for model_name, signal, handler in (
+        ("user_profile", post_save, profile_saved),
+        ("external_id", post_save, external_id_saved),
+        ("taxonomy", post_save, tagging_saved),
+        ("tag", post_save, tagging_saved),
+        ("object_tag", post_save, tagging_saved),
+        ("taxonomy", pre_delete, tagging_deleting),
+        ("tag", pre_delete, tagging_deleting),
+        ("taxonomy", post_delete, tagging_deleted),
+        ("tag", post_delete, tagging_deleted),
+        ("object_tag", post_delete, tagging_deleted),
+    ):
+        model = get_model(model_name)
+        if model is not None:
+            signal.connect(handler, sender=model, dispatch_uid=f"clickhouse_outbox.{model_name}.{handler.__name__}")
+            connected.append(f"{model_name} {handler.__name__}")
+    user = get_user_model()
+    post_save.connect(user_saved, sender=user, dispatch_uid="clickhouse_outbox.user.user_saved")
+    post_delete.connect(user_deleted, sender=user, dispatch_uid="clickhouse_outbox.user.user_deleted")
+    return connected

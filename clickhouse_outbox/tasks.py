@@ -11,15 +11,13 @@ from django.core.cache import cache
 from clickhouse_outbox import conf
 from clickhouse_outbox.dumps.dispatch import dispatch, resume_stalled
 from clickhouse_outbox.dumps.run import run_job
-from clickhouse_outbox.models import DumpJob, DumpJobCourse
+from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_if_due
-from clickhouse_outbox.settings.common import DRAIN_TASK, beat_entry
+from clickhouse_outbox.settings.common import DRAIN_TASK, DUMP_TASK, beat_entry
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = DRAIN_TASK
-DUMP_TASK = "clickhouse_outbox.tasks.run_dump_job"
 LOCK_KEY = "clickhouse_outbox:drain-lock"
 
 
@@ -28,7 +26,7 @@ def beat_schedule_entry():
     return beat_entry(conf.drain_interval_secs())
 
 
-@shared_task(name=TASK_NAME, ignore_result=True)
+@shared_task(name=DRAIN_TASK, ignore_result=True)
 def drain_outbox():
     """
     Drain what is due, for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then purge old sent rows
@@ -66,7 +64,7 @@ def run_dump_job(job_id):
     if job is None:
         return {"job": job_id, "active": False}
     job = run_job(job, max_seconds=conf.drain_max_secs())
-    unclaimed = job.courses.filter(status=DumpJobCourse.Status.PENDING).exists()
+    unclaimed = job.items.filter(status=DumpJobItem.Status.PENDING).exists()
     if job.active and (unclaimed or job.status == DumpJob.Status.QUEUED):
         dispatch(job)
     return {"job": job_id, "status": job.status}

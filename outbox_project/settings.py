@@ -35,9 +35,19 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "waffle",  # edx-platform's feature flags: the peer's per-sink switches are waffle flags
+    "openedx_tagging",  # openedx-learning's content tagging, as in edx-platform
+    "outbox_project.platform",  # stand-ins for edx-platform's enrollment, profile and external id models
     "clickhouse_outbox.apps.ClickhouseOutboxConfig",
     "outbox_project",  # only for its migration that creates the cache table
 ]
+
+# Where the producers find the platform's models (platform-plugin-aspects' setting): the stand-ins.
+EVENT_SINK_CLICKHOUSE_MODEL_CONFIG = {
+    "user_profile": {"module": "outbox_project.platform.models", "model": "UserProfile"},
+    "course_enrollment": {"module": "outbox_project.platform.models", "model": "CourseEnrollment"},
+    "external_id": {"module": "outbox_project.platform.models", "model": "ExternalId"},
+}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -104,6 +114,9 @@ if os.environ.get("CLICKHOUSE_URLS"):
         del EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG["url"]
 
 CLICKHOUSE_OUTBOX_COURSE_SOURCE = "clickhouse_outbox.sources.olx.OlxFolderSource"
+# Every producer on (in edx-platform they follow the peer's EVENT_SINK_CLICKHOUSE_<MODEL>_ENABLED by default).
+for _producer in ("course_enrollment", "user_profile", "external_id", "taxonomy", "tag", "object_tag"):
+    globals()[f"CLICKHOUSE_OUTBOX_{_producer.upper()}_ENABLED"] = True
 CLICKHOUSE_OUTBOX_OLX_DIR = os.environ.get("OLX_COURSES_DIR", str(DEMO_DIR / "courses"))
 for _name, _value in os.environ.items():
     if _name.startswith("CLICKHOUSE_OUTBOX_"):

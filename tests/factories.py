@@ -6,7 +6,7 @@ publish takes them (through the producer, so the rows are the real serialized ro
 import factory
 
 from clickhouse_outbox.models import Batch
-from clickhouse_outbox.producers.course_structure import take_course_snapshot
+from clickhouse_outbox.producers.course_structure import COURSES, CourseStructure, take_course_snapshot
 from clickhouse_outbox.sources.base import CourseNotFound, CourseSource
 from clickhouse_outbox.testing.generator import generate_published_course
 
@@ -78,3 +78,13 @@ class BatchFactory(factory.django.DjangoModelFactory):
     row_count = 0
     last_error = "Code: 27, e.displayText() = DB::Exception: Cannot parse input"
     error_code = 27
+
+
+def with_source(source):
+    """Producer overrides that read courses from `source` (for run_job, plan, take_requested...)."""
+    return {COURSES.name: CourseStructure(source)}
+
+
+def as_courses(keys):
+    """(producer, subject) pairs for course keys: a dump job's selected subjects."""
+    return [(COURSES.name, str(key)) for key in keys]

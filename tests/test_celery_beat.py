@@ -20,7 +20,7 @@ from openedx_events.content_authoring.signals import COURSE_IMPORT_COMPLETED
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_string
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
-from clickhouse_outbox.tasks import LOCK_KEY, TASK_NAME
+from clickhouse_outbox.tasks import LOCK_KEY, DRAIN_TASK
 from tests.processes import celery_processes, project_env
 
 DEADLINE_SECS = 60
@@ -65,7 +65,7 @@ def test_beat_and_worker_drain_a_published_course(server_clickhouse, clickhouse_
         processes.start_beat()
         # Beat took its entry from the project's settings into the database scheduler.
         entry = PeriodicTask.objects.get(name="clickhouse_outbox.drain")
-        assert entry.task == TASK_NAME
+        assert entry.task == DRAIN_TASK
         assert (entry.interval.every, entry.interval.period) == (1, "seconds")
 
         # Publish (an import), committed: this test runs in autocommit mode.
@@ -102,6 +102,6 @@ def test_beat_and_worker_drain_a_published_course(server_clickhouse, clickhouse_
         # And it was the worker, running the task beat sent, that did it.
         processes.wait_for_log("worker", "clickhouse_outbox: sent batch", timeout=10)
         worker_log = processes.log("worker")
-        assert f"Task {TASK_NAME}[" in worker_log and "received" in worker_log
+        assert f"Task {DRAIN_TASK}[" in worker_log and "received" in worker_log
         assert "succeeded" in worker_log
         print(f"drained through beat + worker in {time.monotonic() - started:.1f} s")

@@ -35,7 +35,8 @@ pytestmark = pytest.mark.django_db
 DOWN = {"url": "http://127.0.0.1:9", "connect_timeout_secs": 1}  # nothing listens on the discard port
 JSON_KEYS = {"exit_code", "problems", "checked_at", "tables", "totals", "failed_batches", "oldest_unsent_at",
              "oldest_unsent_age_seconds", "max_age_seconds", "last_sent_at", "failed_snapshots",
-             "server_failure", "retrying", "dump_job", "requested_snapshots"}
+             "server_failure", "retrying", "dump_job", "requested_snapshots", "deletes", "delete_totals",
+             "producers"}
 
 
 @dataclass
@@ -100,7 +101,7 @@ def test_an_empty_outbox_is_healthy():
     assert "Oldest unsent row: none" in outcome.out
     assert "Last successful send: never" in outcome.out
     assert "Failed batches: 0" in outcome.out
-    assert "Courses that could not be read: 0" in outcome.out
+    assert "Subjects that could not be read: 0" in outcome.out
     report = status_json()
     assert report["exit_code"] == 0 and report["problems"] == []
     assert report["tables"] == {} and report["totals"] == {"pending": 0, "sending": 0, "waiting": 0, "failed": 0}
@@ -203,16 +204,17 @@ def test_a_course_that_could_not_be_read_is_listed_until_it_is_taken_again(olx_d
 
     one = status()
     assert one.code == 1
-    assert "Courses that could not be read: 1" in one.out
+    assert "Subjects that could not be read: 1" in one.out
     assert f"\n  {keys[0]}: {error}" in one.out
     assert one.message == (f"1 course could not be read ({keys[0]}): outbox_requeue --failed takes them again; "
                            "dismiss unknown ones in the admin")
-    assert status_json()["failed_snapshots"] == [{"course_key": str(keys[0]), "error": error}]
+    assert status_json()["failed_snapshots"] == [{"producer": "course_structure", "subject": str(keys[0]),
+                                                  "error": error}]
 
     break_course(olx_dir, keys[1])
     snapshot_or_record_failure(keys[1], "published")
     two = status()
-    assert two.code == 1 and "Courses that could not be read: 2" in two.out
+    assert two.code == 1 and "Subjects that could not be read: 2" in two.out
     assert f"2 courses could not be read ({keys[0]}, {keys[1]})" in two.message
 
     for export in exports:
@@ -221,7 +223,7 @@ def test_a_course_that_could_not_be_read_is_listed_until_it_is_taken_again(olx_d
     assert requeued.code == 0, requeued.message
     assert "2 of 2 courses queued." in requeued.out
     healthy = status()
-    assert healthy.code == 0 and "Courses that could not be read: 0" in healthy.out
+    assert healthy.code == 0 and "Subjects that could not be read: 0" in healthy.out
 
 
 def test_clickhouse_failing_is_reported_with_its_error_until_a_batch_gets_through(server_clickhouse, settings):

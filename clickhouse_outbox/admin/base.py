@@ -78,6 +78,7 @@ STATE_COLOURS = {
     State.REQUESTED: "#205067",
     State.DELIVERED: "#2a7a2a",
     State.DISMISSED: "#666",
+    State.DELETED: "#666",
     State.SUPERSEDED: "#666",
 }
 

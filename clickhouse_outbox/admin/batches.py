@@ -1,7 +1,7 @@
 """
-Every INSERT the drain made or will make: its table, the courses it carries, and its
-retry bookkeeping. Filter on status "failed" or "waiting to be retried" to see what needs
-attention; "retry now" sends them at the next drain.
+Every INSERT (or delete) the drain made or will make: its table, the subjects it carries,
+and its retry bookkeeping. Filter on status "failed" or "waiting to be retried" to see what
+needs attention; "retry now" sends them at the next drain.
 """
 
 from urllib.parse import urlencode
@@ -19,11 +19,11 @@ from clickhouse_outbox.models import Batch, OutboxEntry
 
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyAdmin):
-    list_display = ("id", "table", "status", "courses", "row_count", "attempts_made", "next_attempt", "error_code",
-                    "short_error", "sent")
-    list_filter = ("status", "table", "error_code", "server_error")
+    list_display = ("id", "table", "kind", "status", "courses", "row_count", "attempts_made", "next_attempt",
+                    "error_code", "short_error", "sent")
+    list_filter = ("status", "kind", "table", "error_code", "server_error")
     search_fields = ("entries__snapshot__subject", "last_error")
-    fields = ("table", "status", "course_list", "row_count", "attempts_made", "next_attempt", "error_in_words",
+    fields = ("table", "kind", "status", "course_list", "row_count", "attempts_made", "next_attempt", "error_in_words",
               "last_error", "when_last_error", "http_status", "error_code", "server_error", "token", "lease",
               "when_created", "sent")
     readonly_fields = fields
@@ -36,7 +36,7 @@ class BatchAdmin(ReadOnlyAdmin):
             last_course=Max("entries__snapshot__subject"),
         )
 
-    @admin.display(description="courses")
+    @admin.display(description="subjects")
     def courses(self, batch):
         if not batch.course_count:
             return "-"
@@ -44,14 +44,13 @@ class BatchAdmin(ReadOnlyAdmin):
             return batch.first_course
         return f"{batch.first_course} and {batch.course_count - 1} more"
 
-    @admin.display(description="courses")
+    @admin.display(description="subjects")
     def course_list(self, batch):
         keys = (OutboxEntry.objects.filter(batch=batch).order_by("snapshot__subject")
-                .values_list("snapshot__subject", "snapshot_id").distinct())
+                .values_list("snapshot__subject", "snapshot__producer").distinct())
         return format_html_join(
             ", ", '<a href="{}">{}</a>',
-            ((reverse("admin:clickhouse_outbox_coursedelivery_changelist") + "?" + urlencode({"q": key}), key)
-             for key, _ in keys),
+            ((delivery_url(producer, key), key) for key, producer in keys),
         ) or "-"
 
     @admin.display(description="attempts", ordering="attempts")
@@ -91,3 +90,9 @@ class BatchAdmin(ReadOnlyAdmin):
         if not batch.last_error:
             return "-"
         return describe_failure(code=batch.error_code, http_status=batch.http_status, server_error=batch.server_error)
+
+
+def delivery_url(producer, subject):
+    """The course view (or the learners-and-tags view) searched for `subject`."""
+    view = "coursedelivery" if producer == "course_structure" else "subjectdelivery"
+    return reverse(f"admin:clickhouse_outbox_{view}_changelist") + "?" + urlencode({"q": subject})

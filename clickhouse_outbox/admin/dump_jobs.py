@@ -1,7 +1,7 @@
 """
-Full dumps from the admin: start one (all courses, or those changed since a time), follow
-its progress, cancel it. The job runs in celery workers, outside the web request; the page
-only creates it and reads its progress.
+Full dumps from the admin: start one (all courses, or those changed since a time, or every
+subject of other producers), follow its progress, cancel it. The job runs in celery
+workers, outside the web request; the page only creates it and reads its progress.
 """
 
 from datetime import timezone as dt_timezone
@@ -19,8 +19,17 @@ from django.utils.html import format_html, format_html_join
 
 from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment
 from clickhouse_outbox.dumps.dispatch import dispatch
-from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, cancel_job, job_progress, progress_line, start_job
-from clickhouse_outbox.models import DumpJob, DumpJobCourse
+from clickhouse_outbox.dumps.jobs import (
+    DEFAULT_PRODUCERS,
+    DumpAlreadyActive,
+    cancel_job,
+    job_noun,
+    job_progress,
+    progress_line,
+    start_job,
+)
+from clickhouse_outbox.models import DumpJob, DumpJobItem
+from clickhouse_outbox.outbox import producers as registry
 from clickhouse_outbox.text import format_age, plural
 
 #: Failed courses listed on a job's page (the rest are counted).
@@ -39,9 +48,17 @@ class UtcDateTimeField(forms.DateTimeField):
             return super().prepare_value(value)
 
 
+def producer_choices():
+    return [(producer.name, f"{producer.noun[1].capitalize()} ({producer.name})") for producer in registry.all_producers()]
+
+
 class StartDumpForm(forms.Form):
+    producers = forms.MultipleChoiceField(
+        choices=producer_choices, widget=forms.CheckboxSelectMultiple, initial=list(DEFAULT_PRODUCERS),
+        help_text="What to dump: a snapshot of each of their subjects is queued.",
+    )
     scope = forms.ChoiceField(
-        choices=[(DumpJob.Scope.ALL, "All courses"), (DumpJob.Scope.CHANGED, "Courses changed since")],
+        choices=[(DumpJob.Scope.ALL, "All"), (DumpJob.Scope.CHANGED, "Changed since (courses only)")],
         widget=forms.RadioSelect,
         initial=DumpJob.Scope.ALL,
     )
@@ -53,8 +70,12 @@ class StartDumpForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("scope") == DumpJob.Scope.CHANGED and not cleaned.get("changed_since"):
-            self.add_error("changed_since", "Give the time: courses published since then are dumped.")
+        if cleaned.get("scope") == DumpJob.Scope.CHANGED:
+            if not cleaned.get("changed_since"):
+                self.add_error("changed_since", "Give the time: courses published since then are dumped.")
+            if list(cleaned.get("producers") or []) != list(DEFAULT_PRODUCERS):
+                self.add_error("scope", "Only courses can be dumped by what changed since a time: the platform "
+                                        "keeps no such time for the others.")
         return cleaned
 
 
@@ -62,7 +83,7 @@ class StartDumpForm(forms.Form):
 class DumpJobAdmin(ReadOnlyAdmin):
     list_display = ("id", "description", "status", "progress", "requested_by", "origin", "when_created",
                     "when_finished")
-    list_filter = ("status", "scope", "origin")
+    list_filter = ("status", "scope", "producers", "origin")
     fields = ("description", "status", "progress", "requested_by", "origin", "when_created", "when_started",
               "when_finished", "error", "failed_courses")
     readonly_fields = fields
@@ -91,11 +112,18 @@ class DumpJobAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         if request.method == "POST":
             form = StartDumpForm(request.POST)
+            if request.POST.get("producers") is None and "scope" in request.POST:  # the course view's button
+                form = StartDumpForm({**request.POST.dict(), "producers": list(DEFAULT_PRODUCERS)})
             if form.is_valid():
-                return self.start(request, form.cleaned_data["scope"], form.cleaned_data["changed_since"])
+                return self.start(request, form.cleaned_data["scope"], form.cleaned_data["changed_since"],
+                                  form.cleaned_data["producers"])
         else:
             last = DumpJob.objects.filter(status=DumpJob.Status.DONE).order_by("-started_at").first()
+            chosen = list(DEFAULT_PRODUCERS)
+            if request.GET.get("producers") == "other":
+                chosen = [p.name for p in registry.enabled_producers() if p.name not in DEFAULT_PRODUCERS]
             form = StartDumpForm(initial={
+                "producers": chosen,
                 "scope": request.GET.get("scope", DumpJob.Scope.ALL),
                 "changed_since": last.started_at if last else None,
             })
@@ -108,9 +136,10 @@ class DumpJobAdmin(ReadOnlyAdmin):
         }
         return TemplateResponse(request, "admin/clickhouse_outbox/dumpjob/start.html", context)
 
-    def start(self, request, scope, changed_since):
+    def start(self, request, scope, changed_since, producers=DEFAULT_PRODUCERS):
         try:
-            job = start_job(scope, changed_since=changed_since if scope == DumpJob.Scope.CHANGED else None,
+            job = start_job(scope, producers=producers,
+                            changed_since=changed_since if scope == DumpJob.Scope.CHANGED else None,
                             origin="admin", user=request.user)
         except DumpAlreadyActive as exc:
             self.message_user(request, str(exc), messages.ERROR)
@@ -121,7 +150,7 @@ class DumpJobAdmin(ReadOnlyAdmin):
         transaction.on_commit(lambda: dispatch(job))
         self.message_user(
             request,
-            f"Dump job {job.pk} started: {job.description}. Celery workers take a snapshot of each course; "
+            f"Dump job {job.pk} started: {job.description}. Celery workers take a snapshot of each {job_noun(job)[0]}; "
             "this page shows their progress.",
             messages.SUCCESS,
         )
@@ -163,20 +192,20 @@ class DumpJobAdmin(ReadOnlyAdmin):
     def progress(self, job):
         progress = job_progress(job)
         if job.status == DumpJob.Status.QUEUED:
-            return "waiting for a celery worker to list the courses"
+            return f"waiting for a celery worker to list the {job_noun(job)[1]}"
         handled = progress["done"] + progress["failed"]
         return format_html(
             '<progress value="{}" max="{}" style="vertical-align:middle"></progress> <span class="dump-progress">{}</span>',
             handled, max(progress["total"], 1), progress_line(job, progress),
         )
 
-    @admin.display(description="courses that failed")
+    @admin.display(description="what failed")
     def failed_courses(self, job):
-        failed = job.courses.filter(status=DumpJobCourse.Status.FAILED).order_by("position")
+        failed = job.items.filter(status=DumpJobItem.Status.FAILED).order_by("position")
         count = failed.count()
         if not count:
             return "-"
-        items = format_html_join("", "<li>{}: {}</li>", failed.values_list("course_key", "error")[:FAILED_SHOWN])
+        items = format_html_join("", "<li>{}: {}</li>", failed.values_list("subject", "error")[:FAILED_SHOWN])
         more = f" and {count - FAILED_SHOWN:,} more" if count > FAILED_SHOWN else ""
         return format_html("<ul>{}</ul>{}", items, more)
 

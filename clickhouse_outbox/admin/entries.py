@@ -1,6 +1,7 @@
 """
-The queued rows, per destination table: which snapshot (course) they belong to and which
-batch carries them. Payloads are not shown: their size is.
+The queued rows (and deletes), per destination table: which snapshot (course, enrollment,
+user...) they belong to and which batch carries them. Payloads are never shown (they may
+hold a learner's personal data): their size is.
 """
 
 from django.contrib import admin
@@ -12,17 +13,17 @@ from clickhouse_outbox.models import OutboxEntry
 
 @admin.register(OutboxEntry)
 class OutboxEntryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "course", "table", "status", "row_count", "snapshot", "batch", "queued")
-    list_filter = ("status", "table")
+    list_display = ("id", "course", "table", "kind", "status", "row_count", "snapshot", "batch", "queued")
+    list_filter = ("status", "kind", "table", "snapshot__producer")
     search_fields = ("snapshot__subject",)
     list_select_related = ("snapshot", "batch")
-    fields = ("course", "snapshot", "table", "status", "batch", "row_count", "queued", "payload_size")
+    fields = ("course", "snapshot", "table", "kind", "status", "batch", "row_count", "queued", "payload_size")
     readonly_fields = fields
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("payload").annotate(payload_bytes=Length("payload"))
 
-    @admin.display(description="course", ordering="snapshot__subject")
+    @admin.display(description="subject", ordering="snapshot__subject")
     def course(self, entry):
         return entry.snapshot.subject if entry.snapshot_id else "-"
 

@@ -16,12 +16,13 @@ from clickhouse_outbox.outbox.delivery import with_delivery
 @admin.register(Snapshot)
 class SnapshotAdmin(ReadOnlyAdmin):
     list_display = ("id", "subject", "producer", "status", "delivery", "reason", "row_count", "taken")
+    # user_id is not shown: a subject names the user where the producer's subjects are users' rows.
     list_filter = ("status", "producer", "reason")
     search_fields = ("subject", "dump_id")
     fields = ("subject", "producer", "status", "delivery", "reason", "dump_id", "time_last_dumped", "row_count",
               "taken", "entries_link", "error")
     readonly_fields = fields
-    actions = [actions.requeue_courses, actions.dismiss_snapshots]
+    actions = [actions.requeue_subjects, actions.dismiss_snapshots]
 
     def get_queryset(self, request):
         return with_delivery(super().get_queryset(request))

@@ -12,11 +12,10 @@ MergeTree table cannot be made to.
 """
 
 import re
-from contextlib import nullcontext
 
-from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier, quote_string
+from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_string
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
-from clickhouse_outbox.clickhouse.schema import CREATE_HINT, DEDUPLICATION_WINDOW
+from clickhouse_outbox.clickhouse.schema import CREATE_HINT, DEDUPLICATION_WINDOW, on_cluster, one_session
 from clickhouse_outbox.clickhouse.tables import all_tables
 
 SETTING = "non_replicated_deduplication_window"
@@ -38,7 +37,7 @@ def enable_deduplication(backend, cluster=None, tables=None):
     """
     tables = all_tables() if tables is None else tables
     report, problems = [], []
-    with _one_session(backend):
+    with one_session(backend):
         info = backend.server_info()
         rows = backend.query(
             f"SELECT name, engine, engine_full FROM system.tables WHERE database = {quote_string(backend.database)}"
@@ -56,10 +55,10 @@ def enable_deduplication(backend, cluster=None, tables=None):
                 try:
                     backend.command(alter_sql(backend.database, table.name, cluster))
                 except ClickHouseError as exc:
-                    problems.append(f"Could not set {SETTING} on {name}{_on_cluster(cluster)}: {exc}")
+                    problems.append(f"Could not set {SETTING} on {name}{on_cluster(cluster)}: {exc}")
                     continue
                 report.append(
-                    f"{name} ({engine}): set {SETTING} = {DEDUPLICATION_WINDOW}{_on_cluster(cluster)}; "
+                    f"{name} ({engine}): set {SETTING} = {DEDUPLICATION_WINDOW}{on_cluster(cluster)}; "
                     "a resent batch is now stored once (no data was changed)"
                 )
             elif action == HAS_WINDOW:
@@ -98,16 +97,6 @@ def deduplication_window(engine_full):
 
 def alter_sql(database, table_name, cluster=None):
     return (
-        f"ALTER TABLE {qualified_name(database, table_name)}{_on_cluster(cluster)} "
+        f"ALTER TABLE {qualified_name(database, table_name)}{on_cluster(cluster)} "
         f"MODIFY SETTING {SETTING} = {DEDUPLICATION_WINDOW}"
     )
-
-
-def _on_cluster(cluster):
-    return f" ON CLUSTER {quote_identifier(cluster)}" if cluster else ""
-
-
-def _one_session(backend):
-    """Several statements on one chdb session (the store is opened once); a no-op for a server."""
-    session = getattr(backend, "session", None)
-    return session() if session is not None else nullcontext()

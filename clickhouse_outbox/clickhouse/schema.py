@@ -1,13 +1,15 @@
 """
 The destination tables' DDL, and a check of existing tables against the data contract.
 
-Tables are `MergeTree` on one node and `ReplicatedMergeTree ... ON CLUSTER` on a cluster,
+Tables are their engine (`MergeTree`, or `ReplacingMergeTree` for the tables Aspects keeps
+the latest row of) on one node and its `Replicated` form `... ON CLUSTER` on a cluster,
 columns in contract order (the older writers insert positionally). A non-replicated table
 keeps a deduplication window where the server has one (21.5+), so a batch resent with the
 same `insert_deduplication_token` is written once; note that the window also drops a
 byte-identical block inserted without a token, which a dump (unique `dump_id`) never is.
 A server too old for a contract type gets the documented fallback (`Bool` -> `UInt8`,
-which takes the same JSON values), and `check_schema` accepts it.
+which takes the same JSON values; `LowCardinality(String)` -> `String`), and
+`check_schema` accepts it.
 """
 
 import re
@@ -17,16 +19,23 @@ from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_ide
 from clickhouse_outbox.clickhouse.tables import all_tables
 
 # Contract type -> type used where the server lacks it (and accepted on any server).
-TYPE_FALLBACKS = {"Bool": "UInt8"}
+TYPE_FALLBACKS = {"Bool": "UInt8", "LowCardinality(String)": "String"}
 
 REPLICATED_TABLE_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 REPLICA_NAME = "{replica}"
 DEDUPLICATION_WINDOW = 1000
 
-# Engines that satisfy the contract: MergeTree on one node, a replicated one on a cluster
-# (SharedMergeTree is ClickHouse Cloud's replicated MergeTree).
-SINGLE_NODE_ENGINES = frozenset({"MergeTree"})
-REPLICATED_ENGINES = frozenset({"ReplicatedMergeTree", "SharedMergeTree"})
+# Engines that satisfy the contract: a table's engine on one node, its replicated form on a
+# cluster (SharedMergeTree & co are ClickHouse Cloud's replicated engines).
+
+
+def replicated_engines(table):
+    """The engines of `table` on a cluster: Replicated<engine> or Shared<engine>."""
+    return frozenset({f"Replicated{table.engine}", f"Shared{table.engine}"})
+
+
+def accepted_engines(table, cluster=None):
+    return replicated_engines(table) if cluster else replicated_engines(table) | {table.engine}
 
 # Case-insensitive spellings ClickHouse accepts for the contract's types.
 _TYPE_ALIASES = {
@@ -42,6 +51,7 @@ _TYPE_ALIASES = {
     "uuid": "UUID",
     "uint8": "UInt8",
     "int32": "Int32",
+    "lowcardinality(string)": "LowCardinality(String)",
 }
 
 CREATE_HINT = "run: manage.py clickhouse_outbox_schema --create"
@@ -55,11 +65,13 @@ def column_type(type_name, server_info):
     """The type to create a contract column with on this server."""
     if type_name == "Bool" and not server_info.supports_bool:
         return TYPE_FALLBACKS["Bool"]
+    if type_name.startswith("LowCardinality(") and not server_info.supports_low_cardinality:
+        return TYPE_FALLBACKS.get(type_name, type_name)
     return type_name
 
 
 def create_database_sql(database, cluster=None):
-    return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}{_on_cluster(cluster)}"
+    return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}{on_cluster(cluster)}"
 
 
 def create_table_sql(table, database, server_info, cluster=None):
@@ -68,16 +80,17 @@ def create_table_sql(table, database, server_info, cluster=None):
     )
     order_by = ", ".join(quote_identifier(name) for name in table.order_by)
     if cluster:
-        engine = f"ReplicatedMergeTree({quote_string(REPLICATED_TABLE_PATH)}, {quote_string(REPLICA_NAME)})"
+        engine = f"Replicated{table.engine}({quote_string(REPLICATED_TABLE_PATH)}, {quote_string(REPLICA_NAME)})"
         settings = ""
     else:
-        engine = "MergeTree"
+        engine = table.engine
         settings = ""
         if server_info.supports_non_replicated_deduplication_window:
             settings = f"\nSETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+    partition = f"\nPARTITION BY {table.partition_by}" if table.partition_by else ""
     return (
-        f"CREATE TABLE IF NOT EXISTS {qualified_name(database, table.name)}{_on_cluster(cluster)}\n"
-        f"(\n{columns}\n)\nENGINE = {engine}\nORDER BY ({order_by}){settings}"
+        f"CREATE TABLE IF NOT EXISTS {qualified_name(database, table.name)}{on_cluster(cluster)}\n"
+        f"(\n{columns}\n)\nENGINE = {engine}{partition}\nORDER BY ({order_by}){settings}"
     )
 
 
@@ -89,7 +102,7 @@ def create_schema(backend, cluster=None, tables=None):
     tables = all_tables() if tables is None else tables
     database = backend.database
     report = []
-    with _one_session(backend):
+    with one_session(backend):
         info = backend.server_info()
         if database_exists(backend):
             report.append(f"Found database {quote_identifier(database)}")
@@ -97,19 +110,19 @@ def create_schema(backend, cluster=None, tables=None):
                 backend.command(create_database_sql(database, cluster))
         else:
             backend.command(create_database_sql(database, cluster))
-            report.append(f"Created database {quote_identifier(database)}{_on_cluster(cluster)}")
+            report.append(f"Created database {quote_identifier(database)}{on_cluster(cluster)}")
         existing = table_engines(backend)
         for table in tables:
             name = qualified_name(database, table.name)
             if table.name in existing:
                 report.append(f"Found table {name} ({existing[table.name]}), left as it is; --check compares it")
-                if cluster and existing[table.name] in REPLICATED_ENGINES:
+                if cluster and existing[table.name] in replicated_engines(table):
                     # The same IF NOT EXISTS ... ON CLUSTER: created on a replica that lacks it.
                     backend.command(create_table_sql(table, database, info, cluster))
-                    report.append(f"Ensured table {name} on every replica{_on_cluster(cluster)}")
+                    report.append(f"Ensured table {name} on every replica{on_cluster(cluster)}")
             else:
                 backend.command(create_table_sql(table, database, info, cluster))
-                report.append(f"Created table {name}{_on_cluster(cluster)}")
+                report.append(f"Created table {name}{on_cluster(cluster)}")
     return report
 
 
@@ -117,7 +130,7 @@ def check_schema(backend, cluster=None, tables=None):
     """Human-readable differences between the destination tables and the contract; [] when they match."""
     tables = all_tables() if tables is None else tables
     database = backend.database
-    with _one_session(backend):
+    with one_session(backend):
         if not database_exists(backend):
             return [f"Database {quote_identifier(database)} does not exist ({CREATE_HINT})"]
         existing = table_engines(backend)
@@ -139,7 +152,7 @@ def deduplication_warnings(backend, tables=None):
     acknowledgement may be stored twice (as exact duplicates).
     """
     tables = all_tables() if tables is None else tables
-    with _one_session(backend):
+    with one_session(backend):
         if not backend.server_info().supports_non_replicated_deduplication_window:
             return []
         rows = backend.query(
@@ -148,6 +161,8 @@ def deduplication_warnings(backend, tables=None):
     wanted = {table.name for table in tables}
     warnings = []
     for row in rows:
+        # ReplacingMergeTree folds a resent row into the first at its next merge, and Aspects'
+        # readers of those tables read them FINAL or through a dictionary: only MergeTree matters.
         if row["name"] not in wanted or row["engine"] != "MergeTree":
             continue
         match = re.search(r"non_replicated_deduplication_window\s*=\s*(\d+)", row["engine_full"])
@@ -220,18 +235,18 @@ def describe_table(backend, table_name):
 
 
 def _engine_problems(table, database, engine, cluster):
-    accepted = REPLICATED_ENGINES if cluster else SINGLE_NODE_ENGINES | REPLICATED_ENGINES
-    if engine in accepted:
+    if engine in accepted_engines(table, cluster):
         return []
-    wanted = "ReplicatedMergeTree (a cluster was named)" if cluster else "MergeTree (ReplicatedMergeTree on a cluster)"
+    wanted = (f"Replicated{table.engine} (a cluster was named)" if cluster
+              else f"{table.engine} (Replicated{table.engine} on a cluster)")
     return [f"{qualified_name(database, table.name)}: engine is {engine}, the contract says {wanted}"]
 
 
-def _on_cluster(cluster):
+def on_cluster(cluster):
     return f" ON CLUSTER {quote_identifier(cluster)}" if cluster else ""
 
 
-def _one_session(backend):
+def one_session(backend):
     """Several statements on one chdb session (the store is opened once); a no-op for a server."""
     session = getattr(backend, "session", None)
     return session() if session is not None else nullcontext()

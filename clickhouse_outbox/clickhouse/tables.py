@@ -1,9 +1,10 @@
 """
-The destination tables the outbox writes to, as the data contract defines them.
+The destination tables the outbox writes to, as the data contract (and, for the tables
+that came later, tutor-contrib-aspects' migrations) defines them.
 
 Each producer registers the tables it fills. The outbox stores rows already encoded for a
 table, so the drain only needs a table's name and column list to send them; the schema
-command needs the types and sort key to create and check the tables.
+command needs the types, engine, partition and sort key to create and check the tables.
 """
 
 from dataclasses import dataclass
@@ -17,11 +18,16 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A ClickHouse table in the destination database, columns in contract order."""
+    """
+    A ClickHouse table in the destination database, columns in contract order. `engine` is
+    its single-node engine (Replicated... on a cluster); `partition_by` a SQL expression.
+    """
 
     name: str
     columns: tuple
     order_by: tuple
+    engine: str = "MergeTree"
+    partition_by: str = ""
 
     @property
     def column_names(self):
@@ -77,6 +83,106 @@ COURSE_RELATIONSHIPS = Table(
     order_by=("course_key", "parent_location", "child_location", "time_last_dumped", "order"),
 )
 
+# The tables Aspects added later (tutor-contrib-aspects 6.1.0 migrations 0016, 0026, 0027, 0031,
+# 0036, 0039 and 0040), as those migrations leave them.
+
+COURSE_ENROLLMENT = Table(
+    name="course_enrollment",
+    columns=(
+        Column("id", "Int32"),
+        Column("course_key", "String"),
+        Column("created", "String"),
+        Column("is_active", "Bool"),
+        Column("mode", "LowCardinality(String)"),
+        Column("username", "String"),
+        Column("user_id", "Int32"),
+        Column("dump_id", "UUID"),
+        Column("time_last_dumped", "String"),
+    ),
+    order_by=("course_key", "user_id", "time_last_dumped"),
+)
+
+USER_PROFILE = Table(
+    name="user_profile",
+    columns=(
+        Column("id", "Int32"),
+        Column("user_id", "Int32"),
+        Column("name", "String"),
+        Column("username", "String"),
+        Column("email", "String"),
+        *(Column(name, "String") for name in (
+            "meta", "courseware", "language", "location", "year_of_birth", "gender", "level_of_education",
+            "mailing_address", "city", "country", "state", "goals", "bio", "profile_image_uploaded_at",
+            "phone_number",
+        )),
+        Column("dump_id", "UUID"),
+        Column("time_last_dumped", "String"),
+    ),
+    order_by=("id", "time_last_dumped"),
+    engine="ReplacingMergeTree",
+    partition_by="user_id % 100",
+)
+
+EXTERNAL_ID = Table(
+    name="external_id",
+    columns=(
+        Column("external_user_id", "UUID"),
+        Column("external_id_type", "String"),
+        Column("username", "String"),
+        Column("user_id", "Int32"),
+        Column("dump_id", "UUID"),
+        Column("time_last_dumped", "String"),
+    ),
+    order_by=("external_user_id", "time_last_dumped"),
+    engine="ReplacingMergeTree",
+    partition_by="user_id % 100",
+)
+
+TAG = Table(
+    name="tag",
+    columns=(
+        Column("id", "Int32"),
+        Column("taxonomy", "Int32"),
+        Column("parent", "Int32"),
+        Column("value", "String"),
+        Column("external_id", "String"),
+        Column("lineage", "String"),
+        Column("dump_id", "UUID"),
+        Column("time_last_dumped", "String"),
+    ),
+    order_by=("id", "time_last_dumped"),
+    engine="ReplacingMergeTree",
+)
+
+TAXONOMY = Table(
+    name="taxonomy",
+    columns=(
+        Column("id", "Int32"),
+        Column("name", "String"),
+        Column("dump_id", "UUID"),
+        Column("time_last_dumped", "String"),
+    ),
+    order_by=("id", "time_last_dumped"),
+    engine="ReplacingMergeTree",
+)
+
+OBJECT_TAG = Table(
+    name="object_tag",
+    columns=(
+        Column("id", "Int32"),
+        Column("object_id", "String"),
+        Column("taxonomy", "Int32"),
+        Column("tag", "Int32"),
+        Column("_value", "String"),
+        Column("_export_id", "String"),
+        Column("lineage", "String"),
+        Column("dump_id", "UUID"),
+        Column("time_last_dumped", "String"),
+    ),
+    order_by=("id", "time_last_dumped"),
+    engine="ReplacingMergeTree",
+)
+
 _TABLES = {}
 
 
@@ -97,6 +203,3 @@ def get_table(name):
 def all_tables():
     return list(_TABLES.values())
 
-
-for _table in (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS):
-    register_table(_table)

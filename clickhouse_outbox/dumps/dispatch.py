@@ -8,26 +8,25 @@ drain task sends a new task for it: the job resumes where it stopped.
 """
 
 import logging
-from datetime import timedelta
-
-from django.db.models import DateTimeField, ExpressionWrapper, Q
+from celery import current_app
+from django.db.models import Q
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.models import DumpJob, DumpJobCourse
-from clickhouse_outbox.outbox.clock import UtcNow
+from clickhouse_outbox.models import DumpJob, DumpJobItem
+from clickhouse_outbox.outbox.clock import UtcNow, db_time_in
+from clickhouse_outbox.settings.common import DUMP_TASK
 
 log = logging.getLogger(__name__)
 
 
 def dispatch(job):
     """Send a celery task to work on `job`; False (and a log line) if the broker did not take it."""
-    from clickhouse_outbox.tasks import run_dump_job  # pylint: disable=import-outside-toplevel
-
     DumpJob.objects.filter(pk=job.pk).update(dispatched_at=UtcNow())
     try:
-        # A connection of its own, to the broker the app is configured with now (rarely used: no pool).
-        with run_dump_job.app.connection_for_write() as connection:
-            run_dump_job.apply_async((job.pk,), connection=connection)
+        # By name (tasks.py imports this module), on a connection of its own to the broker the
+        # app is configured with now: dispatches are rare, and a pool would keep the first broker.
+        with current_app.connection_for_write() as connection:
+            current_app.send_task(DUMP_TASK, (job.pk,), connection=connection)
     except Exception as exc:  # noqa: BLE001 (kombu raises many kinds; the job waits for the next pick-up)
         log.error("clickhouse_outbox: could not send dump job %s to celery (%s); the periodic drain task will "
                   "send it again", job.pk, exc)
@@ -37,16 +36,16 @@ def dispatch(job):
 
 def resume_stalled():
     """
-    Send a task for each active job that no worker holds: none of its courses is claimed on
+    Send a task for each active job that no worker holds: none of its subjects is claimed on
     a live lease, and no task was sent for it within a lease period. Returns the jobs sent.
     """
-    quiet_since = ExpressionWrapper(UtcNow() - timedelta(seconds=conf.lease_secs()), output_field=DateTimeField())
+    quiet_since = db_time_in(-conf.lease_secs())
     quiet = Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=quiet_since)
     candidates = DumpJob.objects.filter(active=True).filter(quiet)
     sent = []
     for job in candidates:
-        working = DumpJobCourse.objects.filter(
-            job=job, status=DumpJobCourse.Status.CLAIMED, lease_expires_at__gt=UtcNow()
+        working = DumpJobItem.objects.filter(
+            job=job, status=DumpJobItem.Status.CLAIMED, lease_expires_at__gt=UtcNow()
         ).exists()
         if working:
             continue

@@ -7,9 +7,13 @@ courses" at once get one job and a clear message.
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
-from clickhouse_outbox.models import DumpJob, DumpJobCourse
+from clickhouse_outbox.models import DumpJob, DumpJobItem
+from clickhouse_outbox.outbox import producers as registry
 from clickhouse_outbox.outbox.clock import UtcNow
 from clickhouse_outbox.text import plural
+
+#: What a dump dumps unless told: courses (the admin's dump, dump_courses_to_clickhouse).
+DEFAULT_PRODUCERS = ("course_structure",)
 
 
 class DumpAlreadyActive(Exception):
@@ -18,7 +22,7 @@ class DumpAlreadyActive(Exception):
     def __init__(self, job):
         self.job = job
         progress = job_progress(job) if job else {}
-        done = f", {progress['done']:,} of {plural(progress['total'], 'course')} done" if progress.get("total") else ""
+        done = f", {progress['done']:,} of {plural(progress['total'], *job_noun(job))} done" if progress.get("total") else ""
         what = f"Dump job {job.pk} ({job.description}, {job.status}{done})" if job else "Another dump job"
         super().__init__(
             f"{what} is under way, and two dumps cannot run at once. Wait for it to finish, or cancel it in the "
@@ -26,26 +30,33 @@ class DumpAlreadyActive(Exception):
         )
 
 
-def start_job(scope, *, origin, changed_since=None, course_keys=None, user=None):
+def start_job(scope, *, origin, producers=DEFAULT_PRODUCERS, changed_since=None, subjects=None, user=None):
     """
-    Create a dump job (queued: a worker lists its courses). For `SELECTED` the courses are
-    listed now, from `course_keys`. Raises DumpAlreadyActive if a job is under way.
+    Create a dump job of the subjects of `producers` (names; queued: a worker lists them).
+    For `SELECTED` the subjects are listed now: `subjects`, (producer name, subject) pairs.
+    Raises DumpAlreadyActive if a job is under way.
     """
+    if scope == DumpJob.Scope.SELECTED:
+        producers = list(dict.fromkeys(name for name, _ in subjects or ()))
+    names = list(dict.fromkeys(producers))
+    for name in names:
+        registry.get(name)  # UnknownProducer names the ones there are
     if scope == DumpJob.Scope.CHANGED and changed_since is None:
-        raise ValueError("A dump of the courses changed since a time needs that time.")
-    if scope == DumpJob.Scope.SELECTED and not course_keys:
-        raise ValueError("A dump of selected courses needs at least one course key.")
+        raise ValueError("A dump of what changed since a time needs that time.")
+    if scope == DumpJob.Scope.SELECTED and not subjects:
+        raise ValueError("A dump of selected subjects needs at least one.")
+    if not names:
+        raise ValueError("A dump needs at least one producer.")
     try:
         with transaction.atomic():
             job = DumpJob.objects.create(
-                scope=scope, changed_since=changed_since, origin=origin, requested_by=user, active=True
+                scope=scope, producers=",".join(names), changed_since=changed_since, origin=origin,
+                requested_by=user, active=True,
             )
             if scope == DumpJob.Scope.SELECTED:
-                keys = list(dict.fromkeys(str(key) for key in course_keys))
-                DumpJobCourse.objects.bulk_create(
-                    [DumpJobCourse(job=job, course_key=key, position=index) for index, key in enumerate(keys)],
-                    batch_size=500,
-                )
+                from clickhouse_outbox.dumps.run import add_items  # noqa: PLC0415 (run imports the drain)
+
+                add_items(job, [(name, str(subject)) for name, subject in subjects])
     except IntegrityError:
         raise DumpAlreadyActive(active_job()) from None
     return job
@@ -66,17 +77,29 @@ def cancel_job(job):
 
 
 def job_progress(job):
-    """{"total", "done", "failed", "left"} courses of the job (derived from its course rows)."""
-    counts = dict(job.courses.values_list("status").annotate(n=Count("id")).order_by())
-    done = counts.get(DumpJobCourse.Status.DONE, 0)
-    failed = counts.get(DumpJobCourse.Status.FAILED, 0)
-    left = counts.get(DumpJobCourse.Status.PENDING, 0) + counts.get(DumpJobCourse.Status.CLAIMED, 0)
+    """{"total", "done", "failed", "left"} subjects of the job (derived from its items)."""
+    counts = dict(job.items.values_list("status").annotate(n=Count("id")).order_by())
+    done = counts.get(DumpJobItem.Status.DONE, 0)
+    failed = counts.get(DumpJobItem.Status.FAILED, 0)
+    left = counts.get(DumpJobItem.Status.PENDING, 0) + counts.get(DumpJobItem.Status.CLAIMED, 0)
     return {"total": done + failed + left, "done": done, "failed": failed, "left": left}
+
+
+def job_noun(job):
+    """('course', 'courses') for a job of courses; the words of its producer, or 'subject' when it has several."""
+    names = job.producer_names
+    if len(names) == 1:
+        try:
+            return registry.get(names[0]).noun
+        except registry.UnknownProducer:
+            pass
+    return ("subject", "subjects")
 
 
 def progress_line(job, progress=None):
     """'120 of 3,000 courses (118 queued, 2 failed)'."""
     progress = job_progress(job) if progress is None else progress
     handled = progress["done"] + progress["failed"]
-    text = f"{handled:,} of {plural(progress['total'], 'course')} ({progress['done']:,} queued"
+    one, many = job_noun(job)
+    text = f"{handled:,} of {plural(progress['total'], one, many)} ({progress['done']:,} queued"
     return text + (f", {progress['failed']:,} failed)" if progress["failed"] else ")")

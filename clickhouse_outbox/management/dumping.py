@@ -1,32 +1,34 @@
 """
 Running a dump job from a management command: start it (or join the one under way when
 it dumps the same thing), work on it in this process next to any celery workers, and
-print progress. `outbox_requeue --all-courses` and `dump_courses_to_clickhouse` use it.
+print progress. `outbox_requeue --all`, `dump_courses_to_clickhouse` and
+`dump_data_to_clickhouse` use it.
 """
 
 import time
 
 from django.core.management.base import CommandError
 
-from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, job_progress, progress_line, start_job
+from clickhouse_outbox.dumps.jobs import DEFAULT_PRODUCERS, DumpAlreadyActive, job_noun, job_progress, progress_line, start_job
 from clickhouse_outbox.dumps.run import run_job
-from clickhouse_outbox.models import DumpJob, DumpJobCourse
+from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.text import about, plural
 
 #: Seconds between progress lines (and between looks at courses other workers hold).
 PROGRESS_EVERY = 2.0
 
 
-def start_or_join(command, scope, **job_args):
+def start_or_join(command, scope, *, producers=DEFAULT_PRODUCERS, **job_args):
     """
-    A new job; or the active one when it dumps the same courses (all of them, or those changed
-    since the same time): a dump started in the admin with no celery worker is run this way.
+    A new job; or the active one when it dumps the same subjects (all of the same producers,
+    or those changed since the same time): a dump started in the admin with no celery worker
+    is run this way.
     """
     try:
-        return start_job(scope, origin=command.origin, **job_args)
+        return start_job(scope, origin=command.origin, producers=producers, **job_args)
     except DumpAlreadyActive as exc:
         job = exc.job
-        same = job is not None and job.scope == scope and (
+        same = job is not None and job.scope == scope and job.producer_names == list(producers) and (
             scope == DumpJob.Scope.ALL
             or (scope == DumpJob.Scope.CHANGED and job.changed_since == job_args.get("changed_since"))
         )
@@ -39,17 +41,19 @@ def start_or_join(command, scope, **job_args):
         raise CommandError(str(exc)) from None
 
 
-def run_in_foreground(command, job):
+def run_in_foreground(command, job, producers=None, chunk_size=None):
     """
-    Work on `job` until it ends, printing progress; raise CommandError if courses failed,
-    the job was cancelled or the courses could not be listed. Ctrl-C gives back what this
+    Work on `job` until it ends, printing progress; raise CommandError if subjects failed,
+    the job was cancelled or the subjects could not be listed. Ctrl-C gives back what this
     process claimed: the job stays queued for celery workers, or for this command run again.
+    `producers` ({name: producer}) stands in for registered ones; `chunk_size` overrides each producer's
+    dump_chunk in this process.
     """
     command.stdout.write(f"Dump job {job.pk}: {job.description}.")
     printer = Progress(command, job)
     try:
         while True:
-            job = run_job(job, on_course=printer.course)
+            job = run_job(job, on_item=printer.item, producers=producers, chunk_size=chunk_size)
             if not job.active:
                 break
             printer.line(force=True, waiting=True)
@@ -66,26 +70,26 @@ def run_in_foreground(command, job):
         raise CommandError(f"Dump job {job.pk} was cancelled after {progress_line(job, progress)}.")
     command.stdout.write(f"Dump job {job.pk} done: {progress_line(job, progress)}. The drain sends their rows.")
     if progress["failed"]:
-        failed = job.courses.filter(status=DumpJobCourse.Status.FAILED).values_list("course_key", "error")
-        for course_key, error in failed[:20]:
-            command.stderr.write(f"Not queued: {about(course_key, error)}")
+        failed = job.items.filter(status=DumpJobItem.Status.FAILED).values_list("subject", "error")
+        for subject, error in failed[:20]:
+            command.stderr.write(f"Not queued: {about(subject, error)}")
         raise CommandError(
-            f"{plural(progress['failed'], 'course')} could not be queued; see the dump job in the admin."
+            f"{plural(progress['failed'], *job_noun(job))} could not be queued; see the dump job in the admin."
         )
     return job
 
 
 class Progress:
-    """Prints where a job stands at most every PROGRESS_EVERY seconds, and each failed course at once."""
+    """Prints where a job stands at most every PROGRESS_EVERY seconds, and each failed subject at once."""
 
     def __init__(self, command, job):
         self.command = command
         self.job = job
         self.printed = 0.0
 
-    def course(self, outcome):
-        if outcome.status == DumpJobCourse.Status.FAILED:
-            self.command.stderr.write(f"Not queued: {about(outcome.course_key, outcome.error)}")
+    def item(self, outcome):
+        if outcome.status == DumpJobItem.Status.FAILED:
+            self.command.stderr.write(f"Not queued: {about(outcome.subject, outcome.error)}")
         self.line()
 
     def line(self, force=False, waiting=False):
@@ -96,5 +100,5 @@ class Progress:
         progress = job_progress(self.job)
         text = progress_line(self.job, progress)
         if waiting and progress["left"]:
-            text += f"; waiting for {plural(progress['left'], 'course')} another worker is reading"
+            text += f"; waiting for {plural(progress['left'], *job_noun(self.job))} another worker is reading"
         self.command.stdout.write(text)

@@ -40,3 +40,13 @@ def aware_datetime(text):
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value
+
+
+def producer_name(text):
+    """A registered producer's name; the error lists the producers there are."""
+    from clickhouse_outbox.outbox import producers  # noqa: PLC0415 (argument types load before the app is ready)
+
+    try:
+        return producers.get(text.strip()).name
+    except producers.UnknownProducer as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -6,16 +6,18 @@ the batch of a drainer that died comes back when its lease ends. Any number of d
 may claim at once. Where the database can skip locked rows (PostgreSQL, MySQL ≥ 8.0.1,
 MariaDB ≥ 10.6) drainers claim with `SELECT ... FOR UPDATE SKIP LOCKED`; elsewhere
 (SQLite, older MySQL) with a compare-and-swap UPDATE whose row count says who won.
+
+A table with pending deletes is a barrier: no new batch of that table is claimed until its
+deletes are, and they are claimed once no insert of the table is in flight (see
+`outbox.deletes` for why that orders every delete after the inserts it must remove).
 """
 
-from datetime import timedelta
-
 from django.db import connection, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q
+from django.db.models import F, Q
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.models import Batch, OutboxEntry
-from clickhouse_outbox.outbox.clock import UtcNow
+from clickhouse_outbox.models import Batch, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox.clock import UtcNow, lease_end
 
 # How many entries one claim looks at; a batch stops growing at CLICKHOUSE_OUTBOX_BATCH_ROWS.
 MAX_ENTRIES_PER_BATCH = 1000
@@ -25,19 +27,28 @@ CAS_TRIES = 5
 
 def claim_batch(owner):
     """The next batch to send, leased to `owner` (a UUID): a due retry first, else new rows."""
-    return reclaim_due_batch(owner) or claim_new_batch(owner)
+    return reclaim_due_batch(owner) or claim_new_batch(owner, tables_with_pending_deletes())
 
 
 def skip_locked():
     return connection.features.has_select_for_update_skip_locked
 
 
-def lease_end():
-    return ExpressionWrapper(UtcNow() + timedelta(seconds=conf.lease_secs()), output_field=DateTimeField())
+def tables_with_pending_deletes():
+    """Tables whose pending deletes go first: nothing else of theirs is claimed meanwhile."""
+    return set(
+        OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING, kind=Kind.DELETE)
+        .values_list("table", flat=True).distinct().order_by()
+    )
 
 
 def due_batches():
-    """Batches waiting for their retry time, and claims whose lease has ended."""
+    """
+    Batches waiting for their retry time, and claims whose lease has ended. A table's pending
+    deletes do not hold these back: they were made before the delete (no new batch of a table
+    with pending deletes is claimed), they send what the delete left of them, and holding
+    back the one that waits out a failure of the server would hold back everything.
+    """
     return Batch.objects.filter(
         Q(status=Batch.Status.RETRY, next_attempt_at__lte=UtcNow())
         | Q(status=Batch.Status.CLAIMED, lease_expires_at__lte=UtcNow())
@@ -103,8 +114,8 @@ def reclaim_due_batch(owner):
     return None
 
 
-def pending_entries():
-    return OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING)
+def pending_entries(kind=Kind.INSERT):
+    return OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING, kind=kind)
 
 
 def batch_members(candidates):
@@ -128,26 +139,52 @@ def server_failure():
     return Batch.objects.filter(status=Batch.Status.RETRY, server_error=True).order_by("-id").first()
 
 
-def claim_new_batch(owner):
+def claim_new_batch(owner, barred=()):
     """
-    Put the oldest pending entries of one table into a new batch. The table is chosen by a
-    plain read; only the entries are locked (or swapped), and a claim that finds them all
-    taken by another drainer creates nothing and looks again.
+    Put the oldest pending entries of one table into a new batch: a table's pending deletes
+    first, once nothing of that table is in flight, else the oldest inserts of a table
+    without pending deletes. The table is chosen by a plain read; only the entries are
+    locked (or swapped), and a claim that finds them all taken by another drainer creates
+    nothing and looks again.
     """
     if server_failure() is not None:
         return None
+    for table in sorted(barred):
+        if not insert_in_flight(table):
+            batch = claim_entries(pending_entries(Kind.DELETE).filter(table=table), table, Kind.DELETE, owner)
+            if batch is not None:
+                return batch
+    inserts = pending_entries().exclude(table__in=barred) if barred else pending_entries()
     for _ in range(CAS_TRIES):
-        table = pending_entries().order_by("id").values_list("table", flat=True).first()
+        table = inserts.order_by("id").values_list("table", flat=True).first()
         if table is None:
             return None
-        candidates = pending_entries().filter(table=table).order_by("id").values_list("id", "row_count")
+        batch = claim_entries(pending_entries().filter(table=table), table, Kind.INSERT, owner, tries=1)
+        if batch is not None:
+            return batch
+    return None
+
+
+def insert_in_flight(table):
+    """An insert batch of `table` claimed on a live lease: its drainer may hold rows read before a delete."""
+    return Batch.objects.filter(
+        table=table, kind=Kind.INSERT, status=Batch.Status.CLAIMED, lease_expires_at__gt=UtcNow()
+    ).exists()
+
+
+def claim_entries(pending, table, kind, owner, tries=CAS_TRIES):
+    """A new batch of the oldest of `pending` (entries of one table and kind), or None if others took them all."""
+    candidates = pending.order_by("id").values_list("id", "row_count")
+    for _ in range(tries):
         if skip_locked():
             with transaction.atomic():
                 ids, rows = batch_members(candidates.select_for_update(skip_locked=True)[:MAX_ENTRIES_PER_BATCH])
                 if not ids:
                     continue
-                batch = new_batch(table, rows, owner)
+                batch = new_batch(table, rows, owner, kind)
                 OutboxEntry.objects.filter(id__in=ids).update(status=OutboxEntry.Status.BATCHED, batch=batch)
+                if kind == Kind.DELETE:
+                    remove_again(ids)
             return Batch.objects.get(pk=batch.pk)
         # Compare-and-swap. The candidates are read outside the transaction, which then
         # starts with a write: SQLite waits for its write lock instead of failing at once.
@@ -155,7 +192,7 @@ def claim_new_batch(owner):
         if not ids:
             continue
         with transaction.atomic():
-            batch = new_batch(table, rows, owner)
+            batch = new_batch(table, rows, owner, kind)
             won = OutboxEntry.objects.filter(id__in=ids, status=OutboxEntry.Status.PENDING).update(
                 status=OutboxEntry.Status.BATCHED, batch=batch
             )
@@ -165,13 +202,25 @@ def claim_new_batch(owner):
             if won < len(ids):  # another drainer took some of them first
                 rows = sum(OutboxEntry.objects.filter(batch=batch).values_list("row_count", flat=True))
                 Batch.objects.filter(pk=batch.pk).update(row_count=rows)
+            if kind == Kind.DELETE:
+                remove_again(OutboxEntry.objects.filter(batch=batch).values_list("id", flat=True))
         return Batch.objects.get(pk=batch.pk)
     return None
 
 
-def new_batch(table, rows, owner):
+def remove_again(delete_entry_ids):
+    """Remove the deleted rows queued since each delete was (a dump that read them before): see outbox.deletes."""
+    from clickhouse_outbox.outbox.deletes import remove_rows, scope_of  # noqa: PLC0415 (deletes uses models only)
+
+    snapshot_ids = set(OutboxEntry.objects.filter(id__in=list(delete_entry_ids)).values_list("snapshot_id", flat=True))
+    for snapshot in Snapshot.objects.filter(id__in=snapshot_ids):
+        remove_rows(scope_of(snapshot))
+
+
+def new_batch(table, rows, owner, kind=Kind.INSERT):
     return Batch.objects.create(
         table=table,
+        kind=kind,
         status=Batch.Status.CLAIMED,
         row_count=rows,
         attempts=1,

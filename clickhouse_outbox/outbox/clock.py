@@ -3,10 +3,13 @@ Database time. Leases, backoff and snapshot times come from the database clock, 
 CMS processes and drainers share, never from one worker's clock.
 """
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
+
+from clickhouse_outbox import conf
 
 _NOW_SQL = {
     "postgresql": "SELECT clock_timestamp()",
@@ -36,3 +39,13 @@ class UtcNow(Now):
 
     def as_mysql(self, compiler, connection, **extra_context):
         return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra_context)
+
+
+def db_time_in(seconds):
+    """The database's time `seconds` from now (negative: ago), as an expression for filters and updates."""
+    return ExpressionWrapper(UtcNow() + timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def lease_end():
+    """When a lease taken now ends: CLICKHOUSE_OUTBOX_LEASE_SECS from now, in database time."""
+    return db_time_in(conf.lease_secs())

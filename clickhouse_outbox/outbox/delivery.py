@@ -6,7 +6,7 @@ in new entries of the same snapshot). Its delivery state is the most urgent stat
 them: the course's rows are only in ClickHouse once every live entry's batch is sent.
 """
 
-from django.db.models import Case, CharField, Count, Exists, Max, Min, OuterRef, Q, Subquery, TextChoices, Value, When
+from django.db.models import Case, CharField, Count, Exists, Max, Min, OuterRef, Subquery, TextChoices, Value, When
 
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
 
@@ -22,6 +22,7 @@ class State(TextChoices):
     PENDING = "pending", "Pending"
     DELIVERED = "delivered", "Delivered"
     DISMISSED = "dismissed", "Dismissed"
+    DELETED = "deleted", "Deleted"
     SUPERSEDED = "superseded", "Superseded"
 
 
@@ -59,6 +60,7 @@ def with_delivery(snapshots):
         When(status=Snapshot.Status.FAILED, then=Value(State.UNREADABLE.value)),
         When(status=Snapshot.Status.REQUESTED, then=Value(State.REQUESTED.value)),
         When(status=Snapshot.Status.DISMISSED, then=Value(State.DISMISSED.value)),
+        When(status=Snapshot.Status.DELETED, then=Value(State.DELETED.value)),
         When(status=Snapshot.Status.SUPERSEDED, then=Value(State.SUPERSEDED.value)),
         When(has_failed=True, then=Value(State.FAILED.value)),
         When(has_waiting=True, then=Value(State.WAITING.value)),
@@ -89,16 +91,3 @@ def with_delivery(snapshots):
         batch_http_status=Subquery(urgent.values("http_status")[:1]),
         batch_server_error=Subquery(urgent.values("server_error")[:1]),
     )
-
-
-def in_state(snapshots, state):
-    """`with_delivery(snapshots)` narrowed to one `State`."""
-    return with_delivery(snapshots).filter(delivery_state=state)
-
-
-def batches_of(snapshot):
-    """The batches that carry (or carried) the snapshot's live rows, newest first."""
-    return Batch.objects.filter(
-        Q(entries__snapshot=snapshot),
-        Q(entries__status=OutboxEntry.Status.BATCHED),
-    ).distinct().order_by("-id")

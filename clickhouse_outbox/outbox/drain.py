@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
-from clickhouse_outbox.models import Batch, OutboxEntry
+from clickhouse_outbox.models import Batch, Kind, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.finalise import mark_failed, mark_sent
 from clickhouse_outbox.outbox.requested import requests_waiting, take_requested
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 class DrainResult:
     batches_sent: int = 0
     rows_sent: int = 0
+    deletes_sent: int = 0
     batches_retrying: int = 0
     batches_split: int = 0
     batches_failed: int = 0
@@ -42,6 +43,8 @@ class DrainResult:
 
     def __str__(self):
         text = f"{plural(self.batches_sent, 'batch', 'batches')} ({plural(self.rows_sent, 'row')}) sent"
+        if self.deletes_sent:
+            text += f", {plural(self.deletes_sent, 'delete')} applied"
         if self.snapshots_taken:
             text += f", {plural(self.snapshots_taken, 'requested snapshot')} taken"
         for count, words in ((self.batches_retrying, "to retry"), (self.batches_split, "split"),
@@ -62,13 +65,14 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1):
     claimed and read: a backlog drains faster.
     """
     result = DrainResult()
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
-        result.snapshots_taken = take_requested(max_seconds=max_seconds)
+        result.snapshots_taken = take_requested(deadline=deadline)
     if threads <= 1:
-        return drain_loop(result, max_batches, max_seconds, backend)
+        return drain_loop(result, max_batches, deadline, backend)
     share = None if max_batches is None else max(1, max_batches // threads)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
-        for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, max_seconds, None),
+        for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None),
                              range(threads)):
             merge(result, part)
     return result
@@ -82,10 +86,9 @@ def in_own_connection(step, *args):
         connections.close_all()
 
 
-def drain_loop(result, max_batches, max_seconds, backend):
+def drain_loop(result, max_batches, deadline, backend):
     owner = uuid.uuid4()
     backend = backend or get_backend()
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     handled = 0
     while max_batches is None or handled < max_batches:
         if deadline is not None and time.monotonic() >= deadline:
@@ -117,10 +120,15 @@ def process(batch, owner, backend, result):
         return
     if retry_lock_conflicts(mark_sent, batch, owner):
         result.batches_sent += 1
-        result.rows_sent += batch.row_count
+        if batch.kind == Kind.DELETE:
+            result.deletes_sent += batch.row_count
+            what = f"a delete of {plural(batch.row_count, 'subject')}"
+        else:
+            result.rows_sent += batch.row_count
+            what = plural(batch.row_count, "row")
         log.info(
-            "clickhouse_outbox: sent batch %s to %s: %d rows in %.0f ms (attempt %d)",
-            batch.pk, batch.table, batch.row_count, (time.monotonic() - started) * 1000, batch.attempts,
+            "clickhouse_outbox: sent batch %s to %s: %s in %.0f ms (attempt %d)",
+            batch.pk, batch.table, what, (time.monotonic() - started) * 1000, batch.attempts,
         )
     else:
         result.leases_lost += 1
@@ -199,7 +207,7 @@ def drain_until_empty(*, timeout, poll_interval=1.0, backend=None, threads=1):
 
 
 def merge(total, result):
-    for name in ("batches_sent", "rows_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost",
+    for name in ("batches_sent", "rows_sent", "deletes_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost",
                  "snapshots_taken"):
         setattr(total, name, getattr(total, name) + getattr(result, name))
     total.errors.extend(result.errors)

@@ -1,10 +1,11 @@
 """
 Queueing a snapshot's rows, inside the caller's transaction.
 
-One publish is a handful of statements: the updates that supersede older rows of the same
+One change is a handful of statements: the updates that supersede older rows of the same
 subject that no drainer has claimed yet (so ten publishes in a minute send one snapshot),
 the snapshot, and its entries (one per table, split only when large), each entry's lines
-compressed (`outbox.payloads`).
+compressed (`outbox.payloads`). The rows of a retired user are never queued again
+(`outbox.deletes`).
 """
 
 import logging
@@ -13,7 +14,7 @@ import traceback
 from django.db import transaction
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.models import OutboxEntry, Snapshot
+from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.payloads import GZIP, compress
 from clickhouse_outbox.serializers.encoding import chunk_lines
 
@@ -26,25 +27,29 @@ STATEMENT_BYTES = 4 * 1024 * 1024
 def enqueue(producer, snapshots, *, reason=""):
     """
     Write snapshots and their encoded rows in one transaction (the caller's, if any); returns
-    the Snapshots, in order. `snapshots` have `subject`, `rows` (lines per table), `dump_id`
-    and `time_last_dumped` (see `producers.course_structure.PreparedSnapshot`): one for a
-    publish, a chunk of courses for a dump job, written with one INSERT of snapshots and as
-    few of entries as the statement size allows.
+    a Snapshot per prepared one, in order, or None where its user is retired (nothing of a
+    retired user's personal data is queued again). `snapshots` are `outbox.producers.Prepared`:
+    one for a change, a chunk of subjects for a dump job, written with one INSERT of
+    snapshots and as few of entries as the statement size allows.
     """
-    chunks = [encode(prepared) for prepared in snapshots]
-    # No savepoint of its own: inside a transaction (the publish's), a failure here is the caller's.
+    # No savepoint of its own: inside a transaction (the change's), a failure here is the caller's.
     with transaction.atomic(savepoint=False):
-        supersede(producer, {prepared.subject for prepared in snapshots})
+        # Read inside the transaction that writes: a retirement that committed first is seen.
+        retired = retired_users(producer, snapshots)
+        kept = [prepared for prepared in snapshots if prepared.user_id not in retired]
+        chunks = [encode(prepared) for prepared in kept]
+        supersede(producer.name, {prepared.subject for prepared in kept})
         rows = [
             Snapshot(
-                producer=producer,
+                producer=producer.name,
                 subject=prepared.subject,
+                user_id=prepared.user_id,
                 reason=reason,
                 dump_id=prepared.dump_id,
                 time_last_dumped=prepared.time_last_dumped,
                 row_count=sum(count for _, count, _ in entries),
             )
-            for prepared, entries in zip(snapshots, chunks, strict=True)
+            for prepared, entries in zip(kept, chunks, strict=True)
         ]
         Snapshot.objects.bulk_create(rows)
         if any(row.pk is None for row in rows):  # MySQL returns no ids from a multi-row INSERT
@@ -52,33 +57,56 @@ def enqueue(producer, snapshots, *, reason=""):
             for row in rows:
                 row.pk = ids[row.dump_id]
         write_entries(rows, chunks)
-    log_queued(producer, rows, chunks)
-    return rows
+    log_queued(producer.name, rows, chunks)
+    if retired:
+        log.info("clickhouse_outbox: %d %s snapshots not queued: their users are retired", len(snapshots) - len(kept),
+                 producer.name)
+    queued = iter(rows)
+    return [None if prepared.user_id in retired else next(queued) for prepared in snapshots]
+
+
+def retired_users(producer, snapshots):
+    """The users of `snapshots` who are retired, if the producer's rows are personal data (else none)."""
+    from clickhouse_outbox.outbox.deletes import retired  # noqa: PLC0415 (deletes queues through this module)
+
+    users = {prepared.user_id for prepared in snapshots if prepared.user_id is not None}
+    if not users or not producer.pii:
+        return frozenset()
+    return retired(users)
 
 
 def fill_requested(producer, requests, snapshots, owner):
     """
     Queue the rows of requested snapshots (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain") into those
     very Snapshot rows, in one transaction, only while `owner` still holds every request;
-    otherwise nothing is written and False is returned.
+    otherwise nothing is written and False is returned. The request for a retired user's
+    rows is marked deleted instead of filled.
     """
-    chunks = [encode(prepared) for prepared in snapshots]
     with transaction.atomic():
-        supersede(producer, {request.subject for request in requests})
-        for request, prepared, entries in zip(requests, snapshots, chunks, strict=True):
+        retired = retired_users(producer, snapshots)
+        filled = [(request, prepared, encode(prepared))
+                  for request, prepared in zip(requests, snapshots, strict=True) if prepared.user_id not in retired]
+        # Before the requests become queued: supersede looks for older queued snapshots.
+        supersede(producer.name, {request.subject for request, _, _ in filled})
+        changes = {}
+        for request, prepared, entries in filled:
             request.dump_id, request.time_last_dumped = prepared.dump_id, prepared.time_last_dumped
-            request.row_count = sum(count for _, count, _ in entries)
-            filled = Snapshot.objects.filter(
-                pk=request.pk, status=Snapshot.Status.REQUESTED, lease_owner=owner
-            ).update(
-                status=Snapshot.Status.QUEUED, dump_id=request.dump_id, time_last_dumped=request.time_last_dumped,
-                row_count=request.row_count, lease_owner=None, lease_expires_at=None,
+            request.user_id, request.row_count = prepared.user_id, sum(count for _, count, _ in entries)
+            changes[request.pk] = {"status": Snapshot.Status.QUEUED, "dump_id": request.dump_id,
+                                   "time_last_dumped": request.time_last_dumped, "user_id": request.user_id,
+                                   "row_count": request.row_count}
+        for request, prepared in zip(requests, snapshots, strict=True):
+            changes.setdefault(request.pk, {"status": Snapshot.Status.DELETED, "user_id": prepared.user_id})
+        for request in requests:
+            done = Snapshot.objects.filter(pk=request.pk, status=Snapshot.Status.REQUESTED, lease_owner=owner).update(
+                lease_owner=None, lease_expires_at=None, **changes[request.pk]
             )
-            if not filled:
+            if not done:
                 transaction.set_rollback(True)
                 return False
-        write_entries(requests, chunks)
-    log_queued(producer, requests, chunks)
+        rows, chunks = [request for request, _, _ in filled], [entries for _, _, entries in filled]
+        write_entries(rows, chunks)
+    log_queued(producer.name, rows, chunks)
     return True
 
 
@@ -122,9 +150,10 @@ def supersede(producer, subjects):
     older = list(Snapshot.objects.filter(producer=producer, subject__in=subjects).values_list("id", "status"))
     queued = [snapshot_id for snapshot_id, status in older if status == Snapshot.Status.QUEUED]
     failed = [snapshot_id for snapshot_id, status in older if status == Snapshot.Status.FAILED]
-    if queued and OutboxEntry.objects.filter(snapshot_id__in=queued, status=OutboxEntry.Status.PENDING).update(
-        status=OutboxEntry.Status.SUPERSEDED
-    ):
+    # A delete is never superseded: a newer snapshot of the same subject does not undo it.
+    if queued and OutboxEntry.objects.filter(
+        snapshot_id__in=queued, status=OutboxEntry.Status.PENDING, kind=Kind.INSERT
+    ).update(status=OutboxEntry.Status.SUPERSEDED):
         # Older snapshots none of whose rows was claimed are superseded as a whole.
         claimed = set(
             OutboxEntry.objects.filter(snapshot_id__in=queued)

@@ -1,30 +1,37 @@
 """
-Deferred snapshots, for very large courses (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain").
+Deferred snapshots: for very large courses (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain"), and for
+the course a tag change touches.
 
-The publish's transaction writes only a `requested` Snapshot row (and retires the older
-requests of the same course no drainer has started on: ten publishes in a row make one
-snapshot). The request commits if and only if the publish does, as a snapshot would. The
+The change's transaction writes only a `requested` Snapshot row (and retires the older
+requests of the same subject no drainer has started on: ten publishes in a row make one
+snapshot). The request commits if and only if the change does, as a snapshot would. The
 drain takes the requests before it sends: it leases a few, reads and serializes each
-course outside any transaction, then fills in the rows of each request in one transaction,
-only while it still holds the lease (a drainer that died leaves requests whose lease runs
-out; the next one takes them). A course that cannot be read fails the request, kept with
-its traceback for `outbox_requeue --failed`, as at publish.
+subject through its producer outside any transaction, then fills in the rows of each
+request in one transaction, only while it still holds the lease (a drainer that died
+leaves requests whose lease runs out; the next one takes them). A subject that cannot be
+read fails the request, kept with its traceback for `outbox_requeue --failed`, as at the change.
 """
 
 import logging
 import time
 import uuid
-from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models import Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Snapshot
-from clickhouse_outbox.outbox.clock import UtcNow, db_now
+from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
+from clickhouse_outbox.sources.base import SubjectNotFound
 
 log = logging.getLogger(__name__)
+
+#: The reason of a course requested again because its tags changed: if the course source does
+#: not know the course (a deleted course kept its tags), there is nothing to update, and the
+#: request is dismissed instead of failed.
+TAGS_CHANGED = "tags changed"
 
 
 def request_snapshot(producer, subject, reason):
@@ -47,39 +54,59 @@ def claim_requests(owner, size):
     ids = list(free.order_by("id").values_list("id", flat=True)[:size])
     if not ids:
         return []
-    lease_end = ExpressionWrapper(UtcNow() + timedelta(seconds=conf.lease_secs()), output_field=DateTimeField())
-    free.filter(id__in=ids).update(lease_owner=owner, lease_expires_at=lease_end)
+    free.filter(id__in=ids).update(lease_owner=owner, lease_expires_at=lease_end())
     return list(Snapshot.objects.filter(id__in=ids, lease_owner=owner).order_by("id"))
 
 
-def take_requested(*, max_seconds=None, source=None):
-    """Take requested snapshots until none is left or `max_seconds` passed; returns how many."""
-    from clickhouse_outbox.producers.course_structure import prepare_snapshot  # noqa: PLC0415 (a cycle)
-    from clickhouse_outbox.serializers.course_structure import PRODUCER  # noqa: PLC0415
-    from clickhouse_outbox.sources import get_course_source  # noqa: PLC0415
-
+def take_requested(*, deadline=None, overrides=None):
+    """
+    Take requested snapshots until none is left or the `deadline` (time.monotonic()) passed;
+    returns how many. `overrides` ({name: producer}) stands in for registered producers.
+    """
     owner = uuid.uuid4()
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     taken = 0
     while deadline is None or time.monotonic() < deadline:
         requests = claim_requests(owner, conf.dump_chunk_courses())
         if not requests:
             break
-        source = source or get_course_source()
         now = db_now()
-        prepared = [prepare_snapshot(request.subject, source=source, now=now) for request in requests]
-        read = [(request, snapshot) for request, snapshot in zip(requests, prepared, strict=True) if not snapshot.error]
-        with transaction.atomic():
-            if read and not fill_requested(PRODUCER, *zip(*read, strict=True), owner):
-                log.warning("clickhouse_outbox: lost the lease on requested snapshots; another drainer has them")
-                continue
-            for request, snapshot in zip(requests, prepared, strict=True):
-                if snapshot.error is not None:
-                    log.error("clickhouse_outbox: could not take the requested snapshot of %s; recorded as failed",
-                              request.subject, exc_info=snapshot.error)
-                    Snapshot.objects.filter(pk=request.pk, lease_owner=owner).update(
-                        status=Snapshot.Status.FAILED, error=failure_text(snapshot.error), lease_owner=None,
-                        lease_expires_at=None,
-                    )
+        by_producer = {}
+        for request in requests:
+            by_producer.setdefault(request.producer, []).append(request)
+        for name, group in by_producer.items():
+            fill(name, group, owner, now, overrides or {})
         taken += len(requests)
     return taken
+
+
+def fill(name, requests, owner, now, overrides):
+    """Read the requested subjects of one producer and queue their rows, or record why they could not be."""
+    try:
+        producer = overrides.get(name) or producers.get(name)
+    except producers.UnknownProducer as exc:
+        fail(requests, owner, exc)
+        return
+    prepared = producer.prepare([request.subject for request in requests], now=now)
+    read = [(request, snapshot) for request, snapshot in zip(requests, prepared, strict=True) if not snapshot.error]
+    with transaction.atomic():
+        if read and not fill_requested(producer, *zip(*read, strict=True), owner):
+            log.warning("clickhouse_outbox: lost the lease on requested snapshots; another drainer has them")
+            return
+        for request, snapshot in zip(requests, prepared, strict=True):
+            if snapshot.error is not None:
+                fail([request], owner, snapshot.error)
+
+
+def fail(requests, owner, exc):
+    for request in requests:
+        status = Snapshot.Status.FAILED
+        if request.reason == TAGS_CHANGED and isinstance(exc, SubjectNotFound):
+            status = Snapshot.Status.DISMISSED
+            log.warning("clickhouse_outbox: the tags of %s changed, but the source does not know it; dismissed",
+                        request.subject)
+        else:
+            log.error("clickhouse_outbox: could not take the requested %s snapshot of %s; recorded as failed",
+                      request.producer, request.subject, exc_info=exc)
+        Snapshot.objects.filter(pk=request.pk, lease_owner=owner).update(
+            status=status, error=failure_text(exc), lease_owner=None, lease_expires_at=None,
+        )

@@ -1,7 +1,7 @@
 """
 Requeueing what failed or waits: batches that ran out of attempts, were rejected, or wait
-out a backoff; courses whose snapshot could not be taken; and dismissing the snapshots of
-courses the source does not know.
+out a backoff; subjects whose snapshot could not be taken; and dismissing the snapshots of
+subjects the source does not know.
 """
 
 from dataclasses import dataclass
@@ -10,8 +10,9 @@ from django.db import transaction
 from django.db.models import F, Max
 
 from clickhouse_outbox.models import Batch, Snapshot
+from clickhouse_outbox.outbox import producers
 from clickhouse_outbox.outbox.clock import UtcNow
-from clickhouse_outbox.sources.base import CourseNotFound
+from clickhouse_outbox.sources.base import SubjectNotFound
 
 
 @dataclass
@@ -58,24 +59,26 @@ def latest_snapshots(producer=None, model=Snapshot):
     return model.objects.filter(id__in=latest).order_by("subject")
 
 
-def dismiss_unknown(snapshots, source):
+def dismiss_unknown(snapshots, overrides=None):
     """
-    Dismiss failed snapshots whose course the source does not know (a mistyped key, a
-    deleted course): `--failed` and the admin stop offering them. A snapshot of a course
-    the source knows is kept: it is a real publish to take again. Returns the dismissed
-    snapshots, and (snapshot, why it was kept) pairs.
+    Dismiss failed snapshots whose subject the source does not know (a mistyped key, a
+    deleted course): `--failed` and the admin stop offering them. A snapshot of a subject
+    the source knows is kept: it is a real change to take again. Returns the dismissed
+    snapshots, and (snapshot, why it was kept) pairs. `overrides` ({name: producer}) stands
+    in for registered producers.
     """
     dismissed, kept = [], []
     for snapshot in snapshots.filter(status=Snapshot.Status.FAILED):
         try:
-            source.get_course(snapshot.subject)
-        except CourseNotFound:
+            producer = (overrides or {}).get(snapshot.producer) or producers.get(snapshot.producer)
+            producer.knows(snapshot.subject)
+        except (SubjectNotFound, producers.UnknownProducer):
             dismissed.append(snapshot)
             continue
         except Exception as exc:  # noqa: BLE001 (the source knows it but cannot read it: keep it)
-            kept.append((snapshot, f"the course source knows it but cannot read it ({exc})"))
+            kept.append((snapshot, f"the {producer.source_noun} knows it but cannot read it ({exc})"))
             continue
-        kept.append((snapshot, "the course source knows it: take a new snapshot instead"))
+        kept.append((snapshot, f"the {producer.source_noun} knows it: take a new snapshot instead"))
     Snapshot.objects.filter(id__in=[snapshot.id for snapshot in dismissed], status=Snapshot.Status.FAILED).update(
         status=Snapshot.Status.DISMISSED
     )

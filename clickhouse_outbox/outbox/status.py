@@ -15,7 +15,8 @@ from datetime import datetime
 from django.db.models import Count, F, Max, Min, Sum
 
 from clickhouse_outbox.dumps.jobs import active_job, job_progress
-from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
+from clickhouse_outbox.models import Batch, DumpJob, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox import producers
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.text import format_age, last_line, plural
@@ -34,7 +35,7 @@ class OutboxStatus:
     tables: dict
     oldest_unsent_at: datetime | None
     last_sent_at: datetime | None
-    #: [(course key, last line of the error)] for courses whose latest snapshot failed
+    #: [(producer, subject, last line of the error)] for subjects whose latest snapshot failed
     failed_snapshots: list
     #: the batch that waits out a failure of the server itself, if any (not one retried by hand since)
     server_failure: Batch | None
@@ -42,15 +43,22 @@ class OutboxStatus:
     retrying: Batch | None
     active_dump: DumpJob | None = None
     dump_progress: dict = field(default_factory=dict)
-    #: snapshots requested by publishes (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain") not yet taken
+    #: snapshots requested by changes (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain", tag changes) not yet taken
     requested_snapshots: int = 0
+    #: {table: {state: {"entries" or "batches": n, "rows": n}}}: deletes (rows: subjects), as `tables`
+    deletes: dict = field(default_factory=dict)
+    #: names of the producers that are on
+    enabled_producers: list = field(default_factory=list)
 
-    def total(self, state, unit="rows"):
-        return sum(counts.get(state, {}).get(unit, 0) for counts in self.tables.values())
+    def total(self, state, unit="rows", of=None):
+        return sum(counts.get(state, {}).get(unit, 0) for counts in (self.tables if of is None else of).values())
+
+    def total_deletes(self, state, unit="rows"):
+        return self.total(state, unit, self.deletes)
 
     @property
     def failed_batches(self):
-        return self.total("failed", "batches")
+        return self.total("failed", "batches") + self.total_deletes("failed", "batches")
 
     @property
     def oldest_unsent_age(self):
@@ -86,16 +94,24 @@ class OutboxStatus:
                 f"batch {batch.pk} ({batch.table}) waits to retry after an error (next attempt "
                 f"{iso(batch.next_attempt_at)}): {batch.last_error}"
             )
-        if self.failed_batches:
+        failed_inserts = self.total("failed", "batches")
+        if failed_inserts:
             found.append(
-                f"{plural(self.failed_batches, 'batch', 'batches')} ({plural(self.total('failed'), 'row')}) failed: "
+                f"{plural(failed_inserts, 'batch', 'batches')} ({plural(self.total('failed'), 'row')}) failed: "
                 "retry them in the admin or with outbox_requeue --failed"
             )
-        if self.failed_snapshots:
-            keys = ", ".join(key for key, _ in self.failed_snapshots[:3])
-            more = f" and {len(self.failed_snapshots) - 3} more" if len(self.failed_snapshots) > 3 else ""
+        failed_deletes = self.total_deletes("failed", "batches")
+        if failed_deletes:
             found.append(
-                f"{plural(len(self.failed_snapshots), 'course')} could not be read ({keys}{more}): "
+                f"{plural(failed_deletes, 'delete batch', 'delete batches')} "
+                f"({plural(self.total_deletes('failed'), 'subject')}) failed, so deleted rows (a retired user's) are "
+                "still in ClickHouse: retry them in the admin or with outbox_requeue --failed"
+            )
+        for name, failed in group_by_producer(self.failed_snapshots).items():
+            keys = ", ".join(subject for subject, _ in failed[:3])
+            more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+            found.append(
+                f"{plural(len(failed), *noun(name))} could not be read ({keys}{more}): "
                 "outbox_requeue --failed takes them again; dismiss unknown ones in the admin"
             )
         return found
@@ -108,12 +124,16 @@ class OutboxStatus:
             "tables": self.tables,
             "totals": {state: self.total(state) for state in ROW_STATES},
             "failed_batches": self.failed_batches,
+            "deletes": self.deletes,
+            "delete_totals": {state: self.total_deletes(state) for state in ROW_STATES},
+            "producers": self.enabled_producers,
             "requested_snapshots": self.requested_snapshots,
             "oldest_unsent_at": self.oldest_unsent_at.isoformat() if self.oldest_unsent_at else None,
             "oldest_unsent_age_seconds": round(self.oldest_unsent_age, 3) if self.oldest_unsent_at else None,
             "max_age_seconds": max_age,
             "last_sent_at": self.last_sent_at.isoformat() if self.last_sent_at else None,
-            "failed_snapshots": [{"course_key": key, "error": error} for key, error in self.failed_snapshots],
+            "failed_snapshots": [{"producer": name, "subject": subject, "error": error}
+                                 for name, subject, error in self.failed_snapshots],
             "server_failure": None if self.server_failure is None else {
                 "batch": self.server_failure.pk,
                 "error": self.server_failure.last_error,
@@ -134,27 +154,29 @@ class OutboxStatus:
 def outbox_status():
     """Read the outbox's state (a handful of indexed queries)."""
 
-    tables = {}
+    counts = {Kind.INSERT: {}, Kind.DELETE: {}}
     pending = (
         OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING)
-        .values("table")
+        .values("kind", "table")
         .annotate(entries=Count("id"), rows=Sum("row_count"))
         .order_by()
     )
     for row in pending:
-        tables.setdefault(row["table"], {})["pending"] = {"entries": row["entries"], "rows": row["rows"] or 0}
+        counts[row["kind"]].setdefault(row["table"], {})["pending"] = {"entries": row["entries"], "rows": row["rows"] or 0}
     open_batches = (
         Batch.objects.filter(status__in=list(_BATCH_ROW_STATES))
-        .values("table", "status")
+        .values("kind", "table", "status")
         .annotate(batches=Count("id"), rows=Sum("row_count"))
         .order_by()
     )
     for row in open_batches:
         state = _BATCH_ROW_STATES[row["status"]]
-        tables.setdefault(row["table"], {})[state] = {"batches": row["batches"], "rows": row["rows"] or 0}
+        counts[row["kind"]].setdefault(row["table"], {})[state] = {"batches": row["batches"], "rows": row["rows"] or 0}
+    tables = counts[Kind.INSERT]
     failed_snapshots = [
-        (subject, last_line(error))
-        for subject, error in latest_snapshots().filter(status=Snapshot.Status.FAILED).values_list("subject", "error")
+        (name, subject, last_line(error))
+        for name, subject, error in latest_snapshots().filter(status=Snapshot.Status.FAILED)
+        .order_by("producer", "subject").values_list("producer", "subject", "error")
     ]
     job = active_job()
     requested = Snapshot.objects.filter(status=Snapshot.Status.REQUESTED)
@@ -166,7 +188,7 @@ def outbox_status():
         checked_at=db_now(),
         tables=dict(sorted(tables.items())),
         oldest_unsent_at=min(
-            filter(None, [oldest_unsent(tables), requested.order_by("id").values_list("created", flat=True).first()]),
+            filter(None, [oldest_unsent(counts), requested.order_by("id").values_list("created", flat=True).first()]),
             default=None,
         ),
         requested_snapshots=requested.count(),
@@ -176,19 +198,21 @@ def outbox_status():
         retrying=waiting.filter(server_error=False).order_by("id").first(),
         active_dump=job,
         dump_progress=job_progress(job) if job else {},
+        deletes=dict(sorted(counts[Kind.DELETE].items())),
+        enabled_producers=[producer.name for producer in producers.enabled_producers()],
     )
 
 
-def oldest_unsent(tables):
+def oldest_unsent(counts):
     """
-    When the oldest row still to send was queued: the first pending entry of each table (by
-    the pending index) and the first entry of the open batches (a requested snapshot, not yet
-    taken, counts too: see `outbox_status`).
+    When the oldest row still to send was queued: the first pending entry of each table and
+    kind in `counts` (by the pending index) and the first entry of the open batches (a
+    requested snapshot, not yet taken, counts too: see `outbox_status`).
     """
     candidates = []
-    for table in tables:
+    for kind, table in ((kind, table) for kind, tables in counts.items() for table in tables):
         first = (
-            OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING, table=table)
+            OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING, kind=kind, table=table)
             .order_by("id")
             .values_list("created", flat=True)
             .first()
@@ -202,6 +226,22 @@ def oldest_unsent(tables):
     if first is not None:
         candidates.append(first)
     return min(candidates, default=None)
+
+
+def group_by_producer(failed_snapshots):
+    """{producer: [(subject, error)]} of (producer, subject, error) triples, in order."""
+    grouped = {}
+    for name, subject, error in failed_snapshots:
+        grouped.setdefault(name, []).append((subject, error))
+    return grouped
+
+
+def noun(name):
+    """('course', 'courses') for a producer's name; its name when it is not registered."""
+    try:
+        return producers.get(name).noun
+    except producers.UnknownProducer:
+        return (f"{name} subject", f"{name} subjects")
 
 
 def iso(value):

@@ -1,26 +1,22 @@
 """
-The course-structure producer: course source → serializer → outbox, in the caller's transaction.
+The course-structure producer: a published course, read from the course source, as its
+course_overviews, course_blocks and course_relationships rows.
 """
 
-import logging
 import uuid
-from dataclasses import dataclass
 
-from django.db import transaction
 from opaque_keys import InvalidKeyError
 from opaque_keys.edx.keys import CourseKey
 
+from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
 from clickhouse_outbox import conf
-from clickhouse_outbox.outbox.clock import db_now
-from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
-from clickhouse_outbox.outbox.requested import request_snapshot
-from clickhouse_outbox.serializers.course_structure import PRODUCER, serialize_course
+from clickhouse_outbox.outbox import producers, snapshots
+from clickhouse_outbox.outbox.producers import Prepared, Producer
+from clickhouse_outbox.serializers.course_structure import serialize_course
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources import get_course_source
-from clickhouse_outbox.sources.base import CourseNotFound
-from clickhouse_outbox.text import last_line
 
-log = logging.getLogger(__name__)
+PRODUCER = "course_structure"
 
 
 def parse_course_key(value):
@@ -33,114 +29,91 @@ def parse_course_key(value):
         raise ValueError(f"{value!r} is not a course key (expected e.g. course-v1:Org+Course+Run)") from None
 
 
-@dataclass
-class PreparedSnapshot:
-    """A course read and serialized, not yet queued: its rows, or the error reading it raised."""
-
-    subject: str
-    dump_id: uuid.UUID
-    time_last_dumped: str
-    rows: dict | None = None
-    error: Exception | None = None
-
-
-def prepare_snapshot(course_key, *, source, now):
+class CourseStructure(Producer):
     """
-    Read and serialize a course (`now`, the database's time, fixes `time_last_dumped`).
-    Raises nothing: a dump job prepares a chunk of courses outside any transaction, so a
-    slow read holds no lock, and records each failure.
+    Courses from the course source (CLICKHOUSE_OUTBOX_COURSE_SOURCE, or `source`): on by
+    default, whatever platform-plugin-aspects' course sink switch says (the Tutor plugin
+    turns that sink off).
     """
+
+    name = PRODUCER
+    noun = ("course", "courses")
+    source_noun = "course source"
+    tables = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
+    peer_model = "course_overviews"
+    enabled_by_default = True
+    read_at_once = 1  # a course may take seconds to read: a worker looks whether to stop after each
+
+    def __init__(self, source=None):
+        self._source = source
+
+    @property
+    def source(self):
+        return self._source if self._source is not None else get_course_source()
+
+    @property
+    def dump_chunk(self):
+        return conf.dump_chunk_courses()
+
+    def parse_subject(self, value):
+        return str(parse_course_key(value))
+
+    def prepare(self, subjects, *, now):
+        """
+        Read and serialize each course (`now`, the database's time, fixes `time_last_dumped`),
+        outside any transaction when a dump job prepares a chunk: a slow read holds no lock.
+        """
+        source = self.source
+        return [prepare_course(subject, source=source, now=now) for subject in subjects]
+
+    def all_subjects(self):
+        return [str(key) for key in self.source.course_keys()]
+
+    def subjects_changed_since(self, since):
+        return [str(key) for key in self.source.course_keys_changed_since(since)]
+
+    def knows(self, subject):
+        """Whether the source knows the course (CourseNotFound / CourseSourceError say otherwise)."""
+        self.source.get_course(subject)
+        return True
+
+
+def prepare_course(course_key, *, source, now):
     dump_id = uuid.uuid4()
     time_last_dumped = dump_time(now)
     try:
         course = source.get_course(course_key)
         rows = serialize_course(course, dump_id=dump_id, time_last_dumped=time_last_dumped, snapshot_time=now)
     except Exception as exc:  # noqa: BLE001 (kept, with its traceback, for the caller to raise or record)
-        return PreparedSnapshot(str(course_key), dump_id, time_last_dumped, error=exc)
-    return PreparedSnapshot(str(course_key), dump_id, time_last_dumped, rows=rows)
+        return Prepared(str(course_key), dump_id, time_last_dumped, error=exc)
+    return Prepared(str(course_key), dump_id, time_last_dumped, rows=rows)
 
+
+def producer(source=None):
+    """The registered course producer, or one reading `source` (tests, the bench, an operator's own source)."""
+    return COURSES if source is None else CourseStructure(source)
+
+
+# What the receivers, the commands and the admin call, for a course key.
 
 def take_course_snapshot(course_key, reason, *, source=None):
-    """
-    Read the published course, serialize it and queue its rows; raise if any step fails.
-
-    Runs in a savepoint of the caller's transaction: if the publish rolls back, nothing
-    is queued; if this fails, the caller's transaction is left as it was.
-    """
-    course_key = parse_course_key(course_key)
-    source = source or get_course_source()
-    with transaction.atomic():
-        prepared = prepare_snapshot(course_key, source=source, now=db_now())
-        if prepared.error is not None:
-            raise prepared.error
-        return enqueue(PRODUCER, [prepared], reason=reason)[0]
+    """Read the published course, serialize it and queue its rows; raise if any step fails."""
+    return snapshots.take(producer(source), course_key, reason)
 
 
 def snapshot_or_record_failure(course_key, reason, *, source=None, record_not_found=True):
-    """
-    What the signal receivers call. The platform sends its signals with `send_robust`,
-    which would reduce an exception to a log line: instead a failure is recorded as a
-    failed snapshot (with the error) that a requeue takes again, and logged.
-
-    With `record_not_found=False` (a key an operator typed, a course listed moments ago) a
-    course the source does not know raises CourseNotFound instead: a failed snapshot of a
-    course that does not exist would only be retried forever.
-    """
-    try:
-        return take_course_snapshot(course_key, reason, source=source)
-    except CourseNotFound as exc:
-        if not record_not_found:
-            raise
-        failure = exc
-    except Exception as exc:  # pylint: disable=broad-except
-        failure = exc
-    log.error("clickhouse_outbox: could not take a snapshot of %s (%s); recorded as failed", course_key, reason,
-              exc_info=failure)
-    return record_failed_snapshot(PRODUCER, str(course_key), failure, dump_id=uuid.uuid4(), reason=reason)
+    """`take_course_snapshot`, a failure recorded as a failed snapshot (see outbox.snapshots)."""
+    return snapshots.take_or_record_failure(producer(source), course_key, reason, record_not_found=record_not_found)
 
 
 def snapshot_or_request(course_key, reason):
-    """
-    What a publish does: take the snapshot now, or (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain")
-    only request it, in the caller's transaction, for the drain to take.
-    """
-    if conf.snapshot_at() != "drain":
-        return snapshot_or_record_failure(course_key, reason)
-    try:
-        subject = str(parse_course_key(course_key))
-    except ValueError as exc:
-        return record_failed_snapshot(PRODUCER, str(course_key), exc, dump_id=uuid.uuid4(), reason=reason)
-    return request_snapshot(PRODUCER, subject, reason)
+    """What a publish does: take the snapshot now, or (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain") request it."""
+    return snapshots.take_or_request(COURSES, course_key, reason)
 
 
 def queue_courses(course_keys, reason, *, source=None, on_progress=None):
-    """
-    Take a snapshot of each course, each in its own transaction: one course that cannot be
-    read is recorded as a failed snapshot and the others go on; a course the source does not
-    know is reported and recorded nowhere. Returns (snapshots, failures) where failures are
-    (course_key, error message) pairs; `on_progress(index, course_key, snapshot or None)`.
-    """
-    source = source or get_course_source()
-    snapshots, failures = [], []
-    for index, course_key in enumerate(course_keys, start=1):
-        try:
-            course_key = parse_course_key(course_key)
-        except ValueError as exc:
-            failures.append((str(course_key), str(exc)))
-            if on_progress:
-                on_progress(index, course_key, None)
-            continue
-        try:
-            with transaction.atomic():
-                snapshot = snapshot_or_record_failure(course_key, reason, source=source, record_not_found=False)
-        except CourseNotFound as exc:
-            snapshot = None
-            failures.append((str(course_key), str(exc)))
-        else:
-            if snapshot.status == snapshot.Status.FAILED:
-                failures.append((str(course_key), last_line(snapshot.error)))
-            else:
-                snapshots.append(snapshot)
-        if on_progress:
-            on_progress(index, course_key, snapshot)
-    return snapshots, failures
+    """A snapshot of each course, each in its own transaction (see outbox.snapshots.queue_subjects)."""
+    return snapshots.queue_subjects(producer(source), course_keys, reason, on_progress=on_progress)
+
+
+COURSES = producers.register(CourseStructure())

@@ -19,7 +19,6 @@ from clickhouse_outbox.serializers.encoding import (
     str_datetime,
 )
 
-PRODUCER = "course_structure"
 DETACHED_BLOCK_TYPES = frozenset({"about", "course_info", "static_tab"})
 
 

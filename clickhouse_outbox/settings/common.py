@@ -108,7 +108,9 @@ def plugin_settings(settings):
 
 
 BEAT_ENTRY = "clickhouse_outbox.drain"
+#: The celery tasks' names (tasks.py), here so that the beat entry and the dump dispatcher need not import tasks.
 DRAIN_TASK = "clickhouse_outbox.tasks.drain_outbox"
+DUMP_TASK = "clickhouse_outbox.tasks.run_dump_job"
 
 
 def beat_entry(interval):

@@ -1,16 +1,24 @@
 """
-The published course as every course source hands it to the serializers.
+What sources raise, and the published course as every course source hands it to the serializers.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
 
-class CourseSourceError(Exception):
+class SubjectSourceError(Exception):
+    """A subject (a course, a user's profile, a tag...) could not be read or listed; the message says why."""
+
+
+class SubjectNotFound(SubjectSourceError):
+    """The source does not know this subject (a mistyped key, a row deleted since)."""
+
+
+class CourseSourceError(SubjectSourceError):
     """The course could not be read; the message says which course and why."""
 
 
-class CourseNotFound(CourseSourceError):
+class CourseNotFound(CourseSourceError, SubjectNotFound):
     """No published course with this key exists in the source."""
 
 

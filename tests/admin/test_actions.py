@@ -10,12 +10,12 @@ import pytest
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.dumps.run import run_job
-from clickhouse_outbox.models import Batch, CourseDelivery, DumpJob, DumpJobCourse, OutboxEntry, Snapshot
+from clickhouse_outbox.models import Batch, CourseDelivery, DumpJob, DumpJobItem, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from tests.admin import pages
 from tests.admin.helpers import BATCHES, COURSES, SNAPSHOTS, fail_for_good, post_action, refused_drain, url
-from tests.factories import MemorySource, PublishedCourseFactory
+from tests.factories import MemorySource, PublishedCourseFactory, with_source
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +42,7 @@ def test_requeue_takes_a_new_snapshot_of_each_selected_course(admin_client, add_
     one, two = add_course("One"), add_course("Two")
     first_one, first_two = publish(one), publish(two)
 
-    response = post_action(admin_client, COURSES, "requeue_courses", [latest(one)], follow=True)
+    response = post_action(admin_client, COURSES, "requeue_subjects", [latest(one)], follow=True)
     again = Snapshot.objects.filter(subject=one).latest("id")
     assert (again.reason, again.status) == ("admin", Snapshot.Status.QUEUED)
     assert again.pk != first_one.pk and again.row_count == first_one.row_count
@@ -53,7 +53,7 @@ def test_requeue_takes_a_new_snapshot_of_each_selected_course(admin_client, add_
     assert not first_one.entries.filter(status=OutboxEntry.Status.PENDING).exists()
     assert pages.row_of(response, "course", one)["taken"].endswith(", admin")
 
-    response = post_action(admin_client, COURSES, "requeue_courses", [latest(one), latest(two)], follow=True)
+    response = post_action(admin_client, COURSES, "requeue_subjects", [latest(one), latest(two)], follow=True)
     queued = Snapshot.objects.filter(reason="admin").order_by("-id")[:2]
     assert sorted(s.subject for s in queued) == sorted([one, two])
     assert pages.messages(response) == [
@@ -66,7 +66,7 @@ def test_requeue_takes_a_new_snapshot_of_each_selected_course(admin_client, add_
 def test_requeue_from_the_snapshot_list_too(admin_client, add_course, publish):
     key = add_course("FromSnapshots")
     snapshot = publish(key)
-    response = post_action(admin_client, SNAPSHOTS, "requeue_courses", [snapshot], follow=True)
+    response = post_action(admin_client, SNAPSHOTS, "requeue_subjects", [snapshot], follow=True)
     assert Snapshot.objects.filter(subject=key, reason="admin").count() == 1
     assert pages.messages(response)[0].startswith("1 course requeued (")
 
@@ -76,7 +76,7 @@ def test_requeue_reports_a_course_the_source_does_not_know_and_queues_the_others
     publish(known)
     gone = "course-v1:AdminX+Removed+2026"
     publish(gone)  # recorded as failed: the folder never had it
-    response = post_action(admin_client, COURSES, "requeue_courses", [latest(known), latest(gone)], follow=True)
+    response = post_action(admin_client, COURSES, "requeue_subjects", [latest(known), latest(gone)], follow=True)
     assert Snapshot.objects.filter(subject=known, reason="admin").count() == 1
     assert Snapshot.objects.filter(subject=gone).count() == 1  # nothing recorded for the unknown course
     shown = pages.messages(response)
@@ -98,29 +98,29 @@ def many_courses():
 
 def test_requeue_of_more_than_twenty_courses_starts_a_dump_job(admin_client, admin_user, many_courses):
     snapshots_before = Snapshot.objects.count()
-    response = post_action(admin_client, COURSES, "requeue_courses", CourseDelivery.objects.all(), follow=True)
+    response = post_action(admin_client, COURSES, "requeue_subjects", CourseDelivery.objects.all(), follow=True)
     assert Snapshot.objects.count() == snapshots_before  # nothing read in the web request
     job = DumpJob.objects.get()
     assert (job.scope, job.origin, job.requested_by, job.status) == (
         DumpJob.Scope.SELECTED, "admin", admin_user, DumpJob.Status.QUEUED
     )
     keys = sorted(str(key) for key in many_courses.course_keys())
-    assert list(job.courses.order_by("position").values_list("course_key", flat=True)) == keys
+    assert list(job.items.order_by("position").values_list("subject", flat=True)) == keys
     assert job.dispatched_at is not None  # sent to celery
     assert pages.messages(response) == [f"21 courses are requeued in the background by dump job {job.pk}."]
     link = pages.parse(response).find("ul", class_="messagelist").find("a")
     assert link.attrs["href"] == url("dumpjob_change", job.pk)
 
-    job = run_job(job, source=many_courses)  # what the celery worker does
+    job = run_job(job, producers=with_source(many_courses))  # what the celery worker does
     assert job.status == DumpJob.Status.DONE
-    assert job.courses.filter(status=DumpJobCourse.Status.DONE).count() == 21
+    assert job.items.filter(status=DumpJobItem.Status.DONE).count() == 21
     assert sorted(Snapshot.objects.filter(reason="dump").values_list("subject", flat=True)) == keys
 
 
 def test_requeue_of_many_courses_while_a_dump_runs_says_so_and_starts_nothing(admin_client, many_courses):
     admin_client.post(url("dumpjob_start"), {"scope": "all"}, follow=True)
     running = DumpJob.objects.get()
-    response = post_action(admin_client, COURSES, "requeue_courses", CourseDelivery.objects.all(), follow=True)
+    response = post_action(admin_client, COURSES, "requeue_subjects", CourseDelivery.objects.all(), follow=True)
     assert list(DumpJob.objects.all()) == [running]
     (shown,) = pages.messages(response)
     assert shown.startswith(f"Dump job {running.pk} (all courses, queued) is under way, and two dumps cannot run")
@@ -205,7 +205,7 @@ def test_retry_now_from_the_course_view(admin_client, add_course, publish, serve
     theirs = set(Batch.objects.filter(entries__snapshot__subject=failed).values_list("pk", flat=True))
     assert len(theirs) == 3
 
-    response = post_action(admin_client, COURSES, "retry_courses", [latest(failed)],
+    response = post_action(admin_client, COURSES, "retry_subjects", [latest(failed)],
                            query="?state=failed&q=AdminX%2BFailed")
     # Back to the list, still searched, without the "failed" filter the course just left.
     assert response.status_code == 302
@@ -225,7 +225,7 @@ def test_retry_now_from_the_course_view(admin_client, add_course, publish, serve
 def test_retry_now_of_a_pending_course_says_nothing_was_retried(admin_client, add_course, publish):
     key = add_course("Pending")
     publish(key)
-    response = post_action(admin_client, COURSES, "retry_courses", [latest(key)], follow=True)
+    response = post_action(admin_client, COURSES, "retry_subjects", [latest(key)], follow=True)
     assert pages.messages(response) == ["Nothing to retry: no failed or waiting batch was selected."]
     assert "warning" in pages.parse(response).find("ul", class_="messagelist").find("li").classes
 

@@ -16,7 +16,6 @@ from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.requeue import dismiss_unknown, retry_now
-from clickhouse_outbox.sources import get_course_source
 from clickhouse_outbox.text import last_line
 from tests.admin import pages
 from tests.admin.helpers import BATCHES, COURSES, ENTRIES, WRONG_PASSWORD, fail_for_good, refused_drain, url
@@ -124,7 +123,7 @@ def every_state(add_course, publish, break_course, server_clickhouse, settings):
     publish(keys["unreadable"])
     keys["dismissed"] = "course-v1:AdminX+Gone+2026"  # published, but the course source never had it
     publish(keys["dismissed"])
-    dismissed, _ = dismiss_unknown(Snapshot.objects.filter(subject=keys["dismissed"]), get_course_source())
+    dismissed, _ = dismiss_unknown(Snapshot.objects.filter(subject=keys["dismissed"]))
     assert len(dismissed) == 1
     return keys
 
@@ -286,4 +285,4 @@ def test_a_courses_page_shows_where_each_tables_rows_are(admin_client, add_cours
     assert pages.readonly_field(page, "state").startswith("Waiting to retry (next attempt")
     assert pages.readonly_field(page, "error_in_words").startswith(REFUSED)
     link = pages.parse(page).find(class_="field-earlier_snapshots").find("a")
-    assert link.attrs["href"] == url("snapshot_changelist") + "?q=course-v1%3AAdminX%2BDetail%2B2026"
+    assert link.attrs["href"] == url("snapshot_changelist") + "?q=course-v1%3AAdminX%2BDetail%2B2026&producer__exact=course_structure"

@@ -74,10 +74,10 @@ def forge_every_action(client, outbox):
     batches = list(Batch.objects.all())
     jobs = list(DumpJob.objects.all())
     answers = {
-        "requeue_courses": post_action(client, COURSES, "requeue_courses", courses),
-        "retry_courses": post_action(client, COURSES, "retry_courses", courses),
+        "requeue_subjects": post_action(client, COURSES, "requeue_subjects", courses),
+        "retry_subjects": post_action(client, COURSES, "retry_subjects", courses),
         "dismiss_snapshots": post_action(client, COURSES, "dismiss_snapshots", courses),
-        "requeue_snapshots": post_action(client, SNAPSHOTS, "requeue_courses", snapshots),
+        "requeue_snapshots": post_action(client, SNAPSHOTS, "requeue_subjects", snapshots),
         "dismiss_on_snapshots": post_action(client, SNAPSHOTS, "dismiss_snapshots", snapshots),
         "retry_selected_batches": post_action(client, BATCHES, "retry_selected_batches", batches),
         "cancel_selected": post_action(client, DUMP_JOBS, "cancel_selected", jobs),
@@ -103,7 +103,7 @@ def test_a_forged_post_from_view_only_staff_changes_nothing(staff_client, outbox
     assert not LogEntry.objects.filter(user=client.user).exists()
     # The lists answer as if no action had been posted; the dump pages refuse.
     assert statuses == {
-        "requeue_courses": 200, "retry_courses": 200, "dismiss_snapshots": 200, "requeue_snapshots": 200,
+        "requeue_subjects": 200, "retry_subjects": 200, "dismiss_snapshots": 200, "requeue_snapshots": 200,
         "dismiss_on_snapshots": 200, "retry_selected_batches": 200, "cancel_selected": 200,
         "start": 403, "cancel": 403,
     }
@@ -112,8 +112,8 @@ def test_a_forged_post_from_view_only_staff_changes_nothing(staff_client, outbox
 def test_the_superuser_is_offered_every_action_and_button(admin_client, outbox):
     seen = pages_and_their_offer(admin_client, outbox["job"])
     assert seen == {
-        COURSES: (["requeue_courses", "retry_courses", "dismiss_snapshots"], ["dump-all", "dump-changed"]),
-        SNAPSHOTS: (["requeue_courses", "dismiss_snapshots"], []),
+        COURSES: (["requeue_subjects", "retry_subjects", "dismiss_snapshots"], ["dump-all", "dump-changed"]),
+        SNAPSHOTS: (["requeue_subjects", "dismiss_snapshots"], []),
         BATCHES: (["retry_selected_batches"], []),
         ENTRIES: ([], []),
         DUMP_JOBS: (["cancel_selected"], ["start-dump"]),
@@ -122,8 +122,8 @@ def test_the_superuser_is_offered_every_action_and_button(admin_client, outbox):
 
 
 ONE_PERMISSION = {
-    "requeue_course": {COURSES: (["requeue_courses"], []), SNAPSHOTS: (["requeue_courses"], [])},
-    "retry_batch": {COURSES: (["retry_courses"], []), BATCHES: (["retry_selected_batches"], [])},
+    "requeue_course": {COURSES: (["requeue_subjects"], []), SNAPSHOTS: (["requeue_subjects"], [])},
+    "retry_batch": {COURSES: (["retry_subjects"], []), BATCHES: (["retry_selected_batches"], [])},
     "dismiss_snapshot": {COURSES: (["dismiss_snapshots"], []), SNAPSHOTS: (["dismiss_snapshots"], [])},
     "start_dumpjob": {COURSES: ([], ["dump-all", "dump-changed"]), DUMP_JOBS: ([], ["start-dump"])},
     "cancel_dumpjob": {DUMP_JOBS: (["cancel_selected"], []), "job page": ([], ["cancel-dump"])},
@@ -174,7 +174,7 @@ def test_viewing_snapshots_is_enough_to_see_the_course_view(django_user_model, c
     assert client.get(url(COURSES)).status_code == 200
     assert client.get(url(BATCHES)).status_code == 403
     app_index = pages.parse(client.get(reverse("admin:app_list", args=["clickhouse_outbox"])))
-    assert [cell.text for cell in app_index.find_all("th", scope="row")] == ["Courses", "Snapshots"]
+    assert [cell.text for cell in app_index.find_all("th", scope="row")] == ["Courses", "Learners and tags", "Snapshots"]
 
 
 # -- the admin's history ------------------------------------------------------------------
@@ -202,7 +202,7 @@ def course_history(user):
 
 def test_requeue_is_recorded_on_each_course_with_the_count(admin_client, admin_user, add_course, publish):
     keys = [add_course("One"), add_course("Two")]
-    post_action(admin_client, COURSES, "requeue_courses", [publish(key) for key in keys])
+    post_action(admin_client, COURSES, "requeue_subjects", [publish(key) for key in keys])
     assert course_history(admin_user) == {key: ["Requeued: a new snapshot was taken (2 in this action)"] for key in keys}
 
 
@@ -213,7 +213,7 @@ def test_the_history_of_a_requeued_course_shows_the_requeue(admin_client, admin_
     record of the requeue, not to "Course with ID ... doesn't exist".
     """
     key = add_course("One")
-    post_action(admin_client, COURSES, "requeue_courses", [publish(key)])
+    post_action(admin_client, COURSES, "requeue_subjects", [publish(key)])
     course = CourseDelivery.objects.filter(subject=key).latest("id")
     assert course.reason == "admin"
     page = admin_client.get(url("coursedelivery_history", course.pk))
@@ -231,7 +231,7 @@ def test_a_course_that_could_not_be_requeued_is_not_recorded_as_requeued(admin_c
     """
     known = add_course("Known")
     gone = "course-v1:AdminX+Removed+2026"
-    response = post_action(admin_client, COURSES, "requeue_courses", [publish(known), publish(gone)], follow=True)
+    response = post_action(admin_client, COURSES, "requeue_subjects", [publish(known), publish(gone)], follow=True)
     assert pages.messages(response)[1].startswith(f"Could not requeue {gone}: ")
     assert Snapshot.objects.filter(subject=gone).count() == 1
     said = course_history(admin_user)
@@ -241,7 +241,7 @@ def test_a_course_that_could_not_be_requeued_is_not_recorded_as_requeued(admin_c
 
 def test_retry_now_is_recorded_on_each_course_or_batch(admin_client, admin_user, outbox):
     failed = CourseDelivery.objects.get(subject=outbox["failed"])
-    post_action(admin_client, COURSES, "retry_courses", [failed])
+    post_action(admin_client, COURSES, "retry_subjects", [failed])
     assert history(admin_user, CourseDelivery) == [
         (str(failed.pk), CHANGE, "Retry now: 3 batches made due (1 in this action)")
     ]
@@ -287,7 +287,7 @@ def test_a_requeue_handed_to_a_dump_job_is_recorded_on_the_job_and_each_course(a
     for key in source.course_keys():
         take_course_snapshot(key, "published", source=source)
     selected = list(CourseDelivery.objects.all())
-    post_action(admin_client, COURSES, "requeue_courses", selected)
+    post_action(admin_client, COURSES, "requeue_subjects", selected)
     job = DumpJob.objects.get()
     assert history(admin_user, DumpJob) == [(str(job.pk), ADDITION, "Started a dump of 21 selected courses")]
     assert course_history(admin_user) == {

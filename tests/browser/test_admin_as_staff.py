@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from clickhouse_outbox.models import Batch, CourseDelivery, DumpJob, DumpJobCourse, Snapshot
+from clickhouse_outbox.models import Batch, CourseDelivery, DumpJob, DumpJobItem, Snapshot
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR
 from clickhouse_outbox.testing.generator import write_course_export
@@ -106,7 +106,7 @@ def test_staff_find_a_failed_course_retry_it_dump_everything_and_viewers_cannot_
     # They fix the setting and press "retry now" on that course.
     settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = good
     row.find_element(By.CSS_SELECTOR, "input.action-select").click()
-    Select(browser.find_element(By.NAME, "action")).select_by_value("retry_courses")
+    Select(browser.find_element(By.NAME, "action")).select_by_value("retry_subjects")
     browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
     wait_for_text(browser, "3 batches will be sent at the next drain", (By.CSS_SELECTOR, ".messagelist"))
     # Back on the list without the "failed" filter, the course now waits for the next drain.
@@ -135,7 +135,7 @@ def test_staff_find_a_failed_course_retry_it_dump_everything_and_viewers_cannot_
     screenshots("4-dump-job-done")
     job.refresh_from_db()
     assert (job.status, job.active, job.requested_by.username) == (DumpJob.Status.DONE, None, "admin")
-    assert job.courses.filter(status=DumpJobCourse.Status.DONE).count() == 12
+    assert job.items.filter(status=DumpJobItem.Status.DONE).count() == 12
     assert Snapshot.objects.filter(reason="dump").count() == 12
     assert "run_dump_job" in worker.log("worker")  # the worker ran it, not the web request
     assert drain().batches_sent == 3  # the dump's twelve snapshots, one batch per table
@@ -157,8 +157,8 @@ def test_staff_find_a_failed_course_retry_it_dump_everything_and_viewers_cannot_
             headers: {'X-CSRFToken': token}, body: new URLSearchParams(fields)})
             .then(r => r.text().then(text => ({status: r.status, text})));
         Promise.all([
-            post(arguments[0], {action: 'requeue_courses', _selected_action: arguments[2], index: '0'}),
-            post(arguments[0], {action: 'retry_courses', _selected_action: arguments[2], index: '0'}),
+            post(arguments[0], {action: 'requeue_subjects', _selected_action: arguments[2], index: '0'}),
+            post(arguments[0], {action: 'retry_subjects', _selected_action: arguments[2], index: '0'}),
             post(arguments[1], {scope: 'all'}),
         ]).then(results => done(JSON.stringify(results.map(r => ({status: r.status, text: r.text.slice(0, 20000)})))));
         """,

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from clickhouse_outbox.dumps.run import REASON
-from clickhouse_outbox.models import DumpJobCourse, Snapshot
+from clickhouse_outbox.models import DumpJobItem, Snapshot
 from clickhouse_outbox.sources.olx import folder_name
 from clickhouse_outbox.testing.generator import write_course_export
 
@@ -43,11 +43,11 @@ def dump_snapshots_per_course():
 
 def course_rows(job):
     """{course key: (status, snapshot id, error)} of the job's course rows."""
-    return {row.course_key: (row.status, row.snapshot_id, row.error) for row in DumpJobCourse.objects.filter(job=job)}
+    return {row.subject: (row.status, row.snapshot_id, row.error) for row in DumpJobItem.objects.filter(job=job)}
 
 
 def statuses(job):
-    return Counter(DumpJobCourse.objects.filter(job=job).values_list("status", flat=True))
+    return Counter(DumpJobItem.objects.filter(job=job).values_list("status", flat=True))
 
 
 def wait_until(condition, what, timeout=30, poll=0.02, while_alive=None):

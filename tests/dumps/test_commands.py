@@ -14,7 +14,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from clickhouse_outbox.dumps.jobs import start_job
-from clickhouse_outbox.models import DumpJob, DumpJobCourse, Snapshot
+from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
+from tests.factories import as_courses
 from tests.dumps.helpers import add_courses, course_folder, dump_snapshots_per_course
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +47,7 @@ def test_all_courses_joins_the_dump_of_all_courses_under_way(olx_source, tmp_pat
     ({"scope": DumpJob.Scope.CHANGED, "changed_since": datetime(2030, 1, 1, tzinfo=UTC)}, ("--all-courses",)),
     ({"scope": DumpJob.Scope.CHANGED, "changed_since": datetime(2030, 1, 1, tzinfo=UTC)},
      ("--changed-since", "2030-01-01T00:01")),
-    ({"scope": DumpJob.Scope.SELECTED, "course_keys": ["course-v1:DumpX+C000+R1"]}, ("--all-courses",)),
+    ({"scope": DumpJob.Scope.SELECTED, "subjects": as_courses(["course-v1:DumpX+C000+R1"])}, ("--all-courses",)),
 ], ids=["all-then-changed", "changed-then-all", "another-time", "selected-then-all"])
 def test_a_different_dump_is_refused_while_one_is_under_way(olx_source, tmp_path, under_way, asked):
     add_courses(olx_source, tmp_path / "exports", 2)
@@ -75,7 +76,7 @@ def test_named_courses_are_queued_while_a_dump_is_under_way(olx_source, tmp_path
     job = start_job(DumpJob.Scope.ALL, origin="admin")
     out, _ = run("outbox_requeue", keys[0])
     assert "1 of 1 course queued." in out
-    assert list(DumpJob.objects.all()) == [job] and not job.courses.exists()
+    assert list(DumpJob.objects.all()) == [job] and not job.items.exists()
     assert Snapshot.objects.get().reason == "requeue"
 
 
@@ -83,7 +84,7 @@ def test_run_dump_job_works_on_the_job_under_way_and_says_when_there_is_none(olx
     with pytest.raises(CommandError, match="^No dump job is under way.$"):
         run("outbox_requeue", "--run-dump-job")
     keys = add_courses(olx_source, tmp_path / "exports", 3)
-    job = start_job(DumpJob.Scope.SELECTED, origin="admin", course_keys=keys[1:])
+    job = start_job(DumpJob.Scope.SELECTED, origin="admin", subjects=as_courses(keys[1:]))
     out, _ = run("outbox_requeue", "--run-dump-job")
     assert f"Dump job {job.pk} done: 2 of 2 courses (2 queued)." in out
     job.refresh_from_db()
@@ -118,4 +119,4 @@ def test_a_course_that_could_not_be_queued_is_named_and_fails_the_command(olx_so
     assert f"Dump job {job.pk} done: 3 of 3 courses (2 queued, 1 failed)." in out.getvalue()
     assert f"Not queued: {keys[2]}: " in err.getvalue() and "malformed XML" in err.getvalue()
     assert dump_snapshots_per_course() == dict.fromkeys(keys, 1)  # the failed one is kept, for --failed
-    assert DumpJobCourse.objects.filter(job=job, status=DumpJobCourse.Status.FAILED).count() == 1
+    assert DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.FAILED).count() == 1

@@ -19,18 +19,18 @@ import pytest
 from django.db import connection, transaction
 
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
-from clickhouse_outbox.dumps.run import claim_courses, plan, run_job, take
-from clickhouse_outbox.models import DumpJob, DumpJobCourse, Snapshot
+from clickhouse_outbox.dumps.run import Producers, claim_items, plan, run_job, take_chunk
+from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
 from clickhouse_outbox.outbox.drain import retry_lock_conflicts
 from clickhouse_outbox.producers.course_structure import take_course_snapshot
 from tests.dumps.helpers import add_courses, course_rows, dump_snapshots_per_course, wait_until
-from tests.factories import MemorySource
+from tests.factories import MemorySource, as_courses, with_source
 from tests.processes import manage, project_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WAIT = 60
-DONE = DumpJobCourse.Status.DONE
+DONE = DumpJobItem.Status.DONE
 
 
 class Worker(threading.Thread):
@@ -65,8 +65,8 @@ def run_all(workers):
 def test_owners_claiming_at_the_same_instant_never_get_the_same_course():
     owners, chunk, courses = 4, 3, 60
     job = start_job(DumpJob.Scope.SELECTED, origin="test",
-                    course_keys=[f"course-v1:Race+C{n:03d}+R1" for n in range(courses)])
-    assert plan(job, MemorySource()) is True
+                    subjects=as_courses([f"course-v1:Race+C{n:03d}+R1" for n in range(courses)]))
+    assert plan(job, with_source(MemorySource())) is True
     barrier = threading.Barrier(owners, timeout=WAIT)
     claimed_this_round = Counter()
     rounds = Counter()
@@ -76,7 +76,7 @@ def test_owners_claiming_at_the_same_instant_never_get_the_same_course():
         while True:
             round_number += 1
             barrier.wait()  # everyone claims at once, every round
-            rows = retry_lock_conflicts(claim_courses, job, owner, chunk)
+            rows = retry_lock_conflicts(claim_items, job, owner, Producers(), chunk)
             mine.extend(row.id for row in rows)
             claimed_this_round[round_number] += len(rows)
             barrier.wait()
@@ -86,11 +86,11 @@ def test_owners_claiming_at_the_same_instant_never_get_the_same_course():
 
     results = run_all([Worker(claimer) for _ in range(owners)])
 
-    every_id = set(DumpJobCourse.objects.filter(job=job).values_list("id", flat=True))
+    every_id = set(DumpJobItem.objects.filter(job=job).values_list("id", flat=True))
     claimed = Counter(row_id for _, mine in results for row_id in mine)
     assert set(claimed) == every_id
     assert set(claimed.values()) == {1}, "a course was given to two owners"
-    holder = dict(DumpJobCourse.objects.filter(job=job).values_list("id", "lease_owner"))
+    holder = dict(DumpJobItem.objects.filter(job=job).values_list("id", "lease_owner"))
     for owner, mine in results:
         assert {holder[row_id] for row_id in mine} <= {owner}
     print(f"{owners} owners claimed {courses} courses in {rounds['rounds'] - 1} rounds: "
@@ -116,7 +116,7 @@ def test_two_threads_running_one_job_take_each_course_once(olx_source, tmp_path)
         try:
             current = DumpJob.objects.get(pk=job.pk)
             while current.active:
-                current = run_job(current, source=olx_source, chunk_size=2, on_course=on_course)
+                current = run_job(current, producers=with_source(olx_source), chunk_size=2, on_item=on_course)
                 calls[threading.get_ident()] += 1
                 if current.active:
                     time.sleep(0.02)
@@ -129,7 +129,7 @@ def test_two_threads_running_one_job_take_each_course_once(olx_source, tmp_path)
 
     job.refresh_from_db()
     assert (job.status, job.active) == (DumpJob.Status.DONE, None)
-    taken = [[outcome.course_key for outcome in outcomes if outcome.status == DONE] for outcomes in results]
+    taken = [[outcome.subject for outcome in outcomes if outcome.status == DONE] for outcomes in results]
     assert all(taken), f"a thread took nothing: {taken}"
     assert sorted(taken[0] + taken[1]) == keys, "a course was taken twice, or not at all"
     assert [outcome for outcomes in results for outcome in outcomes if outcome.status != DONE] == []
@@ -152,9 +152,9 @@ def test_a_course_is_taken_while_another_connection_is_committing_a_write(olx_so
     after the busy timeout: this fails there today.
     """
     keys = add_courses(olx_source, tmp_path / "exports", 2)
-    job = start_job(DumpJob.Scope.SELECTED, origin="test", course_keys=keys[:1])
-    plan(job, olx_source)
-    (row,) = claim_courses(job, uuid.uuid4(), 1)
+    job = start_job(DumpJob.Scope.SELECTED, origin="test", subjects=as_courses(keys[:1]))
+    plan(job, with_source(olx_source))
+    (row,) = claim_items(job, uuid.uuid4(), Producers(), 1)
     holding, commit = threading.Event(), threading.Event()
 
     def publish():
@@ -192,7 +192,7 @@ def test_a_course_is_taken_while_another_connection_is_committing_a_write(olx_so
     try:
         assert holding.wait(WAIT)
         with connection.execute_wrapper(commit_the_publish_first):
-            outcome = take(row, row.lease_owner, olx_source)
+            outcome = take_chunk([row], row.lease_owner, Producers(with_source(olx_source)))[0]
     finally:
         commit.set()
         publisher.join(WAIT)

@@ -15,9 +15,10 @@ from clickhouse_outbox import tasks
 from clickhouse_outbox.dumps import dispatch as dispatching
 from clickhouse_outbox.dumps.dispatch import resume_stalled
 from clickhouse_outbox.dumps.jobs import cancel_job, start_job
-from clickhouse_outbox.dumps.run import claim_courses, plan
-from clickhouse_outbox.models import DumpJob, DumpJobCourse
+from clickhouse_outbox.dumps.run import Producers, claim_items, plan
+from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.outbox.clock import UtcNow
+from tests.factories import with_source
 from tests.dumps.helpers import add_courses, dump_snapshots_per_course, statuses, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,8 +50,8 @@ def test_a_job_a_worker_holds_is_not_sent(settings, sent, olx_source, tmp_path):
     """`outbox_requeue --all-courses` works on a job celery never had: its live leases say so."""
     add_courses(olx_source, tmp_path / "exports", 3)
     job = start_job(DumpJob.Scope.ALL, origin="outbox_requeue")
-    plan(job, olx_source)
-    claim_courses(job, uuid.uuid4(), 2)
+    plan(job, with_source(olx_source))
+    claim_items(job, uuid.uuid4(), Producers(), 2)
     assert resume_stalled() == []
     assert sent == []
 
@@ -64,14 +65,14 @@ def test_a_job_whose_worker_died_is_sent_again_once_its_leases_and_the_last_send
     """
     add_courses(olx_source, tmp_path / "exports", 3)
     job = start_job(DumpJob.Scope.ALL, origin="test")
-    plan(job, olx_source)
+    plan(job, with_source(olx_source))
     DumpJob.objects.filter(pk=job.pk).update(dispatched_at=UtcNow())  # what dispatch() records
-    claimed = claim_courses(job, uuid.uuid4(), 2)
+    claimed = claim_items(job, uuid.uuid4(), Producers(), 2)
     settings.CLICKHOUSE_OUTBOX_LEASE_SECS = 1
     assert resume_stalled() == []  # a worker holds courses on a live (300 s) lease, and it was just sent
 
     # The worker is dead: its lease runs out (made to, rather than waited for 300 s).
-    DumpJobCourse.objects.filter(id__in=[row.id for row in claimed]).update(lease_expires_at=UtcNow())
+    DumpJobItem.objects.filter(id__in=[row.id for row in claimed]).update(lease_expires_at=UtcNow())
     resumed = wait_until(resume_stalled, "the pick-up to send the job again (the last send is 1 s old)",
                          timeout=15, poll=0.1)
     assert [job.pk for job in resumed] == [job.pk]
@@ -93,7 +94,7 @@ def test_the_dump_task_sends_itself_again_while_courses_are_left_and_not_after(s
 
     settings.CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS = 0  # time is up after one course
     assert tasks.run_dump_job(job.pk) == {"job": job.pk, "status": DumpJob.Status.RUNNING}
-    assert statuses(job) == {DumpJobCourse.Status.DONE: 1, DumpJobCourse.Status.PENDING: 2}
+    assert statuses(job) == {DumpJobItem.Status.DONE: 1, DumpJobItem.Status.PENDING: 2}
     assert sent == [job.pk]
 
     settings.CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS = 50

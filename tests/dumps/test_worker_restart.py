@@ -10,7 +10,7 @@ seed) is done, whatever it is doing then: no finally block, no rollback by the p
 itself. A new worker is started. Nobody sends the job again but the beat's drain task
 (resume_stalled), once the dead worker's leases have run out.
 
-The job must end done with every course queued exactly once: one DumpJobCourse done and
+The job must end done with every course queued exactly once: one DumpJobItem done and
 one snapshot with reason "dump" per course. A course the dead worker had claimed but not
 committed has no snapshot from it (its transaction died with it), and exactly one after.
 Then the drain (in the new worker) delivers every queued row to ClickHouse exactly once
@@ -32,7 +32,7 @@ from django.core.cache import cache
 from clickhouse_outbox.dumps.dispatch import dispatch
 from clickhouse_outbox.dumps.jobs import job_progress, start_job
 from clickhouse_outbox.dumps.run import REASON
-from clickhouse_outbox.models import Batch, DumpJob, DumpJobCourse, OutboxEntry, Snapshot
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot
 from clickhouse_outbox.tasks import DUMP_TASK, LOCK_KEY
 from tests.dumps.helpers import add_courses, dump_snapshots_per_course, wait_until
 from tests.faults.helpers import assert_every_row_exactly_once
@@ -55,7 +55,7 @@ def outbox_empty():
 
 
 def course_statuses(job):
-    return Counter(DumpJobCourse.objects.filter(job=job).values_list("status", flat=True))
+    return Counter(DumpJobItem.objects.filter(job=job).values_list("status", flat=True))
 
 
 def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_course_once(
@@ -94,8 +94,8 @@ def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_c
         killed_at = time.monotonic()
 
         at_kill = job_progress(job)
-        held = list(DumpJobCourse.objects.filter(job=job, status=DumpJobCourse.Status.CLAIMED)
-                    .values_list("course_key", flat=True))
+        held = list(DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED)
+                    .values_list("subject", flat=True))
         job.refresh_from_db()
         print(f"DUMPS killed the worker {killed_at - started:.2f} s after dispatch: seen {done_before_kill} done, "
               f"{at_kill['done']} done at the kill, {len(held)} claimed by the dead worker")
@@ -113,11 +113,11 @@ def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_c
 
         job.refresh_from_db()
         assert (job.status, job.active, job.error) == (DumpJob.Status.DONE, None, "")
-        assert course_statuses(job) == {DumpJobCourse.Status.DONE: COURSES}
+        assert course_statuses(job) == {DumpJobItem.Status.DONE: COURSES}
         assert job_progress(job) == {"total": COURSES, "done": COURSES, "failed": 0, "left": 0}
         assert dump_snapshots_per_course() == dict.fromkeys(keys, 1)
         snapshot_of = dict(Snapshot.objects.filter(reason=REASON).values_list("subject", "id"))
-        rows = dict(DumpJobCourse.objects.filter(job=job).values_list("course_key", "snapshot_id"))
+        rows = dict(DumpJobItem.objects.filter(job=job).values_list("subject", "snapshot_id"))
         assert rows == snapshot_of
         assert not Snapshot.objects.filter(status=Snapshot.Status.FAILED).exists()
         # The beat's drain task sent the job again (nothing else did: the dead worker's task was gone).

@@ -17,17 +17,32 @@ from django.db.models import F, Sum
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.outbox.payloads import decompress
-from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
-from clickhouse_outbox.models import Batch, OutboxEntry
+from clickhouse_outbox.clickhouse.tables import (
+    COURSE_BLOCKS,
+    COURSE_ENROLLMENT,
+    COURSE_OVERVIEWS,
+    COURSE_RELATIONSHIPS,
+    EXTERNAL_ID,
+    USER_PROFILE,
+    get_table,
+)
+from clickhouse_outbox.models import Batch, Kind, OutboxEntry
 from tests.processes import ROOT
 
 TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
+#: The tables of the learner streams (enrollments, profiles, external ids).
+LEARNER_TABLES = (COURSE_ENROLLMENT, USER_PROFILE, EXTERNAL_ID)
 # What identifies a row of each table within a snapshot (the rest follows from it).
 ROW_KEYS = {
     COURSE_OVERVIEWS.name: ("dump_id",),
     COURSE_BLOCKS.name: ("dump_id", "location"),
     COURSE_RELATIONSHIPS.name: ("dump_id", "parent_location", "child_location"),
+    COURSE_ENROLLMENT.name: ("dump_id",),
+    USER_PROFILE.name: ("dump_id",),
+    EXTERNAL_ID.name: ("dump_id",),
 }
+#: Entries whose rows are not (or no longer) to be delivered.
+GONE = [OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.SPLIT, OutboxEntry.Status.REMOVED]
 LOCK_ERRORS = ("Deadlock", "deadlock", "Lock wait", "database is locked", "could not serialize")
 
 
@@ -149,20 +164,20 @@ def run_drainers_until_empty(envs, tmp_path, timeout=120):
 # -- the outbox's side ---------------------------------------------------------------------
 
 
+def live_entries(table):
+    """The insert entries of `table` whose rows are to be delivered (not superseded, split or removed)."""
+    return OutboxEntry.objects.filter(table=table, kind=Kind.INSERT).exclude(status__in=GONE)
+
+
 def queued_rows(table):
-    """Rows the outbox holds for `table` (every entry that was not superseded or split)."""
-    entries = OutboxEntry.objects.filter(table=table).exclude(
-        status__in=[OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.SPLIT]
-    )
-    return entries.aggregate(n=Sum("row_count"))["n"] or 0
+    """Rows the outbox holds for `table` (every entry that was not superseded, split or removed)."""
+    return live_entries(table).aggregate(n=Sum("row_count"))["n"] or 0
 
 
 def queued_keys(table, entries=None):
     """Counter of row keys (ROW_KEYS) over the payloads of `entries` (default: all live entries of `table`)."""
     if entries is None:
-        entries = OutboxEntry.objects.filter(table=table).exclude(
-            status__in=[OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.SPLIT]
-        )
+        entries = live_entries(table)
     keys = Counter()
     for payload, encoding in entries.values_list("payload", "encoding").iterator(chunk_size=200):
         for line in decompress(payload, encoding).splitlines():
@@ -204,8 +219,7 @@ def ch_count(backend, table, where="1"):
 
 def ch_distinct_rows(backend, table):
     """Distinct rows, comparing every column: count() minus this is the number of exact duplicates."""
-    table_obj = next(t for t in TABLES if t.name == table)
-    columns = ", ".join(f"`{name}`" for name in table_obj.column_names)
+    columns = ", ".join(f"`{name}`" for name in get_table(table).column_names)
     sql = f"SELECT count() AS n FROM (SELECT DISTINCT {columns} FROM {qualified_name(backend.database, table)})"
     return int(backend.query(sql)[0]["n"])
 
@@ -221,18 +235,18 @@ def ch_key_counts(backend, table):
     return Counter({tuple(row[name] for name in columns): int(row["copies"]) for row in rows})
 
 
-def table_figures(backend):
+def table_figures(backend, tables=TABLES):
     """Per table: (queued rows, rows in ClickHouse, distinct rows in ClickHouse)."""
     return {
         table.name: (queued_rows(table.name), ch_count(backend, table.name), ch_distinct_rows(backend, table.name))
-        for table in TABLES
+        for table in tables
     }
 
 
-def assert_every_row_exactly_once(backend):
+def assert_every_row_exactly_once(backend, tables=TABLES):
     """Each queued row is in ClickHouse once: same keys, no copy, counts per table as queued."""
-    figures = table_figures(backend)
-    for table in TABLES:
+    figures = table_figures(backend, tables)
+    for table in tables:
         queued = queued_keys(table.name)
         landed = ch_key_counts(backend, table.name)
         assert set(landed) == set(queued), (table.name, len(set(queued) - set(landed)), len(set(landed) - set(queued)))
@@ -242,15 +256,15 @@ def assert_every_row_exactly_once(backend):
     return figures
 
 
-def assert_every_row_at_least_once_and_duplicates_exact(backend):
+def assert_every_row_at_least_once_and_duplicates_exact(backend, tables=TABLES):
     """
     Each queued row is in ClickHouse at least once, and every copy is an exact duplicate:
     the distinct rows (all columns compared) are exactly the rows queued.
     Returns ({table: (queued, found, distinct)}, {table: Counter(copies -> keys)}).
     """
-    figures = table_figures(backend)
+    figures = table_figures(backend, tables)
     copies_by_table = {}
-    for table in TABLES:
+    for table in tables:
         queued = queued_keys(table.name)
         landed = ch_key_counts(backend, table.name)
         missing = set(queued) - set(landed)

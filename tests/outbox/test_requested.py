@@ -24,7 +24,7 @@ from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty
 from clickhouse_outbox.outbox.enqueue import fill_requested
 from clickhouse_outbox.outbox.requested import claim_requests, take_requested
 from clickhouse_outbox.outbox.status import outbox_status
-from clickhouse_outbox.producers.course_structure import prepare_snapshot
+from clickhouse_outbox.producers.course_structure import COURSES, prepare_course
 from clickhouse_outbox.receivers import course_published
 from clickhouse_outbox.sources import get_course_source
 from clickhouse_outbox.sources.olx import folder_name
@@ -92,7 +92,7 @@ def test_a_course_that_cannot_be_read_fails_the_request_and_requeue_takes_it_aga
     assert result.snapshots_taken == 1 and result.batches_sent == 0
     failed = Snapshot.objects.get()
     assert failed.status == Snapshot.Status.FAILED and "no OLX export" in failed.error and failed.lease_owner is None
-    assert [key for key, _ in outbox_status().failed_snapshots] == [str(sample_course_key)]
+    assert [subject for _, subject, _ in outbox_status().failed_snapshots] == [str(sample_course_key)]
 
     shutil.move(moved, olx_dir / folder_name(sample_course_key))
     call_command("outbox_requeue", "--failed", stdout=io.StringIO(), stderr=io.StringIO())
@@ -115,8 +115,8 @@ def test_a_dead_drainers_requests_come_back_and_its_late_write_changes_nothing(s
     entries = OutboxEntry.objects.count()
 
     # The dead drainer wakes up and writes what it had read: refused, nothing doubled.
-    late = prepare_snapshot(held.subject, source=get_course_source(), now=taken.created)
-    assert fill_requested("course_structure", [held], [late], dead) is False
+    late = prepare_course(held.subject, source=get_course_source(), now=taken.created)
+    assert fill_requested(COURSES, [held], [late], dead) is False
     assert OutboxEntry.objects.count() == entries
     assert Snapshot.objects.get(pk=held.pk).dump_id == taken.dump_id
 

@@ -32,6 +32,11 @@ class ServerInfo:
         return self.version >= (21, 12)
 
     @property
+    def supports_low_cardinality(self):
+        # LowCardinality without allow_experimental_low_cardinality_type: 19.x (18.16 refuses it, code 44).
+        return self.version >= (19, 9)
+
+    @property
     def reports_summary(self):
         # X-ClickHouse-Summary exists since 19.x, but before 22.5 (PR #36884) it is all zeros
         # unless progress headers are on: trusting it would turn every insert into a mismatch.
@@ -89,6 +94,14 @@ class Backend:
     ) -> InsertResult:
         raise NotImplementedError
 
+    def delete(self, table, wanted: dict) -> None:
+        """
+        Delete the rows of `table` whose column holds one of the values ({column: [values]}):
+        one mutation, which ClickHouse applies to the rows it holds when it is created, not
+        to rows inserted after. Deleting again is harmless.
+        """
+        raise NotImplementedError
+
     def query(self, sql: str) -> list:
         """Run a SELECT and return its rows as dicts."""
         raise NotImplementedError
@@ -133,6 +146,27 @@ def insert_statement(database, table, settings=None):
     if settings:
         sql += " SETTINGS " + ", ".join(f"{name} = {_setting_value(value)}" for name, value in settings.items())
     return sql + " FORMAT JSONEachRow"
+
+
+def delete_statement(database, table, wanted, settings=None):
+    """`ALTER TABLE db.t DELETE WHERE col IN (...) [OR ...]` for {column: [values]} (numbers or strings)."""
+    if not wanted or not all(wanted.values()):
+        raise ValueError("a delete needs at least one value")
+    conditions = " OR ".join(
+        f"{quote_identifier(column)} IN ({', '.join(sql_literal(value) for value in values)})"
+        for column, values in wanted.items()
+    )
+    sql = f"ALTER TABLE {qualified_name(database, table.name)} DELETE WHERE {conditions}"
+    if settings:
+        sql += " SETTINGS " + ", ".join(f"{name} = {_setting_value(value)}" for name, value in settings.items())
+    return sql
+
+
+def sql_literal(value):
+    """A whole number as it is, anything else as a string literal."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return quote_string(value)
 
 
 def _setting_value(value):

@@ -25,6 +25,7 @@ from clickhouse_outbox.clickhouse.backends.base import (
     InsertResult,
     ServerInfo,
     check_written_rows,
+    delete_statement,
     insert_statement,
     parse_version,
 )
@@ -102,6 +103,11 @@ class ChdbBackend(Backend):
             result = self._run(sql, "CSV", what=f"the INSERT of {rows} rows into {table.name}")
         written = _rows_written(result)
         return InsertResult(written_rows=check_written_rows(written, rows=rows, dedup_token_sent=token_sent))
+
+    def delete(self, table, wanted):
+        # Waited for: the store is closed after each operation, which would cut a mutation short.
+        self._run(delete_statement(self.database, table, wanted, {"mutations_sync": 1}), "CSV",
+                  what=f"the delete from {table.name}")
 
     def query(self, sql):
         result = self._run(sql, "JSONEachRow", what="the query")

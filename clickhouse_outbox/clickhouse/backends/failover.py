@@ -65,6 +65,10 @@ class FailoverBackend(Backend):
             f"the INSERT of {rows} rows into {table.name}",
         )
 
+    def delete(self, table, wanted):
+        # A replicated table's mutation goes to every replica through ZooKeeper, from whichever took it.
+        return self._send(lambda replica: replica.delete(table, wanted), f"the delete from {table.name}")
+
     def query(self, sql):
         return self._send(lambda replica: replica.query(sql), "the query")
 

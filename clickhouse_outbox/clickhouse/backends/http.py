@@ -23,6 +23,7 @@ from clickhouse_outbox.clickhouse.backends.base import (
     InsertResult,
     ServerInfo,
     check_written_rows,
+    delete_statement,
     insert_statement,
     parse_version,
 )
@@ -147,6 +148,13 @@ class HttpBackend(Backend):
             time.monotonic() - started, written,
         )
         return InsertResult(written_rows=written)
+
+    def delete(self, table, wanted):
+        # Not waited for (mutations_sync): the mutation is ordered when it is created, and a
+        # large table's rewrite may take longer than timeout_secs. system.mutations shows it.
+        values = sum(len(values) for values in wanted.values())
+        self._post({"wait_end_of_query": "1"}, delete_statement(self.database, table, wanted).encode("utf-8"),
+                   what=f"the delete of {values} subjects' rows from {table.name}")
 
     def query(self, sql):
         params = {"default_format": "JSONEachRow", "wait_end_of_query": "1"}

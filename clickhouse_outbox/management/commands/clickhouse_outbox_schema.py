@@ -10,12 +10,14 @@ from clickhouse_outbox.clickhouse.cluster import check_cluster_schema
 from clickhouse_outbox.clickhouse.dedup import enable_deduplication
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.clickhouse.schema import check_schema, create_schema, deduplication_warnings
+from clickhouse_outbox.management.options import producer_name
+from clickhouse_outbox.outbox import producers as registry
 
 
 class Command(BaseCommand):
     help = (
-        "Create (--create) or check (--check) the ClickHouse database and tables the outbox writes to "
-        "(course_overviews, course_blocks, course_relationships), on the server named by "
+        "Create (--create) or check (--check) the ClickHouse database and the tables the outbox writes to "
+        "(the tables of every producer that is on, or of --producer), on the server named by "
         "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG. --create makes only what is missing and never alters a table; "
         "--check lists every difference from the data contract (missing or extra columns, types, column "
         "order) and exits with status 1 if there is any. --enable-dedup makes existing plain MergeTree tables "
@@ -52,21 +54,28 @@ class Command(BaseCommand):
             ),
         )
 
+        parser.add_argument(
+            "--producer", action="append", type=producer_name, default=None, metavar="NAME",
+            help=f"Only this producer's tables (repeat for several; {', '.join(registry.names())}). Default: the "
+                 "tables of every producer that is on.",
+        )
+
     def handle(self, *args, create=False, check=False, cluster=None, **options):
+        tables = self.tables(options["producer"])
         try:
             backend = get_backend()
             if options.get("enable_dedup"):
-                return self.enable_dedup(backend, cluster)
+                return self.enable_dedup(backend, cluster, tables)
             if create:
-                for line in create_schema(backend, cluster=cluster):
+                for line in create_schema(backend, cluster=cluster, tables=tables):
                     self.stdout.write(line)
                 return
             checked = []
             if cluster:
-                checked, problems = check_cluster_schema(backend, cluster)
+                checked, problems = check_cluster_schema(backend, cluster, tables=tables)
             else:
-                problems = check_schema(backend)
-            warnings = [] if problems else deduplication_warnings(backend)
+                problems = check_schema(backend, tables=tables)
+            warnings = [] if problems else deduplication_warnings(backend, tables=tables)
         except (ClickHouseError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from None
         for warning in warnings:
@@ -78,8 +87,17 @@ class Command(BaseCommand):
         for replica in checked:
             self.stdout.write(f"  checked {replica}")
 
-    def enable_dedup(self, backend, cluster):
-        report, problems = enable_deduplication(backend, cluster=cluster)
+    @staticmethod
+    def tables(names):
+        """The tables of the producers `names` (or of every producer that is on), each once, in producer order."""
+        chosen = [registry.get(name) for name in names] if names else registry.enabled_producers()
+        if not chosen:
+            raise CommandError("No producer is on (CLICKHOUSE_OUTBOX_ENABLED and the per-producer settings): name "
+                               "one with --producer.")
+        return list({table.name: table for producer in chosen for table in producer.tables}.values())
+
+    def enable_dedup(self, backend, cluster, tables):
+        report, problems = enable_deduplication(backend, cluster=cluster, tables=tables)
         for line in report:
             self.stdout.write(line)
         if problems:

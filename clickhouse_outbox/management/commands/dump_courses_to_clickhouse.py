@@ -14,9 +14,8 @@ from clickhouse_outbox.management.dumping import run_in_foreground, start_or_joi
 from clickhouse_outbox.management.options import aware_datetime, positive_int, positive_seconds
 from clickhouse_outbox.models import DumpJob
 from clickhouse_outbox.outbox.drain import drain_until_empty
-from clickhouse_outbox.producers.course_structure import parse_course_key
-from clickhouse_outbox.sources import get_course_source
-from clickhouse_outbox.sources.base import CourseSourceError
+from clickhouse_outbox.producers.course_structure import COURSES, parse_course_key
+from clickhouse_outbox.sources.base import SubjectSourceError
 from clickhouse_outbox.text import plural
 
 OLD_CONNECTION_OPTIONS = ("url", "username", "password", "database", "timeout_secs")
@@ -77,16 +76,16 @@ class Command(BaseCommand):
         if chosen is None and not skip and options["limit"] is None:
             return DumpJob.Scope.ALL, {}
         if chosen is None:
-            source = get_course_source()
             try:
                 since = options["changed_since"]
-                chosen = source.course_keys_changed_since(since) if since else source.course_keys()
-            except CourseSourceError as exc:
+                listed = COURSES.subjects_changed_since(since) if since else COURSES.all_subjects()
+            except SubjectSourceError as exc:
                 raise CommandError(f"Could not list the courses: {exc}") from None
+            chosen = [parse_course_key(key) for key in listed]
         keys = [key for key in chosen if key not in skip][: options["limit"]]
         if not keys:
             raise CommandError("No course is left to dump once --courses_to_skip and --limit are applied.")
-        return DumpJob.Scope.SELECTED, {"course_keys": keys}
+        return DumpJob.Scope.SELECTED, {"subjects": [(COURSES.name, str(key)) for key in keys]}
 
     def drain(self, timeout):
         result, left = drain_until_empty(timeout=timeout)

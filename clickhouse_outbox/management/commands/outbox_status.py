@@ -15,9 +15,9 @@ from clickhouse_outbox.text import format_age, plural
 
 class Command(BaseCommand):
     help = (
-        "Show the outbox's health: rows per table that are pending, being sent, waiting to retry or failed; "
-        "the age of the oldest unsent row; the last successful send; courses that could not be read; a dump "
-        "job under way. --json prints the same as one JSON object. Exit status: 0 healthy; 1 failed batches "
+        "Show the outbox's health: rows per table that are pending, being sent, waiting to retry or failed, "
+        "and the same for deletes (retired users, deleted tags); the age of the oldest unsent row; the last "
+        "successful send; subjects that could not be read; the producers that are on; a dump job under way. --json prints the same as one JSON object. Exit status: 0 healthy; 1 failed batches "
         "or courses that could not be read exist, or a batch waits to retry after an error (for as long as "
         "that lasts); 2 the oldest unsent row is older than --max-age (takes precedence over 1)."
     )
@@ -47,6 +47,12 @@ class Command(BaseCommand):
             lines.append(f"  {table:<24}" + "".join(f"{counts.get(state, {}).get('rows', 0):>12,}"
                                                     for state in ROW_STATES))
         lines.append(f"  {'total':<24}" + "".join(f"{status.total(state):>12,}" for state in ROW_STATES))
+        if status.deletes:
+            lines.append("")
+            lines.append(f"  {'deletes (subjects)':<24}" + "".join(f"{state:>12}" for state in ROW_STATES))
+            for table, counts in status.deletes.items():
+                lines.append(f"  {table:<24}" + "".join(f"{counts.get(state, {}).get('rows', 0):>12,}"
+                                                        for state in ROW_STATES))
         lines.append("")
         age = status.oldest_unsent_age
         lines.append("Oldest unsent row: " + (
@@ -62,10 +68,12 @@ class Command(BaseCommand):
             batch = status.server_failure
             lines.append(f"ClickHouse is failing: batch {batch.pk} waits to retry at "
                          f"{batch.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC; last error: {batch.last_error}")
-        lines.append(f"Courses that could not be read: {len(status.failed_snapshots)}")
-        lines.extend(f"  {key}: {error}" for key, error in status.failed_snapshots[:20])
+        lines.append(f"Subjects that could not be read: {len(status.failed_snapshots)}")
+        lines.extend(f"  {subject}: {error}" if name == "course_structure" else f"  {name} {subject}: {error}"
+                     for name, subject, error in status.failed_snapshots[:20])
         if len(status.failed_snapshots) > 20:
-            lines.append(f"  and {plural(len(status.failed_snapshots) - 20, 'more course')}")
+            lines.append(f"  and {plural(len(status.failed_snapshots) - 20, 'more')}")
+        lines.append(f"Producers on: {', '.join(status.enabled_producers) or 'none'}")
         job = status.active_dump
         lines.append(f"Dump job: {job.pk} ({job.description}): {progress_line(job, status.dump_progress)}"
                      if job else "Dump job: none under way")

@@ -1,6 +1,10 @@
 """
-The course view: one row per course (its latest snapshot) with where its rows are, and a
-summary of the whole outbox above it. The page that answers "did course X reach ClickHouse?".
+Where each subject's rows are: one row per subject (its latest snapshot) with its delivery
+state, and a summary of the whole outbox above it.
+
+    Courses             the page that answers "did course X reach ClickHouse?"
+    Learners and tags   the same for every other producer (enrollments, user profiles,
+                        external ids, tags), and the retirements and deletes, by producer
 """
 
 from urllib.parse import urlencode
@@ -15,16 +19,17 @@ from clickhouse_outbox.admin import actions
 from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment, state_badge
 from clickhouse_outbox.clickhouse.errors import describe_failure
 from clickhouse_outbox.dumps.jobs import progress_line
-from clickhouse_outbox.models import CourseDelivery, OutboxEntry
+from clickhouse_outbox.models import CourseDelivery, OutboxEntry, Snapshot, SubjectDelivery
+from clickhouse_outbox.outbox import producers
 from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.outbox.status import ROW_STATES, outbox_status
-from clickhouse_outbox.serializers.course_structure import PRODUCER
+from clickhouse_outbox.producers.course_structure import PRODUCER
 from clickhouse_outbox.text import format_age, last_line, plural
 
 #: Most urgent first: the default order of the course view.
 URGENCY = [State.UNREADABLE, State.FAILED, State.WAITING, State.SENDING, State.PENDING, State.REQUESTED,
-           State.DELIVERED, State.DISMISSED]
+           State.DELIVERED, State.DELETED, State.DISMISSED]
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -42,39 +47,46 @@ class StateFilter(admin.SimpleListFilter):
         return queryset.filter(delivery_state=self.value())
 
 
-@admin.register(CourseDelivery)
-class CourseDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("course", "state", "taken", "rows", "error_in_words", "batches")
+class DeliveryAdmin(ReadOnlyAdmin):
+    """One row per subject: its latest snapshot, with the delivery state of its rows."""
+
     list_filter = (StateFilter,)
     search_fields = ("subject",)
-    actions = [actions.requeue_courses, actions.retry_courses, actions.dismiss_snapshots]
-    fields = ("course", "state", "error_in_words", "taken", "reason", "dump_id", "time_last_dumped", "row_count",
-              "delivery", "error", "earlier_snapshots")
-    readonly_fields = fields
+    actions = [actions.requeue_subjects, actions.retry_subjects, actions.dismiss_snapshots]
+    readonly_fields = ()
     list_per_page = 50
+    title = ""
 
     def has_view_permission(self, request, obj=None):
-        """The rows are snapshots: who may view snapshots may view courses."""
+        """The rows are snapshots: who may view snapshots may view deliveries."""
         return request.user.has_perm("clickhouse_outbox.view_snapshot") or super().has_view_permission(request, obj)
+
+    def latest(self):
+        raise NotImplementedError
 
     def get_queryset(self, request):
         urgency = Case(*[When(delivery_state=state.value, then=Value(rank)) for rank, state in enumerate(URGENCY)],
                        default=Value(len(URGENCY)), output_field=IntegerField())
-        return with_delivery(latest_snapshots(PRODUCER, model=CourseDelivery)).annotate(urgency=urgency)
+        return with_delivery(self.latest()).annotate(urgency=urgency)
 
     def get_ordering(self, request):
         return ("urgency", "subject")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
     def changelist_view(self, request, extra_context=None):
         status = outbox_status()
         extra_context = {
             **(extra_context or {}),
-            "title": "Courses: where each course's rows are",
+            "title": self.title,
             "outbox": status,
             "server_wait": server_wait(status),
             "stale": (status.oldest_unsent_age or 0) > conf.status_max_age_secs(),
             "dump_progress": progress_line(status.active_dump, status.dump_progress) if status.active_dump else "",
             "totals": {state: f"{status.total(state):,}" for state in ROW_STATES},
+            "delete_totals": {state: f"{status.total_deletes(state):,}" for state in ROW_STATES},
+            "has_deletes": any(status.total_deletes(state) for state in ROW_STATES),
             "oldest_age": format_age(status.oldest_unsent_age) if status.oldest_unsent_at else None,
             "last_sent": moment(status.last_sent_at, status.checked_at) if status.last_sent_at else None,
             "can_start_dump": self.has_start_dump_permission(request),
@@ -86,6 +98,10 @@ class CourseDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="course", ordering="subject")
     def course(self, delivery):
+        return delivery.subject
+
+    @admin.display(description="subject", ordering="subject")
+    def subject_name(self, delivery):
         return delivery.subject
 
     @admin.display(description="delivery", ordering="urgency")
@@ -104,7 +120,7 @@ class CourseDeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="last error")
     def error_in_words(self, delivery):
         if delivery.delivery_state == State.UNREADABLE:
-            return f"The course could not be read: {last_line(delivery.error)}"
+            return f"The {producer_noun(delivery.producer)} could not be read: {last_line(delivery.error)}"
         if delivery.batch_error and delivery.delivery_state in (State.FAILED, State.WAITING):
             meaning = describe_failure(code=delivery.batch_error_code, http_status=delivery.batch_http_status,
                                        server_error=bool(delivery.batch_server_error))
@@ -151,8 +167,55 @@ class CourseDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="earlier snapshots")
     def earlier_snapshots(self, delivery):
-        url = reverse("admin:clickhouse_outbox_snapshot_changelist") + "?" + urlencode({"q": delivery.subject})
-        return format_html('<a href="{}">every snapshot of this course</a>', url)
+        query = {"q": delivery.subject, "producer__exact": delivery.producer}
+        url = reverse("admin:clickhouse_outbox_snapshot_changelist") + "?" + urlencode(query)
+        return format_html('<a href="{}">every snapshot of this subject</a>', url)
+
+
+@admin.register(CourseDelivery)
+class CourseDeliveryAdmin(DeliveryAdmin):
+    list_display = ("course", "state", "taken", "rows", "error_in_words", "batches")
+    fields = ("course", "state", "error_in_words", "taken", "reason", "dump_id", "time_last_dumped", "row_count",
+              "delivery", "error", "earlier_snapshots")
+    title = "Courses: where each course's rows are"
+
+    def latest(self):
+        return latest_snapshots(PRODUCER, model=CourseDelivery)
+
+
+class ProducerFilter(admin.SimpleListFilter):
+    """By producer: enrollments, user profiles... and the retirements and deletes."""
+
+    title = "producer"
+    parameter_name = "producer"
+
+    def lookups(self, request, model_admin):
+        found = Snapshot.objects.exclude(producer=PRODUCER).values_list("producer", flat=True).distinct().order_by()
+        return [(name, name) for name in sorted(set(found))]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(producer=self.value()) if self.value() else queryset
+
+
+@admin.register(SubjectDelivery)
+class SubjectDeliveryAdmin(DeliveryAdmin):
+    """Every producer but courses: one row per enrollment, user profile, external id, tag... and per retirement."""
+
+    list_display = ("subject_name", "producer", "state", "taken", "rows", "error_in_words", "batches")
+    list_filter = (ProducerFilter, StateFilter)
+    fields = ("subject_name", "producer", "state", "error_in_words", "taken", "reason", "dump_id",
+              "time_last_dumped", "row_count", "delivery", "error", "earlier_snapshots")
+    title = "Learners and tags: where each subject's rows are"
+
+    def latest(self):
+        return latest_snapshots(model=SubjectDelivery).exclude(producer=PRODUCER)
+
+
+def producer_noun(name):
+    try:
+        return producers.get(name).noun[0]
+    except producers.UnknownProducer:
+        return "subject"
 
 
 def server_wait(status):

@@ -1,0 +1,32 @@
+"""
+The external_id producer: a user's external id (ExternalId, with its type and the user's
+username) as its row, queued when it is saved.
+"""
+
+from clickhouse_outbox.clickhouse.tables import EXTERNAL_ID
+from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.producers.model_rows import ModelRowProducer
+from clickhouse_outbox.serializers.users import external_id_row
+
+
+class ExternalId(ModelRowProducer):
+    name = "external_id"
+    noun = ("external id", "external ids")
+    model_name = "external_id"
+    table = EXTERNAL_ID
+    related = ("user", "external_id_type")
+
+    def user_of(self, external_id):
+        return external_id.user_id
+
+    def serialize(self, external_id, *, dump_id, time_last_dumped):
+        return external_id_row(external_id, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+    def subjects_of_user(self, user_id):
+        model = self.model()
+        if model is None:
+            return []
+        return [str(pk) for pk in model._default_manager.filter(user_id=user_id).values_list("pk", flat=True)]
+
+
+EXTERNAL_IDS = producers.register(ExternalId())

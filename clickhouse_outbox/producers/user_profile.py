@@ -1,0 +1,32 @@
+"""
+The user_profile producer: a user's profile (UserProfile, with the user's username and
+email) as its row, queued when the profile (or the user's username or email) is saved.
+"""
+
+from clickhouse_outbox.clickhouse.tables import USER_PROFILE
+from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.producers.model_rows import ModelRowProducer
+from clickhouse_outbox.serializers.users import profile_row
+
+
+class UserProfile(ModelRowProducer):
+    name = "user_profile"
+    noun = ("user profile", "user profiles")
+    model_name = "user_profile"
+    table = USER_PROFILE
+    related = ("user",)
+
+    def user_of(self, profile):
+        return profile.user_id
+
+    def serialize(self, profile, *, dump_id, time_last_dumped):
+        return profile_row(profile, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+    def subjects_of_user(self, user_id):
+        model = self.model()
+        if model is None:
+            return []
+        return [str(pk) for pk in model._default_manager.filter(user_id=user_id).values_list("pk", flat=True)]
+
+
+PROFILES = producers.register(UserProfile())

@@ -1,0 +1,66 @@
+"""
+Rows about learners: course_enrollment, user_profile and external_id, column for column as
+platform-plugin-aspects 2.1.0's serializers give them and ClickHouse stores them.
+
+The peer writes its DRF serializers' output as CSV: a missing value (None) becomes an empty
+field, which ClickHouse stores as "" in a String column; dates are DRF's ISO strings (UTC,
+"Z"). The JSON lines here hold the same values explicitly, typed for their columns.
+"""
+
+from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT, EXTERNAL_ID, USER_PROFILE
+from clickhouse_outbox.serializers.encoding import drf_datetime, encode_row
+
+#: user_profile's columns read from the profile as text, in table order (after id, user_id, name, username, email).
+PROFILE_TEXT = (
+    "meta", "courseware", "language", "location", "year_of_birth", "gender", "level_of_education",
+    "mailing_address", "city", "country", "state", "goals", "bio",
+)
+
+
+def text(value):
+    """A String column's value as the peer's CSV leaves it: None as "", anything else as its str()."""
+    return "" if value is None else str(value)
+
+
+def enrollment_row(enrollment, *, dump_id, time_last_dumped):
+    """A CourseEnrollment (with its user) as a course_enrollment line."""
+    return encode_row(COURSE_ENROLLMENT.column_names, (
+        enrollment.id,
+        str(enrollment.course_id),
+        drf_datetime(enrollment.created),
+        bool(enrollment.is_active),
+        text(enrollment.mode),
+        enrollment.user.username,
+        enrollment.user_id,
+        str(dump_id),
+        time_last_dumped,
+    ))
+
+
+def profile_row(profile, *, dump_id, time_last_dumped):
+    """A UserProfile (with its user) as a user_profile line."""
+    user = profile.user
+    return encode_row(USER_PROFILE.column_names, (
+        profile.id,
+        profile.user_id,
+        text(profile.name),
+        user.username,
+        user.email,
+        *(text(getattr(profile, name)) for name in PROFILE_TEXT),
+        drf_datetime(profile.profile_image_uploaded_at),
+        text(profile.phone_number),
+        str(dump_id),
+        time_last_dumped,
+    ))
+
+
+def external_id_row(external_id, *, dump_id, time_last_dumped):
+    """An ExternalId (with its type and user) as an external_id line."""
+    return encode_row(EXTERNAL_ID.column_names, (
+        str(external_id.external_user_id),
+        external_id.external_id_type.name,
+        external_id.user.username,
+        external_id.user_id,
+        str(dump_id),
+        time_last_dumped,
+    ))
