@@ -73,7 +73,8 @@ def chdb_backend(tmp_path, clickhouse_database_name):
     backend.close()
 
 
-@pytest.fixture(params=["server-18.16", "chdb"])
+@pytest.fixture(params=[pytest.param("server-18.16", marks=pytest.mark.clickhouse_server),
+                        pytest.param("chdb", marks=pytest.mark.chdb)])
 def backend(request):
     """Each test twice: against the old real server and against the embedded current engine."""
     return request.getfixturevalue("http_backend" if request.param == "server-18.16" else "chdb_backend")

@@ -81,7 +81,8 @@ def destination(settings, config, *, drop_database):
         reset_backends()
 
 
-@pytest.fixture(params=["server-18.16", "chdb"])
+@pytest.fixture(params=[pytest.param("server-18.16", marks=pytest.mark.clickhouse_server),
+                        pytest.param("chdb", marks=pytest.mark.chdb)])
 def clickhouse(request, settings, tmp_path, clickhouse_database_name):
     """
     A ClickHouse with the contract's tables, and settings pointing the plugin at it: the

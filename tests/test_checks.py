@@ -294,3 +294,52 @@ def test_e013_snapshot_at_is_publish_or_drain(good, value):
 def test_e013_accepts_both_modes(good, value):
     good.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = value
     assert our_errors() == []
+
+
+# -- producers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0, "True"])
+def test_e030_a_producer_switch_is_true_false_or_none(good, value):
+    good.CLICKHOUSE_OUTBOX_USER_PROFILE_ENABLED = value
+    assert ids() == ["clickhouse_outbox.E030"]
+    assert "CLICKHOUSE_OUTBOX_USER_PROFILE_ENABLED" in our_errors()[0].msg
+
+
+@pytest.mark.parametrize("value", ["user_profile", [1], {"user_profile": True}])
+def test_e031_pii_models_is_a_list_of_names(good, value):
+    good.EVENT_SINK_CLICKHOUSE_PII_MODELS = value
+    assert ids() == ["clickhouse_outbox.E031"]
+
+
+def test_w032_a_pii_model_that_is_no_table_of_the_outbox(good):
+    good.EVENT_SINK_CLICKHOUSE_PII_MODELS = ["user_profile", "auth_user", "user_profle"]
+    assert ids() == ["clickhouse_outbox.W032"]  # auth_user, the peer's retirement sink, is expected there
+    assert "'user_profle'" in our_errors()[0].msg
+
+
+def test_w033_the_peers_sink_writing_the_same_table(good, monkeypatch):
+    from django.apps import apps
+
+    good.EVENT_SINK_CLICKHOUSE_COURSE_ENROLLMENT_ENABLED = True  # the peer's switch: ours follows it, on
+    assert ids() == []  # platform-plugin-aspects is not installed here: nothing writes twice
+    real = apps.is_installed
+    monkeypatch.setattr(apps, "is_installed", lambda name: name == "platform_plugin_aspects" or real(name))
+    good.CLICKHOUSE_OUTBOX_COURSE_ENROLLMENT_ENABLED = None
+    assert ids() == ["clickhouse_outbox.W033"]
+    assert "EVENT_SINK_CLICKHOUSE_COURSE_ENROLLMENT_ENABLED = False" in our_errors()[0].hint
+    good.CLICKHOUSE_OUTBOX_COURSE_ENROLLMENT_ENABLED = False
+    assert ids() == []
+
+
+def test_w034_a_producer_on_whose_model_is_not_installed(good):
+    from clickhouse_outbox.sources.platform import forget_models
+
+    good.EVENT_SINK_CLICKHOUSE_MODEL_CONFIG = {**good.EVENT_SINK_CLICKHOUSE_MODEL_CONFIG,
+                                               "external_id": {"module": "nowhere.models", "model": "ExternalId"}}
+    good.CLICKHOUSE_OUTBOX_EXTERNAL_ID_ENABLED = True
+    forget_models()
+    try:
+        assert ids() == ["clickhouse_outbox.W034"]
+    finally:
+        forget_models()

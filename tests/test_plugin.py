@@ -389,3 +389,69 @@ def test_standin_is_not_importable_outside_its_fixture():
     assert importlib.util.find_spec("xmodule") is None
     assert not [name for name in sys.modules if name == "xmodule" or name.startswith("xmodule.")]
     assert str(STANDINS_DIR) not in sys.path
+
+
+# --- the LMS: retirement ------------------------------------------------------------------
+
+LMS = "lms.djangoapp"
+RETIRE_UID = "clickhouse_outbox.user_retired"
+
+
+def _forget_openedx():
+    for name in [name for name in sys.modules if name == "openedx" or name.startswith("openedx.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def retirement_standin():
+    """The platform's USER_RETIRE_LMS_MISC, from tests/standins, for one test (then undone, like xmodule's)."""
+    assert importlib.util.find_spec("openedx") is None, "a real openedx package is importable"
+    sys.path.insert(0, str(STANDINS_DIR))
+    importlib.invalidate_caches()
+    signal = None
+    try:
+        signal = importlib.import_module("openedx.core.djangoapps.user_api.accounts.signals").USER_RETIRE_LMS_MISC
+        yield signal
+    finally:
+        if signal is not None:
+            signal.disconnect(dispatch_uid=RETIRE_UID)
+        sys.path.remove(str(STANDINS_DIR))
+        _forget_openedx()
+        importlib.invalidate_caches()
+
+
+def test_the_lms_entry_point_and_settings():
+    found = {ep.name: ep.value for ep in entry_points(group=LMS)}
+    assert found.get("clickhouse_outbox") == "clickhouse_outbox.apps:ClickhouseOutboxConfig"
+    module = types.ModuleType(f"lms_settings_standin_{uuid.uuid4().hex[:8]}")
+    sys.modules[module.__name__] = module
+    try:
+        add_plugins(module.__name__, LMS, "common")
+        add_plugins(module.__name__, LMS, "production")
+    finally:
+        del sys.modules[module.__name__]
+    assert module.CLICKHOUSE_OUTBOX_ENABLED is True and "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG" in vars(module)
+
+
+@pytest.mark.django_db
+def test_connect_plugin_receivers_in_the_lms_connects_the_retirement(retirement_standin):
+    from django.contrib.auth import get_user_model
+
+    from clickhouse_outbox import receivers
+    from clickhouse_outbox.outbox.deletes import RETIREMENT
+
+    connect_plugin_receivers(LMS)
+    assert connected_receivers(retirement_standin) == [receivers.user_retired]
+    connect_plugin_receivers(LMS)
+    assert len(retirement_standin.receivers) == 1
+
+    user = get_user_model().objects.create(username="leaving", email="leaving@example.com")
+    retirement_standin.send(sender=None, email=user.email, new_email="retired@invalid", user=user)
+    snapshot = Snapshot.objects.get(producer=RETIREMENT)
+    assert (snapshot.subject, snapshot.reason) == (str(user.pk), "retired")
+    assert sorted(snapshot.entries.values_list("table", flat=True)) == ["external_id", "user_profile"]
+
+
+def test_retirement_standin_is_not_importable_outside_its_fixture():
+    assert importlib.util.find_spec("openedx") is None
+    assert str(STANDINS_DIR) not in sys.path

@@ -1,5 +1,5 @@
 """
-Default settings of clickhouse_outbox inside edx-platform.
+Default settings of clickhouse_outbox inside edx-platform (the CMS and the LMS alike).
 
 Every setting is read at call time through clickhouse_outbox.conf; checks.py rejects bad
 values at start-up.
@@ -26,7 +26,29 @@ def plugin_settings(settings):
 
     # .. setting_name: CLICKHOUSE_OUTBOX_ENABLED
     # .. setting_default: True
-    # .. setting_description: Whether publishes queue snapshots. Draining is not affected.
+    # .. setting_description: Whether changes queue snapshots (every producer at once). Draining is not affected.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_<PRODUCER>_ENABLED
+    # .. setting_default: None (True for CLICKHOUSE_OUTBOX_COURSE_STRUCTURE_ENABLED)
+    # .. setting_description: One per producer: COURSE_STRUCTURE, COURSE_ENROLLMENT, USER_PROFILE,
+    #    EXTERNAL_ID, TAXONOMY, TAG, OBJECT_TAG, and USER_RETIREMENT (the deletes of a retired user's
+    #    rows). True or False turns the producer on or off; None (not set) follows platform-plugin-aspects'
+    #    switch for the same data, EVENT_SINK_CLICKHOUSE_<MODEL>_ENABLED or the waffle flag
+    #    event_sink_clickhouse.<model>.enabled (MODEL: course_overviews, course_enrollment, user_profile,
+    #    external_id, taxonomy, tag, object_tag, auth_user). USER_RETIREMENT is also on whenever a producer
+    #    of personal data is. Turn the peer's sink off when this producer is on (system check W033).
+
+    # .. setting_name: EVENT_SINK_CLICKHOUSE_PII_MODELS
+    # .. setting_default: ["user_profile", "external_id"]
+    # .. setting_description: platform-plugin-aspects' setting: the tables that hold users' personal data.
+    #    A retirement deletes the user's rows from each of them that the outbox writes (auth_user, the
+    #    peer's retirement sink, is not a table) and removes them from the outbox's own copies.
+
+    # .. setting_name: EVENT_SINK_CLICKHOUSE_MODEL_CONFIG
+    # .. setting_default: edx-platform's and openedx-learning's models
+    # .. setting_description: platform-plugin-aspects' setting: where each model the producers read lives,
+    #    {"user_profile": {"module": "common.djangoapps.student.models", "model": "UserProfile"}, ...}.
+    #    Entries left out take the platform's (clickhouse_outbox.sources.platform.DEFAULT_MODELS).
 
     # .. setting_name: CLICKHOUSE_OUTBOX_COURSE_SOURCE
     # .. setting_default: "clickhouse_outbox.sources.modulestore.ModulestoreSource"
@@ -81,6 +103,11 @@ def plugin_settings(settings):
     # .. setting_default: 20
     # .. setting_description: Courses a dump job's worker claims at a time. A worker killed
     #    mid-chunk leaves at most this many courses to be taken again when their lease ends.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS
+    # .. setting_default: 1000
+    # .. setting_description: Enrollments, profiles, external ids or tags a dump job's worker claims,
+    #    reads (one query) and queues (one transaction) at a time.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_DRAIN_THREADS
     # .. setting_default: 1

@@ -1,0 +1,119 @@
+"""
+Full dumps of every producer, not only courses: `outbox_requeue --all --producer NAME`, the
+peer's `dump_data_to_clickhouse --object MODEL [--ids ... --ids_to_skip ... --start_pk ...
+--limit ... --batch_size ...]`, and `outbox_requeue --producer NAME ID...`, all on the dump
+job code (a job, its items, chunks written one transaction each), then delivered.
+"""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from clickhouse_outbox.clickhouse.backends.base import qualified_name
+from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
+from clickhouse_outbox.outbox.drain import drain_until_empty
+from clickhouse_outbox.receivers import user_retired
+from outbox_project.platform.models import CourseEnrollment, UserProfile
+from tests.learners import enroll, make_learner
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args):
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def learners(settings):
+    """Five learners, each enrolled; their own snapshots forgotten (as if the plugin came after them)."""
+    users = [make_learner(f"user{n}", f"User {n}") for n in range(5)]
+    for user in users:
+        enroll(user)
+    Snapshot.objects.all().delete()
+    return users
+
+
+def dumped(job, producer):
+    return sorted(job.items.filter(producer=producer, status=DumpJobItem.Status.DONE).values_list("subject", flat=True),
+                  key=int)
+
+
+def test_requeue_all_of_a_producer_is_a_dump_job_that_then_delivers(learners, clickhouse):
+    out, _ = run("outbox_requeue", "--all", "--producer", "course_enrollment")
+    job = DumpJob.objects.get()
+    assert (job.producer_names, job.status, job.description) == (["course_enrollment"], "done", "all enrollments")
+    assert f"Dump job {job.pk} done: 5 of 5 enrollments (5 queued)." in out
+    assert dumped(job, "course_enrollment") == [str(pk) for pk in CourseEnrollment.objects.values_list("pk", flat=True)]
+    assert drain_until_empty(timeout=30)[0].ok
+    rows = clickhouse.query(f"SELECT username FROM {qualified_name(clickhouse.database, 'course_enrollment')}")
+    assert sorted(row["username"] for row in rows) == [f"user{n}" for n in range(5)]
+
+
+def test_several_producers_in_one_job_each_in_chunks_of_its_own(learners, settings):
+    settings.CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS = 2
+    run("outbox_requeue", "--all", "--producer", "user_profile", "--producer", "external_id",
+        "--producer", "course_enrollment")
+    job = DumpJob.objects.get()
+    assert job.producer_names == ["user_profile", "external_id", "course_enrollment"]
+    assert len(dumped(job, "user_profile")) == len(dumped(job, "course_enrollment")) == 5
+    assert not job.items.filter(producer="external_id").exists()  # nobody has one
+    reasons = set(Snapshot.objects.values_list("producer", "reason"))
+    assert reasons == {("user_profile", "dump"), ("course_enrollment", "dump")}
+
+
+def test_requeue_named_subjects_of_a_producer_and_a_typo(learners):
+    profiles = [str(pk) for pk in UserProfile.objects.order_by("pk").values_list("pk", flat=True)]
+    out, _ = run("outbox_requeue", "--producer", "user_profile", *profiles[:2])
+    assert "2 of 2 user profiles queued." in out
+    with pytest.raises(CommandError, match="'x1' is not user profile id"):
+        run("outbox_requeue", "--producer", "user_profile", "x1")
+    with pytest.raises(CommandError, match="1 user profile could not be queued"):
+        run("outbox_requeue", "--producer", "user_profile", "999999")
+    with pytest.raises(CommandError, match="no producer is called 'users'"):
+        run("outbox_requeue", "--producer", "users", "1")
+    with pytest.raises(CommandError, match="--changed-since dumps courses only"):
+        run("outbox_requeue", "--changed-since", "2026-01-01", "--producer", "user_profile")
+
+
+def test_dump_data_to_clickhouse_takes_the_peers_options(learners):
+    profiles = [str(pk) for pk in UserProfile.objects.order_by("pk").values_list("pk", flat=True)]
+    out, _ = run("dump_data_to_clickhouse", "--object", "user_profile", "--batch_size", "2", "--force")
+    job = DumpJob.objects.latest("id")
+    assert (job.scope, job.origin, dumped(job, "user_profile")) == (DumpJob.Scope.ALL, "dump_data_to_clickhouse",
+                                                                     profiles)
+    assert "5 of 5 user profiles (5 queued)" in out
+
+    run("dump_data_to_clickhouse", "--object", "user_profile", "--ids", *profiles[:3], "--ids_to_skip", profiles[1])
+    assert dumped(DumpJob.objects.latest("id"), "user_profile") == [profiles[0], profiles[2]]
+    run("dump_data_to_clickhouse", "--object", "user_profile", "--start_pk", profiles[2], "--limit", "1")
+    assert dumped(DumpJob.objects.latest("id"), "user_profile") == [profiles[3]]
+    with pytest.raises(CommandError, match="1 course could not be queued"):  # course_overviews: courses, by key
+        run("dump_data_to_clickhouse", "--object", "course_overviews", "--ids", "course-v1:Nobody+N1+2026")
+    assert DumpJob.objects.latest("id").producer_names == ["course_structure"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--object", "auth_user"), "auth_user is the retirement sink"),
+    (("--object", "users"), "Unknown --object 'users'; choose one of: course_enrollment, course_overviews"),
+    (("--object", "user_profile", "--password", "s3cret"), "--password: the connection now comes only from"),
+    (("--object", "user_profile", "--limit", "2", "--force"), "--limit cannot be used with --force"),
+    (("--object", "user_profile", "--ids", "abc"), "'abc' is not user profile id"),
+])
+def test_dump_data_to_clickhouse_refuses_what_it_cannot_do(learners, args, message):
+    with pytest.raises(CommandError, match=message) as refused:
+        run("dump_data_to_clickhouse", *args)
+    assert "s3cret" not in str(refused.value)
+    assert not DumpJob.objects.exists()
+
+
+def test_a_retired_users_profile_is_not_dumped(learners):
+    user_retired(sender=None, user=learners[0])
+    run("dump_data_to_clickhouse", "--object", "user_profile")
+    job = DumpJob.objects.get()
+    item = job.items.get(subject=str(UserProfile.objects.get(user=learners[0]).pk))
+    assert (item.status, item.error, item.snapshot_id) == (DumpJobItem.Status.DONE, "not queued: its user was retired",
+                                                          None)
+    assert Snapshot.objects.filter(producer="user_profile", reason="dump").count() == 4
