@@ -1,8 +1,9 @@
 """
 Run by the project's python in a process of its own (not by pytest): execute a rendered
-Tutor CMS settings file as edx-platform imports it (as the module cms.envs.tutor.NAME, with
-the stand-ins of platform_standins/ first on sys.path and this project installed), then
-print its settings as JSON.
+Tutor LMS or CMS settings file (apps/openedx/settings/{lms,cms}/NAME.py) as edx-platform
+imports it (as the module lms.envs.tutor.NAME or cms.envs.tutor.NAME, with the stand-ins of
+platform_standins/ first on sys.path and this project installed), then print its settings
+as JSON.
 
     python exec_settings.py RENDERED_SETTINGS_FILE
 
@@ -10,6 +11,7 @@ The rendered file creates the container's folders (/openedx/...): those calls ar
 recorded, not made, and printed as "_made_dirs".
 """
 
+import importlib
 import json
 import os
 import sys
@@ -34,12 +36,17 @@ def main(settings_file):
     os.environ.pop("DJANGO_SETTINGS_MODULE", None)
 
     path = Path(settings_file)
-    name = f"cms.envs.tutor.{path.stem}"
-    import cms.envs  # noqa: F401  the stand-in package the rendered module lives in
+    service = path.parent.name
+    if service not in ("lms", "cms"):
+        raise SystemExit(f"{path}: not in an lms or cms settings folder")
+    # The stand-in package the rendered module lives in (lms.envs or cms.envs).
+    importlib.import_module(f"{service}.envs")
+    package = f"{service}.envs.tutor"
+    name = f"{package}.{path.stem}"
 
     module = types.ModuleType(name)
     module.__file__ = str(path)
-    module.__package__ = "cms.envs.tutor"
+    module.__package__ = package
     sys.modules[name] = module
     exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
 
