@@ -26,6 +26,7 @@ ENABLE = "enable"
 HAS_WINDOW = "has-window"
 REPLICATED = "replicated"
 OLD_SERVER = "old-server"
+FOLDS = "folds"
 NOT_MERGE_TREE = "not-merge-tree"
 
 
@@ -66,6 +67,12 @@ def enable_deduplication(backend, cluster=None, tables=None):
                 report.append(f"{name} ({engine}) already has a deduplication window ({window} blocks); nothing to do")
             elif action == REPLICATED:
                 report.append(f"{name} ({engine}) is replicated and deduplicates resent batches already; nothing to do")
+            elif action == FOLDS:
+                report.append(
+                    f"{name} ({engine}) keeps no deduplication window and cannot on ClickHouse {info.version_string}, "
+                    "but folds a resent row into the first at its next merge (its readers read it FINAL or through "
+                    "a dictionary); nothing to do"
+                )
             elif action == OLD_SERVER:
                 problems.append(
                     f"{name} ({engine}) keeps no deduplication window, and cannot on this server: ClickHouse "
@@ -86,7 +93,9 @@ def table_action(engine, engine_full, server_info):
         return REPLICATED
     if deduplication_window(engine_full):
         return HAS_WINDOW
-    return ENABLE if server_info.supports_non_replicated_deduplication_window else OLD_SERVER
+    if server_info.supports_non_replicated_deduplication_window:
+        return ENABLE
+    return FOLDS if engine == "ReplacingMergeTree" else OLD_SERVER
 
 
 def deduplication_window(engine_full):

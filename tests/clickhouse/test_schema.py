@@ -14,10 +14,18 @@ from clickhouse_outbox.clickhouse.schema import (
     table_differences,
     types_match,
 )
-from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS, all_tables
+from clickhouse_outbox.clickhouse.tables import (
+    COURSE_BLOCKS,
+    COURSE_ENROLLMENT,
+    COURSE_OVERVIEWS,
+    COURSE_RELATIONSHIPS,
+    USER_PROFILE,
+    all_tables,
+)
 
 OLD = ServerInfo(version=(18, 16, 1))
 CURRENT = ServerInfo(version=(24, 8, 4, 13))
+COURSE_TABLES = [COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS]
 
 
 def test_create_then_check_is_ok(backend):
@@ -45,6 +53,8 @@ def test_bool_falls_back_to_uint8_where_the_server_lacks_it(backend):
     self_paced = dict(describe_table(backend, "course_overviews"))["self_paced"]
 
     assert self_paced == ("Bool" if backend.server_info().supports_bool else "UInt8")
+    mode = dict(describe_table(backend, "course_enrollment"))["mode"]
+    assert mode == ("LowCardinality(String)" if backend.server_info().supports_low_cardinality else "String")
     assert [name for name, _ in describe_table(backend, "course_blocks")] == list(COURSE_BLOCKS.column_names)
 
 
@@ -74,6 +84,11 @@ def test_check_reports_missing_tables(backend):
 
     hint = "(run: manage.py clickhouse_outbox_schema --create)"
     assert problems == [
+        f"Table {qualified_name(backend.database, table.name)} does not exist {hint}"
+        for table in all_tables()
+        if table is not COURSE_BLOCKS
+    ]
+    assert problems[:2] == [
         f"Table `{backend.database}`.`course_overviews` does not exist {hint}",
         f"Table `{backend.database}`.`course_relationships` does not exist {hint}",
     ]
@@ -102,7 +117,7 @@ def test_check_reports_missing_column_wrong_type_and_wrong_order(backend):
     blocks = qualified_name(backend.database, "course_blocks")
     relationships = qualified_name(backend.database, "course_relationships")
 
-    problems = check_schema(backend)
+    problems = check_schema(backend, tables=COURSE_TABLES)
 
     assert problems == [
         f"{blocks}: column `order` is Int64, the contract says Int32",
@@ -126,8 +141,19 @@ def test_check_reports_a_wrong_engine(backend):
     backend.command(f"CREATE TABLE {qualified_name(backend.database, 'course_relationships')} ({columns}) ENGINE = Log")
 
     table = qualified_name(backend.database, "course_relationships")
-    assert check_schema(backend) == [
+    assert check_schema(backend, tables=COURSE_TABLES) == [
         f"{table}: engine is Log, the contract says MergeTree (ReplicatedMergeTree on a cluster)"
+    ]
+
+
+def test_check_wants_replacing_merge_tree_where_aspects_makes_one(backend):
+    """user_profile & co are read FINAL or through a dictionary: a plain MergeTree would keep every copy."""
+    columns = ", ".join(f"`{column.name}` {column.type}" for column in USER_PROFILE.columns)
+    table = qualified_name(backend.database, USER_PROFILE.name)
+    backend.command(f"CREATE TABLE {table} ({columns}) ENGINE = MergeTree ORDER BY (id, time_last_dumped)")
+
+    assert check_schema(backend, tables=[USER_PROFILE]) == [
+        f"{table}: engine is MergeTree, the contract says ReplacingMergeTree (ReplicatedReplacingMergeTree on a cluster)"
     ]
 
 
@@ -137,18 +163,26 @@ def test_check_with_a_cluster_wants_replicated_tables(backend):
     problems = check_schema(backend, cluster="main")
 
     assert problems == [
-        f"{qualified_name(backend.database, table.name)}: engine is MergeTree, the contract says ReplicatedMergeTree "
-        "(a cluster was named)"
+        f"{qualified_name(backend.database, table.name)}: engine is {table.engine}, the contract says "
+        f"Replicated{table.engine} (a cluster was named)"
         for table in all_tables()
     ]
+    assert {table.engine for table in all_tables()} == {"MergeTree", "ReplacingMergeTree"}
 
 
 def test_uint8_for_bool_is_accepted_on_a_server_that_has_bool(chdb_backend):
-    """A table made on an old server keeps UInt8 after an upgrade: still the contract."""
-    create_schema(chdb_backend, tables=[COURSE_BLOCKS, COURSE_RELATIONSHIPS])
-    chdb_backend.command(create_table_sql(COURSE_OVERVIEWS, chdb_backend.database, OLD))
+    """
+    A table made on an old server keeps UInt8 (for Bool) and String (for LowCardinality(String))
+    after an upgrade: still the contract.
+    """
+    made_on_the_old_server = [COURSE_OVERVIEWS, COURSE_ENROLLMENT]
+    create_schema(chdb_backend, tables=[table for table in all_tables() if table not in made_on_the_old_server])
+    for table in made_on_the_old_server:
+        chdb_backend.command(create_table_sql(table, chdb_backend.database, OLD))
 
     assert dict(describe_table(chdb_backend, "course_overviews"))["self_paced"] == "UInt8"
+    enrollment = dict(describe_table(chdb_backend, "course_enrollment"))
+    assert (enrollment["is_active"], enrollment["mode"]) == ("UInt8", "String")
     assert check_schema(chdb_backend) == []
 
 
@@ -196,9 +230,18 @@ class TestClusterDdl:
 
         assert len(recorder.statements) == 1 + len(all_tables())
         assert all(" ON CLUSTER `main`" in statement for statement in recorder.statements)
-        assert all("ENGINE = ReplicatedMergeTree(" in statement for statement in recorder.statements[1:])
+        for table, statement in zip(all_tables(), recorder.statements[1:], strict=True):
+            assert f"`event_sink`.`{table.name}` ON CLUSTER" in statement
+            assert f"ENGINE = Replicated{table.engine}(" in statement
         assert not any("non_replicated_deduplication_window" in statement for statement in recorder.statements)
-        assert report[-1] == "Created table `event_sink`.`course_relationships` ON CLUSTER `main`"
+        assert report[1:] == [f"Created table `event_sink`.`{table.name}` ON CLUSTER `main`" for table in all_tables()]
+
+    def test_replacing_table_with_a_partition(self):
+        assert create_table_sql(USER_PROFILE, "event_sink", CURRENT, cluster="main").endswith(
+            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')\n"
+            "PARTITION BY user_id % 100\n"
+            "ORDER BY (`id`, `time_last_dumped`)"
+        )
 
 
 class TestSingleNodeDdl:
@@ -214,6 +257,21 @@ class TestSingleNodeDdl:
         assert "`self_paced` UInt8," in sql
         assert "SETTINGS" not in sql
 
+    def test_low_cardinality_falls_back_to_string_before_19_9(self):
+        assert "`mode` LowCardinality(String)," in create_table_sql(COURSE_ENROLLMENT, "event_sink", CURRENT)
+        assert "`mode` String," in create_table_sql(COURSE_ENROLLMENT, "event_sink", OLD)
+        assert "`mode` LowCardinality(String)," in create_table_sql(
+            COURSE_ENROLLMENT, "event_sink", ServerInfo(version=(19, 9, 1))
+        )
+
+    def test_replacing_table_with_a_partition(self):
+        assert create_table_sql(USER_PROFILE, "event_sink", CURRENT).endswith(
+            "ENGINE = ReplacingMergeTree\n"
+            "PARTITION BY user_id % 100\n"
+            "ORDER BY (`id`, `time_last_dumped`)\n"
+            "SETTINGS non_replicated_deduplication_window = 1000"
+        )
+
 
 @pytest.mark.parametrize(
     ("expected", "actual", "match"),
@@ -228,6 +286,10 @@ class TestSingleNodeDdl:
         ("Int32", "UInt32", False),
         ("String", "Nullable(String)", False),
         ("String", "LowCardinality(String)", False),
+        ("LowCardinality(String)", "LowCardinality(String)", True),
+        ("LowCardinality(String)", "lowcardinality( String )", True),
+        ("LowCardinality(String)", "String", True),
+        ("LowCardinality(String)", "LowCardinality(Nullable(String))", False),
         ("UUID", "String", False),
         ("Bool", "Int8", False),
     ],

@@ -1,13 +1,15 @@
 """
-Aspects' own DDL for the `event_sink` course tables, read from a rendered Tutor env.
+Aspects' own DDL for the `event_sink` tables the outbox writes, read from a rendered Tutor env.
 
 `tutor config save` renders tutor-contrib-aspects' alembic migrations with the database
 names and the cluster settings filled in. We run each `upgrade()` as alembic would (in
 `down_revision` order) against a stand-in `op` that only records `op.execute(sql)`, then
-keep the statements that create, alter or drop the three course tables. Anything the
-stand-in does not know (another `op` call, an import, a branch in the revision graph, a
-statement that names a course table in a way we cannot classify) raises, so a change in
-Aspects fails a test here instead of being silently left out.
+keep the statements that create, alter, rename or drop those tables (TABLES), including
+the temporary copy a table is renamed to while Aspects re-creates it (RENAME, CREATE,
+INSERT ... SELECT * from the copy, DROP of the copy). Anything the stand-in does not know
+(another `op` call, an import, a branch in the revision graph, a statement that names one
+of the tables in a way we cannot classify) raises, so a change in Aspects fails a test
+here instead of being silently left out.
 """
 
 import re
@@ -20,13 +22,21 @@ VERSIONS = Path("plugins/aspects/apps/aspects/migrations/alembic/versions")
 #: The rendered compose file of the init jobs, which names the event_sink database.
 JOBS_COMPOSE = Path("local/docker-compose.jobs.yml")
 COURSE_TABLES = ("course_overviews", "course_blocks", "course_relationships")
+#: Every table the outbox writes (clickhouse_outbox/clickhouse/tables.py), course tables first.
+TABLES = (*COURSE_TABLES, "course_enrollment", "user_profile", "external_id", "tag", "taxonomy", "object_tag")
 
 # Statements are matched once whitespace is collapsed to single spaces.
 _DDL_VERB = r"(?:CREATE|ALTER|DROP|TRUNCATE|RENAME|EXCHANGE|ATTACH|DETACH|OPTIMIZE)"
 # The object a DDL statement acts on: the first qualified name after its verb.
 _TARGET = re.compile(rf"^(?P<verb>{_DDL_VERB})\b[^.]*?\b(?P<database>\w+)\.(?P<name>\w+)", re.IGNORECASE)
 _INSERT_TARGET = re.compile(r"^INSERT INTO (?P<database>\w+)\.(?P<name>\w+)", re.IGNORECASE)
-# Statements that only read the course tables (dictionaries, views and their backfills).
+# The one form of RENAME followed: one table to a new name (whose statements are then followed too).
+_RENAME = re.compile(r"^RENAME TABLE (?P<database>\w+)\.(?P<name>\w+) TO (?P<to_database>\w+)\.(?P<to>\w+)$",
+                     re.IGNORECASE)
+# The one INSERT followed: every row of one followed table copied into another (a re-created table refilled).
+_COPY = re.compile(r"^INSERT INTO (?P<database>\w+)\.(?P<name>\w+) SELECT \* FROM (?P<from_database>\w+)\."
+                   r"(?P<source>\w+)$", re.IGNORECASE)
+# Statements that only read the tables (dictionaries, views and their backfills).
 _READER = re.compile(
     r"^(?:CREATE (?:OR REPLACE )?DICTIONARY|CREATE (?:OR REPLACE )?(?:MATERIALIZED )?VIEW"
     r"|INSERT INTO \S+ \(.*?\) SELECT)\b",
@@ -42,7 +52,7 @@ class UnsupportedMigration(RuntimeError):
 class Statement:
     migration: str  # the file name, e.g. 0007_event_sink.py
     sql: str  # as the migration passed it to op.execute
-    kind: str  # "table": DDL on a course table (replayed); "reader": reads one; "other"
+    kind: str  # "table": DDL on one of the tables, or a copy between them (replayed); "reader": reads one; "other"
     verb: str = ""  # CREATE, ALTER, DROP ... of the object it acts on ("" when none)
     target: str = ""  # database.name of that object
 
@@ -60,7 +70,7 @@ class AspectsMigrations:
 
     @property
     def table_ddl(self):
-        """The statements that create, alter or drop a course table, in the order Aspects runs them."""
+        """The statements that create, alter, rename, refill or drop one of the tables, in the order Aspects runs them."""
         return [statement for statement in self.statements if statement.kind == "table"]
 
     def migrations_of(self, kind):
@@ -83,6 +93,11 @@ def compact(sql):
     return " ".join(sql.split())
 
 
+def one_statement(sql):
+    """The statement compacted, without the trailing semicolon the migrations leave on some."""
+    return compact(sql).rstrip(";").rstrip()
+
+
 def event_sink_database(env_dir):
     """ASPECTS_EVENT_SINK_DATABASE as the rendered aspects init job receives it."""
     text = (Path(env_dir) / JOBS_COMPOSE).read_text()
@@ -101,12 +116,16 @@ def read_migrations(env_dir, database=None):
     if not modules:
         raise UnsupportedMigration(f"No alembic migrations in {folder}")
     result = AspectsMigrations(database=database)
+    followed = set(TABLES)  # grows by the names the tables are renamed to
     for module in revision_order(modules):
         module.upgrade()
         result.revisions.append(module.file_name)
         result.head = module.revision
         for sql in module.op.executed:
-            result.statements.append(classify(module.file_name, sql, database))
+            statement = classify(module.file_name, sql, database, followed)
+            result.statements.append(statement)
+            if statement.kind == "table" and statement.verb.upper() == "RENAME":
+                followed.add(_RENAME.match(one_statement(statement.sql)).group("to"))
     return result
 
 
@@ -181,26 +200,40 @@ def load_migration(path):
     return module
 
 
-def classify(file_name, sql, database):
-    """A Statement: DDL on a course table, a reader of one, or unrelated; raises when it cannot tell."""
+def classify(file_name, sql, database, followed=TABLES):
+    """
+    A Statement: DDL on one of the `followed` tables (or a copy of one into another), a
+    reader of one, or unrelated; raises when it cannot tell.
+    """
     text = compact(sql)
     match = _TARGET.match(text) or _INSERT_TARGET.match(text)
     verb = match.group("verb") if match and "verb" in match.groupdict() else ("INSERT" if match else "")
     target = f"{match.group('database')}.{match.group('name')}" if match else ""
-    course_target = bool(match) and match.group("name") in COURSE_TABLES
-    mentions = re.findall(rf"(?<![\w])(?:(\w+)\.)?({'|'.join(COURSE_TABLES)})\b", text)
-    if course_target and verb.upper() != "INSERT":
+    followed_target = bool(match) and match.group("name") in followed
+    names = "|".join(sorted(followed, key=len, reverse=True))
+    mentions = re.findall(rf"(?<![\w])(?:(\w+)\.)?({names})\b", text)
+    if followed_target:
+        statement = one_statement(sql)
         if match.group("database") != database:
             raise UnsupportedMigration(f"{file_name} acts on {target}, not in {database}: {text[:300]}")
-        if ";" in text.rstrip().rstrip(";"):
+        if ";" in statement:
             raise UnsupportedMigration(f"{file_name}: several statements in one op.execute: {text[:300]}")
-        return Statement(file_name, sql, "table", verb, target)
-    if not mentions:
+        if verb.upper() == "RENAME":
+            rename = _RENAME.match(statement)
+            if rename and rename.group("to_database") == database:
+                return Statement(file_name, sql, "table", verb, target)
+        elif verb.upper() == "INSERT":
+            copy = _COPY.match(statement)
+            if copy and copy.group("from_database") == database and copy.group("source") in followed:
+                return Statement(file_name, sql, "table", verb, target)
+        else:
+            return Statement(file_name, sql, "table", verb, target)
+    elif not mentions:
         return Statement(file_name, sql, "other", verb, target)
-    if _READER.match(text) and not course_target and all(db == database for db, _ in mentions):
+    elif _READER.match(text) and all(db == database for db, _ in mentions):
         return Statement(file_name, sql, "reader", verb, target)
     raise UnsupportedMigration(
-        f"{file_name} names a course table in a statement this reader does not understand: {text[:300]}"
+        f"{file_name} names one of the tables in a statement this reader does not understand: {text[:300]}"
     )
 
 
