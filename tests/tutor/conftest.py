@@ -111,3 +111,23 @@ def render_tutor_env(tutor):
         return tutor.root / "env"
 
     return render
+
+
+@pytest.fixture
+def aspects_env(render_tutor_env):
+    """A fresh TUTOR_ROOT with only Aspects enabled, rendered by `tutor config save` (single server)."""
+    return render_tutor_env(["aspects"])
+
+
+@pytest.fixture
+def aspects(aspects_env):
+    """Every rendered migration's upgrade(), run in revision order and classified."""
+    from tests.tutor.aspects_migrations import read_migrations
+
+    return read_migrations(aspects_env)
+
+
+@pytest.fixture
+def clickhouse_database_name(aspects):
+    """The chdb_backend fixture's database: the one the rendered migrations name (event_sink)."""
+    return aspects.database

@@ -20,7 +20,7 @@ from clickhouse_outbox.testing.generator import generate_published_course
 from tests.factories import MemorySource
 from tests.learners import change_enrollment, enroll, give_external_id, make_learner, tag_object, taxonomy_with_tags
 
-from .test_aspects_ddl import aspects, aspects_env, clickhouse_database_name, replay  # noqa: F401 (fixtures)
+from .test_aspects_ddl import replay
 
 pytestmark = [pytest.mark.slow, pytest.mark.chdb, pytest.mark.django_db]
 

@@ -77,24 +77,6 @@ READER_MIGRATIONS = [
 ]
 
 
-@pytest.fixture
-def aspects_env(render_tutor_env):
-    """A fresh TUTOR_ROOT with only Aspects enabled, rendered by `tutor config save` (single server)."""
-    return render_tutor_env(["aspects"])
-
-
-@pytest.fixture
-def aspects(aspects_env):
-    """Every rendered migration's upgrade(), run in revision order and classified."""
-    return read_migrations(aspects_env)
-
-
-@pytest.fixture
-def clickhouse_database_name(aspects):
-    """The chdb_backend fixture's database: the one the rendered migrations name (event_sink)."""
-    return aspects.database
-
-
 def replay(backend, migrations):
     """The tables' DDL, in order, on a store that has only the database (as Aspects' init job leaves it)."""
     with backend.session():
