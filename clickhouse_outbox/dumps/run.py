@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from django.db import DatabaseError, models, transaction
 from django.db.models import Q
+from django.db.models.functions import Cast
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
@@ -216,12 +217,16 @@ def mark(rows, owner, outcomes):
 
 
 def per_row(rows, values, output_field):
-    """A CASE giving each row (by primary key) its value."""
-    return models.Case(
+    """
+    A CASE giving each row (by primary key) its value, cast to the column's type: PostgreSQL
+    takes a CASE whose every branch is NULL for text.
+    """
+    case = models.Case(
         *[models.When(pk=row.pk, then=models.Value(value, output_field=output_field))
           for row, value in zip(rows, values, strict=True)],
         output_field=output_field,
     )
+    return Cast(case, output_field=output_field)
 
 
 def release(job, owner):
