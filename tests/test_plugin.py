@@ -8,6 +8,7 @@ is a fresh module object, and `xmodule.modulestore.django` is a stand-in under
 tests/standins (on sys.path only while a test uses the `xmodule_standin` fixture).
 """
 
+import contextlib
 import copy
 import importlib
 import importlib.util
@@ -67,31 +68,34 @@ def entries_per_table(snapshot):
     return counts
 
 
-def _forget_xmodule():
-    for name in [name for name in sys.modules if name == "xmodule" or name.startswith("xmodule.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def xmodule_standin():
+@contextlib.contextmanager
+def standin_signal(package, module, name, dispatch_uid):
     """
-    Make tests/standins/xmodule (a stand-in for edx-platform's `xmodule`, which is not
-    installable outside the platform) importable for one test, then undo it: the path,
-    the imported modules and any receiver connected to its COURSE_PUBLISHED.
+    Make the stand-in `module` under tests/standins (edx-platform, not installable, provides
+    the real one) importable for one test and yield its signal `name`; then undo it: the
+    path, the imported modules and any receiver connected under `dispatch_uid`.
     """
-    assert importlib.util.find_spec("xmodule") is None, "a real xmodule is importable; the stand-in would hide it"
+    assert importlib.util.find_spec(package) is None, f"a real {package} is importable; the stand-in would hide it"
     sys.path.insert(0, str(STANDINS_DIR))
     importlib.invalidate_caches()
     signal = None
     try:
-        signal = importlib.import_module("xmodule.modulestore.django").COURSE_PUBLISHED
+        signal = getattr(importlib.import_module(module), name)
         yield signal
     finally:
         if signal is not None:
-            signal.disconnect(dispatch_uid=DISPATCH_UID)
+            signal.disconnect(dispatch_uid=dispatch_uid)
         sys.path.remove(str(STANDINS_DIR))
-        _forget_xmodule()
+        for loaded in [loaded for loaded in sys.modules if loaded == package or loaded.startswith(f"{package}.")]:
+            del sys.modules[loaded]
         importlib.invalidate_caches()
+
+
+@pytest.fixture
+def xmodule_standin():
+    """The modulestore's COURSE_PUBLISHED, from the stand-in xmodule.modulestore.django."""
+    with standin_signal("xmodule", "xmodule.modulestore.django", "COURSE_PUBLISHED", DISPATCH_UID) as signal:
+        yield signal
 
 
 def connected_receivers(signal):
@@ -397,27 +401,12 @@ LMS = "lms.djangoapp"
 RETIRE_UID = "clickhouse_outbox.user_retired"
 
 
-def _forget_openedx():
-    for name in [name for name in sys.modules if name == "openedx" or name.startswith("openedx.")]:
-        del sys.modules[name]
-
-
 @pytest.fixture
 def retirement_standin():
-    """The platform's USER_RETIRE_LMS_MISC, from tests/standins, for one test (then undone, like xmodule's)."""
-    assert importlib.util.find_spec("openedx") is None, "a real openedx package is importable"
-    sys.path.insert(0, str(STANDINS_DIR))
-    importlib.invalidate_caches()
-    signal = None
-    try:
-        signal = importlib.import_module("openedx.core.djangoapps.user_api.accounts.signals").USER_RETIRE_LMS_MISC
+    """The user API's USER_RETIRE_LMS_MISC, from the stand-in openedx.core.djangoapps.user_api.accounts.signals."""
+    with standin_signal("openedx", "openedx.core.djangoapps.user_api.accounts.signals", "USER_RETIRE_LMS_MISC",
+                        RETIRE_UID) as signal:
         yield signal
-    finally:
-        if signal is not None:
-            signal.disconnect(dispatch_uid=RETIRE_UID)
-        sys.path.remove(str(STANDINS_DIR))
-        _forget_openedx()
-        importlib.invalidate_caches()
 
 
 def test_the_lms_entry_point_and_settings():
