@@ -106,6 +106,8 @@ RANGES = {
     "CLICKHOUSE_OUTBOX_RETENTION_DAYS": (0, 3650, "days sent rows are kept"),
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": (1, 10_000, "courses a dump worker claims at a time"),
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS": (1, 100_000, "enrollments, profiles, tags... a dump worker claims at a time"),
+    "CLICKHOUSE_OUTBOX_VERIFY_CHUNK": (1, 100_000, "subjects a verification compares with a few queries"),
+    "CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS": (0, 30 * 86400, "seconds between periodic verifications; 0 for none"),
     "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": (1, 30 * 86400, "seconds the oldest unsent row may wait"),
     "CLICKHOUSE_OUTBOX_DRAIN_THREADS": (1, 16, "batches one drain run sends at once"),
 }

@@ -30,6 +30,8 @@ DEFAULTS = {
     "CLICKHOUSE_OUTBOX_RETENTION_DAYS": 7,
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": 20,
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS": 1000,
+    "CLICKHOUSE_OUTBOX_VERIFY_CHUNK": 1000,
+    "CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS": 0,
     "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": 900,
     "CLICKHOUSE_OUTBOX_SNAPSHOT_AT": "publish",
     "CLICKHOUSE_OUTBOX_DRAIN_THREADS": 1,
@@ -185,3 +187,12 @@ def pii_tables():
     """EVENT_SINK_CLICKHOUSE_PII_MODELS: the tables holding users' personal data, which a retirement empties of them."""
     value = getattr(settings, "EVENT_SINK_CLICKHOUSE_PII_MODELS", None)
     return tuple(DEFAULT_PII_MODELS if value is None else value)
+
+
+def verify_chunk():
+    return int(get("CLICKHOUSE_OUTBOX_VERIFY_CHUNK"))
+
+
+def verify_interval_secs():
+    """Seconds between periodic verifications of every producer's subjects; 0 (the default) for none."""
+    return float(get("CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS") or 0)

@@ -59,6 +59,9 @@ class Snapshot(models.Model):
     dump_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     time_last_dumped = models.CharField(max_length=40, blank=True)
     row_count = models.PositiveIntegerField(default=0)
+    table_rows = models.JSONField(
+        default=dict, blank=True, help_text="Rows per table: what ClickHouse holds for this dump_id once delivered."
+    )
     error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now, editable=False)
     # A requested snapshot (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain") being taken by a drainer.
@@ -242,10 +245,18 @@ class DumpJob(models.Model):
     .. pii_retirement: retained
     """
 
+    class Action(models.TextChoices):
+        DUMP = "dump", "Dump: take a new snapshot of each"
+        VERIFY = "verify", "Verify: compare what ClickHouse holds with what was delivered"
+
     class Scope(models.TextChoices):
         ALL = "all", "All"
         CHANGED = "changed", "Changed since"
         SELECTED = "selected", "Selected"
+
+    class Replicas(models.TextChoices):
+        ONE = "one", "Through the configured server (one replica)"
+        EACH = "each", "On each replica"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -254,7 +265,13 @@ class DumpJob(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         FAILED = "failed", "Failed: the subjects could not be listed"
 
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.DUMP)
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ALL)
+    repair = models.BooleanField(
+        default=False, help_text="A verification that, once done, dumps again what differs (a dump job of its own)."
+    )
+    replicas = models.CharField(max_length=8, choices=Replicas.choices, default=Replicas.ONE)
+    repair_job = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     producers = models.CharField(
         max_length=255, default="course_structure", help_text="The producers whose subjects it dumps, comma-separated."
     )
@@ -279,7 +296,8 @@ class DumpJob(models.Model):
         ordering = ["-id"]
         permissions = [
             ("start_dumpjob", "Can start full dumps"),
-            ("cancel_dumpjob", "Can cancel full dumps"),
+            ("cancel_dumpjob", "Can cancel full dumps and verifications"),
+            ("start_verification", "Can verify what ClickHouse holds"),
         ]
 
     def __str__(self):
@@ -300,12 +318,52 @@ class DumpJob(models.Model):
                 nouns.append(producers.get(name).noun[1])
             except producers.UnknownProducer:
                 nouns.append(name)
-        what = " and ".join(nouns) or "nothing"
+        what = ", ".join(nouns[:-1]) + f" and {nouns[-1]}" if len(nouns) > 1 else (nouns[0] if nouns else "nothing")
         if self.scope == self.Scope.CHANGED and self.changed_since:
-            return f"{what} changed since {self.changed_since.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-        if self.scope == self.Scope.SELECTED:
-            return f"selected {what}"
-        return f"all {what}"
+            text = f"{what} changed since {self.changed_since.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+        elif self.scope == self.Scope.SELECTED:
+            text = f"selected {what}"
+        else:
+            text = f"all {what}"
+        if self.action == self.Action.VERIFY:
+            text = f"verify {text}" + (", then repair" if self.repair else "")
+            text += " on each replica" if self.replicas == self.Replicas.EACH else ""
+        return text
+
+
+class Verdict(models.Model):
+    """
+    What the last verification found for a subject: its latest delivered snapshot compared
+    with what ClickHouse holds for that dump_id (and, where the source can tell, whether
+    the source holds a newer version). One row per subject, replaced by each verification.
+
+    .. no_pii: Subjects (course keys, row ids, user ids) and row counts only.
+    """
+
+    class Kind(models.TextChoices):
+        OK = "ok", "OK"
+        ABSENT = "absent", "Not in ClickHouse"
+        MISSING = "missing", "Missing rows"
+        DUPLICATES = "duplicates", "Duplicated rows"
+        STALE = "stale", "Stale: the source has a newer version"
+        UNDELIVERED = "undelivered", "Not delivered yet"
+        NEVER = "never", "Never sent by the outbox"
+
+    producer = models.CharField(max_length=64)
+    subject = models.CharField(max_length=255)
+    verdict = models.CharField(max_length=16, choices=Kind.choices)
+    snapshot = models.ForeignKey(Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    details = models.JSONField(default=dict, blank=True, help_text="Per table (and replica): rows expected, found, distinct.")
+    checked_at = models.DateTimeField()
+    job = models.ForeignKey("DumpJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="verdicts")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["producer", "subject"], name="ch_outbox_verdict_once")]
+        indexes = [models.Index(fields=["verdict", "producer"], name="ch_outbox_verdict_kind")]
+        ordering = ["producer", "subject"]
+
+    def __str__(self):
+        return f"{self.producer} {self.subject}: {self.verdict}"
 
 
 class DumpJobItem(models.Model):

@@ -1,5 +1,6 @@
 """
-The periodic drain, for celery beat (django-celery-beat), and the dump job's task.
+The periodic drain and the optional periodic verification, for celery beat
+(django-celery-beat), and the task that works on dump jobs and verifications.
 """
 
 import logging
@@ -10,11 +11,13 @@ from django.core.cache import cache
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.dumps.dispatch import dispatch, resume_stalled
+from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import DumpJob, DumpJobItem
+from clickhouse_outbox.outbox import producers
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_if_due
-from clickhouse_outbox.settings.common import DRAIN_TASK, DUMP_TASK, beat_entry
+from clickhouse_outbox.settings.common import DRAIN_TASK, DUMP_TASK, VERIFY_TASK, beat_entry
 
 log = logging.getLogger(__name__)
 
@@ -67,4 +70,23 @@ def run_dump_job(job_id):
     unclaimed = job.items.filter(status=DumpJobItem.Status.PENDING).exists()
     if job.active and (unclaimed or job.status == DumpJob.Status.QUEUED):
         dispatch(job)
+    elif job.repair_job_id and job.repair_job.active:  # a verification that found differences: its repair
+        dispatch(job.repair_job)
     return {"job": job_id, "status": job.status}
+
+
+@shared_task(name=VERIFY_TASK, ignore_result=True)
+def verify_outbox():
+    """
+    The periodic verification (CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS): a verification job of
+    every producer that is on, unless a job is under way, worked on like a dump job.
+    """
+    names = [producer.name for producer in producers.enabled_producers()]
+    if not names:
+        return {"started": False}
+    try:
+        job = start_job(DumpJob.Scope.ALL, producers=names, action=DumpJob.Action.VERIFY, origin="periodic")
+    except DumpAlreadyActive as exc:
+        log.info("clickhouse_outbox: no periodic verification this time: %s", exc)
+        return {"started": False}
+    return run_dump_job(job.pk)

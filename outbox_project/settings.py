@@ -141,6 +141,12 @@ CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = float(
 )
 # The same entry the plugin's settings install into edx-platform's CELERYBEAT_SCHEDULE.
 CELERY_BEAT_SCHEDULE = {"clickhouse_outbox.drain": beat_entry(CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS)}
+if float(globals().get("CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS") or 0) > 0:  # the periodic verification, when asked
+    _interval = float(globals()["CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS"])
+    CELERY_BEAT_SCHEDULE["clickhouse_outbox.verify"] = {
+        "task": "clickhouse_outbox.tasks.verify_outbox", "schedule": _interval,
+        "options": {"expires": _interval, "expire_seconds": max(1, int(_interval))},
+    }
 
 CACHES = {
     "default": {

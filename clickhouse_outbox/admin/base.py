@@ -21,6 +21,7 @@ PERMISSIONS = {
     "dismiss": f"{APP}.dismiss_snapshot",
     "start_dump": f"{APP}.start_dumpjob",
     "cancel_dump": f"{APP}.cancel_dumpjob",
+    "verify": f"{APP}.start_verification",
 }
 
 
@@ -50,6 +51,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_cancel_dump_permission(self, request):
         return request.user.has_perm(PERMISSIONS["cancel_dump"])
+
+    def has_verify_permission(self, request):
+        return request.user.has_perm(PERMISSIONS["verify"])
 
     def audit(self, request, objects, message):
         """One history entry per object an action touched, saying who (the entry's user), what and how many."""

@@ -10,7 +10,7 @@ state, and a summary of the whole outbox above it.
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, IntegerField, OuterRef, Subquery, Value, When
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -19,7 +19,7 @@ from clickhouse_outbox.admin import actions
 from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment, state_badge
 from clickhouse_outbox.clickhouse.errors import describe_failure
 from clickhouse_outbox.dumps.jobs import progress_line
-from clickhouse_outbox.models import CourseDelivery, OutboxEntry, Snapshot, SubjectDelivery
+from clickhouse_outbox.models import CourseDelivery, OutboxEntry, Snapshot, SubjectDelivery, Verdict
 from clickhouse_outbox.outbox import producers
 from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.requeue import latest_snapshots
@@ -47,10 +47,25 @@ class StateFilter(admin.SimpleListFilter):
         return queryset.filter(delivery_state=self.value())
 
 
-class DeliveryAdmin(ReadOnlyAdmin):
-    """One row per subject: its latest snapshot, with the delivery state of its rows."""
+class VerdictFilter(admin.SimpleListFilter):
+    """By what the last verification found: "missing in ClickHouse" and the rest."""
 
-    list_filter = (StateFilter,)
+    title = "last verification"
+    parameter_name = "verified"
+
+    def lookups(self, request, model_admin):
+        return [(kind.value, kind.label) for kind in Verdict.Kind] + [("none", "Never verified")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(verdict__isnull=True)
+        return queryset.filter(verdict=self.value()) if self.value() else queryset
+
+
+class DeliveryAdmin(ReadOnlyAdmin):
+    """One row per subject: its latest snapshot, with the delivery state of its rows and the last verdict."""
+
+    list_filter = (StateFilter, VerdictFilter)
     search_fields = ("subject",)
     actions = [actions.requeue_subjects, actions.retry_subjects, actions.dismiss_snapshots]
     readonly_fields = ()
@@ -67,7 +82,13 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def get_queryset(self, request):
         urgency = Case(*[When(delivery_state=state.value, then=Value(rank)) for rank, state in enumerate(URGENCY)],
                        default=Value(len(URGENCY)), output_field=IntegerField())
-        return with_delivery(self.latest()).annotate(urgency=urgency)
+        verdict = Verdict.objects.filter(producer=OuterRef("producer"), subject=OuterRef("subject"))
+        return with_delivery(self.latest()).annotate(
+            urgency=urgency,
+            verdict=Subquery(verdict.values("verdict")[:1]),
+            verified_at=Subquery(verdict.values("checked_at")[:1]),
+            verdict_snapshot=Subquery(verdict.values("snapshot_id")[:1]),
+        )
 
     def get_ordering(self, request):
         return ("urgency", "subject")
@@ -90,6 +111,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
             "oldest_age": format_age(status.oldest_unsent_age) if status.oldest_unsent_at else None,
             "last_sent": moment(status.last_sent_at, status.checked_at) if status.last_sent_at else None,
             "can_start_dump": self.has_start_dump_permission(request),
+            "can_verify": self.has_verify_permission(request),
+            "verify_url": reverse("admin:clickhouse_outbox_dumpjob_verify"),
+            "verify_producers": self.verify_producers,
             "start_dump_url": reverse("admin:clickhouse_outbox_dumpjob_start"),
             "dump_url": reverse("admin:clickhouse_outbox_dumpjob_change", args=[status.active_dump.pk])
             if status.active_dump else None,
@@ -103,6 +127,15 @@ class DeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="subject", ordering="subject")
     def subject_name(self, delivery):
         return delivery.subject
+
+    @admin.display(description="last verified", ordering="verified_at")
+    def verified(self, delivery):
+        if not delivery.verdict:
+            return "-"
+        text = f"{Verdict.Kind(delivery.verdict).label}, {moment(delivery.verified_at)}"
+        if delivery.verdict_snapshot not in (None, delivery.pk):
+            text += " (an earlier snapshot)"
+        return text
 
     @admin.display(description="delivery", ordering="urgency")
     def state(self, delivery):
@@ -174,7 +207,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
 @admin.register(CourseDelivery)
 class CourseDeliveryAdmin(DeliveryAdmin):
-    list_display = ("course", "state", "taken", "rows", "error_in_words", "batches")
+    list_display = ("course", "state", "taken", "rows", "error_in_words", "batches", "verified")
+    verify_producers = "courses"
     fields = ("course", "state", "error_in_words", "taken", "reason", "dump_id", "time_last_dumped", "row_count",
               "delivery", "error", "earlier_snapshots")
     title = "Courses: where each course's rows are"
@@ -201,8 +235,9 @@ class ProducerFilter(admin.SimpleListFilter):
 class SubjectDeliveryAdmin(DeliveryAdmin):
     """Every producer but courses: one row per enrollment, user profile, external id, tag... and per retirement."""
 
-    list_display = ("subject_name", "producer", "state", "taken", "rows", "error_in_words", "batches")
-    list_filter = (ProducerFilter, StateFilter)
+    list_display = ("subject_name", "producer", "state", "taken", "rows", "error_in_words", "batches", "verified")
+    list_filter = (ProducerFilter, StateFilter, VerdictFilter)
+    verify_producers = "others"
     fields = ("subject_name", "producer", "state", "error_in_words", "taken", "reason", "dump_id",
               "time_last_dumped", "row_count", "delivery", "error", "earlier_snapshots")
     title = "Learners and tags: where each subject's rows are"

@@ -81,11 +81,11 @@ class StartDumpForm(forms.Form):
 
 @admin.register(DumpJob)
 class DumpJobAdmin(ReadOnlyAdmin):
-    list_display = ("id", "description", "status", "progress", "requested_by", "origin", "when_created",
+    list_display = ("id", "action", "description", "status", "progress", "requested_by", "origin", "when_created",
                     "when_finished")
-    list_filter = ("status", "scope", "producers", "origin")
-    fields = ("description", "status", "progress", "requested_by", "origin", "when_created", "when_started",
-              "when_finished", "error", "failed_courses")
+    list_filter = ("action", "status", "scope", "producers", "origin")
+    fields = ("action", "description", "status", "progress", "requested_by", "origin", "when_created",
+              "when_started", "when_finished", "error", "failed_courses", "repair_job")
     readonly_fields = fields
     actions = ["cancel_selected"]
 
@@ -94,6 +94,7 @@ class DumpJobAdmin(ReadOnlyAdmin):
             path("start/", self.admin_site.admin_view(self.start_view), name="clickhouse_outbox_dumpjob_start"),
             path("<int:job_id>/cancel/", self.admin_site.admin_view(self.cancel_view),
                  name="clickhouse_outbox_dumpjob_cancel"),
+            path("verify/", self.admin_site.admin_view(self.verify_view), name="clickhouse_outbox_dumpjob_verify"),
             *super().get_urls(),
         ]
 
@@ -156,6 +157,34 @@ class DumpJobAdmin(ReadOnlyAdmin):
         )
         return HttpResponseRedirect(self.job_url(job.pk))
 
+    def verify_view(self, request):
+        """Start a verification of every course (or of every other producer's subjects), in the background."""
+        if not self.has_verify_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        enabled = [producer.name for producer in registry.enabled_producers()]
+        if request.POST.get("producers") == "others":
+            chosen = [name for name in enabled if name not in DEFAULT_PRODUCERS]
+        else:
+            chosen = list(DEFAULT_PRODUCERS)
+        if not chosen:
+            self.message_user(request, "No producer to verify is on.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:clickhouse_outbox_dumpjob_changelist"))
+        try:
+            job = start_job(DumpJob.Scope.ALL, producers=chosen, action=DumpJob.Action.VERIFY,
+                            repair=request.POST.get("repair") == "1", origin="admin", user=request.user)
+        except DumpAlreadyActive as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(self.job_url(exc.job.pk) if exc.job else reverse(
+                "admin:clickhouse_outbox_dumpjob_changelist"))
+        self.log_addition(request, job, f"Started: {job.description}")
+        transaction.on_commit(lambda: dispatch(job))
+        self.message_user(request, f"Verification {job.pk} started: {job.description}. Celery workers compare what "
+                                   "ClickHouse holds with what was delivered; this page shows their progress, and the "
+                                   "course view each verdict.", messages.SUCCESS)
+        return HttpResponseRedirect(self.job_url(job.pk))
+
     @staticmethod
     def job_url(job_id):
         return reverse("admin:clickhouse_outbox_dumpjob_change", args=[job_id])
@@ -199,7 +228,7 @@ class DumpJobAdmin(ReadOnlyAdmin):
             handled, max(progress["total"], 1), progress_line(job, progress),
         )
 
-    @admin.display(description="what failed")
+    @admin.display(description="what failed (a verification: what differs)")
     def failed_courses(self, job):
         failed = job.items.filter(status=DumpJobItem.Status.FAILED).order_by("position")
         count = failed.count()

@@ -20,7 +20,8 @@ class Column:
 class Table:
     """
     A ClickHouse table in the destination database, columns in contract order. `engine` is
-    its single-node engine (Replicated... on a cluster); `partition_by` a SQL expression.
+    its single-node engine (Replicated... on a cluster); `partition_by` a SQL expression;
+    `row_key` the columns that tell a snapshot's rows apart (none: one row per snapshot).
     """
 
     name: str
@@ -28,6 +29,7 @@ class Table:
     order_by: tuple
     engine: str = "MergeTree"
     partition_by: str = ""
+    row_key: tuple = ()
 
     @property
     def column_names(self):
@@ -68,6 +70,7 @@ COURSE_BLOCKS = Table(
         Column("time_last_dumped", "String"),
     ),
     order_by=("org", "course_key", "location", "edited_on", "order"),
+    row_key=("location",),
 )
 
 COURSE_RELATIONSHIPS = Table(
@@ -81,6 +84,7 @@ COURSE_RELATIONSHIPS = Table(
         Column("time_last_dumped", "String"),
     ),
     order_by=("course_key", "parent_location", "child_location", "time_last_dumped", "order"),
+    row_key=("parent_location", "child_location"),
 )
 
 # The tables Aspects added later (tutor-contrib-aspects 6.1.0 migrations 0016, 0026, 0027, 0031,

@@ -30,11 +30,13 @@ class DumpAlreadyActive(Exception):
         )
 
 
-def start_job(scope, *, origin, producers=DEFAULT_PRODUCERS, changed_since=None, subjects=None, user=None):
+def start_job(scope, *, origin, producers=DEFAULT_PRODUCERS, changed_since=None, subjects=None, user=None,
+              action=DumpJob.Action.DUMP, repair=False, replicas=DumpJob.Replicas.ONE):
     """
-    Create a dump job of the subjects of `producers` (names; queued: a worker lists them).
-    For `SELECTED` the subjects are listed now: `subjects`, (producer name, subject) pairs.
-    Raises DumpAlreadyActive if a job is under way.
+    Create a dump job (or, `action` VERIFY, a verification: `repair` to dump again what
+    differs, `replicas` EACH to look at every replica) of the subjects of `producers` (names;
+    queued: a worker lists them). For `SELECTED` the subjects are listed now: `subjects`,
+    (producer name, subject) pairs. Raises DumpAlreadyActive if a job is under way.
     """
     if scope == DumpJob.Scope.SELECTED:
         producers = list(dict.fromkeys(name for name, _ in subjects or ()))
@@ -51,7 +53,7 @@ def start_job(scope, *, origin, producers=DEFAULT_PRODUCERS, changed_since=None,
         with transaction.atomic():
             job = DumpJob.objects.create(
                 scope=scope, producers=",".join(names), changed_since=changed_since, origin=origin,
-                requested_by=user, active=True,
+                requested_by=user, active=True, action=action, repair=repair, replicas=replicas,
             )
             if scope == DumpJob.Scope.SELECTED:
                 from clickhouse_outbox.dumps.run import add_items  # noqa: PLC0415 (run imports the drain)
@@ -101,5 +103,8 @@ def progress_line(job, progress=None):
     progress = job_progress(job) if progress is None else progress
     handled = progress["done"] + progress["failed"]
     one, many = job_noun(job)
-    text = f"{handled:,} of {plural(progress['total'], one, many)} ({progress['done']:,} queued"
+    text = f"{handled:,} of {plural(progress['total'], one, many)}"
+    if job.action == DumpJob.Action.VERIFY:
+        return text + f" ({progress['done']:,} ok, {progress['failed']:,} to repair)"
+    text += f" ({progress['done']:,} queued"
     return text + (f", {progress['failed']:,} failed)" if progress["failed"] else ")")

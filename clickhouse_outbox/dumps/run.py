@@ -140,7 +140,7 @@ def claim_items(job, owner, found, size=None):
         # (each lost round means they took subjects, so this ends).
 
 
-def take_chunk(rows, owner, found, stop=None):
+def take_chunk(rows, owner, found, stop=None, job=None):
     """
     Queue claimed subjects (all of one producer): each is read and serialized first, outside
     any transaction (a slow read holds no lock), then all are written in one transaction
@@ -155,6 +155,8 @@ def take_chunk(rows, owner, found, stop=None):
         producer = found[name]
     except producers.UnknownProducer as exc:
         return mark(rows, owner, [Outcome(name, row.subject, DumpJobItem.Status.FAILED, None, str(exc)) for row in rows])
+    if job is not None and job.action == DumpJob.Action.VERIFY:
+        return verify_chunk(job, rows, owner, producer)
     now = db_now()
     prepared = []
     step = max(1, producer.read_at_once)
@@ -197,6 +199,20 @@ def record(producer, rows, prepared, owner):
             outcomes.append(Outcome(producer.name, row.subject, DumpJobItem.Status.FAILED, failed,
                                     last_line(failed.error)))
     return mark(rows, owner, outcomes)
+
+
+def verify_chunk(job, rows, owner, producer):
+    """Verify claimed subjects (all of one producer): done when ok, failed when there is something to repair."""
+    from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: PLC0415
+    from clickhouse_outbox.reconcile.verify import TO_REPAIR, verify  # noqa: PLC0415 (reconcile builds on dumps)
+
+    checks = verify(producer, [row.subject for row in rows], get_backend(),
+                    each_replica=job.replicas == DumpJob.Replicas.EACH, now=db_now(), job=job)
+    outcomes = [Outcome(producer.name, check.subject,
+                        DumpJobItem.Status.FAILED if check.verdict in TO_REPAIR else DumpJobItem.Status.DONE,
+                        None, check.summary()) for check in checks]
+    with transaction.atomic():
+        return mark(rows, owner, outcomes)
 
 
 def mark(rows, owner, outcomes):
@@ -253,7 +269,11 @@ def finish_if_done(job):
         status=DumpJob.Status.DONE, active=None, finished_at=UtcNow()
     ))
     if done:
-        log.info("clickhouse_outbox: dump job %s is done", job.pk)
+        log.info("clickhouse_outbox: job %s is done: %s", job.pk, job.description)
+        if job.action == DumpJob.Action.VERIFY and job.repair:
+            from clickhouse_outbox.reconcile.repair import start_repair  # noqa: PLC0415
+
+            start_repair(job)
     return done
 
 
@@ -269,6 +289,8 @@ def run_job(job, *, max_seconds=None, producers=None, on_item=None, chunk_size=N
     found = Producers(producers)
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     job.refresh_from_db()
+    if chunk_size is None and job.action == DumpJob.Action.VERIFY:
+        chunk_size = conf.verify_chunk()  # a chunk is a few aggregate queries, whatever its size
     if job.status == DumpJob.Status.QUEUED:
         plan(job, producers)
         job.refresh_from_db()
@@ -307,7 +329,7 @@ def work_through(job, rows, owner, found, on_item, deadline):
             renew(job, owner)
         return stopped
 
-    for outcome in take_chunk(rows, owner, found, stop=stop):
+    for outcome in take_chunk(rows, owner, found, stop=stop, job=job):
         if on_item:
             on_item(outcome)
     return not stopped and not stop()

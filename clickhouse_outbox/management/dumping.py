@@ -18,17 +18,18 @@ from clickhouse_outbox.text import about, plural
 PROGRESS_EVERY = 2.0
 
 
-def start_or_join(command, scope, *, producers=DEFAULT_PRODUCERS, **job_args):
+def start_or_join(command, scope, *, producers=DEFAULT_PRODUCERS, action=DumpJob.Action.DUMP, **job_args):
     """
-    A new job; or the active one when it dumps the same subjects (all of the same producers,
-    or those changed since the same time): a dump started in the admin with no celery worker
-    is run this way.
+    A new job; or the active one when it does the same (dumps, or verifies, all subjects of
+    the same producers, or those changed since the same time): a job started in the admin
+    with no celery worker is run this way.
     """
     try:
-        return start_job(scope, origin=command.origin, producers=producers, **job_args)
+        return start_job(scope, origin=command.origin, producers=producers, action=action, **job_args)
     except DumpAlreadyActive as exc:
         job = exc.job
         same = job is not None and job.scope == scope and job.producer_names == list(producers) and (
+            job.action == action) and (
             scope == DumpJob.Scope.ALL
             or (scope == DumpJob.Scope.CHANGED and job.changed_since == job_args.get("changed_since"))
         )
@@ -49,7 +50,8 @@ def run_in_foreground(command, job, producers=None, chunk_size=None):
     `producers` ({name: producer}) stands in for registered ones; `chunk_size` overrides each producer's
     dump_chunk in this process.
     """
-    command.stdout.write(f"Dump job {job.pk}: {job.description}.")
+    command.stdout.write(f"{'Verification' if job.action == DumpJob.Action.VERIFY else 'Dump job'} {job.pk}: "
+                         f"{job.description}.")
     printer = Progress(command, job)
     try:
         while True:
@@ -68,6 +70,9 @@ def run_in_foreground(command, job, producers=None, chunk_size=None):
         raise CommandError(f"Dump job {job.pk} failed: {job.error}")
     if job.status == DumpJob.Status.CANCELLED:
         raise CommandError(f"Dump job {job.pk} was cancelled after {progress_line(job, progress)}.")
+    if job.action == DumpJob.Action.VERIFY:  # the command reports the verdicts
+        command.stdout.write(f"Verification {job.pk} done: {progress_line(job, progress)}.")
+        return job
     command.stdout.write(f"Dump job {job.pk} done: {progress_line(job, progress)}. The drain sends their rows.")
     if progress["failed"]:
         failed = job.items.filter(status=DumpJobItem.Status.FAILED).values_list("subject", "error")
@@ -88,7 +93,7 @@ class Progress:
         self.printed = 0.0
 
     def item(self, outcome):
-        if outcome.status == DumpJobItem.Status.FAILED:
+        if outcome.status == DumpJobItem.Status.FAILED and self.job.action == DumpJob.Action.DUMP:
             self.command.stderr.write(f"Not queued: {about(outcome.subject, outcome.error)}")
         self.line()
 

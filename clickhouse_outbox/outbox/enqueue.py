@@ -48,6 +48,7 @@ def enqueue(producer, snapshots, *, reason=""):
                 dump_id=prepared.dump_id,
                 time_last_dumped=prepared.time_last_dumped,
                 row_count=sum(count for _, count, _ in entries),
+                table_rows=rows_per_table(entries),
             )
             for prepared, entries in zip(kept, chunks, strict=True)
         ]
@@ -94,7 +95,7 @@ def fill_requested(producer, requests, snapshots, owner):
             request.user_id, request.row_count = prepared.user_id, sum(count for _, count, _ in entries)
             changes[request.pk] = {"status": Snapshot.Status.QUEUED, "dump_id": request.dump_id,
                                    "time_last_dumped": request.time_last_dumped, "user_id": request.user_id,
-                                   "row_count": request.row_count}
+                                   "row_count": request.row_count, "table_rows": rows_per_table(entries)}
         for request, prepared in zip(requests, snapshots, strict=True):
             changes.setdefault(request.pk, {"status": Snapshot.Status.DELETED, "user_id": prepared.user_id})
         for request in requests:
@@ -108,6 +109,14 @@ def fill_requested(producer, requests, snapshots, owner):
         write_entries(rows, chunks)
     log_queued(producer.name, rows, chunks)
     return True
+
+
+def rows_per_table(entries):
+    """{table: rows} of encoded entries: what ClickHouse should hold for the snapshot's dump_id."""
+    counts = {}
+    for table, count, _ in entries:
+        counts[table] = counts.get(table, 0) + count
+    return counts
 
 
 def encode(prepared):

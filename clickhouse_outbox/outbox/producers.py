@@ -93,6 +93,17 @@ class Producer:
             f"The {self.name} producer cannot tell which {self.noun[1]} changed since a time; dump all of them instead."
         )
 
+    def subject_column(self, table):
+        """The column of `table` that holds the subject (a verification filters on it), or None."""
+        return None
+
+    def versions(self, subjects):
+        """
+        {subject: when the source's version of it last changed (an aware datetime)}, for the
+        subjects the source can tell: a verification calls a subject whose snapshot is older stale.
+        """
+        return {}
+
     def knows(self, subject):
         """True if the source knows `subject`; SubjectNotFound (or the error reading it) otherwise."""
         prepared = self.prepare([subject], now=datetime.now(timezone.utc))[0]

@@ -12,10 +12,11 @@ for as long as that lasts; 2 the oldest unsent row is older than the allowed age
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Count, F, Max, Min, Sum
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Sum, Value
+from django.db.models.functions import Coalesce
 
 from clickhouse_outbox.dumps.jobs import active_job, job_progress
-from clickhouse_outbox.models import Batch, DumpJob, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.models import Batch, DumpJob, Kind, OutboxEntry, Snapshot, Verdict
 from clickhouse_outbox.outbox import producers
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.requeue import latest_snapshots
@@ -49,6 +50,9 @@ class OutboxStatus:
     deletes: dict = field(default_factory=dict)
     #: names of the producers that are on
     enabled_producers: list = field(default_factory=list)
+    #: {verdict: subjects} the last verifications found differing, not repaired since (no newer snapshot)
+    differing: dict = field(default_factory=dict)
+    last_verified_at: datetime | None = None
 
     def total(self, state, unit="rows", of=None):
         return sum(counts.get(state, {}).get(unit, 0) for counts in (self.tables if of is None else of).values())
@@ -71,7 +75,7 @@ class OutboxStatus:
         age = self.oldest_unsent_age
         if max_age is not None and age is not None and age > max_age:
             return STALE
-        if self.failed_batches or self.failed_snapshots or self.server_failure or self.retrying:
+        if self.failed_batches or self.failed_snapshots or self.server_failure or self.retrying or self.differing:
             return FAILURES
         return HEALTHY
 
@@ -107,6 +111,12 @@ class OutboxStatus:
                 f"({plural(self.total_deletes('failed'), 'subject')}) failed, so deleted rows (a retired user's) are "
                 "still in ClickHouse: retry them in the admin or with outbox_requeue --failed"
             )
+        if self.differing:
+            counts = ", ".join(f"{count:,} {kind}" for kind, count in self.differing.items())
+            found.append(
+                f"{plural(sum(self.differing.values()), 'subject')} differ in ClickHouse from what was delivered "
+                f"({counts}; last verified {iso(self.last_verified_at)}): outbox_verify --repair dumps them again"
+            )
         for name, failed in group_by_producer(self.failed_snapshots).items():
             keys = ", ".join(subject for subject, _ in failed[:3])
             more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
@@ -127,6 +137,8 @@ class OutboxStatus:
             "deletes": self.deletes,
             "delete_totals": {state: self.total_deletes(state) for state in ROW_STATES},
             "producers": self.enabled_producers,
+            "differing": self.differing,
+            "last_verified_at": iso(self.last_verified_at),
             "requested_snapshots": self.requested_snapshots,
             "oldest_unsent_at": self.oldest_unsent_at.isoformat() if self.oldest_unsent_at else None,
             "oldest_unsent_age_seconds": round(self.oldest_unsent_age, 3) if self.oldest_unsent_at else None,
@@ -200,6 +212,8 @@ def outbox_status():
         dump_progress=job_progress(job) if job else {},
         deletes=dict(sorted(counts[Kind.DELETE].items())),
         enabled_producers=[producer.name for producer in producers.enabled_producers()],
+        differing=differing_verdicts(),
+        last_verified_at=Verdict.objects.aggregate(last=Max("checked_at"))["last"],
     )
 
 
@@ -226,6 +240,18 @@ def oldest_unsent(counts):
     if first is not None:
         candidates.append(first)
     return min(candidates, default=None)
+
+
+def differing_verdicts():
+    """
+    {verdict label: subjects} of the verdicts that found a difference and that no newer
+    snapshot of the subject has repaired since.
+    """
+    newer = Snapshot.objects.filter(producer=OuterRef("producer"), subject=OuterRef("subject"),
+                                    id__gt=Coalesce(OuterRef("snapshot_id"), Value(0)))
+    open_ones = (Verdict.objects.exclude(verdict__in=[Verdict.Kind.OK, Verdict.Kind.UNDELIVERED])
+                 .exclude(Exists(newer)).values("verdict").annotate(n=Count("id")).order_by("verdict"))
+    return {Verdict.Kind(row["verdict"]).label.lower(): row["n"] for row in open_ones}
 
 
 def group_by_producer(failed_snapshots):

@@ -72,6 +72,12 @@ class CourseStructure(Producer):
     def subjects_changed_since(self, since):
         return [str(key) for key in self.source.course_keys_changed_since(since)]
 
+    def subject_column(self, table):
+        return "course_key"
+
+    def versions(self, subjects):
+        return {str(key): when for key, when in self.source.published_times(subjects).items()}
+
     def knows(self, subject):
         """Whether the source knows the course (CourseNotFound / CourseSourceError say otherwise)."""
         self.source.get_course(subject)

@@ -15,6 +15,7 @@ class ExternalId(ModelRowProducer):
     model_name = "external_id"
     table = EXTERNAL_ID
     related = ("user", "external_id_type")
+    id_column = None  # the table keeps external_user_id, not the row's id
 
     def user_of(self, external_id):
         return external_id.user_id

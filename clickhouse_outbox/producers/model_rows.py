@@ -53,6 +53,12 @@ class ModelRowProducer(Producer):
         except ValueError:
             raise ValueError(f"{value!r} is not {self.noun[0]} id (a whole number)") from None
 
+    #: The column of the table that holds the subject (the row's id), if any.
+    id_column = "id"
+
+    def subject_column(self, table):
+        return self.id_column
+
     def user_of(self, obj):
         """The user whose personal data the row holds, or None."""
         return None

@@ -109,6 +109,17 @@ def plugin_settings(settings):
     # .. setting_description: Enrollments, profiles, external ids or tags a dump job's worker claims,
     #    reads (one query) and queues (one transaction) at a time.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS
+    # .. setting_default: 0
+    # .. setting_description: Seconds between periodic verifications (outbox_verify of every producer
+    #    that is on, as a job on celery beat: the entry "clickhouse_outbox.verify"); 0, the default,
+    #    for none. What one finds differing makes outbox_status exit 1 until repaired.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_VERIFY_CHUNK
+    # .. setting_default: 1000
+    # .. setting_description: Subjects a verification compares at a time (one aggregate query per
+    #    table and replica).
+
     # .. setting_name: CLICKHOUSE_OUTBOX_DRAIN_THREADS
     # .. setting_default: 1
     # .. setting_description: Batches one drain run (the celery task, outbox_drain) claims and
@@ -132,12 +143,30 @@ def plugin_settings(settings):
             setattr(settings, name, default)
 
     install_beat_entry(settings)
+    install_verify_entry(settings)
+
+
+def install_verify_entry(settings):
+    """The periodic verification, when CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS is above 0 (off by default)."""
+    interval = getattr(settings, "CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS", 0)
+    try:
+        interval = float(interval or 0)
+    except (TypeError, ValueError):
+        return  # a bad value: the system checks report it
+    if interval > 0:
+        schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
+        schedule.setdefault(VERIFY_BEAT_ENTRY, {"task": VERIFY_TASK, "schedule": interval,
+                                                "options": {"expires": interval,
+                                                            "expire_seconds": max(1, int(interval))}})
+        settings.CELERYBEAT_SCHEDULE = schedule
 
 
 BEAT_ENTRY = "clickhouse_outbox.drain"
 #: The celery tasks' names (tasks.py), here so that the beat entry and the dump dispatcher need not import tasks.
 DRAIN_TASK = "clickhouse_outbox.tasks.drain_outbox"
 DUMP_TASK = "clickhouse_outbox.tasks.run_dump_job"
+VERIFY_TASK = "clickhouse_outbox.tasks.verify_outbox"
+VERIFY_BEAT_ENTRY = "clickhouse_outbox.verify"
 
 
 def beat_entry(interval):

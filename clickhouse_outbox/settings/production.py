@@ -3,7 +3,7 @@ Production settings: values from the deployment's YAML (ENV_TOKENS / Tutor's set
 """
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.settings.common import beat_entry, install_beat_entry
+from clickhouse_outbox.settings.common import beat_entry, install_beat_entry, install_verify_entry
 
 
 def plugin_settings(settings):
@@ -18,3 +18,4 @@ def plugin_settings(settings):
         if name.startswith("CLICKHOUSE_OUTBOX_") and name.endswith("_ENABLED"):
             setattr(settings, name, value)
     install_beat_entry(settings, replacing=installed)  # the interval may have come from ENV_TOKENS
+    install_verify_entry(settings)

@@ -90,6 +90,10 @@ class CourseSource:
         """Every course key the source knows, for full dumps."""
         raise NotImplementedError
 
+    def published_times(self, course_keys):
+        """{course key: when its published version last changed} for the courses the source can tell (else {})."""
+        return {}
+
     def course_keys_changed_since(self, since):
         """The course keys whose published version changed at or after `since` (an aware datetime)."""
         raise CourseSourceError(

@@ -49,6 +49,15 @@ def course_overview_created(course_key):
     return CourseOverview.objects.filter(id=course_key).values_list("created", flat=True).first()
 
 
+def course_overviews_modified(course_keys):
+    """{course key: its CourseOverview's `modified`} (the platform rewrites it when the course is published)."""
+    from openedx.core.djangoapps.content.course_overviews.models import CourseOverview
+
+    keys = [CourseKey.from_string(str(key)) for key in course_keys]
+    return {str(key): modified for key, modified in CourseOverview.objects.filter(id__in=keys)
+            .values_list("id", "modified")}
+
+
 def course_overviews_changed_since(since):
     """
     Keys of the courses whose CourseOverview changed at or after `since`: the platform
@@ -64,17 +73,19 @@ class ModulestoreSource(CourseSource):
     Published courses from the modulestore. Every argument defaults to the platform's
     own (imported on first use): `store`, `detached_types`, `revision`, `get_tags`
     (usage key or course key -> sorted tag ids), `get_created` (course key -> datetime)
-    and `get_changed` (datetime -> course keys published since).
+    `get_changed` (datetime -> course keys published since) and `get_modified` (course keys ->
+    {key: when last published}).
     """
 
     def __init__(self, store=None, detached_types=None, revision=None, get_tags=None, get_created=None,
-                 get_changed=None):
+                 get_changed=None, get_modified=None):
         self._store = store
         self._detached_types = detached_types
         self._revision = revision
         self._get_tags = get_tags or get_tags_for_block
         self._get_created = get_created or course_overview_created
         self._get_changed = get_changed or course_overviews_changed_since
+        self._get_modified = get_modified or course_overviews_modified
 
     @property
     def store(self):
@@ -120,6 +131,9 @@ class ModulestoreSource(CourseSource):
 
     def course_keys_changed_since(self, since):
         return sorted({_as_course_key(key) for key in self._get_changed(since)}, key=str)
+
+    def published_times(self, course_keys):
+        return {str(key): _aware(when) for key, when in self._get_modified(course_keys).items() if when is not None}
 
     # -- reading -------------------------------------------------------------------------
 

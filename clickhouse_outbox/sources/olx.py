@@ -574,6 +574,12 @@ class OlxFolderSource(CourseSource):
         cutoff = since.timestamp()
         return sorted((key for key, mtime in self._course_folders().items() if mtime >= cutoff), key=str)
 
+    def published_times(self, course_keys):
+        """When each course's export was put in place (the folder's time): an export replaced is a new publish."""
+        folders = {str(key): mtime for key, mtime in self._course_folders().items()}
+        return {str(key): datetime.fromtimestamp(folders[str(key)], tz=UTC) for key in course_keys
+                if str(key) in folders}
+
     def _course_folders(self):
         """{course key: when its export was put in place (a POSIX time)}."""
         try:

@@ -74,6 +74,10 @@ class Command(BaseCommand):
         if len(status.failed_snapshots) > 20:
             lines.append(f"  and {plural(len(status.failed_snapshots) - 20, 'more')}")
         lines.append(f"Producers on: {', '.join(status.enabled_producers) or 'none'}")
+        if status.last_verified_at:
+            differing = ", ".join(f"{count:,} {kind}" for kind, count in status.differing.items()) or "none"
+            lines.append(f"Last verification: {status.last_verified_at:%Y-%m-%d %H:%M:%S} UTC; "
+                         f"differing since, not repaired: {differing}")
         job = status.active_dump
         lines.append(f"Dump job: {job.pk} ({job.description}): {progress_line(job, status.dump_progress)}"
                      if job else "Dump job: none under way")

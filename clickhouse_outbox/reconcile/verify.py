@@ -1,0 +1,162 @@
+"""
+Verifying a chunk of subjects of one producer: each subject's latest snapshot, if the
+outbox delivered it, against what ClickHouse holds for its dump_id, table by table (and
+replica by replica); then, where the source can tell, whether it holds a newer version.
+
+A subject gets one verdict, the most urgent of what was found:
+
+    absent       none of the snapshot's rows is in ClickHouse (on some replica)
+    missing      fewer rows than the snapshot holds in some table
+    duplicates   some row is there more than once (a resend on a table that does not deduplicate)
+    stale        the rows are all there, but the source changed after the snapshot was taken
+    never        the outbox never sent a snapshot of it (it existed before the plugin, say)
+    undelivered  its latest snapshot is not delivered yet: nothing to compare (not a failure)
+    ok
+
+Each check is a few aggregate queries per chunk, whatever its size: see held.py.
+"""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Sum
+
+from clickhouse_outbox.clickhouse.cluster import http_replicas
+from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot, Verdict
+from clickhouse_outbox.outbox.delivery import State, with_delivery
+from clickhouse_outbox.outbox.requeue import latest_snapshots
+from clickhouse_outbox.reconcile.held import TableMissing, held_rows
+
+#: Most urgent first; a subject's verdict is the first that applies.
+URGENCY = (Verdict.Kind.ABSENT, Verdict.Kind.MISSING, Verdict.Kind.DUPLICATES, Verdict.Kind.STALE)
+#: What a repair dumps again: every verdict but ok and undelivered.
+TO_REPAIR = frozenset({*URGENCY, Verdict.Kind.NEVER})
+#: A source version this much newer than the snapshot is a newer version; less is the publish itself
+#: (the platform updates its course overview in a receiver of the same publish, before or after ours).
+STALE_MARGIN = timedelta(minutes=2)
+
+
+@dataclass
+class Check:
+    subject: str
+    verdict: str
+    snapshot: Snapshot | None = None
+    #: {"tables": {table: {"expected": n, "found": n, "distinct": n}}} per replica ({"replicas": {address: ...}})
+    details: dict = field(default_factory=dict)
+
+    def summary(self):
+        """'course_blocks: 51 of 52 rows', 'course_blocks: 104 rows, 52 distinct', 'stale: published ... later'."""
+        if self.verdict in (Verdict.Kind.OK, Verdict.Kind.NEVER, Verdict.Kind.UNDELIVERED):
+            return Verdict.Kind(self.verdict).label.lower()
+        return f"{Verdict.Kind(self.verdict).label.lower()}: {describe(self.details)}"
+
+
+def describe(details):
+    parts = []
+    for replica, tables in replicas_of(details):
+        where = f" on {replica}" if replica else ""
+        for table, counts in tables.items():
+            if counts.get("missing_table"):
+                parts.append(f"{table}{where}: no such table")
+            elif counts["found"] < counts["expected"]:
+                parts.append(f"{table}{where}: {counts['found']:,} of {counts['expected']:,} rows")
+            elif counts["found"] > counts["distinct"]:
+                parts.append(f"{table}{where}: {counts['found']:,} rows, {counts['distinct']:,} distinct")
+    if details.get("source_changed_at"):
+        parts.append(f"the source changed at {details['source_changed_at']}, after the snapshot of {details['taken_at']}")
+    return "; ".join(parts) or "-"
+
+
+def replicas_of(details):
+    if "replicas" in details:
+        return list(details["replicas"].items())
+    return [("", details.get("tables", {}))]
+
+
+def verify(producer, subjects, backend, *, each_replica=False, now, job=None):
+    """A Check per subject of `producer` (in order); the verdicts are recorded (Verdict)."""
+    latest = {snapshot.subject: snapshot for snapshot in
+              with_delivery(latest_snapshots(producer.name).filter(subject__in=subjects))}
+    checks, compared = {}, []
+    for subject in subjects:
+        snapshot = latest.get(subject)
+        if snapshot is None:
+            checks[subject] = Check(subject, Verdict.Kind.NEVER)
+        elif snapshot.delivery_state in (State.DELETED, State.DISMISSED, State.SUPERSEDED):
+            checks[subject] = Check(subject, Verdict.Kind.OK, snapshot, {"note": snapshot.delivery_state})
+        elif snapshot.delivery_state != State.DELIVERED:
+            checks[subject] = Check(subject, Verdict.Kind.UNDELIVERED, snapshot)
+        else:
+            compared.append(snapshot)
+    expected = {snapshot.subject: expected_rows(snapshot) for snapshot in compared}
+    replicas = http_replicas(backend) if each_replica else [backend]
+    found = {getattr(replica, "address", ""): held(producer, replica, compared) for replica in replicas}
+    versions = producer.versions([snapshot.subject for snapshot in compared]) if compared else {}
+    for snapshot in compared:
+        checks[snapshot.subject] = judge(snapshot, expected[snapshot.subject], found, versions.get(snapshot.subject),
+                                         each_replica)
+    ordered = [checks[subject] for subject in subjects]
+    record(producer, ordered, now, job)
+    return ordered
+
+
+def expected_rows(snapshot):
+    """{table: rows} the snapshot holds: kept on the snapshot, or summed from its entries (older snapshots)."""
+    if snapshot.table_rows:
+        return dict(snapshot.table_rows)
+    live = OutboxEntry.objects.filter(snapshot=snapshot, kind=Kind.INSERT).exclude(
+        status__in=[OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.SPLIT, OutboxEntry.Status.REMOVED]
+    )
+    return dict(live.values_list("table").annotate(rows=Sum("row_count")).order_by())
+
+
+def held(producer, backend, snapshots):
+    """{table: {dump_id: (rows, distinct)} or TableMissing} on one server."""
+    dump_ids = [str(snapshot.dump_id) for snapshot in snapshots]
+    subjects = [snapshot.subject for snapshot in snapshots]
+    result = {}
+    for table in producer.tables:
+        try:
+            result[table.name] = held_rows(backend, table, dump_ids, producer.subject_column(table), subjects)
+        except TableMissing as exc:
+            result[table.name] = exc
+    return result
+
+
+def judge(snapshot, expected, found, source_changed_at, each_replica):
+    per_replica = {}
+    verdicts = set()
+    for replica, tables in found.items():
+        counts = {}
+        for table, rows in expected.items():
+            holding = tables.get(table, {})
+            if isinstance(holding, TableMissing):
+                counts[table] = {"expected": rows, "found": 0, "distinct": 0, "missing_table": True}
+                continue
+            there, distinct = holding.get(str(snapshot.dump_id), (0, 0))
+            counts[table] = {"expected": rows, "found": there, "distinct": distinct}
+        per_replica[replica] = counts
+        if expected and all(c["found"] == 0 for c in counts.values()):
+            verdicts.add(Verdict.Kind.ABSENT)
+        elif any(c["distinct"] < c["expected"] for c in counts.values()):
+            verdicts.add(Verdict.Kind.MISSING)
+        elif any(c["found"] > c["distinct"] for c in counts.values()):
+            verdicts.add(Verdict.Kind.DUPLICATES)
+    details = {"replicas": per_replica} if each_replica else {"tables": next(iter(per_replica.values()), {})}
+    if source_changed_at is not None and source_changed_at > snapshot.created + STALE_MARGIN:
+        verdicts.add(Verdict.Kind.STALE)
+        details.update(source_changed_at=source_changed_at.isoformat(), taken_at=snapshot.created.isoformat())
+    verdict = next((kind for kind in URGENCY if kind in verdicts), Verdict.Kind.OK)
+    return Check(snapshot.subject, verdict, snapshot, details)
+
+
+def record(producer, checks, now, job=None):
+    """The subjects' verdicts, replacing the last ones (one transaction per chunk)."""
+    with transaction.atomic():
+        Verdict.objects.filter(producer=producer.name, subject__in=[check.subject for check in checks]).delete()
+        Verdict.objects.bulk_create([
+            Verdict(producer=producer.name, subject=check.subject, verdict=check.verdict, snapshot=check.snapshot,
+                    details=check.details, checked_at=now, job=job)
+            for check in checks
+        ])
