@@ -12,11 +12,20 @@ object on stdout.
     full_dump    --courses courses of --blocks blocks, from memory or from OLX exports on disk
                  (--source olx), dumped by a dump job with --workers processes while a drainer
                  process sends the rows: from the job's start to the last row delivered
+    bulk_enroll  --enrollments users made (untimed), then ONE transaction that enrolls each of
+                 them in one course as edx-platform does (tests/learners.enroll: the row saved,
+                 COURSE_ENROLLMENT_CHANGED then COURSE_ENROLLMENT_CREATED sent): timed whole,
+                 with the same transaction with the producer off as the platform's own part
+                 (after an untimed warm-up of a tenth of the users, producer off);
+                 then the drain of those rows to ClickHouse (rows/s); then, untimed, the
+                 statements of --count-enrollments enrollments, with the producer on and off
 """
 
 import argparse
+import gc
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -37,6 +46,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -44,7 +54,12 @@ from django.utils import timezone  # noqa: E402
 from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier  # noqa: E402
 from clickhouse_outbox.clickhouse.schema import create_schema  # noqa: E402
-from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS  # noqa: E402
+from clickhouse_outbox.clickhouse.tables import (  # noqa: E402
+    COURSE_BLOCKS,
+    COURSE_ENROLLMENT,
+    COURSE_OVERVIEWS,
+    COURSE_RELATIONSHIPS,
+)
 from clickhouse_outbox.dumps.jobs import start_job  # noqa: E402
 from clickhouse_outbox.dumps.run import run_job  # noqa: E402
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot  # noqa: E402
@@ -63,9 +78,12 @@ from clickhouse_outbox.sources.olx import folder_name  # noqa: E402
 from clickhouse_outbox.testing.generator import write_course_export  # noqa: E402
 from clickhouse_outbox.testing.sources import ENV as GENERATED_ENV  # noqa: E402
 from clickhouse_outbox.testing.sources import generated_course  # noqa: E402
+from outbox_project.platform.models import CourseEnrollment, ExternalId, UserProfile  # noqa: E402
 
 TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
 OUTBOX_TABLES = [model._meta.db_table for model in (DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot)]
+#: The stand-ins of the platform's tables bulk_enroll fills (children first).
+PLATFORM_TABLES = [model._meta.db_table for model in (CourseEnrollment, ExternalId, UserProfile, get_user_model())]
 
 
 def peak_rss_mb():
@@ -85,16 +103,21 @@ def summary(samples_ms, **extra):
 
 
 def empty_outbox():
+    empty_tables(OUTBOX_TABLES)
+
+
+def empty_tables(tables):
+    """Raw statements, no signals (deleting users through the ORM would retire each of them)."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"TRUNCATE {', '.join(OUTBOX_TABLES)} RESTART IDENTITY CASCADE")
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
         elif connection.vendor == "mysql":
             cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
-            for table in OUTBOX_TABLES:
+            for table in tables:
                 cursor.execute(f"TRUNCATE TABLE {table}")
             cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
         else:
-            for table in OUTBOX_TABLES:
+            for table in tables:
                 cursor.execute(f"DELETE FROM {table}")
     if connection.vendor == "sqlite":
         with connection.cursor() as cursor:
@@ -302,10 +325,176 @@ def full_dump(args):
     }
 
 
+# -- bulk enroll -----------------------------------------------------------------------------
+
+
+def make_users(count):
+    """`count` users with their profiles, as registration leaves them (bulk INSERTs: no signals, untimed)."""
+    user_model = get_user_model()
+    now = timezone.now()
+    user_model.objects.bulk_create(
+        [user_model(username=f"bulk{index:06d}", email=f"bulk{index:06d}@example.com", date_joined=now)
+         for index in range(count)], batch_size=1000)
+    users = list(user_model.objects.filter(username__startswith="bulk").order_by("id"))
+    UserProfile.objects.bulk_create([UserProfile(user=user, name=f"Learner {user.username}") for user in users],
+                                    batch_size=1000)
+    # Each user with its profile in memory, as the request that enrolls them has them.
+    return list(user_model.objects.filter(username__startswith="bulk").select_related("profile").order_by("id"))
+
+
+def enroll_all(users, course_key, enroll):
+    """ONE transaction enrolling every user; times the whole, the commit, and the first and last tenth."""
+    gc.collect()
+    tenth = max(1, len(users) // 10)
+    marks = []
+    started = time.perf_counter()
+    with transaction.atomic():
+        for index, user in enumerate(users, start=1):
+            enroll(user, course_key)
+            if index % tenth == 0 or index == len(users):
+                marks.append((index, time.perf_counter()))
+        before_commit = time.perf_counter()
+    ended = time.perf_counter()
+    first_index, first_at = marks[0]
+    last_index, last_at = marks[-2] if len(marks) > 1 else (0, started)
+    return {
+        "ms": (ended - started) * 1000,
+        "commit_ms": round((ended - before_commit) * 1000, 3),
+        "first_tenth_ms_per_enrollment": round((first_at - started) * 1000 / first_index, 4),
+        "last_tenth_ms_per_enrollment": round((marks[-1][1] - last_at) * 1000 / (marks[-1][0] - last_index), 4),
+    }
+
+
+class StatementCounter:
+    """A connection.execute_wrapper counting statements (savepoints included) and their time, by verb and table."""
+
+    def __init__(self):
+        self.count = 0
+        self.kinds = {}
+        self.seconds = {}
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        kind = statement_kind(sql)
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - started
+
+    def ms_per_item(self, items):
+        """Milliseconds in the database driver by kind, per item (the rest of the time is Python: the ORM, serializing)."""
+        ordered = sorted(self.seconds.items(), key=lambda item: -item[1])
+        return {kind: round(seconds * 1000 / items, 3) for kind, seconds in ordered if round(seconds * 1000 / items, 3)}
+
+
+def statement_kind(sql):
+    """ "SELECT student_courseenrollment", "SAVEPOINT"...: what a statement does, to what."""
+    verb = sql.split(None, 1)[0].upper()
+    table = re.search(r"""\b(?:FROM|INTO|UPDATE)\s+[`"]?(\w+)""", sql, re.IGNORECASE)
+    return f"{verb} {table.group(1)}" if table and verb != "RELEASE" else verb
+
+
+def per_item(kinds, items):
+    """Statements by kind, per item (most first; those of the transaction itself, under 0.01 an item, left out)."""
+    ordered = sorted(kinds.items(), key=lambda item: -item[1])
+    return {kind: round(count / items, 2) for kind, count in ordered if round(count / items, 2)}
+
+
+def count_statements(users, course_key, enroll):
+    counter = StatementCounter()
+    started = time.perf_counter()
+    with connection.execute_wrapper(counter), transaction.atomic():
+        for user in users:
+            enroll(user, course_key)
+    counter.total_seconds = time.perf_counter() - started
+    return counter
+
+
+def enrollment_rows_in_clickhouse():
+    backend = get_backend()
+    return int(backend.query(f"SELECT count() AS n FROM {qualified_name(backend.database, COURSE_ENROLLMENT.name)}")
+               [0]["n"])
+
+
+def set_enrollments_on(value):
+    settings.CLICKHOUSE_OUTBOX_COURSE_ENROLLMENT_ENABLED = value
+
+
+def bulk_enroll(args):
+    from tests.learners import enroll  # noqa: PLC0415 (what edx-platform's CourseEnrollment.enroll does)
+
+    settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = args.snapshot_at
+    empty_tables(PLATFORM_TABLES)
+    users = make_users(args.enrollments)
+    run = uuid.uuid4().hex[:8]
+
+    # The platform's own part: the same transaction with the producer off (its receiver returns at
+    # once), after an untimed tenth as a warm-up (fresh tables, first statements of the process).
+    set_enrollments_on(False)
+    enroll_all(users[:max(1, len(users) // 10)], f"course-v1:BenchX+Warm{run}+R1", enroll)
+    platform = enroll_all(users, f"course-v1:BenchX+Base{run}+R1", enroll)
+    set_enrollments_on(True)
+    ours = enroll_all(users, f"course-v1:BenchX+Bulk{run}+R1", enroll)
+    rss_after_transaction = peak_rss_mb()
+    snapshots = Snapshot.objects.filter(producer="course_enrollment").count()
+
+    before = enrollment_rows_in_clickhouse()
+    started = time.perf_counter()
+    result, left = drain_until_empty(timeout=3600, poll_interval=0.05, threads=args.threads)
+    drain_seconds = time.perf_counter() - started
+    assert not result.errors, result.errors[-3:]
+    assert not left["pending_entries"] and not left["open_batches"], left
+    delivered = enrollment_rows_in_clickhouse() - before
+    assert delivered == len(users), (delivered, len(users))
+    rss_after_drain = peak_rss_mb()
+
+    # Untimed: statements per enrollment, on a slice of the users (the count per enrollment is flat).
+    counted = users[:args.count_enrollments]
+    statements = count_statements(counted, f"course-v1:BenchX+Count{run}+R1", enroll)
+    set_enrollments_on(False)
+    platform_statements = count_statements(counted, f"course-v1:BenchX+CountBase{run}+R1", enroll)
+    set_enrollments_on(True)
+
+    n = len(users)
+    return {
+        "enrollments": n, "snapshot_at": args.snapshot_at, "database": connection.vendor,
+        "samples_ms": [round(ours["ms"], 3)],
+        "ms": round(ours["ms"], 3),
+        "ms_per_enrollment": round(ours["ms"] / n, 4),
+        "commit_ms": ours["commit_ms"],
+        "first_tenth_ms_per_enrollment": ours["first_tenth_ms_per_enrollment"],
+        "last_tenth_ms_per_enrollment": ours["last_tenth_ms_per_enrollment"],
+        "platform_ms": round(platform["ms"], 3),
+        "platform_ms_per_enrollment": round(platform["ms"] / n, 4),
+        "own_ms_per_enrollment": round((ours["ms"] - platform["ms"]) / n, 4),
+        "statements_counted_over": len(counted),
+        "statements_per_enrollment": round(statements.count / len(counted), 2),
+        "platform_statements_per_enrollment": round(platform_statements.count / len(counted), 2),
+        "own_statements_per_enrollment": round((statements.count - platform_statements.count) / len(counted), 2),
+        "statements_by_kind": per_item(statements.kinds, len(counted)),
+        "platform_statements_by_kind": per_item(platform_statements.kinds, len(counted)),
+        # In the counted passes: the time in the database driver by kind, and each pass's whole time.
+        "statement_ms_by_kind": statements.ms_per_item(len(counted)),
+        "counted_ms_per_enrollment": round(statements.total_seconds * 1000 / len(counted), 4),
+        "platform_statement_ms_by_kind": platform_statements.ms_per_item(len(counted)),
+        "platform_counted_ms_per_enrollment": round(platform_statements.total_seconds * 1000 / len(counted), 4),
+        "snapshots_queued": snapshots,
+        "drain_seconds": round(drain_seconds, 3),
+        "drain_rows": delivered,
+        "drain_rows_per_second": round(delivered / drain_seconds),
+        "drain_batches": result.batches_sent,
+        "drain_snapshots_taken": result.snapshots_taken,
+        "peak_rss_mb": rss_after_drain,
+        "rss_after_transaction_mb": rss_after_transaction,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=["reset", "publish", "backlog", "drain", "full_dump", "write_exports",
-                                             "drainer", "dump_worker"])
+                                             "drainer", "dump_worker", "bulk_enroll"])
     parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -318,6 +507,9 @@ def main():
     parser.add_argument("--drainers", type=int, default=1, help="drain: processes")
     parser.add_argument("--threads", type=int, default=1, help="drain, full_dump: threads of the drain")
     parser.add_argument("--olx-dir", help="full_dump --source olx, write_exports: the folder of exports")
+    parser.add_argument("--enrollments", type=int, default=10_000, help="bulk_enroll: enrollments in the transaction")
+    parser.add_argument("--count-enrollments", type=int, default=1000,
+                        help="bulk_enroll: enrollments whose statements are counted (untimed)")
     parser.add_argument("--job", type=int)
     parser.add_argument("--start-file")
     args = parser.parse_args()
@@ -329,7 +521,7 @@ def main():
         ready_then_wait(args.start_file)
     handler = {"reset": reset, "publish": publish, "backlog": backlog_command, "drain": drain_command,
                "full_dump": full_dump, "write_exports": write_exports, "drainer": drainer,
-               "dump_worker": dump_worker}[args.scenario]
+               "dump_worker": dump_worker, "bulk_enroll": bulk_enroll}[args.scenario]
     print(json.dumps(handler(args)))
 
 

@@ -1,0 +1,1 @@
+"""edx-platform's `common.djangoapps` package (stand-in)."""

@@ -1,0 +1,1 @@
+"""edx-platform's student signals package (stand-in)."""
