@@ -19,10 +19,14 @@ object on stdout.
                  (after an untimed warm-up of a tenth of the users, producer off);
                  then the drain of those rows to ClickHouse (rows/s); then, untimed, the
                  statements of --count-enrollments enrollments, with the producer on and off
+    verify       a healthy site: --courses generated courses of --blocks blocks dumped and
+                 delivered (untimed), then `outbox_verify --producer course_structure` over
+                 all of them, timed, with its ClickHouse queries and database statements counted
 """
 
 import argparse
 import gc
+import io
 import json
 import os
 import re
@@ -62,7 +66,8 @@ from clickhouse_outbox.clickhouse.tables import (  # noqa: E402
 )
 from clickhouse_outbox.dumps.jobs import start_job  # noqa: E402
 from clickhouse_outbox.dumps.run import run_job  # noqa: E402
-from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot  # noqa: E402
+from clickhouse_outbox.clickhouse.backends.http import HttpBackend  # noqa: E402
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot, Verdict  # noqa: E402
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
 from clickhouse_outbox.outbox.producers import Prepared  # noqa: E402
@@ -81,7 +86,7 @@ from clickhouse_outbox.testing.sources import generated_course  # noqa: E402
 from outbox_project.platform.models import CourseEnrollment, ExternalId, UserProfile  # noqa: E402
 
 TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
-OUTBOX_TABLES = [model._meta.db_table for model in (DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot)]
+OUTBOX_TABLES = [model._meta.db_table for model in (Verdict, DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot)]
 #: The stand-ins of the platform's tables bulk_enroll fills (children first).
 PLATFORM_TABLES = [model._meta.db_table for model in (CourseEnrollment, ExternalId, UserProfile, get_user_model())]
 
@@ -491,10 +496,71 @@ def bulk_enroll(args):
     }
 
 
+# -- verify ----------------------------------------------------------------------------------
+
+
+class Counted:
+    """Counts the ClickHouse queries (HttpBackend.query: each one HTTP request) and the database statements."""
+
+    def __init__(self):
+        self.clickhouse = self.database = 0
+
+    def __enter__(self):
+        original = self.original = HttpBackend.query
+
+        def query(backend, sql):
+            self.clickhouse += 1
+            return original(backend, sql)
+
+        HttpBackend.query = query
+        self.wrapper = connection.execute_wrapper(self.statement)
+        self.wrapper.__enter__()
+        return self
+
+    def statement(self, execute, sql, params, many, context):
+        self.database += 1
+        return execute(sql, params, many, context)
+
+    def __exit__(self, *exc):
+        HttpBackend.query = self.original
+        self.wrapper.__exit__(*exc)
+
+
+def verify_site(args):
+    settings.CLICKHOUSE_OUTBOX_COURSE_SOURCE = "clickhouse_outbox.testing.sources.GeneratedSource"
+    os.environ[GENERATED_ENV] = f"{args.courses}x{args.blocks}"
+    started = time.perf_counter()
+    job = start_job(DumpJob.Scope.ALL, origin="bench")
+    while job.active:
+        job = run_job(job)
+    result, left = drain_until_empty(timeout=3600)
+    assert result.ok and not left["pending_entries"], (result, left)
+    delivered = clickhouse_rows()
+    setup_seconds = time.perf_counter() - started
+    from clickhouse_outbox.sources import get_course_source  # noqa: PLC0415
+
+    get_course_source().course_keys()  # the generated courses made (once per process) before the timer, as on a site
+    out = io.StringIO()
+    with Counted() as counted:
+        started = time.perf_counter()
+        call_command("outbox_verify", "--producer", "course_structure", "--json", stdout=out)  # exit 0 or raises
+        seconds = time.perf_counter() - started
+    report = json.loads(out.getvalue())
+    assert report["counts"]["ok"] == args.courses and not report["differ"], report["counts"]
+    return {
+        "courses": args.courses, "blocks": args.blocks, "rows_held": delivered, "setup_seconds": round(setup_seconds, 1),
+        "seconds": round(seconds, 3), "courses_per_second": round(args.courses / seconds),
+        "clickhouse_queries": counted.clickhouse, "database_statements": counted.database,
+        "chunk": int(getattr(settings, "CLICKHOUSE_OUTBOX_VERIFY_CHUNK", 1000)),
+        "counts": {kind: n for kind, n in report["counts"].items() if n},
+        "peak_rss_mb": peak_rss_mb(), "database": connection.vendor,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=["reset", "publish", "backlog", "drain", "full_dump", "write_exports",
-                                             "drainer", "dump_worker", "bulk_enroll"])
+                                             "drainer", "dump_worker", "bulk_enroll", "verify"])
     parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -521,7 +587,7 @@ def main():
         ready_then_wait(args.start_file)
     handler = {"reset": reset, "publish": publish, "backlog": backlog_command, "drain": drain_command,
                "full_dump": full_dump, "write_exports": write_exports, "drainer": drainer,
-               "dump_worker": dump_worker, "bulk_enroll": bulk_enroll}[args.scenario]
+               "dump_worker": dump_worker, "bulk_enroll": bulk_enroll, "verify": verify_site}[args.scenario]
     print(json.dumps(handler(args)))
 
 

@@ -85,6 +85,10 @@ SCENARIOS = {
                              ["bulk_enroll", "--snapshot-at", "drain"], None,
                              {"enrollments": 10_000, "rounds": 1, "count": 1000},
                              {"enrollments": 2_000, "rounds": 1, "count": 200}),
+    # A healthy site delivered (untimed), then outbox_verify over every course: its time, its
+    # ClickHouse queries (a few per chunk of CLICKHOUSE_OUTBOX_VERIFY_CHUNK courses) and statements.
+    "verify": ("verify a healthy site, {courses:,} courses x {blocks} blocks (outbox_verify)", ["verify"], None,
+               {"courses": 5_000, "blocks": 20, "rounds": 1}, {"courses": 1_000, "blocks": 20, "rounds": 1}),
 }
 
 
@@ -174,13 +178,18 @@ def measure(name, quick, databases, server, olx_dir):
     for variant in variants:
         for database in databases:
             env = our_env(DATABASES[database], server)
-            samples, rss, peer_samples, peer_rss = [], [], [], []
+            samples, rss, peer_samples, peer_rss, verified = [], [], [], [], []
             for _ in range(sizes["rounds"]):
                 run_json([*OURS, "reset"], env)
                 if name == "drain":
                     run_json([*OURS, "backlog", "--rows", str(sizes["rows"])], env)
                     result = run_json([*OURS, "drain", "--threads", str(variant)], env)
                     samples.append(result["rows_per_second"])
+                elif name == "verify":
+                    result = run_json([*OURS, *ours, "--courses", str(sizes["courses"]), "--blocks",
+                                       str(sizes["blocks"])], env)
+                    samples.append(result["seconds"] * 1000)
+                    verified.append(result)
                 elif name.startswith("full_dump"):
                     extra = ["--olx-dir", str(olx_dir)] if "olx" in name else []
                     result = run_json([*OURS, *ours, "--courses", str(sizes["courses"]), "--blocks",
@@ -203,6 +212,8 @@ def measure(name, quick, databases, server, olx_dir):
             label = describe(what, sizes, threads=variant, workers=variant)
             rows.append(row(f"{name}" + (f"_{variant}" if variant else ""), label, database, unit, samples, max(rss),
                             peer_samples, max(peer_rss) if peer_rss else None))
+            if verified:
+                rows[-1]["verify_runs"] = [{k: v for k, v in r.items() if k != "peak_rss_mb"} for r in verified]
     return rows
 
 
@@ -302,6 +313,10 @@ def table(rows):
         lines.append(f"{r['what'][:64]:<64} {r['database']:<10} {cell:>28} {r['ours_peak_rss_mb']:>7} {peer:>12} {ratio:>7}")
         if "per_enrollment" in r:
             lines.append(f"    per enrollment: {per_enrollment_text(r['per_enrollment'])}")
+        for run in r.get("verify_runs", []):
+            lines.append(f"    {run['courses_per_second']:,} courses/s, {run['clickhouse_queries']} ClickHouse queries, "
+                         f"{run['database_statements']:,} database statements (chunks of {run['chunk']:,}); "
+                         f"{sum(run['rows_held'].values()):,} rows held, delivered in {run['setup_seconds']} s untimed")
         if "peer_task_ms" in r:
             lines.append(f"    peer's task: {r['peer_task_ms']['median']:,.2f} ms median "
                          f"({r['peer_task_ms']['min']:,.2f}-{r['peer_task_ms']['max']:,.2f}), one HTTP POST each")

@@ -18,7 +18,7 @@ from pathlib import Path
 import dj_database_url
 import django
 
-from clickhouse_outbox.settings.common import beat_entry
+from clickhouse_outbox.settings.common import VERIFY_BEAT_ENTRY, beat_entry, verify_entry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("OUTBOX_DEMO_DIR", BASE_DIR / ".demo"))
@@ -141,12 +141,11 @@ CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = float(
 )
 # The same entry the plugin's settings install into edx-platform's CELERYBEAT_SCHEDULE.
 CELERY_BEAT_SCHEDULE = {"clickhouse_outbox.drain": beat_entry(CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS)}
-if float(globals().get("CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS") or 0) > 0:  # the periodic verification, when asked
-    _interval = float(globals()["CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS"])
-    CELERY_BEAT_SCHEDULE["clickhouse_outbox.verify"] = {
-        "task": "clickhouse_outbox.tasks.verify_outbox", "schedule": _interval,
-        "options": {"expires": _interval, "expire_seconds": max(1, int(_interval))},
-    }
+CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS = float(
+    os.environ.get("OUTBOX_VERIFY_INTERVAL_SECS", globals().get("CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS", 0))
+)
+if CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS > 0:  # the periodic verification, when asked (off by default)
+    CELERY_BEAT_SCHEDULE[VERIFY_BEAT_ENTRY] = verify_entry(CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS)
 
 CACHES = {
     "default": {

@@ -30,6 +30,11 @@ class MemorySource(CourseSource):
     def course_keys(self):
         return sorted(course.course_key for course in self.courses.values())
 
+    def published_times(self, course_keys):
+        """The courses' `modified` times (set by the test: when each was last published)."""
+        wanted = {str(key) for key in course_keys}
+        return {key: course.modified for key, course in self.courses.items() if key in wanted and course.modified}
+
     def course_keys_changed_since(self, since):
         """The courses whose `modified` time (set by the test: when it was last published) is at or after `since`."""
         return sorted(

@@ -36,7 +36,7 @@ DOWN = {"url": "http://127.0.0.1:9", "connect_timeout_secs": 1}  # nothing liste
 JSON_KEYS = {"exit_code", "problems", "checked_at", "tables", "totals", "failed_batches", "oldest_unsent_at",
              "oldest_unsent_age_seconds", "max_age_seconds", "last_sent_at", "failed_snapshots",
              "server_failure", "retrying", "dump_job", "requested_snapshots", "deletes", "delete_totals",
-             "producers"}
+             "producers", "differing", "last_verified_at"}
 
 
 @dataclass

@@ -10,7 +10,7 @@ state, and a summary of the whole outbox above it.
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.db.models import Case, IntegerField, OuterRef, Subquery, Value, When
+from django.db.models import Case, IntegerField, JSONField, OuterRef, Subquery, Value, When
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -25,6 +25,7 @@ from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.outbox.status import ROW_STATES, outbox_status
 from clickhouse_outbox.producers.course_structure import PRODUCER
+from clickhouse_outbox.reconcile.verify import TO_REPAIR, describe
 from clickhouse_outbox.text import format_age, last_line, plural
 
 #: Most urgent first: the default order of the course view.
@@ -88,6 +89,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
             verdict=Subquery(verdict.values("verdict")[:1]),
             verified_at=Subquery(verdict.values("checked_at")[:1]),
             verdict_snapshot=Subquery(verdict.values("snapshot_id")[:1]),
+            verdict_details=Subquery(verdict.values("details")[:1], output_field=JSONField()),
         )
 
     def get_ordering(self, request):
@@ -132,7 +134,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def verified(self, delivery):
         if not delivery.verdict:
             return "-"
-        text = f"{Verdict.Kind(delivery.verdict).label}, {moment(delivery.verified_at)}"
+        text = Verdict.Kind(delivery.verdict).label
+        if delivery.verdict in TO_REPAIR and delivery.verdict != Verdict.Kind.NEVER:
+            text += f" ({describe(delivery.verdict_details or {})})"
+        text += f", {moment(delivery.verified_at)}"
         if delivery.verdict_snapshot not in (None, delivery.pk):
             text += " (an earlier snapshot)"
         return text

@@ -234,12 +234,17 @@ def mark(rows, owner, outcomes):
 
 def per_row(rows, values, output_field):
     """
-    A CASE giving each row (by primary key) its value, cast to the column's type: PostgreSQL
-    takes a CASE whose every branch is NULL for text.
+    Each row's value (by primary key) as one expression: the value itself when all share it,
+    else a CASE with one branch per distinct value (a verification's chunk has two or three),
+    cast to the column's type: PostgreSQL takes a CASE whose every branch is NULL for text.
     """
+    by_value = {}
+    for row, value in zip(rows, values, strict=True):
+        by_value.setdefault(value, []).append(row.pk)
+    if len(by_value) == 1:
+        return Cast(models.Value(next(iter(by_value)), output_field=output_field), output_field=output_field)
     case = models.Case(
-        *[models.When(pk=row.pk, then=models.Value(value, output_field=output_field))
-          for row, value in zip(rows, values, strict=True)],
+        *[models.When(pk__in=pks, then=models.Value(value, output_field=output_field)) for value, pks in by_value.items()],
         output_field=output_field,
     )
     return Cast(case, output_field=output_field)

@@ -112,9 +112,11 @@ class OutboxStatus:
                 "still in ClickHouse: retry them in the admin or with outbox_requeue --failed"
             )
         if self.differing:
-            counts = ", ".join(f"{count:,} {kind}" for kind, count in self.differing.items())
+            counts = ", ".join(f"{kind}: {count:,}" for kind, count in self.differing.items())
+            total = sum(self.differing.values())
             found.append(
-                f"{plural(sum(self.differing.values()), 'subject')} differ in ClickHouse from what was delivered "
+                f"{plural(total, 'subject')} {'differs' if total == 1 else 'differ'} in ClickHouse from what was "
+                "delivered "
                 f"({counts}; last verified {iso(self.last_verified_at)}): outbox_verify --repair dumps them again"
             )
         for name, failed in group_by_producer(self.failed_snapshots).items():

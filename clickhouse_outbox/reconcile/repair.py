@@ -1,13 +1,15 @@
 """
 What a verification that found differences does about them: a dump job of every subject
-whose verdict is not ok (a new snapshot each: the dashboards read the newest), and, only
-when asked, OPTIMIZE ... FINAL DEDUPLICATE of the tables holding duplicated rows.
+whose verdict is not ok (a new snapshot each: the dashboards read the newest); when asked,
+the tables a replica lost created again ON CLUSTER (replication then fetches what the
+other replicas hold), and OPTIMIZE ... FINAL DEDUPLICATE of the tables holding duplicated rows.
 """
 
 import logging
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
-from clickhouse_outbox.clickhouse.schema import on_cluster
+from clickhouse_outbox.clickhouse.schema import create_schema, on_cluster
+from clickhouse_outbox.clickhouse.tables import get_table
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Verdict
 
@@ -40,6 +42,22 @@ def tables_with_duplicates(verdicts=None):
         for tables_of_replica in (details.get("replicas") or {"": details.get("tables", {})}).values():
             tables.update(name for name, counts in tables_of_replica.items() if counts["found"] > counts["distinct"])
     return sorted(tables)
+
+
+def missing_tables(verdicts):
+    """{table: [replica, ...]} of the tables the last verification found missing (a replica that lost them)."""
+    missing = {}
+    for details in verdicts.values_list("details", flat=True):
+        for replica, tables_of_replica in (details.get("replicas") or {"": details.get("tables", {})}).items():
+            for name, counts in tables_of_replica.items():
+                if counts.get("missing_table") and replica not in missing.setdefault(name, []):
+                    missing[name].append(replica)
+    return {name: sorted(replicas) for name, replicas in sorted(missing.items())}
+
+
+def recreate_tables(backend, tables, cluster):
+    """CREATE TABLE IF NOT EXISTS ... ON CLUSTER each table: made again where a replica lacks it."""
+    return create_schema(backend, cluster=cluster, tables=[get_table(name) for name in tables])
 
 
 def deduplicate(backend, tables, cluster=None):

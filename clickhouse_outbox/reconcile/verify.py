@@ -7,7 +7,8 @@ A subject gets one verdict, the most urgent of what was found:
 
     absent       none of the snapshot's rows is in ClickHouse (on some replica)
     missing      fewer rows than the snapshot holds in some table
-    duplicates   some row is there more than once (a resend on a table that does not deduplicate)
+    duplicates   some row is there more than once (a resend on a table that does not deduplicate;
+                 a ReplacingMergeTree table folds its copies itself, so they are not counted)
     stale        the rows are all there, but the source changed after the snapshot was taken
     never        the outbox never sent a snapshot of it (it existed before the plugin, say)
     undelivered  its latest snapshot is not delivered yet: nothing to compare (not a failure)
@@ -27,6 +28,7 @@ from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot, Verdict
 from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.reconcile.held import TableMissing, held_rows
+from clickhouse_outbox.text import plural
 
 #: Most urgent first; a subject's verdict is the first that applies.
 URGENCY = (Verdict.Kind.ABSENT, Verdict.Kind.MISSING, Verdict.Kind.DUPLICATES, Verdict.Kind.STALE)
@@ -54,15 +56,15 @@ class Check:
 
 def describe(details):
     parts = []
-    for replica, tables in replicas_of(details):
+    for replica, tables in sorted(replicas_of(details)):  # sorted: PostgreSQL's jsonb keeps no order
         where = f" on {replica}" if replica else ""
-        for table, counts in tables.items():
+        for table, counts in sorted(tables.items()):
             if counts.get("missing_table"):
                 parts.append(f"{table}{where}: no such table")
             elif counts["found"] < counts["expected"]:
-                parts.append(f"{table}{where}: {counts['found']:,} of {counts['expected']:,} rows")
+                parts.append(f"{table}{where}: {counts['found']:,} of {plural(counts['expected'], 'row')}")
             elif counts["found"] > counts["distinct"]:
-                parts.append(f"{table}{where}: {counts['found']:,} rows, {counts['distinct']:,} distinct")
+                parts.append(f"{table}{where}: {plural(counts['found'], 'row')}, {counts['distinct']:,} distinct")
     if details.get("source_changed_at"):
         parts.append(f"the source changed at {details['source_changed_at']}, after the snapshot of {details['taken_at']}")
     return "; ".join(parts) or "-"
@@ -92,10 +94,11 @@ def verify(producer, subjects, backend, *, each_replica=False, now, job=None):
     expected = {snapshot.subject: expected_rows(snapshot) for snapshot in compared}
     replicas = http_replicas(backend) if each_replica else [backend]
     found = {getattr(replica, "address", ""): held(producer, replica, compared) for replica in replicas}
+    folding = {table.name for table in producer.tables if "ReplacingMergeTree" in table.engine}
     versions = producer.versions([snapshot.subject for snapshot in compared]) if compared else {}
     for snapshot in compared:
         checks[snapshot.subject] = judge(snapshot, expected[snapshot.subject], found, versions.get(snapshot.subject),
-                                         each_replica)
+                                         each_replica, folding)
     ordered = [checks[subject] for subject in subjects]
     record(producer, ordered, now, job)
     return ordered
@@ -124,7 +127,7 @@ def held(producer, backend, snapshots):
     return result
 
 
-def judge(snapshot, expected, found, source_changed_at, each_replica):
+def judge(snapshot, expected, found, source_changed_at, each_replica, folding=frozenset()):
     per_replica = {}
     verdicts = set()
     for replica, tables in found.items():
@@ -141,7 +144,7 @@ def judge(snapshot, expected, found, source_changed_at, each_replica):
             verdicts.add(Verdict.Kind.ABSENT)
         elif any(c["distinct"] < c["expected"] for c in counts.values()):
             verdicts.add(Verdict.Kind.MISSING)
-        elif any(c["found"] > c["distinct"] for c in counts.values()):
+        elif any(c["found"] > c["distinct"] for table, c in counts.items() if table not in folding):
             verdicts.add(Verdict.Kind.DUPLICATES)
     details = {"replicas": per_replica} if each_replica else {"tables": next(iter(per_replica.values()), {})}
     if source_changed_at is not None and source_changed_at > snapshot.created + STALE_MARGIN:

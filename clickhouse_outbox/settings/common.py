@@ -155,10 +155,14 @@ def install_verify_entry(settings):
         return  # a bad value: the system checks report it
     if interval > 0:
         schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
-        schedule.setdefault(VERIFY_BEAT_ENTRY, {"task": VERIFY_TASK, "schedule": interval,
-                                                "options": {"expires": interval,
-                                                            "expire_seconds": max(1, int(interval))}})
+        schedule.setdefault(VERIFY_BEAT_ENTRY, verify_entry(interval))
         settings.CELERYBEAT_SCHEDULE = schedule
+
+
+def verify_entry(interval):
+    """The periodic verification every `interval` seconds, expiring like the drain's entry."""
+    return {"task": VERIFY_TASK, "schedule": interval,
+            "options": {"expires": interval, "expire_seconds": max(1, int(interval))}}
 
 
 BEAT_ENTRY = "clickhouse_outbox.drain"

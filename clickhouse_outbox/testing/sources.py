@@ -10,11 +10,14 @@ one later costs nothing.
 
 import functools
 import os
+from datetime import UTC, datetime
 
 from clickhouse_outbox.sources.base import CourseNotFound, CourseSource
 from clickhouse_outbox.testing.generator import generate_published_course
 
 ENV = "OUTBOX_GENERATED_COURSES"
+#: When the generated courses were "published": before any snapshot of them, so none is stale.
+PUBLISHED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def generated_course(index, blocks):
@@ -41,3 +44,7 @@ class GeneratedSource(CourseSource):
 
     def course_keys(self):
         return sorted((course.course_key for course in self.courses.values()), key=str)
+
+    def published_times(self, course_keys):
+        """The same time for each (the verification's source check runs, and finds nothing newer)."""
+        return {str(key): PUBLISHED_AT for key in course_keys if str(key) in self.courses}

@@ -22,7 +22,7 @@ from tests.factories import MemorySource, PublishedCourseFactory
 
 pytestmark = pytest.mark.django_db
 
-DUMP_BUTTONS = ("dump-all", "dump-changed", "start-dump", "cancel-dump")
+DUMP_BUTTONS = ("dump-all", "dump-changed", "verify-all", "start-dump", "cancel-dump")
 
 
 @pytest.fixture
@@ -83,6 +83,7 @@ def forge_every_action(client, outbox):
         "cancel_selected": post_action(client, DUMP_JOBS, "cancel_selected", jobs),
         "start": client.post(url("dumpjob_start"), {"scope": "all"}),
         "cancel": client.post(url("dumpjob_cancel", outbox["job"].pk)),
+        "verify": client.post(url("dumpjob_verify"), {"producers": "courses"}),
     }
     return {name: response.status_code for name, response in answers.items()}
 
@@ -105,14 +106,14 @@ def test_a_forged_post_from_view_only_staff_changes_nothing(staff_client, outbox
     assert statuses == {
         "requeue_subjects": 200, "retry_subjects": 200, "dismiss_snapshots": 200, "requeue_snapshots": 200,
         "dismiss_on_snapshots": 200, "retry_selected_batches": 200, "cancel_selected": 200,
-        "start": 403, "cancel": 403,
+        "start": 403, "cancel": 403, "verify": 403,
     }
 
 
 def test_the_superuser_is_offered_every_action_and_button(admin_client, outbox):
     seen = pages_and_their_offer(admin_client, outbox["job"])
     assert seen == {
-        COURSES: (["requeue_subjects", "retry_subjects", "dismiss_snapshots"], ["dump-all", "dump-changed"]),
+        COURSES: (["requeue_subjects", "retry_subjects", "dismiss_snapshots"], ["dump-all", "dump-changed", "verify-all"]),
         SNAPSHOTS: (["requeue_subjects", "dismiss_snapshots"], []),
         BATCHES: (["retry_selected_batches"], []),
         ENTRIES: ([], []),
@@ -127,7 +128,10 @@ ONE_PERMISSION = {
     "dismiss_snapshot": {COURSES: (["dismiss_snapshots"], []), SNAPSHOTS: (["dismiss_snapshots"], [])},
     "start_dumpjob": {COURSES: ([], ["dump-all", "dump-changed"]), DUMP_JOBS: ([], ["start-dump"])},
     "cancel_dumpjob": {DUMP_JOBS: (["cancel_selected"], []), "job page": ([], ["cancel-dump"])},
+    "start_verification": {COURSES: ([], ["verify-all"])},
 }
+#: The permissions that start a job: refused (with the reason) while another job runs.
+STARTS_A_JOB = {"start_dumpjob": "dump", "start_verification": "verify"}
 
 
 @pytest.mark.parametrize("codename", sorted(ONE_PERMISSION))
@@ -151,18 +155,22 @@ def test_one_action_permission_gives_exactly_that_action(staff_client, outbox, c
     done = {name for name, happened in [("requeue_course", requeued), ("retry_batch", retried),
                                         ("dismiss_snapshot", dismissed), ("cancel_dumpjob", cancelled),
                                         ("start_dumpjob", started)] if happened}
-    if codename == "start_dumpjob":
+    if codename in STARTS_A_JOB:
         # The job of outbox_requeue is still running: the start is refused with the reason, nothing created...
-        assert statuses["start"] == 302 and not started
-        assert DumpJob.objects.count() == 1
+        assert not started and DumpJob.objects.count() == 1
         assert done == set()
         # ... and once it has ended, the start creates a job.
         cancel_job(outbox["job"])
-        assert client.post(url("dumpjob_start"), {"scope": "all"}).status_code == 302
-        assert DumpJob.objects.get(active=True).requested_by == client.user
+        if codename == "start_dumpjob":
+            assert client.post(url("dumpjob_start"), {"scope": "all"}).status_code == 302
+        else:
+            assert client.post(url("dumpjob_verify"), {"producers": "courses"}).status_code == 302
+        new = DumpJob.objects.get(active=True)
+        assert (new.requested_by, new.action) == (client.user, STARTS_A_JOB[codename])
     else:
         assert done == {codename}
-        assert statuses["start"] == 403
+    for name, form in (("start_dumpjob", "start"), ("start_verification", "verify")):
+        assert statuses[form] == (302 if codename == name else 403), form
     assert statuses["cancel"] == (302 if codename == "cancel_dumpjob" else 403)
 
 

@@ -75,7 +75,7 @@ class Command(BaseCommand):
             lines.append(f"  and {plural(len(status.failed_snapshots) - 20, 'more')}")
         lines.append(f"Producers on: {', '.join(status.enabled_producers) or 'none'}")
         if status.last_verified_at:
-            differing = ", ".join(f"{count:,} {kind}" for kind, count in status.differing.items()) or "none"
+            differing = ", ".join(f"{kind}: {count:,}" for kind, count in status.differing.items()) or "none"
             lines.append(f"Last verification: {status.last_verified_at:%Y-%m-%d %H:%M:%S} UTC; "
                          f"differing since, not repaired: {differing}")
         job = status.active_dump

@@ -13,7 +13,7 @@ from clickhouse_outbox.management.dumping import run_in_foreground, start_or_joi
 from clickhouse_outbox.management.options import aware_datetime, producer_name
 from clickhouse_outbox.models import DumpJob, Verdict
 from clickhouse_outbox.outbox import producers as registry
-from clickhouse_outbox.reconcile.repair import deduplicate, tables_with_duplicates
+from clickhouse_outbox.reconcile.repair import deduplicate, missing_tables, recreate_tables, tables_with_duplicates
 from clickhouse_outbox.text import plural
 
 HEALTHY, DIFFERS, STALE_ONLY = 0, 1, 2
@@ -56,7 +56,9 @@ class Command(BaseCommand):
                             help="Then OPTIMIZE TABLE ... FINAL DEDUPLICATE the tables holding duplicated rows "
                                  "(rewrites them: only when asked; --enable-dedup of clickhouse_outbox_schema "
                                  "keeps new duplicates out).")
-        parser.add_argument("--cluster", metavar="NAME", help="With --deduplicate: run it ON CLUSTER NAME.")
+        parser.add_argument("--cluster", metavar="NAME",
+                            help="With --repair: create again ON CLUSTER NAME the tables a replica lost (replication "
+                                 "then fetches the other replicas' rows); with --deduplicate: run it ON CLUSTER NAME.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")
         parser.add_argument("--list", type=int, default=20, metavar="N",
                             help="Subjects that differ to list (default: %(default)s).")
@@ -90,8 +92,14 @@ class Command(BaseCommand):
             job = run_in_foreground(self, start_or_join(self, scope, action=DumpJob.Action.VERIFY, **job_args))
         except ClickHouseError as exc:
             raise CommandError(f"Could not read from ClickHouse: {exc}") from None
-        repair_job = None
+        repair_job, recreated = None, []
         job.refresh_from_db()
+        lost = missing_tables(job.verdicts.all())
+        if options["repair"] and lost and options["cluster"]:
+            try:
+                recreated = recreate_tables(get_backend(), list(lost), options["cluster"])
+            except ClickHouseError as exc:
+                raise CommandError(f"Could not create {', '.join(lost)} again: {exc}") from None
         if job.repair_job_id:
             repair_job = run_in_foreground(self, job.repair_job)
         deduplicated = []
@@ -103,9 +111,9 @@ class Command(BaseCommand):
                 raise CommandError(f"Could not deduplicate {', '.join(tables)}: {exc}") from None
         if options["json"]:
             self.stdout = quiet
-        self.report(job, repair_job, deduplicated, options)
+        self.report(job, repair_job, deduplicated, options, lost, recreated)
 
-    def report(self, job, repair_job, deduplicated, options):
+    def report(self, job, repair_job, deduplicated, options, lost, recreated):
         verdicts = job.verdicts.order_by("producer", "subject")
         counts = {kind: 0 for kind in Verdict.Kind}
         for kind in verdicts.values_list("verdict", flat=True):
@@ -120,6 +128,8 @@ class Command(BaseCommand):
                            for v in differing],
                 "repair_job": repair_job.pk if repair_job else None,
                 "deduplicated": deduplicated,
+                "missing_tables": lost,
+                "recreated": recreated,
             }, indent=2))
         else:
             self.stdout.write(f"{plural(sum(counts.values()), 'subject')} checked: " + ", ".join(
@@ -135,13 +145,23 @@ class Command(BaseCommand):
                 )
             if deduplicated:
                 self.stdout.write(f"Deduplicated: {', '.join(deduplicated)}.")
+            for table, replicas in lost.items():
+                where = ", ".join(replica or "the configured server" for replica in replicas)
+                self.stdout.write(f"No table {table} on {where}.")
+            for line in recreated:
+                self.stdout.write(f"  {line}")
+            if lost and not recreated:
+                self.stdout.write("Create it again: manage.py clickhouse_outbox_schema --create; on a cluster, "
+                                  "outbox_verify --repair --cluster NAME does it ON CLUSTER and replication fetches "
+                                  "what the other replicas hold.")
             if repair_job:
                 self.stdout.write(f"Repair: dump job {repair_job.pk} queued a new snapshot of each; the drain sends "
                                   "them; verify again after.")
             elif differing and not options["repair"]:
                 self.stdout.write("To repair: outbox_verify --repair (dumps again what differs).")
         if code:
-            raise CommandError(f"{plural(len(differing), 'subject')} differ from what was delivered.", returncode=code)
+            verb = "differs" if len(differing) == 1 else "differ"
+            raise CommandError(f"{plural(len(differing), 'subject')} {verb} from what was delivered.", returncode=code)
 
 
 def summary(verdict):
