@@ -62,6 +62,10 @@ class Snapshot(models.Model):
     table_rows = models.JSONField(
         default=dict, blank=True, help_text="Rows per table: what ClickHouse holds for this dump_id once delivered."
     )
+    digest = models.CharField(
+        max_length=32, blank=True, editable=False,
+        help_text="Of its rows without dump_id and time_last_dumped: a signal's snapshot with the same rows adds nothing.",
+    )
     error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now, editable=False)
     # A requested snapshot (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain") being taken by a drainer.
@@ -345,7 +349,7 @@ class Verdict(models.Model):
         ABSENT = "absent", "Not in ClickHouse"
         MISSING = "missing", "Missing rows"
         DUPLICATES = "duplicates", "Duplicated rows"
-        STALE = "stale", "Stale: the source has a newer version"
+        STALE = "stale", "Stale"
         UNDELIVERED = "undelivered", "Not delivered yet"
         NEVER = "never", "Never sent by the outbox"
 

@@ -72,21 +72,21 @@ def course_rerun_completed(signal, sender, course, **kwargs):  # pylint: disable
 def enrollment_changed(signal, sender, enrollment, **kwargs):  # pylint: disable=unused-argument
     """
     An enrollment created, activated, deactivated or moved to another mode. The event names
-    the user and the course, not the enrollment: its row is found by both, in the sender's
-    transaction. (The platform sends CHANGED then CREATED for a new enrollment: the second
-    snapshot supersedes the first before either is sent.)
+    the user and the course, not the enrollment: its row (with its user) is found by both,
+    in the sender's transaction, with the query that reads it. (The platform sends CHANGED
+    then CREATED for a new enrollment: the second finds the same rows queued and adds nothing.)
     """
     if not ENROLLMENTS.enabled:
         return
     user_id, course_key = enrollment.user.id, enrollment.course.course_key
-    subject = ENROLLMENTS.subject_of(user_id, course_key)
-    if subject is None:
+    found = ENROLLMENTS.find(user_id, course_key)
+    if found is None:
         error = LookupError(f"no enrollment of user {user_id} in {course_key} (sent by {signal.event_type})")
         log.error("clickhouse_outbox: %s; recorded as a failed snapshot", error)
         record_failed_snapshot(ENROLLMENTS.name, f"user {user_id} in {course_key}", error, dump_id=uuid.uuid4(),
                                reason="enrollment")
         return
-    snapshots.take_or_request(ENROLLMENTS, subject, "enrollment")
+    snapshots.take_or_request(ENROLLMENTS, found.pk, "enrollment", found=found)
 
 
 # -- users -----------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('producer', models.CharField(max_length=64)),
                 ('subject', models.CharField(max_length=255)),
-                ('verdict', models.CharField(choices=[('ok', 'OK'), ('absent', 'Not in ClickHouse'), ('missing', 'Missing rows'), ('duplicates', 'Duplicated rows'), ('stale', 'Stale: the source has a newer version'), ('undelivered', 'Not delivered yet'), ('never', 'Never sent by the outbox')], max_length=16)),
+                ('verdict', models.CharField(choices=[('ok', 'OK'), ('absent', 'Not in ClickHouse'), ('missing', 'Missing rows'), ('duplicates', 'Duplicated rows'), ('stale', 'Stale'), ('undelivered', 'Not delivered yet'), ('never', 'Never sent by the outbox')], max_length=16)),
                 ('details', models.JSONField(blank=True, default=dict, help_text='Per table (and replica): rows expected, found, distinct.')),
                 ('checked_at', models.DateTimeField()),
                 ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='verdicts', to='clickhouse_outbox.dumpjob')),

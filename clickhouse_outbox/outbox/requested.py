@@ -19,7 +19,6 @@ import uuid
 from django.db import transaction
 from django.db.models import Q
 
-from clickhouse_outbox import conf
 from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.outbox import producers
 from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
@@ -35,11 +34,20 @@ TAGS_CHANGED = "tags changed"
 
 
 def request_snapshot(producer, subject, reason):
-    """Record that `subject` changed, in the caller's transaction: two short statements."""
+    """
+    Record that `subject` changed, in the caller's transaction: two or three short statements.
+    The subject's requests are read first (the subject index) and those no drainer has
+    started on are retired by id: an UPDATE filtered on the status let SQLite's planner take
+    the status index and scan every waiting request, each time a transaction added one.
+    """
     with transaction.atomic(savepoint=False):
-        Snapshot.objects.filter(
-            producer=producer, subject=subject, status=Snapshot.Status.REQUESTED, lease_owner__isnull=True
-        ).update(status=Snapshot.Status.SUPERSEDED)
+        waiting = [row.id for row in Snapshot.objects.filter(producer=producer, subject=subject)
+                   .values_list("id", "status", "lease_owner", named=True)
+                   if row.status == Snapshot.Status.REQUESTED and row.lease_owner is None]
+        if waiting:  # a drainer that leased one meanwhile keeps it: the UPDATE looks again
+            Snapshot.objects.filter(id__in=waiting, status=Snapshot.Status.REQUESTED, lease_owner__isnull=True).update(
+                status=Snapshot.Status.SUPERSEDED
+            )
         return Snapshot.objects.create(producer=producer, subject=subject, reason=reason,
                                        status=Snapshot.Status.REQUESTED)
 
@@ -48,14 +56,28 @@ def requests_waiting():
     return Snapshot.objects.filter(status=Snapshot.Status.REQUESTED)
 
 
-def claim_requests(owner, size):
-    """Lease up to `size` requests no live drainer holds, oldest first (a compare-and-swap)."""
+def claim_requests(owner, size=None, overrides=None):
+    """
+    Lease requests no live drainer holds, oldest first, all of one producer (a
+    compare-and-swap): up to `size`, or as many as that producer's dump job takes at once
+    (`dump_chunk`: 20 courses, 1,000 enrollments).
+    """
     free = requests_waiting().filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=UtcNow()))
-    ids = list(free.order_by("id").values_list("id", flat=True)[:size])
-    if not ids:
+    name = free.order_by("id").values_list("producer", flat=True).first()
+    if name is None:
         return []
+    ids = list(free.filter(producer=name).order_by("id").values_list("id", flat=True)[:size or chunk_size(name, overrides)])
     free.filter(id__in=ids).update(lease_owner=owner, lease_expires_at=lease_end())
     return list(Snapshot.objects.filter(id__in=ids, lease_owner=owner).order_by("id"))
+
+
+def chunk_size(name, overrides):
+    """How many requests of producer `name` a drainer takes at a time (one for a producer not known here)."""
+    try:
+        producer = (overrides or {}).get(name) or producers.get(name)
+    except producers.UnknownProducer:
+        return 1
+    return max(1, producer.dump_chunk)
 
 
 def take_requested(*, deadline=None, overrides=None):
@@ -66,15 +88,10 @@ def take_requested(*, deadline=None, overrides=None):
     owner = uuid.uuid4()
     taken = 0
     while deadline is None or time.monotonic() < deadline:
-        requests = claim_requests(owner, conf.dump_chunk_courses())
+        requests = claim_requests(owner, overrides=overrides)
         if not requests:
             break
-        now = db_now()
-        by_producer = {}
-        for request in requests:
-            by_producer.setdefault(request.producer, []).append(request)
-        for name, group in by_producer.items():
-            fill(name, group, owner, now, overrides or {})
+        fill(requests[0].producer, requests, owner, db_now(), overrides or {})
         taken += len(requests)
     return taken
 
@@ -86,7 +103,10 @@ def fill(name, requests, owner, now, overrides):
     except producers.UnknownProducer as exc:
         fail(requests, owner, exc)
         return
-    prepared = producer.prepare([request.subject for request in requests], now=now)
+    step = max(1, producer.read_at_once)
+    prepared = []
+    for start in range(0, len(requests), step):
+        prepared.extend(producer.prepare([request.subject for request in requests[start:start + step]], now=now))
     read = [(request, snapshot) for request, snapshot in zip(requests, prepared, strict=True) if not snapshot.error]
     with transaction.atomic():
         if read and not fill_requested(producer, *zip(*read, strict=True), owner):

@@ -22,23 +22,27 @@ from clickhouse_outbox.text import last_line
 log = logging.getLogger(__name__)
 
 
-def take(producer, subject, reason):
+def take(producer, subject, reason, *, found=None, skip_unchanged=False):
     """
     Read `subject`, serialize it and queue its rows; raise if any step fails. Returns the
     Snapshot, or None when nothing is to be queued (the rows of a retired user).
 
     Runs in a savepoint of the caller's transaction: if the change rolls back, nothing is
-    queued; if this fails, the caller's transaction is left as it was.
+    queued; if this fails, the caller's transaction is left as it was. `found` is the
+    subject's row the caller already read in this transaction (a model row producer's, see
+    `prepare_found`), not read again. With `skip_unchanged` (a signal), rows the subject's
+    latest unsent snapshot already holds are not queued again: that snapshot is returned.
     """
     subject = producer.parse_subject(subject)
     with transaction.atomic():
-        prepared = producer.prepare([subject], now=db_now())[0]
+        now = db_now()
+        prepared = producer.prepare_found(found, now=now) if found is not None else producer.prepare([subject], now=now)[0]
         if prepared.error is not None:
             raise prepared.error
-        return enqueue(producer, [prepared], reason=reason)[0]
+        return enqueue(producer, [prepared], reason=reason, skip_unchanged=skip_unchanged)[0]
 
 
-def take_or_record_failure(producer, subject, reason, *, record_not_found=True):
+def take_or_record_failure(producer, subject, reason, *, record_not_found=True, found=None, skip_unchanged=False):
     """
     What a signal receiver calls: `take`, with a failure recorded as a failed snapshot (and
     logged) instead of raised. With `record_not_found=False` (a subject an operator typed, or
@@ -46,7 +50,7 @@ def take_or_record_failure(producer, subject, reason, *, record_not_found=True):
     failed snapshot of something that does not exist would only be retried forever.
     """
     try:
-        return take(producer, subject, reason)
+        return take(producer, subject, reason, found=found, skip_unchanged=skip_unchanged)
     except SubjectNotFound as exc:
         if not record_not_found:
             raise
@@ -58,13 +62,14 @@ def take_or_record_failure(producer, subject, reason, *, record_not_found=True):
     return record_failed_snapshot(producer.name, str(subject), failure, dump_id=uuid.uuid4(), reason=reason)
 
 
-def take_or_request(producer, subject, reason):
+def take_or_request(producer, subject, reason, *, found=None):
     """
     What a change does: take the snapshot now, or (CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain")
-    only request it, in the caller's transaction, for the drain to take.
+    only request it, in the caller's transaction, for the drain to take. A snapshot with the
+    rows of the subject's latest unsent one is not taken again (`outbox.unchanged`).
     """
     if conf.snapshot_at() != "drain":
-        return take_or_record_failure(producer, subject, reason)
+        return take_or_record_failure(producer, subject, reason, found=found, skip_unchanged=True)
     return request(producer, subject, reason)
 
 

@@ -31,5 +31,11 @@ class CourseEnrollment(ModelRowProducer):
         pk = model._default_manager.filter(user_id=user_id, course_id=course_key).values_list("pk", flat=True).first()
         return None if pk is None else str(pk)
 
+    def find(self, user_id, course_key):
+        """The enrollment of `user_id` in `course_key` with its user (one query, for `prepare_found`), or None."""
+        if self.model() is None:
+            return None
+        return self.queryset().filter(user_id=user_id, course_id=course_key).first()
+
 
 ENROLLMENTS = producers.register(CourseEnrollment())

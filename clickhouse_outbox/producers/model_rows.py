@@ -72,22 +72,22 @@ class ModelRowProducer(Producer):
             found = {str(obj.pk): obj for obj in self.queryset().filter(pk__in=[int(subject) for subject in subjects])}
         except Exception as exc:  # noqa: BLE001 (every subject of the chunk failed the same way)
             return [Prepared(subject, uuid.uuid4(), time_last_dumped, error=exc) for subject in subjects]
-        prepared = []
-        for subject in subjects:
-            dump_id = uuid.uuid4()
-            obj = found.get(subject)
-            if obj is None:
-                error = SubjectNotFound(f"{self.name} {subject}: no such {self.noun[0]}")
-                prepared.append(Prepared(subject, dump_id, time_last_dumped, error=error))
-                continue
-            try:
-                line = self.serialize(obj, dump_id=dump_id, time_last_dumped=time_last_dumped)
-            except Exception as exc:  # noqa: BLE001 (kept for the caller to raise or record)
-                prepared.append(Prepared(subject, dump_id, time_last_dumped, error=exc))
-                continue
-            prepared.append(Prepared(subject, dump_id, time_last_dumped, rows={self.table.name: [line]},
-                                     user_id=self.user_of(obj)))
-        return prepared
+        return [self.prepare_row(subject, found.get(subject), time_last_dumped) for subject in subjects]
+
+    def prepare_found(self, obj, *, now):
+        """The Prepared of a row the caller read through `queryset()` in this transaction: not read again."""
+        return self.prepare_row(str(obj.pk), obj, dump_time(now))
+
+    def prepare_row(self, subject, obj, time_last_dumped):
+        dump_id = uuid.uuid4()
+        if obj is None:
+            error = SubjectNotFound(f"{self.name} {subject}: no such {self.noun[0]}")
+            return Prepared(subject, dump_id, time_last_dumped, error=error)
+        try:
+            line = self.serialize(obj, dump_id=dump_id, time_last_dumped=time_last_dumped)
+        except Exception as exc:  # noqa: BLE001 (kept for the caller to raise or record)
+            return Prepared(subject, dump_id, time_last_dumped, error=exc)
+        return Prepared(subject, dump_id, time_last_dumped, rows={self.table.name: [line]}, user_id=self.user_of(obj))
 
     def all_subjects(self):
         return [str(pk) for pk in self.queryset().order_by("pk").values_list("pk", flat=True)]

@@ -40,6 +40,24 @@ def held_rows(backend, table, dump_ids, subject_column=None, subjects=()):
     return {row["dump_id"]: (int(row["n"]), int(row["k"])) for row in rows}
 
 
+def rows_by_subject(backend, table, subject_column, subjects):
+    """{subject: rows} `backend` holds in `table` for `subjects`, whatever their dump_id (rows from before the outbox)."""
+    if not subjects:
+        return {}
+    numeric = column_type(table, subject_column).startswith(("Int", "UInt"))
+    values = ", ".join(sql_literal(int(subject) if numeric else str(subject)) for subject in subjects)
+    column = quote_identifier(subject_column)
+    sql = (f"SELECT toString({column}) AS s, count() AS n FROM {qualified_name(backend.database, table.name)} "
+           f"WHERE {column} IN ({values}) GROUP BY s")
+    try:
+        rows = backend.query(sql)
+    except ClickHouseError as exc:
+        if getattr(exc, "code", None) in MISSING_TABLE_CODES:
+            return {}
+        raise
+    return {row["s"]: int(row["n"]) for row in rows}
+
+
 def column_type(table, name):
     for column in table.columns:
         if column.name == name:

@@ -10,7 +10,8 @@ A subject gets one verdict, the most urgent of what was found:
     duplicates   some row is there more than once (a resend on a table that does not deduplicate;
                  a ReplacingMergeTree table folds its copies itself, so they are not counted)
     stale        the rows are all there, but the source changed after the snapshot was taken
-    never        the outbox never sent a snapshot of it (it existed before the plugin, say)
+    never        the outbox never sent a snapshot of it (it existed before the plugin, say); the
+                 rows ClickHouse holds of it all the same (sent by the peer's sink) are counted
     undelivered  its latest snapshot is not delivered yet: nothing to compare (not a failure)
     ok
 
@@ -18,7 +19,7 @@ Each check is a few aggregate queries per chunk, whatever its size: see held.py.
 """
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Sum
@@ -27,8 +28,8 @@ from clickhouse_outbox.clickhouse.cluster import http_replicas
 from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot, Verdict
 from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.requeue import latest_snapshots
-from clickhouse_outbox.reconcile.held import TableMissing, held_rows
-from clickhouse_outbox.text import plural
+from clickhouse_outbox.reconcile.held import TableMissing, held_rows, rows_by_subject
+from clickhouse_outbox.text import format_age, plural
 
 #: Most urgent first; a subject's verdict is the first that applies.
 URGENCY = (Verdict.Kind.ABSENT, Verdict.Kind.MISSING, Verdict.Kind.DUPLICATES, Verdict.Kind.STALE)
@@ -49,12 +50,16 @@ class Check:
 
     def summary(self):
         """'course_blocks: 51 of 52 rows', 'course_blocks: 104 rows, 52 distinct', 'stale: published ... later'."""
+        if self.verdict == Verdict.Kind.NEVER and self.details.get("held"):
+            return f"never sent by the outbox; ClickHouse holds {describe(self.details)} from before it"
         if self.verdict in (Verdict.Kind.OK, Verdict.Kind.NEVER, Verdict.Kind.UNDELIVERED):
             return Verdict.Kind(self.verdict).label.lower()
         return f"{Verdict.Kind(self.verdict).label.lower()}: {describe(self.details)}"
 
 
 def describe(details):
+    if "held" in details:
+        return "; ".join(f"{table}: {plural(rows, 'row')}" for table, rows in sorted(details["held"].items()))
     parts = []
     for replica, tables in sorted(replicas_of(details)):  # sorted: PostgreSQL's jsonb keeps no order
         where = f" on {replica}" if replica else ""
@@ -66,7 +71,9 @@ def describe(details):
             elif counts["found"] > counts["distinct"]:
                 parts.append(f"{table}{where}: {plural(counts['found'], 'row')}, {counts['distinct']:,} distinct")
     if details.get("source_changed_at"):
-        parts.append(f"the source changed at {details['source_changed_at']}, after the snapshot of {details['taken_at']}")
+        changed, taken = (datetime.fromisoformat(details[key]) for key in ("source_changed_at", "taken_at"))
+        parts.append(f"the source changed at {changed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, "
+                     f"{format_age((changed - taken).total_seconds())} after the snapshot")
     return "; ".join(parts) or "-"
 
 
@@ -99,9 +106,22 @@ def verify(producer, subjects, backend, *, each_replica=False, now, job=None):
     for snapshot in compared:
         checks[snapshot.subject] = judge(snapshot, expected[snapshot.subject], found, versions.get(snapshot.subject),
                                          each_replica, folding)
+    held_before(producer, backend, [check for check in checks.values() if check.verdict == Verdict.Kind.NEVER])
     ordered = [checks[subject] for subject in subjects]
     record(producer, ordered, now, job)
     return ordered
+
+
+def held_before(producer, backend, never):
+    """What ClickHouse holds of subjects the outbox never sent (the peer's rows, say), in their details."""
+    by_subject = {check.subject: check for check in never}
+    for table in producer.tables:
+        column = producer.subject_column(table)
+        if not by_subject or not column:
+            continue
+        for subject, rows in rows_by_subject(backend, table, column, list(by_subject)).items():
+            if subject in by_subject:
+                by_subject[subject].details.setdefault("held", {})[table.name] = rows
 
 
 def expected_rows(snapshot):

@@ -65,6 +65,24 @@ def test_an_enrollment_queues_its_row_as_the_peer_writes_it():
     assert (snapshot.user_id, snapshot.reason, snapshot.row_count) == (user.pk, "enrollment", 1)
 
 
+def test_a_signal_that_brings_the_rows_already_queued_writes_nothing_until_they_are_sent(clickhouse):
+    enrollment = enroll(make_learner())
+    statuses = lambda: list(Snapshot.objects.filter(producer="course_enrollment").order_by("id")  # noqa: E731
+                            .values_list("status", flat=True))
+    assert statuses() == [Snapshot.Status.QUEUED]  # CREATED after CHANGED: the same row, not written again
+    first = snapshot_of("course_enrollment", enrollment.pk)
+
+    change_enrollment(enrollment, mode="verified")  # other rows: a new snapshot supersedes the unsent one
+    assert statuses() == [Snapshot.Status.SUPERSEDED, Snapshot.Status.QUEUED]
+    assert OutboxEntry.objects.get(snapshot=first).status == OutboxEntry.Status.SUPERSEDED
+    assert [row["mode"] for row in queued_rows("course_enrollment")] == ["verified"]
+
+    assert drain().ok
+    change_enrollment(enrollment)  # the same rows, but those were sent: "send it again" is written
+    assert len(statuses()) == 3
+    assert [row["mode"] for row in queued_rows("course_enrollment", [OutboxEntry.Status.PENDING])] == ["verified"]
+
+
 def test_an_unenrollment_queues_the_inactive_row_next_to_the_sent_active_one(clickhouse):
     enrollment = enroll(make_learner())
     assert drain().ok
@@ -107,7 +125,14 @@ def test_a_new_email_or_username_queues_the_profile_and_external_ids_again_but_a
     user.save()
     assert queued_rows("user_profile")[-1]["email"] == "countess@example.com"
     assert [row["username"] for row in queued_rows("external_id")] == ["ada"]
-    assert Snapshot.objects.filter(reason="user saved").count() == 2
+    # The external id's row holds the username, not the email: its queued snapshot already has it.
+    assert list(Snapshot.objects.filter(reason="user saved").values_list("producer", flat=True)) == ["user_profile"]
+
+    user.username = "countess"
+    user.save()
+    assert [row["username"] for row in queued_rows("external_id")] == ["countess"]
+    assert sorted(Snapshot.objects.filter(reason="user saved").values_list("producer", flat=True)) == [
+        "external_id", "user_profile", "user_profile"]
 
 
 def test_an_external_id_queues_its_row():

@@ -176,6 +176,22 @@ def test_a_course_the_outbox_never_sent_and_one_not_delivered_yet(courses, olx_s
     assert Snapshot.objects.filter(subject=before_the_plugin).count() == 1
 
 
+def test_a_course_sent_before_the_outbox_is_never_sent_with_what_clickhouse_holds(courses, clickhouse):
+    """Rows the peer's sink sent (here: delivered, then the outbox's records of them gone) are counted, not lost."""
+    key = courses[1]
+    rows = expected(key)
+    Snapshot.objects.filter(subject=key).delete()
+
+    code, report = verify(*COURSES)
+    text = run_text(*COURSES)
+
+    assert code == 1
+    assert differ(report) == {key: ("never", {"held": rows})}
+    assert (f"{key}: never sent by the outbox; ClickHouse holds course_blocks: {rows['course_blocks']} rows; "
+            "course_overviews: 1 row; course_relationships: ") in text
+    repair_and_verify_again(courses)
+
+
 def test_named_courses_and_changed_since(courses, clickhouse):
     delete_rows(clickhouse, COURSE_BLOCKS.name, f"course_key = '{courses[0]}'")
 

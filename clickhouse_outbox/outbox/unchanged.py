@@ -1,0 +1,78 @@
+"""
+Snapshots that add nothing. The platform sends COURSE_ENROLLMENT_CHANGED then
+COURSE_ENROLLMENT_CREATED for one new enrollment, saves a profile twice at registration,
+and so on: a snapshot a signal takes whose rows are those of its subject's latest
+snapshot, while that one is still queued and none of its rows is claimed, would only
+supersede it with the same rows. It is not written; the latest snapshot sends them.
+
+Rows are compared by a digest kept on each snapshot, of its rows without the two values
+each snapshot sets (dump_id, time_last_dumped). It comes with the subject's older
+snapshots that `enqueue` reads anyway to supersede them, with whether a row of each was
+claimed: no statement of its own. Requeues, dumps, repairs and the drain's requested
+snapshots mean "send it again" and never skip.
+
+What is read is what committed (and this transaction's own writes): a snapshot taken in a
+savepoint that rolled back is not there to skip to, and one another transaction has not
+committed yet is not seen (both are then written, as before). Under MySQL's REPEATABLE READ
+a transaction could read the history as it was before a newer snapshot committed, so
+snapshots are skipped there only at READ COMMITTED, the isolation level Django sets.
+"""
+
+import hashlib
+
+from django.db import connection
+from django.db.models import Exists, OuterRef
+
+from clickhouse_outbox.models import OutboxEntry, Snapshot
+
+
+def digest(prepared, chunks):
+    """
+    The digest of a prepared snapshot's rows, from its (table, rows, raw lines) chunks, with
+    its dump_id and time_last_dumped emptied: equal for the same rows read twice. Every
+    serializer writes them as `"dump_id":"…"` and `"time_last_dumped":"…"` (JSON strings
+    hold no raw quote, so the pattern only matches those two keys).
+    """
+    found = (f'"dump_id":"{prepared.dump_id}"'.encode(), f'"time_last_dumped":"{prepared.time_last_dumped}"'.encode())
+    emptied = (b'"dump_id":""', b'"time_last_dumped":""')
+    hasher = hashlib.blake2b(digest_size=16)
+    for table, count, lines in chunks:
+        for token, empty in zip(found, emptied, strict=True):
+            lines = lines.replace(token, empty)
+        hasher.update(f"{table}\n{count}\n{len(lines)}\n".encode())
+        hasher.update(lines)
+    return hasher.hexdigest()
+
+
+def history(producer, subjects, *, claims=False):
+    """
+    The subjects' snapshots, newest first, by the subject index (a status in the filter can
+    make a planner prefer the status index and scan every pending snapshot): id, subject
+    and status; with `claims`, Snapshot rows that also have their digest and `claimed`,
+    whether any of their entries left `pending`.
+    """
+    rows = Snapshot.objects.filter(producer=producer, subject__in=subjects).order_by("-id")
+    if not claims:
+        return list(rows.values_list("id", "subject", "status", named=True))
+    taken = OutboxEntry.objects.filter(snapshot=OuterRef("pk")).exclude(status=OutboxEntry.Status.PENDING)
+    return list(rows.only("id", "producer", "subject", "status", "digest", "dump_id").annotate(claimed=Exists(taken)))
+
+
+def unchanged(older, prepared, digests):
+    """{subject: its latest snapshot} for each prepared snapshot that would add nothing to it."""
+    if not reads_committed():
+        return {}
+    latest = {}
+    for row in older:  # newest first
+        latest.setdefault(row.subject, row)
+    same = {}
+    for snapshot, rows_digest in zip(prepared, digests, strict=True):
+        row = latest.get(snapshot.subject)
+        if row is not None and row.status == Snapshot.Status.QUEUED and not row.claimed and row.digest == rows_digest:
+            same[snapshot.subject] = row
+    return same
+
+
+def reads_committed():
+    """Whether each statement reads what committed before it: SQLite (one writer), MySQL only at READ COMMITTED."""
+    return connection.vendor != "mysql" or getattr(connection, "isolation_level", None) == "read committed"
