@@ -25,11 +25,9 @@ object on stdout.
 """
 
 import argparse
-import gc
 import io
 import json
 import os
-import re
 import resource
 import shutil
 import statistics
@@ -55,6 +53,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench.transactions import StatementCounter, enroll_all, per_item  # noqa: E402
 from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier  # noqa: E402
 from clickhouse_outbox.clickhouse.schema import create_schema  # noqa: E402
@@ -347,66 +346,6 @@ def make_users(count):
     return list(user_model.objects.filter(username__startswith="bulk").select_related("profile").order_by("id"))
 
 
-def enroll_all(users, course_key, enroll):
-    """ONE transaction enrolling every user; times the whole, the commit, and the first and last tenth."""
-    gc.collect()
-    tenth = max(1, len(users) // 10)
-    marks = []
-    started = time.perf_counter()
-    with transaction.atomic():
-        for index, user in enumerate(users, start=1):
-            enroll(user, course_key)
-            if index % tenth == 0 or index == len(users):
-                marks.append((index, time.perf_counter()))
-        before_commit = time.perf_counter()
-    ended = time.perf_counter()
-    first_index, first_at = marks[0]
-    last_index, last_at = marks[-2] if len(marks) > 1 else (0, started)
-    return {
-        "ms": (ended - started) * 1000,
-        "commit_ms": round((ended - before_commit) * 1000, 3),
-        "first_tenth_ms_per_enrollment": round((first_at - started) * 1000 / first_index, 4),
-        "last_tenth_ms_per_enrollment": round((marks[-1][1] - last_at) * 1000 / (marks[-1][0] - last_index), 4),
-    }
-
-
-class StatementCounter:
-    """A connection.execute_wrapper counting statements (savepoints included) and their time, by verb and table."""
-
-    def __init__(self):
-        self.count = 0
-        self.kinds = {}
-        self.seconds = {}
-
-    def __call__(self, execute, sql, params, many, context):
-        self.count += 1
-        kind = statement_kind(sql)
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
-        started = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - started
-
-    def ms_per_item(self, items):
-        """Milliseconds in the database driver by kind, per item (the rest of the time is Python: the ORM, serializing)."""
-        ordered = sorted(self.seconds.items(), key=lambda item: -item[1])
-        return {kind: round(seconds * 1000 / items, 3) for kind, seconds in ordered if round(seconds * 1000 / items, 3)}
-
-
-def statement_kind(sql):
-    """ "SELECT student_courseenrollment", "SAVEPOINT"...: what a statement does, to what."""
-    verb = sql.split(None, 1)[0].upper()
-    table = re.search(r"""\b(?:FROM|INTO|UPDATE)\s+[`"]?(\w+)""", sql, re.IGNORECASE)
-    return f"{verb} {table.group(1)}" if table and verb != "RELEASE" else verb
-
-
-def per_item(kinds, items):
-    """Statements by kind, per item (most first; those of the transaction itself, under 0.01 an item, left out)."""
-    ordered = sorted(kinds.items(), key=lambda item: -item[1])
-    return {kind: round(count / items, 2) for kind, count in ordered if round(count / items, 2)}
-
-
 def count_statements(users, course_key, enroll):
     counter = StatementCounter()
     started = time.perf_counter()
@@ -438,10 +377,10 @@ def bulk_enroll(args):
     # The platform's own part: the same transaction with the producer off (its receiver returns at
     # once), after an untimed tenth as a warm-up (fresh tables, first statements of the process).
     set_enrollments_on(False)
-    enroll_all(users[:max(1, len(users) // 10)], f"course-v1:BenchX+Warm{run}+R1", enroll)
-    platform = enroll_all(users, f"course-v1:BenchX+Base{run}+R1", enroll)
+    enroll_all(users[:max(1, len(users) // 10)], f"course-v1:BenchX+Warm{run}+R1", enroll, transaction.atomic)
+    platform = enroll_all(users, f"course-v1:BenchX+Base{run}+R1", enroll, transaction.atomic)
     set_enrollments_on(True)
-    ours = enroll_all(users, f"course-v1:BenchX+Bulk{run}+R1", enroll)
+    ours = enroll_all(users, f"course-v1:BenchX+Bulk{run}+R1", enroll, transaction.atomic)
     rss_after_transaction = peak_rss_mb()
     snapshots = Snapshot.objects.filter(producer="course_enrollment").count()
 

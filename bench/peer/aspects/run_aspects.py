@@ -47,7 +47,6 @@ import gc
 import json
 import logging
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -60,6 +59,9 @@ from urllib.parse import unquote, urlsplit
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent.parent
 STANDINS = HERE / "standins"
+sys.path.insert(0, str(REPO / "bench"))  # bench/transactions.py, the standard library only
+
+from transactions import StatementCounter, enroll_all, per_item  # noqa: E402
 TABLE = "course_enrollment"
 RECEIVER_UID = "platform_plugin_aspects.signals.receive_course_enrollment_changed"
 
@@ -303,69 +305,6 @@ def enroll(user, course_key, mode="audit"):
     return enrollment
 
 
-def enroll_all(users, course_key):
-    """ONE transaction enrolling every user; times the whole, the commit (with its on_commit callbacks) and tenths."""
-    from django.db import transaction
-
-    gc.collect()
-    tenth = max(1, len(users) // 10)
-    marks = []
-    started = time.perf_counter()
-    with transaction.atomic():
-        for index, user in enumerate(users, start=1):
-            enroll(user, course_key)
-            if index % tenth == 0 or index == len(users):
-                marks.append((index, time.perf_counter()))
-        before_commit = time.perf_counter()
-    ended = time.perf_counter()
-    first_index, first_at = marks[0]
-    last_index, last_at = marks[-2] if len(marks) > 1 else (0, started)
-    return {
-        "ms": (ended - started) * 1000,
-        "loop_ms": (before_commit - started) * 1000,
-        "commit_ms": (ended - before_commit) * 1000,
-        "first_tenth_ms_per_enrollment": round((first_at - started) * 1000 / first_index, 4),
-        "last_tenth_ms_per_enrollment": round((marks[-1][1] - last_at) * 1000 / (marks[-1][0] - last_index), 4),
-    }
-
-
-class StatementCounter:
-    """A connection.execute_wrapper counting statements (savepoints included) and their time, by verb and table."""
-
-    def __init__(self):
-        self.count = 0
-        self.kinds = {}
-        self.seconds = {}
-
-    def __call__(self, execute, sql, params, many, context):
-        self.count += 1
-        kind = statement_kind(sql)
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
-        started = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - started
-
-    def ms_per_item(self, items):
-        """Milliseconds in the database driver by kind, per item (the rest of the time is Python: the ORM, serializing)."""
-        ordered = sorted(self.seconds.items(), key=lambda item: -item[1])
-        return {kind: round(seconds * 1000 / items, 3) for kind, seconds in ordered if round(seconds * 1000 / items, 3)}
-
-
-def statement_kind(sql):
-    """ "SELECT student_courseenrollment", "SAVEPOINT"...: what a statement does, to what."""
-    verb = sql.split(None, 1)[0].upper()
-    table = re.search(r"""\b(?:FROM|INTO|UPDATE)\s+[`"]?(\w+)""", sql, re.IGNORECASE)
-    return f"{verb} {table.group(1)}" if table and verb != "RELEASE" else verb
-
-
-def per_item(kinds, items):
-    """Statements by kind, per item (most first; those of the transaction itself, under 0.01 an item, left out)."""
-    ordered = sorted(kinds.items(), key=lambda item: -item[1])
-    return {kind: round(count / items, 2) for kind, count in ordered if round(count / items, 2)}
-
-
 def count_statements(work):
     from django.db import connection
 
@@ -455,7 +394,7 @@ def main(argv=None):
 
 
 def measure(args, app, broker, clickhouse):
-    from django.db import connection
+    from django.db import connection, transaction
 
     prepare_database()
     users = make_users(args.enrollments)
@@ -464,10 +403,10 @@ def measure(args, app, broker, clickhouse):
     n = len(users)
 
     # Before the peer's receiver is connected: an untimed tenth as a warm-up, then the platform's own part.
-    enroll_all(users[:max(1, n // 10)], f"course-v1:BenchX+Warm{run}+R1")
-    platform = enroll_all(users, f"course-v1:BenchX+Base{run}+R1")
+    enroll_all(users[:max(1, n // 10)], f"course-v1:BenchX+Warm{run}+R1", enroll, transaction.atomic)
+    platform = enroll_all(users, f"course-v1:BenchX+Base{run}+R1", enroll, transaction.atomic)
     connect_peer()
-    peer = enroll_all(users, f"course-v1:BenchX+Bulk{run}+R1")
+    peer = enroll_all(users, f"course-v1:BenchX+Bulk{run}+R1", enroll, transaction.atomic)
     rss_after_transaction = peak_rss_mb()
     published = broker.llen(queue)
     assert published == n, (published, n)
