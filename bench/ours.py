@@ -53,7 +53,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from bench.transactions import StatementCounter, enroll_all, per_item  # noqa: E402
+from bench.transactions import StatementCounter, enroll_all, figures  # noqa: E402
 from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier  # noqa: E402
 from clickhouse_outbox.clickhouse.schema import create_schema  # noqa: E402
@@ -404,26 +404,7 @@ def bulk_enroll(args):
     n = len(users)
     return {
         "enrollments": n, "snapshot_at": args.snapshot_at, "database": connection.vendor,
-        "samples_ms": [round(ours["ms"], 3)],
-        "ms": round(ours["ms"], 3),
-        "ms_per_enrollment": round(ours["ms"] / n, 4),
-        "commit_ms": ours["commit_ms"],
-        "first_tenth_ms_per_enrollment": ours["first_tenth_ms_per_enrollment"],
-        "last_tenth_ms_per_enrollment": ours["last_tenth_ms_per_enrollment"],
-        "platform_ms": round(platform["ms"], 3),
-        "platform_ms_per_enrollment": round(platform["ms"] / n, 4),
-        "own_ms_per_enrollment": round((ours["ms"] - platform["ms"]) / n, 4),
-        "statements_counted_over": len(counted),
-        "statements_per_enrollment": round(statements.count / len(counted), 2),
-        "platform_statements_per_enrollment": round(platform_statements.count / len(counted), 2),
-        "own_statements_per_enrollment": round((statements.count - platform_statements.count) / len(counted), 2),
-        "statements_by_kind": per_item(statements.kinds, len(counted)),
-        "platform_statements_by_kind": per_item(platform_statements.kinds, len(counted)),
-        # In the counted passes: the time in the database driver by kind, and each pass's whole time.
-        "statement_ms_by_kind": statements.ms_per_item(len(counted)),
-        "counted_ms_per_enrollment": round(statements.total_seconds * 1000 / len(counted), 4),
-        "platform_statement_ms_by_kind": platform_statements.ms_per_item(len(counted)),
-        "platform_counted_ms_per_enrollment": round(platform_statements.total_seconds * 1000 / len(counted), 4),
+        **figures(n, ours, platform, statements, platform_statements, counted),
         "snapshots_queued": snapshots,
         "drain_seconds": round(drain_seconds, 3),
         "drain_rows": delivered,

@@ -71,3 +71,35 @@ def per_item(kinds, items):
     """Statements by kind, per item (most first; those of the transaction itself, under 0.01 an item, left out)."""
     ordered = sorted(kinds.items(), key=lambda item: -item[1])
     return {kind: round(count / items, 2) for kind, count in ordered if round(count / items, 2)}
+
+
+def figures(n, measured, platform, statements, platform_statements, counted):
+    """
+    The figures both sides report of a bulk enroll: `measured` and `platform` are
+    `enroll_all`'s (with the sink, and the platform's own part alone) over `n` users;
+    `statements` and `platform_statements` the counters of the `counted` enrollments.
+    """
+    items = len(counted)
+    return {
+        "samples_ms": [round(measured["ms"], 3)],
+        "ms": round(measured["ms"], 3),
+        "ms_per_enrollment": round(measured["ms"] / n, 4),
+        "loop_ms": measured["loop_ms"],
+        "commit_ms": measured["commit_ms"],
+        "first_tenth_ms_per_enrollment": measured["first_tenth_ms_per_enrollment"],
+        "last_tenth_ms_per_enrollment": measured["last_tenth_ms_per_enrollment"],
+        "platform_ms": round(platform["ms"], 3),
+        "platform_ms_per_enrollment": round(platform["ms"] / n, 4),
+        "own_ms_per_enrollment": round((measured["ms"] - platform["ms"]) / n, 4),
+        "statements_counted_over": items,
+        "statements_per_enrollment": round(statements.count / items, 2),
+        "platform_statements_per_enrollment": round(platform_statements.count / items, 2),
+        "own_statements_per_enrollment": round((statements.count - platform_statements.count) / items, 2),
+        "statements_by_kind": per_item(statements.kinds, items),
+        "platform_statements_by_kind": per_item(platform_statements.kinds, items),
+        # In the counted passes: the time in the database driver by kind, and each pass's whole time.
+        "statement_ms_by_kind": statements.ms_per_item(items),
+        "counted_ms_per_enrollment": round(statements.total_seconds * 1000 / items, 4),
+        "platform_statement_ms_by_kind": platform_statements.ms_per_item(items),
+        "platform_counted_ms_per_enrollment": round(platform_statements.total_seconds * 1000 / items, 4),
+    }

@@ -61,7 +61,7 @@ REPO = HERE.parent.parent.parent
 STANDINS = HERE / "standins"
 sys.path.insert(0, str(REPO / "bench"))  # bench/transactions.py, the standard library only
 
-from transactions import StatementCounter, enroll_all, per_item  # noqa: E402
+from transactions import StatementCounter, enroll_all, figures, per_item  # noqa: E402
 TABLE = "course_enrollment"
 RECEIVER_UID = "platform_plugin_aspects.signals.receive_course_enrollment_changed"
 
@@ -428,28 +428,8 @@ def measure(args, app, broker, clickhouse):
         "peer": "platform-plugin-aspects 2.1.0",
         "database": connection.vendor,
         "enrollments": n,
-        "samples_ms": [round(peer["ms"], 3)],
-        "ms": round(peer["ms"], 3),
-        "ms_per_enrollment": round(peer["ms"] / n, 4),
-        "loop_ms": round(peer["loop_ms"], 3),
-        "commit_ms": round(peer["commit_ms"], 3),
+        **figures(n, peer, platform, statements, platform_statements, counted),
         "commit_ms_per_enrollment": round((peer["commit_ms"] - platform["commit_ms"]) / n, 4),
-        "first_tenth_ms_per_enrollment": peer["first_tenth_ms_per_enrollment"],
-        "last_tenth_ms_per_enrollment": peer["last_tenth_ms_per_enrollment"],
-        "platform_ms": round(platform["ms"], 3),
-        "platform_ms_per_enrollment": round(platform["ms"] / n, 4),
-        "own_ms_per_enrollment": round((peer["ms"] - platform["ms"]) / n, 4),
-        "statements_counted_over": len(counted),
-        "statements_per_enrollment": round(statements.count / len(counted), 2),
-        "platform_statements_per_enrollment": round(platform_statements.count / len(counted), 2),
-        "own_statements_per_enrollment": round((statements.count - platform_statements.count) / len(counted), 2),
-        "statements_by_kind": per_item(statements.kinds, len(counted)),
-        "platform_statements_by_kind": per_item(platform_statements.kinds, len(counted)),
-        # In the counted passes: the time in the database driver by kind, and each pass's whole time.
-        "statement_ms_by_kind": statements.ms_per_item(len(counted)),
-        "counted_ms_per_enrollment": round(statements.total_seconds * 1000 / len(counted), 4),
-        "platform_statement_ms_by_kind": platform_statements.ms_per_item(len(counted)),
-        "platform_counted_ms_per_enrollment": round(platform_statements.total_seconds * 1000 / len(counted), 4),
         "messages_published": published,
         "tasks": len(task_samples),
         "task_samples_ms": [round(sample, 3) for sample in task_samples],
