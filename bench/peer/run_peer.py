@@ -51,6 +51,9 @@ from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "bench"))  # bench/clickhouse_http.py
+
+from clickhouse_http import ClickHouse  # noqa: E402
 STANDINS = HERE / "standins"
 
 TABLES = ("course_overviews", "course_blocks", "course_relationships")
@@ -100,29 +103,8 @@ def parse_args(argv=None):
 # -- ClickHouse, outside the timed part ----------------------------------------------------
 
 
-class ClickHouse:
-    def __init__(self, url, user, password, timeout=60):
-        import requests
-
-        self.session = requests.Session()
-        self.url = url
-        self.auth = (user, password)
-        self.timeout = timeout
-
-    def query(self, sql):
-        response = self.session.post(self.url, data=sql.encode(), auth=self.auth, timeout=self.timeout)
-        if response.status_code != 200:
-            raise RuntimeError(f"ClickHouse: {response.status_code} {response.text.strip()[:500]}")
-        return response.text
-
-    def count(self, database, table):
-        exists = self.query(f"EXISTS TABLE `{database}`.`{table}`").strip()
-        if exists != "1":
-            return None
-        return int(self.query(f"SELECT count() FROM `{database}`.`{table}`").strip())
-
-    def counts(self, database):
-        return {table: self.count(database, table) for table in TABLES}
+def counts(clickhouse, database):
+    return {table: clickhouse.count(database, table) for table in TABLES}
 
 
 def create_schema(args, clickhouse):
@@ -244,7 +226,7 @@ def main(argv=None):
     else:
         work = run_full_dump
 
-    before = clickhouse.counts(args.database)
+    before = counts(clickhouse, args.database)
     rss_before = peak_rss_mb()
     samples, error, runs = [], None, 0
     with contextlib.redirect_stdout(sys.stderr):
@@ -263,7 +245,7 @@ def main(argv=None):
                 samples.append(round(elapsed_ms, 2))
     peak = peak_rss_mb()
 
-    after = clickhouse.counts(args.database)
+    after = counts(clickhouse, args.database)
     rows_written = {table: (after[table] or 0) - (before[table] or 0) for table in TABLES}
     # Rows the peer should have written for the runs it completed (a failed run may have
     # written part of its rows; it is counted as expected in full so the gap shows).

@@ -59,7 +59,9 @@ from urllib.parse import unquote, urlsplit
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent.parent
 STANDINS = HERE / "standins"
-sys.path.insert(0, str(REPO / "bench"))  # bench/transactions.py, the standard library only
+sys.path.insert(0, str(REPO / "bench"))  # bench/transactions.py and clickhouse_http.py
+
+from clickhouse_http import ClickHouse  # noqa: E402
 
 from transactions import StatementCounter, enroll_all, figures, per_item  # noqa: E402
 TABLE = "course_enrollment"
@@ -104,27 +106,6 @@ def parse_args(argv=None):
 
 
 # -- ClickHouse and Redis, outside the timed parts -----------------------------------------
-
-
-class ClickHouse:
-    def __init__(self, url, user, password, timeout=60):
-        import requests
-
-        self.session = requests.Session()
-        self.url = url
-        self.auth = (user, password)
-        self.timeout = timeout
-
-    def query(self, sql):
-        response = self.session.post(self.url, data=sql.encode(), auth=self.auth, timeout=self.timeout)
-        if response.status_code != 200:
-            raise RuntimeError(f"ClickHouse: {response.status_code} {response.text.strip()[:500]}")
-        return response.text
-
-    def count(self, database):
-        if self.query(f"EXISTS TABLE `{database}`.`{TABLE}`").strip() != "1":
-            return None
-        return int(self.query(f"SELECT count() FROM `{database}`.`{TABLE}`").strip())
 
 
 def create_schema(args, clickhouse):
@@ -412,10 +393,10 @@ def measure(args, app, broker, clickhouse):
     assert published == n, (published, n)
 
     messages = queued_messages(broker, queue, args.tasks + args.count_tasks)
-    before = clickhouse.count(args.database) or 0
+    before = clickhouse.count(args.database, TABLE) or 0
     gc.collect()
     task_samples = run_tasks(app, messages[:args.tasks])
-    written = (clickhouse.count(args.database) or 0) - before
+    written = (clickhouse.count(args.database, TABLE) or 0) - before
     task_statements = count_statements(lambda: run_tasks(app, messages[args.tasks:]))
 
     counted = users[:args.count_enrollments]
