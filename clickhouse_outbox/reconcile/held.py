@@ -26,17 +26,9 @@ def held_rows(backend, table, dump_ids, subject_column=None, subjects=()):
     distinct = f"uniqExact({', '.join(map(quote_identifier, table.row_key))})" if table.row_key else "1"
     where = f"dump_id IN ({', '.join(quote_string(dump_id) for dump_id in dump_ids)})"
     if subject_column and subjects:
-        numeric = column_type(table, subject_column).startswith(("Int", "UInt"))
-        values = ", ".join(sql_literal(int(subject) if numeric else str(subject)) for subject in subjects)
-        where = f"{quote_identifier(subject_column)} IN ({values}) AND {where}"
-    sql = (f"SELECT toString(dump_id) AS dump_id, count() AS n, {distinct} AS k "
-           f"FROM {qualified_name(backend.database, table.name)} WHERE {where} GROUP BY dump_id")
-    try:
-        rows = backend.query(sql)
-    except ClickHouseError as exc:
-        if getattr(exc, "code", None) in MISSING_TABLE_CODES:
-            raise TableMissing(f"{qualified_name(backend.database, table.name)} does not exist") from exc
-        raise
+        where = f"{subjects_in(table, subject_column, subjects)} AND {where}"
+    rows = query(backend, table, f"SELECT toString(dump_id) AS dump_id, count() AS n, {distinct} AS k "
+                                 f"FROM {qualified_name(backend.database, table.name)} WHERE {where} GROUP BY dump_id")
     return {row["dump_id"]: (int(row["n"]), int(row["k"])) for row in rows}
 
 
@@ -44,18 +36,31 @@ def rows_by_subject(backend, table, subject_column, subjects):
     """{subject: rows} `backend` holds in `table` for `subjects`, whatever their dump_id (rows from before the outbox)."""
     if not subjects:
         return {}
-    numeric = column_type(table, subject_column).startswith(("Int", "UInt"))
-    values = ", ".join(sql_literal(int(subject) if numeric else str(subject)) for subject in subjects)
     column = quote_identifier(subject_column)
-    sql = (f"SELECT toString({column}) AS s, count() AS n FROM {qualified_name(backend.database, table.name)} "
-           f"WHERE {column} IN ({values}) GROUP BY s")
     try:
-        rows = backend.query(sql)
+        rows = query(backend, table, f"SELECT toString({column}) AS s, count() AS n "
+                                     f"FROM {qualified_name(backend.database, table.name)} "
+                                     f"WHERE {subjects_in(table, subject_column, subjects)} GROUP BY s")
+    except TableMissing:
+        return {}
+    return {row["s"]: int(row["n"]) for row in rows}
+
+
+def subjects_in(table, column, subjects):
+    """`column IN (…)` of `subjects`, as numbers where the column holds numbers (a user id)."""
+    numeric = column_type(table, column).startswith(("Int", "UInt"))
+    values = ", ".join(sql_literal(int(subject) if numeric else str(subject)) for subject in subjects)
+    return f"{quote_identifier(column)} IN ({values})"
+
+
+def query(backend, table, sql):
+    """The rows of `sql` on `table`; TableMissing where the table (or its database) is not there."""
+    try:
+        return backend.query(sql)
     except ClickHouseError as exc:
         if getattr(exc, "code", None) in MISSING_TABLE_CODES:
-            return {}
+            raise TableMissing(f"{qualified_name(backend.database, table.name)} does not exist") from exc
         raise
-    return {row["s"]: int(row["n"]) for row in rows}
 
 
 def column_type(table, name):
