@@ -52,6 +52,8 @@ def backend_config():
     (not the default `url` when the setting lists replicas in `urls`).
     """
     configured = getattr(settings, "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG", None) or {}
+    if not isinstance(configured, dict):
+        return configured  # config.parse says what to write instead
     config = dict(DEFAULT_BACKEND_CONFIG)
     if configured.get("urls") is not None:
         del config["url"]  # the default url would disagree with the replicas the deployment lists

@@ -91,6 +91,14 @@ def test_the_checks_and_the_backend_agree(settings, changes):
         assert error.hint
 
 
+@pytest.mark.parametrize("setting", ["http://clickhouse:8123", ["http://clickhouse:8123"], 8123])
+def test_a_setting_that_is_not_a_dict_is_an_error(settings, setting):
+    (error,) = check_messages(settings, setting)
+    assert error.id == "clickhouse_outbox.E006" and "must be a dict" in error.msg
+    with pytest.raises(ImproperlyConfigured, match="must be a dict"):
+        build_backend(setting)
+
+
 @pytest.mark.parametrize("url", [
     "http://[::1", "http://[::1]x", "http://host:65536", "http://host:0", "http://host:port", "http://:8123",
     "http://host name:8123", "http://[::1]]:8123", "https://[:::]",
