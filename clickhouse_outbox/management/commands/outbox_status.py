@@ -17,9 +17,11 @@ class Command(BaseCommand):
     help = (
         "Show the outbox's health: rows per table that are pending, being sent, waiting to retry or failed, "
         "and the same for deletes (retired users, deleted tags); the age of the oldest unsent row; the last "
-        "successful send; subjects that could not be read; the producers that are on; a dump job under way. --json prints the same as one JSON object. Exit status: 0 healthy; 1 failed batches "
-        "or courses that could not be read exist, or a batch waits to retry after an error (for as long as "
-        "that lasts); 2 the oldest unsent row is older than --max-age (takes precedence over 1)."
+        "successful send; subjects that could not be read; the producers that are on; what the last verification "
+        "found; a dump job under way. --json prints the same as one JSON object. Exit status: 0 healthy; 1 failed "
+        "batches or subjects that could not be read exist, a batch waits to retry after an error, or the last "
+        "verification found subjects that differ in ClickHouse and were not repaired since (for as long as that "
+        "lasts); 2 the oldest unsent row is older than --max-age (takes precedence over 1)."
     )
 
     def add_arguments(self, parser):
