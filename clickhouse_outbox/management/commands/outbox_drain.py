@@ -9,11 +9,12 @@ a drain that sent everything exits 0 whatever the last verification found.
 
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.management.options import positive_int, positive_seconds
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.purge import purge_if_due
 from clickhouse_outbox.outbox.status import FAILURES, HEALTHY, STALE, outbox_status
@@ -32,7 +33,7 @@ EXIT_STATUS = {
 }
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Send pending outbox rows to ClickHouse in batches. --once (the default) sends what is due and exits, "
         "for cron; --until-empty waits out retries until nothing is left or --timeout passes; --loop runs "

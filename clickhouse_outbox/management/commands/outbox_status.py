@@ -4,16 +4,17 @@ manage.py outbox_status: the outbox's health for people, cron and probes.
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.dumps.jobs import progress_line
 from clickhouse_outbox.management.options import positive_seconds
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.outbox.status import ROW_STATES, outbox_status
 from clickhouse_outbox.text import format_age, plural
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Show the outbox's health: rows per table that are pending, being sent, waiting to retry or failed, "
         "and the same for deletes (retired users, deleted tags); the age of the oldest unsent row; the last "
