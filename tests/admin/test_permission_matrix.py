@@ -1,9 +1,10 @@
 """
 Who may do what in the outbox's admin, as one matrix: every list and page, the custom
-views (start, verify, cancel), and every action posted to every list it belongs to, for
-an anonymous visitor, an active user who is not staff (holding every permission), and
-staff holding none of the plugin's permissions, the view ones, each one alone, each
-action's with the view ones, all of them, or being a superuser.
+views (start, verify with and without repair, cancel), and every action posted to every
+list it belongs to, for an anonymous visitor, an active user who is not staff and inactive
+staff (both holding every permission), and staff holding none of the plugin's permissions,
+the view ones, each one alone, each action's with the view ones, verify and dump together,
+Django's add/change/delete ones, all of them, or being a superuser.
 
 What each cell needs is declared once (the tables below); the answer and the effect every
 user must get follow from them by the rules of Django's admin (`expected`), not from the
@@ -218,9 +219,10 @@ def world(add_course, publish):
 
 
 def state():
+    snapshots = Snapshot.objects.values_list("id", "status", "reason")
     return {
-        "snapshots": dict(Snapshot.objects.values_list("id", "status")),
-        "admin snapshots": set(Snapshot.objects.filter(reason="admin").values_list("id", flat=True)),
+        "snapshots": {pk: status for pk, status, _ in snapshots},
+        "admin snapshots": {pk for pk, _, reason in snapshots if reason == "admin"},
         "batches": dict(Batch.objects.values_list("id", "status")),
         "jobs": {row[0]: row[1:] for row in DumpJob.objects.values_list("id", "status", "action", "repair", "origin")},
         "history": LogEntry.objects.count(),
