@@ -1,16 +1,21 @@
 """
-`make bench`: this project and its peer, side by side, in one run on this machine.
+`make bench`: this project and its peers, side by side, in one run on this machine.
 
 Runs each scenario of bench/ours.py on SQLite, MariaDB and PostgreSQL, and the peer's
 where it has one, alternating ours and the peer's round by round, against the ClickHouse
 test server over HTTP. The peer of the course scenarios is openedx-event-sink-clickhouse
-1.1.1 (bench/peer/); the peer of bulk_enroll is platform-plugin-aspects 2.1.0
-(bench/peer/aspects/), on the same database server as ours, with the real Redis as its
-celery broker. Writes bench/results.json and prints a table: median, min-max, peak RSS, and
-the ratio to the peer.
+1.1.1 (bench/peer/); platform-plugin-aspects 2.1.0 (bench/peer/aspects/) is the peer of
+bulk_enroll (with the real Redis as its celery broker) and backfill, and the second peer of
+publish_1k and publish_10k, on the same database server as ours. Writes bench/results.json
+and prints a table: median, min-max, peak RSS, and the ratio to the peer. Issue 19's
+scenarios: capture (statements per learner change), backfill (a site of --sizes users made
+before install: the floor, ours, the peer's dump_data_to_clickhouse, the operators'
+surfaces) and verify_learners (outbox_verify over it); bench/README.rst says what each
+figure means.
 
     python bench/run.py [--quick] [--only publish_1k,drain ...] [--databases sqlite,mysql,postgresql] [--merge]
-    python bench/run.py --rst
+                        [--sizes 10000,50000] [--output PATH]
+    python bench/run.py --rst     the README's tables: issue 19's goals, then every scenario
 
 Speed is measured here, never asserted in a test.
 """
@@ -102,7 +107,7 @@ SCENARIOS = {
     "backfill": ("backfill, {users:,} users (profile + external id) and {enrollments:,} enrollments made "
                  "before install, until ClickHouse holds every row", None, ["--scenario", "backfill"],
                  {"sizes": [100_000, 1_000_000], "dump_data_max_users": 100_000, "surface_timeout": 900},
-                 {"sizes": [10_000, 50_000], "dump_data_max_users": 10_000, "surface_timeout": 120}),
+                 {"sizes": [10_000, 50_000], "dump_data_max_users": 0, "surface_timeout": 120}),
     "verify_learners": ("outbox_verify --producer {producer} over the backfilled site, {subjects:,} subjects",
                         None, None, {"sizes": [100_000, 1_000_000], "verify_max_users": 100_000},
                         {"sizes": [10_000, 50_000], "verify_max_users": 10_000}),
@@ -384,15 +389,17 @@ def measure_learners(names, quick, databases, server, options):
                     via = run_json([*OURS, "learners_backfill", *n, "--via", "dump_data"], env)
                     rows.append(backfill_row(f"backfill_dump_data_{users}", f"{label}, via dump_data_to_clickhouse "
                                              "--object (each model)", database, users, via, floor, generated))
-                if backfill:
-                    progress(f"{database}, {users:,} users: the peer's dump_data_to_clickhouse")
-                    # Its 5 s HTTP timeout raised to 60 s: a 10,000-row INSERT on a busy machine is not cut off.
-                    peer = aspects_run([*SCENARIOS["backfill"][2], *n, "--bool-as-string", "--timeout-secs", "60",
-                                        "--drop-learners"], server, database)
-                    add_backfill_peer(next(r for r in rows if r["scenario"] == f"backfill_{users}"
-                                           and r["database"] == database), peer)
             finally:
+                # Ours' learners, outbox and ClickHouse database gone before the peer runs: no merge
+                # of our parts left running on the server while it is timed.
                 run_json([*OURS, "learners_drop"], env)
+            if backfill:
+                progress(f"{database}, {users:,} users: the peer's dump_data_to_clickhouse")
+                # Its 5 s HTTP timeout raised to 60 s: a 10,000-row INSERT on a busy machine is not cut off.
+                peer = aspects_run([*SCENARIOS["backfill"][2], *n, "--bool-as-string", "--timeout-secs", "60",
+                                    "--drop-learners"], server, database)
+                add_backfill_peer(next(r for r in rows if r["scenario"] == f"backfill_{users}"
+                                       and r["database"] == database), peer)
     return rows
 
 
@@ -599,6 +606,7 @@ def rst_table(results):
             text = f"{ours['median']:,.0f} ms" if ours["median"] >= 100 else f"{ours['median']:,.1f} ms"
         figures = r.get("per_enrollment")
         if "floor" in r:
+            text += incomplete_text(r)
             text += (f", {r['ours_detail']['rows_per_second']:,} rows/s, {r['ours_peak_rss_mb']:,.0f} MB "
                      f"(floor {seconds_text(r['floor']['seconds'])}: {r['ours_over_floor']:.1f}×")
             if "peer" in r:
@@ -610,9 +618,11 @@ def rst_table(results):
         elif "subjects_per_second" in r:
             text += f" ({r['subjects_per_second']:,} subjects/s)"
         elif figures:
-            text += f": {figures['ours_ms']:.2f} ms, {figures['ours_statements']:g} statements per enrollment"
+            text += (f": {figures['ours_ms']:.2f} ms, {figures['ours_statements']:g} statements per enrollment, "
+                     f"{figures['ours_ms'] / figures['ours_platform_ms']:.2f}× the platform's own part")
             if "peer" in r:
                 text += (f" (peer {figures['peer_ms']:.2f} ms, {figures['peer_statements']:g} statements, "
+                         f"{figures['peer_ms'] / figures['peer_platform_ms']:.2f}× the platform's; "
                          f"{r['peer_over_ours']:.1f}×)")
         elif "peer_task_ms" in r:
             text += (f" (peer {r['peer']['median']:,.0f} rows/s: {r['peer_task_ms']['median']:,.1f} ms a task, "
@@ -631,6 +641,18 @@ def rst_table(results):
         lines.append(f"   * - {what}")
         lines += [f"     - {cell(cells.get(db))}" for db in databases]
     return "\n".join(lines)
+
+
+def incomplete_text(r):
+    """' (NOT complete: ...)' when a side of a backfill row left rows missing or duplicated in ClickHouse."""
+    found = []
+    for side in ("ours_detail", "floor", "peer_detail"):
+        held = (r.get(side) or {}).get("held") or {}
+        missing = sum(table["missing"] for table in held.values())
+        duplicated = sum(table["duplicated"] for table in held.values())
+        if missing or duplicated:
+            found.append(f"{side.removesuffix('_detail')}: {missing:,} rows missing, {duplicated:,} duplicated")
+    return f" (NOT complete: {'; '.join(found)})" if found else ""
 
 
 def seconds_text(seconds):
@@ -677,7 +699,9 @@ def goals_table(results):
         what = next(iter(by.get(name, {}).values()), {}).get("what", "").split(" in one")[0].replace("bulk enroll, ", "")
         add(f"1. Bulk enroll of {what} in one transaction (SNAPSHOT_AT={mode}): with the plugin ÷ the platform's "
             "own part", "≤ 1.5× (no worse than the peer's)", cells)
-    add("1. Deferred mode: the drain fills the requests of that bulk enroll", "≥ 20,000 rows/s",
+    deferred = next(iter(by.get("bulk_enroll_deferred", {}).values()), {}).get("what", "")
+    deferred = deferred.removeprefix("bulk enroll, ").split(" in one")[0]
+    add(f"1. Deferred mode: the drain fills the requests of that bulk enroll ({deferred})", "≥ 20,000 rows/s",
         {db: f"{r['ours']['median']:,.0f} rows/s" for db, r in by.get("bulk_enroll_deferred_drain", {}).items()})
     sizes = sorted({r["users"] for r in rows if r.get("group") == "backfill" and "users" in r})
     for users in sizes:
@@ -688,7 +712,7 @@ def goals_table(results):
                 text += f": {r['ours_over_floor']:.1f}× the floor ({seconds_text(r['floor']['seconds'])})"
             if "peer" in r:
                 text += f"; peer {seconds_text(r['peer']['median'])}: {r['peer_over_ours']:.2f}×"
-            cells[db] = text
+            cells[db] = text + incomplete_text(r)
         add(f"2. Backfill of {users:,} users (profile + external id) and {3 * users:,} enrollments, until ClickHouse "
             "holds every row: ours ÷ the floor; the peer ÷ ours", "≤ 3× the floor; the peer ≥ 5×", cells)
     if sizes:
@@ -705,8 +729,10 @@ def goals_table(results):
                 "searched), one subject's page and outbox_status",
                 "< 1 s each", {db: f"{seconds_text(r['ours']['median'] / 1000)} ({r['slowest']})"
                                for db, r in by.get(f"surfaces_{users}", {}).items()})
-    verified = sorted({(r["scenario"].rsplit("_", 1)[0], r["users"]) for r in rows if r.get("group") == "verify_learners"})
-    for name, users in verified:
+    verified = sorted({(r["users"], r["scenario"].rsplit("_", 1)[0]) for r in rows if r.get("group") == "verify_learners"},
+                      key=lambda found: (found[0], [f"verify_learners_{p}" for p in VERIFIED_PRODUCERS].index(found[1])
+                                         if found[1] in [f"verify_learners_{p}" for p in VERIFIED_PRODUCERS] else 9))
+    for users, name in verified:
         producer = name.removeprefix("verify_learners_")
         add(f"3. outbox_verify --producer {producer} after the backfill of {users:,} users", "minutes for 1,000,000",
             {db: f"{seconds_text(r['ours']['median'])}, {r['subjects_per_second']:,}/s "
@@ -794,7 +820,7 @@ def main():
                         help="verify_learners: only at sizes up to N users (default: 100000; --quick 10000)")
     parser.add_argument("--dump-data-max-users", type=int, default=None, metavar="N",
                         help="backfill: ours via dump_data_to_clickhouse too, at sizes up to N users (default: "
-                             "100000; --quick 10000; 0: never)")
+                             "100000; --quick 0: never)")
     parser.add_argument("--surface-timeout", type=int, default=None, metavar="SECONDS",
                         help="backfill: a surface not answered in SECONDS is reported as such (default: 900; "
                              "--quick 120)")
