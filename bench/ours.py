@@ -22,6 +22,8 @@ object on stdout.
     verify       a healthy site: --courses generated courses of --blocks blocks dumped and
                  delivered (untimed), then `outbox_verify --producer course_structure` over
                  all of them, timed, with its ClickHouse queries and database statements counted
+    learners_*, capture
+                 issue 19's learner scenarios: bench/ours_learners.py (its docstring)
 """
 
 import argparse
