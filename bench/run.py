@@ -415,7 +415,8 @@ def backfill_row(name, what, database, users, ours, floor, generated):
         "ours": stats([ours["seconds"]]), "ours_peak_rss_mb": ours["peak_rss_mb"],
         "ours_detail": {**backfill_detail(ours), "via": ours["via"], "queue_seconds": ours["queue_seconds"],
                         "drain_seconds": ours["drain_seconds"], "peak_rss_mb_by_step": ours["peak_rss_mb_by_step"],
-                        "failed_steps": ours["failed_steps"], "snapshots": ours["snapshots"]},
+                        "failed_steps": ours["failed_steps"], "snapshots": ours["snapshots"],
+                        "startup_seconds_each": ours.get("startup_seconds_each")},
         "generated": generated,
     }
     if floor is not None:
@@ -543,7 +544,8 @@ def detail_lines(r):
     if "floor" in r:
         floor, ours = r["floor"], r["ours_detail"]
         lines.append(f"ours {ours['rows_per_second']:,} rows/s, {ours['us_per_row']} us a row, {ours['peak_rss_mb']} MB "
-                     f"(queue {ours['queue_seconds']} s, drain {ours['drain_seconds']} s); floor {floor['seconds']} s, "
+                     f"(queue {ours['queue_seconds']} s, drain {ours['drain_seconds']} s; a process starts in "
+                     f"{ours.get('startup_seconds_each')} s); floor {floor['seconds']} s, "
                      f"{floor['rows_per_second']:,} rows/s, {floor['peak_rss_mb']} MB: ours is {r['ours_over_floor']}x "
                      "the floor")
         for side, detail in (("ours", ours), ("floor", floor), ("peer", r.get("peer_detail"))):
