@@ -22,6 +22,8 @@ object on stdout.
     verify       a healthy site: --courses generated courses of --blocks blocks dumped and
                  delivered (untimed), then `outbox_verify --producer course_structure` over
                  all of them, timed, with its ClickHouse queries and database statements counted
+    learners_*, capture
+                 issue 19's learner scenarios: bench/ours_learners.py (its docstring)
 """
 
 import argparse
@@ -53,6 +55,8 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench import learners, ours_learners  # noqa: E402
+from bench.ours_learners import empty_outbox  # noqa: E402
 from bench.transactions import StatementCounter, enroll_all, figures  # noqa: E402
 from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier  # noqa: E402
@@ -66,7 +70,7 @@ from clickhouse_outbox.clickhouse.tables import (  # noqa: E402
 from clickhouse_outbox.dumps.jobs import start_job  # noqa: E402
 from clickhouse_outbox.dumps.run import run_job  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.http import HttpBackend  # noqa: E402
-from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot, Verdict  # noqa: E402
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot  # noqa: E402
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
 from clickhouse_outbox.outbox.producers import Prepared  # noqa: E402
@@ -85,7 +89,6 @@ from clickhouse_outbox.testing.sources import generated_course  # noqa: E402
 from outbox_project.platform.models import CourseEnrollment, ExternalId, UserProfile  # noqa: E402
 
 TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
-OUTBOX_TABLES = [model._meta.db_table for model in (Verdict, DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot)]
 #: The stand-ins of the platform's tables bulk_enroll fills (children first).
 PLATFORM_TABLES = [model._meta.db_table for model in (CourseEnrollment, ExternalId, UserProfile, get_user_model())]
 
@@ -106,26 +109,8 @@ def summary(samples_ms, **extra):
     }
 
 
-def empty_outbox():
-    empty_tables(OUTBOX_TABLES)
-
-
 def empty_tables(tables):
-    """Raw statements, no signals (deleting users through the ORM would retire each of them)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-        elif connection.vendor == "mysql":
-            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
-            for table in tables:
-                cursor.execute(f"TRUNCATE TABLE {table}")
-            cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
-        else:
-            for table in tables:
-                cursor.execute(f"DELETE FROM {table}")
-    if connection.vendor == "sqlite":
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM")
+    learners.empty_tables(connection, tables)
 
 
 def reset(args):
@@ -480,7 +465,8 @@ def verify_site(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=["reset", "publish", "backlog", "drain", "full_dump", "write_exports",
-                                             "drainer", "dump_worker", "bulk_enroll", "verify"])
+                                             "drainer", "dump_worker", "bulk_enroll", "verify",
+                                             *ours_learners.HANDLERS])
     parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -496,6 +482,7 @@ def main():
     parser.add_argument("--enrollments", type=int, default=10_000, help="bulk_enroll: enrollments in the transaction")
     parser.add_argument("--count-enrollments", type=int, default=1000,
                         help="bulk_enroll: enrollments whose statements are counted (untimed)")
+    ours_learners.add_arguments(parser)
     parser.add_argument("--job", type=int)
     parser.add_argument("--start-file")
     args = parser.parse_args()
@@ -507,7 +494,8 @@ def main():
         ready_then_wait(args.start_file)
     handler = {"reset": reset, "publish": publish, "backlog": backlog_command, "drain": drain_command,
                "full_dump": full_dump, "write_exports": write_exports, "drainer": drainer,
-               "dump_worker": dump_worker, "bulk_enroll": bulk_enroll, "verify": verify_site}[args.scenario]
+               "dump_worker": dump_worker, "bulk_enroll": bulk_enroll, "verify": verify_site,
+               **ours_learners.HANDLERS}[args.scenario]
     print(json.dumps(handler(args)))
 
 
