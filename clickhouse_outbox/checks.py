@@ -110,6 +110,13 @@ RANGES = {
     "CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS": (0, 30 * 86400, "seconds between periodic verifications; 0 for none"),
     "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": (1, 30 * 86400, "seconds the oldest unsent row may wait"),
     "CLICKHOUSE_OUTBOX_DRAIN_THREADS": (1, 16, "batches one drain run sends at once"),
+    "CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES": (64 * 1024, 1024**3, "bytes of one OLX file the reader parses"),
+    "CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES": (1024, 1024**3, "bytes of one OLX attribute value or text"),
+    "CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH": (8, 500, "levels of XML elements or JSON values; Python's recursion limit "
+                                                "caps it"),
+    "CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES": (1024**2, 1024**4, "bytes of one OLX export, extracted or copied"),
+    "CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES": (10, 10_000_000, "files of one OLX export"),
+    "CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS": (10, 10_000_000, "blocks of one course read from OLX"),
 }
 
 

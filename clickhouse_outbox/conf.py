@@ -19,6 +19,12 @@ DEFAULTS = {
     "CLICKHOUSE_OUTBOX_ENABLED": True,
     "CLICKHOUSE_OUTBOX_COURSE_SOURCE": "clickhouse_outbox.sources.modulestore.ModulestoreSource",
     "CLICKHOUSE_OUTBOX_OLX_DIR": "",
+    "CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES": 16 * 1024 * 1024,
+    "CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES": 4 * 1024 * 1024,
+    "CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH": 200,
+    "CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES": 2 * 1024 * 1024 * 1024,
+    "CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES": 100_000,
+    "CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS": 100_000,
     "CLICKHOUSE_OUTBOX_BATCH_ROWS": 50_000,
     "CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES": 1_048_576,
     "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS": 10,
@@ -72,6 +78,30 @@ def course_source_path():
 
 def olx_dir():
     return get("CLICKHOUSE_OUTBOX_OLX_DIR")
+
+
+def olx_max_file_bytes():
+    return int(get("CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES"))
+
+
+def olx_max_value_bytes():
+    return int(get("CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES"))
+
+
+def olx_max_depth():
+    return int(get("CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH"))
+
+
+def olx_max_export_bytes():
+    return int(get("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES"))
+
+
+def olx_max_export_files():
+    return int(get("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES"))
+
+
+def olx_max_blocks():
+    return int(get("CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS"))
 
 
 def batch_rows():

@@ -59,6 +59,38 @@ def plugin_settings(settings):
     # .. setting_default: ""
     # .. setting_description: Folder of OLX exports read by OlxFolderSource.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES
+    # .. setting_default: 16777216 (16 MiB)
+    # .. setting_description: Largest OLX file (XML, policy JSON, about/effort.html) the OLX reader
+    #    opens; a larger one is refused, naming the file, before it is parsed (Python 3.11's expat
+    #    is quadratic on huge attribute values). Studio's files are a few MB at most. 64 KiB to 1 GiB.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES
+    # .. setting_default: 4194304 (4 MiB)
+    # .. setting_description: Largest attribute value or element text (UTF-8 bytes) in an OLX file;
+    #    a larger one is refused, naming the file, the element and the attribute. 1 KiB to 1 GiB.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH
+    # .. setting_default: 200
+    # .. setting_description: Deepest nesting of XML elements in an OLX file, and of values in its
+    #    policy JSON files; deeper is refused, naming the file. 8 to 500 (Python's recursion limit).
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES
+    # .. setting_default: 2147483648 (2 GiB)
+    # .. setting_description: Most bytes of one OLX export: what a .tar.gz extracts to (static
+    #    assets included), what adding a folder copies, and what the reader reads. Refused beyond it,
+    #    naming the member or file, before it is written. 1 MiB to 1 TiB.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES
+    # .. setting_default: 100000
+    # .. setting_description: Most files (tarball members) of one OLX export, counted like
+    #    CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES. A 10,000-block course has about 20,000. 10 to 10,000,000.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS
+    # .. setting_default: 100000
+    # .. setting_description: Most blocks of one course read from OLX (inline blocks need no file of
+    #    their own, so the file bound does not count them). 10 to 10,000,000.
+
     # .. setting_name: CLICKHOUSE_OUTBOX_BATCH_ROWS
     # .. setting_default: 50000
     # .. setting_description: Most rows sent in one INSERT (a batch). At most 1,000,000, so

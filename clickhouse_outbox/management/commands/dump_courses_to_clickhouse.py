@@ -14,7 +14,8 @@ from clickhouse_outbox.management.dumping import run_in_foreground, start_or_joi
 from clickhouse_outbox.management.options import aware_datetime, positive_int, positive_seconds
 from clickhouse_outbox.models import DumpJob
 from clickhouse_outbox.outbox.drain import drain_until_empty
-from clickhouse_outbox.producers.course_structure import COURSES, parse_course_key
+from clickhouse_outbox.producers.course_structure import COURSES
+from clickhouse_outbox.sources.keys import parse_course_key
 from clickhouse_outbox.sources.base import SubjectSourceError
 from clickhouse_outbox.text import plural
 
