@@ -50,6 +50,9 @@ CASES = {
     "tabs a dict": ({POLICY: course_policy(tabs={"type": "static_tab"})}, POLICY, "bad tabs"),
     "tab slug a list": ({POLICY: course_policy(tabs=[{"type": "static_tab", "url_slug": ["x"]}]),
                          "tabs/x.html": "<p/>"}, POLICY, "url_slug"),
+    "tab name nested deep in an attribute": ({"course/T1.xml": (
+        """<course tabs='[{"type": "static_tab", "url_slug": "x", "name": """ + "[" * 900 + "]" * 900
+        + """}]'><chapter url_name="ch"/></course>"""), "tabs/x.html": "<p/>"}, "course/T1.xml", "bad tabs"),
     "display name nested very deep": ({"chapter/ch.xml": '<chapter display_name="' + "[" * 50_000 + '"/>'},
                                       "chapter/ch.xml", "bad display_name"),
     "xml not UTF-8": ({"chapter/ch.xml": b'<chapter display_name="\xff\xfe"/>'}, "chapter/ch.xml", "malformed XML"),

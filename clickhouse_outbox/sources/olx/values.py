@@ -12,6 +12,9 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 
+from clickhouse_outbox import conf
+from clickhouse_outbox.sources.olx.parsing import json_depth
+
 _JSON_STARTS = frozenset('"[{-0123456789tfnNI')
 
 #: The platform's IntegerField (max_student_enrollments_allowed...) is a 32-bit column.
@@ -19,15 +22,25 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 
 def loaded(value):
-    """A policy value as is; an XML attribute as JSON if it parses, else the raw string."""
+    """
+    A policy value as is (its file's nesting is bounded); an XML attribute as JSON if it
+    parses, nested at most CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH levels, else the raw string.
+    """
     if isinstance(value, str) and value[:1] in _JSON_STARTS:
         try:
-            return json.loads(value)
+            result = json.loads(value)
         except RecursionError:
-            raise ValueError("nested too deeply") from None
+            raise ValueError(_too_deep()) from None
         except ValueError:
             return value
+        if isinstance(result, (list, dict)) and json_depth(result) > conf.olx_max_depth():
+            raise ValueError(_too_deep())
+        return result
     return value
+
+
+def _too_deep():
+    return f"nested deeper than {conf.olx_max_depth()} levels (CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH)"
 
 
 def as_str(value):
