@@ -99,6 +99,16 @@ def test_a_link_to_a_device_is_refused(make_export):
     read_refused(root, str(root / "html/h.xml"))
 
 
+def test_a_hard_link_is_refused(make_export, outside):
+    # A hard link to a file outside is indistinguishable from a file of the export, but for its link count.
+    root = make_export({"chapter/ch.xml": '<chapter><html url_name="h"/></chapter>'})
+    (root / "html").mkdir()
+    os.link(outside / "secret.xml", root / "html/h.xml")
+    read_refused(root, str(root / "html/h.xml"), "2 hard links")
+    with pytest.raises(OlxError, match="hard links"):
+        OlxFolderSource(root=root.parent / "courses").add_export(root)
+
+
 def test_links_that_stay_inside_are_followed(make_export):
     root = make_export({
         "chapter/ch.xml": '<chapter><html url_name="alias"/></chapter>',

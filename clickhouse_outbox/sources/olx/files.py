@@ -5,8 +5,9 @@ A name in an export (a pointer's `url_name`, the course run, a policy path) beco
 so does every link the folder holds. Each path is resolved (`os.path.realpath`, which follows
 the links) and must stay under the export's own resolved root, else it is refused before it is
 opened. Only regular files are opened (never a device, a pipe or a socket: a pipe would block
-the reader), each up to CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES, and the export's files and bytes
-are counted against their bounds. Copying a folder export follows the same rules.
+the reader), and none with several hard links (its other names may be outside), each up to
+CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES, and the export's files and bytes are counted against
+their bounds. Copying a folder export follows the same rules.
 """
 
 import errno
@@ -188,10 +189,15 @@ class ExportFiles:
             raise OlxError(f"{self.show(relpath)}: not a usable file name ({exc})") from None
 
     def _check_regular(self, relpath, fd):
-        mode_and_size = os.fstat(fd)
-        if not stat.S_ISREG(mode_and_size.st_mode):
+        """The size of the open file, which must be a regular file with no other name."""
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             raise OlxError(f"{self.show(relpath)}: not a regular file")
-        return mode_and_size.st_size
+        if status.st_nlink > 1:
+            # A hard link looks like any file, but its other name may be outside the export.
+            raise OlxError(f"{self.show(relpath)}: a file with {status.st_nlink} hard links (its other names may "
+                           "be outside the export); copy the export without hard links (cp -r)")
+        return status.st_size
 
     def _spend(self, relpath, size):
         reason = self.budget.spend(size)
