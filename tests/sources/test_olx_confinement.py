@@ -175,3 +175,13 @@ def test_adding_a_folder_with_a_folder_link_is_refused(make_export, tmp_path):
     with pytest.raises(OlxError, match="link to a folder") as caught:
         OlxFolderSource(root=tmp_path / "courses").add_export(root)
     assert str(root / "chapter/loop") in str(caught.value)
+
+
+def test_adding_a_folder_counts_its_folders_and_files(make_export, tmp_path, settings):
+    settings.CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES = 20
+    root = make_export()
+    for n in range(30):
+        (root / "static" / f"empty{n:02}").mkdir(parents=True)
+    with pytest.raises(OlxError, match=r"more than 20 files \(CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES\)"):
+        OlxFolderSource(root=tmp_path / "courses").add_export(root)
+    assert not any((tmp_path / "courses").iterdir())  # the staging copy is gone

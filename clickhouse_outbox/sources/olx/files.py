@@ -149,18 +149,24 @@ class ExportFiles:
         folders = [""]
         while folders:
             folder = folders.pop()
+            entries = []
             try:
                 with os.scandir(os.path.join(self.root, folder)) as scan:
-                    entries = sorted(scan, key=lambda entry: entry.name)
+                    for entry in scan:
+                        entries.append(entry)
+                        if len(entries) > self.limits.export_files:
+                            raise OlxError(f"{self.show(folder)}: more than {self.limits.export_files} files "
+                                           "(CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES)")
             except OSError as exc:
                 raise OlxError(f"{self.show(folder)}: unreadable ({exc.strerror})") from None
-            for entry in entries:
+            for entry in sorted(entries, key=lambda entry: entry.name):
                 relpath = f"{folder}{entry.name}"
                 if entry.is_symlink():
                     if os.path.isdir(self.resolve(relpath)):
                         raise OlxError(f"{self.show(relpath)}: a link to a folder; copy the folder itself instead")
                     self._copy_file(relpath, os.path.join(dest, relpath))
                 elif entry.is_dir(follow_symlinks=False):
+                    self._spend(relpath, 0)  # folders count as files: an export of empty folders is bounded too
                     os.mkdir(os.path.join(dest, relpath))
                     folders.append(f"{relpath}/")
                 elif entry.is_file(follow_symlinks=False):
