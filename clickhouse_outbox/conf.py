@@ -77,6 +77,30 @@ def olx_dir():
     return value("CLICKHOUSE_OUTBOX_OLX_DIR")
 
 
+def olx_max_file_bytes():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES")
+
+
+def olx_max_value_bytes():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES")
+
+
+def olx_max_depth():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH")
+
+
+def olx_max_export_bytes():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES")
+
+
+def olx_max_export_files():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES")
+
+
+def olx_max_blocks():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS")
+
+
 def batch_rows():
     return value("CLICKHOUSE_OUTBOX_BATCH_ROWS")
 

@@ -72,6 +72,40 @@ def plugin_settings(settings):
     # .. setting_default: ""
     # .. setting_description: Folder of OLX exports read by ``OlxFolderSource`` (required with it). A string.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES
+    # .. setting_default: 16777216
+    # .. setting_description: Largest OLX file (XML, policy JSON, ``about/effort.html``) the OLX reader opens; a
+    #    larger one is refused, naming the file, before it is parsed (Python 3.11's expat is quadratic on huge
+    #    attribute values). Studio's files are a few MB at most. A whole number from 65,536 to 1,073,741,824.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES
+    # .. setting_default: 4194304
+    # .. setting_description: Largest attribute value or element text (UTF-8 bytes) in an OLX file; a larger one
+    #    is refused, naming the file, the element and the attribute. A whole number from 1,024 to 1,073,741,824.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH
+    # .. setting_default: 200
+    # .. setting_description: Deepest nesting of XML elements in an OLX file, and of values in its policy JSON
+    #    files; deeper is refused, naming the file. Python's recursion limit caps it. A whole number from 8 to
+    #    500.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES
+    # .. setting_default: 2147483648
+    # .. setting_description: Most bytes of one OLX export: what a ``.tar.gz`` extracts to (static assets
+    #    included), what adding a folder copies, and what the reader reads. Refused beyond it, naming the member
+    #    or file, before it is written. A whole number from 1,048,576 to 1,099,511,627,776.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES
+    # .. setting_default: 100000
+    # .. setting_description: Most files (tarball members) of one OLX export, counted like
+    #    ``CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES``. A 10,000-block course has about 20,000. A whole number from
+    #    10 to 10,000,000.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS
+    # .. setting_default: 100000
+    # .. setting_description: Most blocks of one course read from OLX (inline blocks need no file of their own, so
+    #    the file bound does not count them). A whole number from 10 to 10,000,000.
+
     # .. setting_name: CLICKHOUSE_OUTBOX_BATCH_ROWS
     # .. setting_default: 50000
     # .. setting_description: Most rows sent in one INSERT (one batch). At most 1,000,000, so ClickHouse writes a

@@ -113,6 +113,26 @@ SETTINGS = (
         "project uses ``clickhouse_outbox.sources.olx.OlxFolderSource``.")),
     Setting("CLICKHOUSE_OUTBOX_OLX_DIR", "", str, none_is_default=True, doc=(
         "Folder of OLX exports read by ``OlxFolderSource`` (required with it).")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES", 16 * 1024 * 1024, int, 64 * 1024, 1024**3, doc=(
+        "Largest OLX file (XML, policy JSON, ``about/effort.html``) the OLX reader opens; a larger one is "
+        "refused, naming the file, before it is parsed (Python 3.11's expat is quadratic on huge attribute "
+        "values). Studio's files are a few MB at most.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES", 4 * 1024 * 1024, int, 1024, 1024**3, doc=(
+        "Largest attribute value or element text (UTF-8 bytes) in an OLX file; a larger one is refused, "
+        "naming the file, the element and the attribute.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH", 200, int, 8, 500, doc=(
+        "Deepest nesting of XML elements in an OLX file, and of values in its policy JSON files; deeper is "
+        "refused, naming the file. Python's recursion limit caps it.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES", 2 * 1024**3, int, 1024**2, 1024**4, doc=(
+        "Most bytes of one OLX export: what a ``.tar.gz`` extracts to (static assets included), what adding a "
+        "folder copies, and what the reader reads. Refused beyond it, naming the member or file, before it is "
+        "written.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES", 100_000, int, 10, 10_000_000, doc=(
+        "Most files (tarball members) of one OLX export, counted like ``CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES``. "
+        "A 10,000-block course has about 20,000.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS", 100_000, int, 10, 10_000_000, doc=(
+        "Most blocks of one course read from OLX (inline blocks need no file of their own, so the file bound "
+        "does not count them).")),
     Setting("CLICKHOUSE_OUTBOX_BATCH_ROWS", 50_000, int, 1, 1_000_000, doc=(
         "Most rows sent in one INSERT (one batch). At most 1,000,000, so ClickHouse writes a batch as one "
         "block, all or nothing.")),

@@ -14,7 +14,7 @@ from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_str
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
 from clickhouse_outbox.management.output import OutboxCommand
-from clickhouse_outbox.producers.course_structure import parse_course_key
+from clickhouse_outbox.sources.keys import parse_course_key
 from clickhouse_outbox.text import printable
 
 INDENT = {"course": 0, "chapter": 1, "sequential": 2, "vertical": 3}

@@ -15,7 +15,8 @@ from clickhouse_outbox.management.options import aware_datetime, positive_int, p
 from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
 from clickhouse_outbox.outbox.drain import drain_until_empty
-from clickhouse_outbox.producers.course_structure import COURSES, parse_course_key
+from clickhouse_outbox.producers.course_structure import COURSES
+from clickhouse_outbox.sources.keys import parse_course_key
 from clickhouse_outbox.sources.base import SubjectSourceError
 from clickhouse_outbox.text import plural
 
