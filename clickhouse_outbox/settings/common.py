@@ -93,13 +93,13 @@ def plugin_settings(settings):
     # .. setting_default: 2147483648
     # .. setting_description: Most bytes of one OLX export: what a ``.tar.gz`` extracts to (static assets
     #    included), what adding a folder copies, and what the reader reads. Refused beyond it, naming the member
-    #    or file, before it is written. A whole number from 1,048,576 to 1,099,511,627,776.
+    #    or file, before it is written. A whole number from 1 to 1,099,511,627,776.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES
     # .. setting_default: 100000
     # .. setting_description: Most files (tarball members) of one OLX export, counted like
-    #    ``CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES``. A 10,000-block course has about 20,000. A whole number from
-    #    10 to 10,000,000.
+    #    ``CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES``. A 10,000-block course has about 20,000. A whole number from 1
+    #    to 10,000,000.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS
     # .. setting_default: 100000

@@ -123,11 +123,11 @@ SETTINGS = (
     Setting("CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH", 200, int, 8, 500, doc=(
         "Deepest nesting of XML elements in an OLX file, and of values in its policy JSON files; deeper is "
         "refused, naming the file. Python's recursion limit caps it.")),
-    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES", 2 * 1024**3, int, 1024**2, 1024**4, doc=(
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES", 2 * 1024**3, int, 1, 1024**4, doc=(
         "Most bytes of one OLX export: what a ``.tar.gz`` extracts to (static assets included), what adding a "
         "folder copies, and what the reader reads. Refused beyond it, naming the member or file, before it is "
         "written.")),
-    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES", 100_000, int, 10, 10_000_000, doc=(
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES", 100_000, int, 1, 10_000_000, doc=(
         "Most files (tarball members) of one OLX export, counted like ``CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES``. "
         "A 10,000-block course has about 20,000.")),
     Setting("CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS", 100_000, int, 10, 10_000_000, doc=(
