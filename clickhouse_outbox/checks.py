@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.clickhouse.backends import configured_urls, insert_quorum, validate_config
+from clickhouse_outbox.clickhouse.backends import configured_urls, insert_quorum, request_deadline_secs, validate_config
 
 SETTING = "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,7 +46,7 @@ def check_backend_config(app_configs=None, **kwargs):
         if not positive_number(config.get(key)):
             errors.append(Error(
                 f"{SETTING}[{key!r}] must be a number of seconds greater than 0.",
-                hint="The defaults are 5 (timeout_secs, read) and 3 (connect_timeout_secs).",
+                hint="The defaults are 5 (timeout_secs: all of a request once connected) and 3 (connect_timeout_secs).",
                 id="clickhouse_outbox.E005",
             ))
     try:
@@ -129,11 +129,13 @@ def check_outbox_settings(app_configs=None, **kwargs):
     config = conf.backend_config()
     if positive_number(config.get("timeout_secs")) and positive_number(config.get("connect_timeout_secs")):
         replicas = replica_count(config)
-        if conf.lease_secs() <= replicas * (config["timeout_secs"] + config["connect_timeout_secs"]):
+        if conf.lease_secs() <= replicas * request_deadline_secs(config):
             errors.append(Error(
-                "CLICKHOUSE_OUTBOX_LEASE_SECS must be longer than the ClickHouse connect + read timeouts"
+                "CLICKHOUSE_OUTBOX_LEASE_SECS must be longer than the deadline of one ClickHouse request "
+                "(connect_timeout_secs + timeout_secs)"
                 + (f", times the {replicas} replicas a send may try in turn." if replicas > 1 else "."),
-                hint="Otherwise a slow but live send loses its batch to another drainer; raise the lease.",
+                hint="A request never takes longer than its deadline, whatever the server does; with a shorter lease "
+                     "a slow but live send loses its batch to another drainer. Raise the lease.",
                 id="clickhouse_outbox.E011",
             ))
     if conf.snapshot_at() not in conf.SNAPSHOT_AT_CHOICES:

@@ -6,7 +6,7 @@ The ClickHouse backend a configuration asks for, chosen by the scheme of its URL
     "urls": several http(s) URLs          replicas of one shard (FailoverBackend)
 
 Backends are reused per thread and per configuration, so an HTTP backend keeps its
-connection pool and what it detected about the server; `reset_backends()` drops them.
+kept-alive connection and what it detected about the server; `reset_backends()` drops them.
 """
 
 import hashlib
@@ -174,6 +174,15 @@ def insert_settings(config):
         return {}
     timeout_ms = max(1, int(_positive_number(config, "timeout_secs") * 1000 * QUORUM_TIMEOUT_SHARE))
     return {"insert_quorum": str(quorum), "insert_quorum_timeout": str(timeout_ms)}
+
+
+def request_deadline_secs(config):
+    """
+    The longest one request to a server may take, whatever the server does (see http.py):
+    connect_timeout_secs + timeout_secs. A send tries each replica in turn, so a lease must
+    outlast this times the replicas (system check E011).
+    """
+    return _positive_number(config, "connect_timeout_secs") + _positive_number(config, "timeout_secs")
 
 
 def cache_key(config):

@@ -22,9 +22,10 @@ tables (`clickhouse_outbox_schema --create --cluster NAME`).
 """
 
 import logging
+from contextlib import ExitStack, contextmanager
 
 from clickhouse_outbox.clickhouse.backends.base import Backend
-from clickhouse_outbox.clickhouse.errors import ClickHouseUnavailable
+from clickhouse_outbox.clickhouse.errors import ClickHouseUnavailable, OutOfTime
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,15 @@ class FailoverBackend(Backend):
     @property
     def address(self):
         return ", ".join(replica.address for replica in self.replicas)
+
+    @contextmanager
+    def starting_until(self, when):
+        """No request starts after `when`, on any replica: once a replica failed, the next is not tried then."""
+        with ExitStack() as stack:
+            stack.enter_context(super().starting_until(when))
+            for replica in self.replicas:
+                stack.enter_context(replica.starting_until(when))
+            yield self
 
     def server_info(self):
         """The current replica's: each replica detects its own, so an insert fits the server it goes to."""
@@ -87,6 +97,10 @@ class FailoverBackend(Backend):
             replica = self.replicas[index]
             try:
                 result = request(replica)
+            except OutOfTime:
+                if not failures:
+                    raise  # nothing was sent: not a failure of any replica
+                raise all_failed(failures, what, untried=count - step) from None
             except ClickHouseUnavailable as exc:
                 failures.append(exc)
                 if step + 1 < count:
@@ -103,11 +117,15 @@ class FailoverBackend(Backend):
         raise all_failed(failures, what)
 
 
-def all_failed(failures, what):
-    """One ClickHouseUnavailable naming every replica and why it failed (each message names its address)."""
+def all_failed(failures, what, untried=0):
+    """
+    One ClickHouseUnavailable naming every replica tried and why it failed (each message
+    names its address), and how many were not tried because the drain's time was up.
+    """
     statuses = {failure.http_status for failure in failures}
+    left = f" ({untried} more not tried: the drain's time was up)" if untried else ""
     return ClickHouseUnavailable(
-        f"No ClickHouse replica could take {what}; tried {len(failures)}: "
+        f"No ClickHouse replica could take {what}; tried {len(failures)}{left}: "
         + "; ".join(str(failure) for failure in failures),
         http_status=statuses.pop() if len(statuses) == 1 else None,
         retryable=True,
