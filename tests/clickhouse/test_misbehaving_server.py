@@ -9,6 +9,7 @@ demand). The bounds asserted are correctness bounds (the deadline plus a margin 
 loaded machine), not speed benchmarks.
 """
 
+import os
 import resource
 import ssl
 import time
@@ -192,13 +193,26 @@ def test_something_that_is_not_http_is_unavailable():
     assert "does not speak HTTP" in str(exc)
 
 
-def test_a_kept_alive_connection_is_reused_and_one_the_server_closed_is_replaced():
+@pytest.fixture
+def many_descriptors():
+    """Over 1,024 files open, as in a busy worker: the connection's descriptor is past what select() handles."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"only {soft} open files allowed")
+    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    yield
+    for descriptor in opened:
+        os.close(descriptor)
+
+
+def test_a_kept_alive_connection_is_reused_and_one_the_server_closed_is_replaced(many_descriptors):
     """What requests' pool did, and the transport that replaced it must do too (a guard, not a defect)."""
     with MisbehavingServer(like_clickhouse(keep_alive=True)) as server:
         backend = backend_for(server.url)
         for _ in range(3):
             assert backend.query("SELECT version() AS version") == [{"version": "24.8.4.13"}]
         assert server.connections == 1
+        assert backend._connection._sock.fileno() > 1024
     with MisbehavingServer(like_clickhouse(keep_alive=False)) as server:
         backend = backend_for(server.url)
         for _ in range(3):

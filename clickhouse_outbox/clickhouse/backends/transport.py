@@ -340,7 +340,9 @@ def _dropped_by_peer(sock):
     try:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
-        return bool(select.select([sock], [], [], 0)[0])
+        poller = select.poll()  # not select.select: it fails on descriptors past 1024, which a busy worker has
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
 
