@@ -5,10 +5,13 @@ and to the next when that one cannot be reached.
 Each replica is an HttpBackend with the same credentials and database. A request goes to
 the replica that last answered (sticky, so one that is down costs a failed connect once,
 not on every request). When that replica is unavailable (`ClickHouseUnavailable`:
-connection refused, a connect or read timeout, HTTP 502/503/504 from a proxy), the same
-request, the same bytes with the same settings, goes to the next replica, and so on; only
-when every replica failed is the error raised, naming each one. So a batch spends one
-attempt on an outage of every replica, and none while one replica answers.
+connection refused, no connection or no whole answer within the request's deadline, a
+connection broken mid-answer, HTTP 502/503/504 from a proxy), the same request, the same
+bytes with the same settings, goes to the next replica, and so on; only when every replica
+failed is the error raised, naming each one. So a batch spends one attempt on an outage of
+every replica, and none while one replica answers. Each replica's request has its own
+deadline, so a send takes at most that many deadlines; within a run's time
+(`starting_until`), the next replica is not tried once the time is up.
 
 A replica that *answers* with an error (bad data, wrong credentials, a missing table) is
 not failed over: another replica of the same cluster would say the same, and the error is

@@ -306,17 +306,17 @@ class Connection:
 
 def read_capped(response, cap):
     """(body, complete): the answer's body, or its first `cap` bytes when it is longer (the rest is not read)."""
-    parts, size = [], 0
+    body = bytearray()
     while True:
-        part = response.read(min(READ_SLICE, cap + 1 - size))
+        part = response.read(min(READ_SLICE, cap + 1 - len(body)))
         if not part:
             if response.length:  # http.client returns what came when a sized body stops short
                 raise http.client.IncompleteRead(b"", response.length)
-            return b"".join(parts), True
-        parts.append(part)
-        size += len(part)
-        if size > cap:
-            return b"".join(parts)[:cap], False
+            return bytes(body), True
+        body += part
+        if len(body) > cap:
+            del body[cap:]
+            return bytes(body), False
 
 
 def _request_head(target, host_header, headers, length):
