@@ -94,6 +94,13 @@ class WriteMismatch(ClickHouseError):
     """The server reports writing a different number of rows than were sent."""
 
 
+class OutOfTime(ClickHouseError):
+    """
+    A request was not started because the run it belongs to (a drain) had used its time:
+    nothing was sent, so nothing can have been applied. Not a failure of ClickHouse.
+    """
+
+
 # The server did not accept who we are (or what we may do): a configuration to fix.
 CREDENTIAL_CODES = frozenset({192, 193, 194, 497, 516})
 

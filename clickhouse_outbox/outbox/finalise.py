@@ -11,7 +11,7 @@ import random
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models import DateTimeField, ExpressionWrapper, F
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.errors import is_server_wide
@@ -48,6 +48,20 @@ def mark_sent(batch, owner):
     if not done:
         log.warning("clickhouse_outbox: batch %s was sent after its lease ran out; another drainer owns it", batch.pk)
     return bool(done)
+
+
+def give_back(batch, owner):
+    """
+    A claimed batch that was not sent at all (the drain's time was up before its request
+    started) goes back as it was: due at once, its attempt not counted. True if it was ours.
+    """
+    return bool(leased(batch, owner).update(
+        status=Batch.Status.RETRY,
+        lease_owner=None,
+        lease_expires_at=None,
+        next_attempt_at=UtcNow(),
+        attempts=F("attempts") - 1,
+    ))
 
 
 def backoff_delay(attempts):

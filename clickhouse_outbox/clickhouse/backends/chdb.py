@@ -25,7 +25,7 @@ from clickhouse_outbox.clickhouse.backends.base import (
     InsertResult,
     ServerInfo,
     check_written_rows,
-    delete_statement,
+    delete_statements,
     insert_statement,
     parse_version,
 )
@@ -106,8 +106,9 @@ class ChdbBackend(Backend):
 
     def delete(self, table, wanted):
         # Waited for: the store is closed after each operation, which would cut a mutation short.
-        self._run(delete_statement(self.database, table, wanted, {"mutations_sync": 1}), "CSV",
-                  what=f"the delete from {table.name}")
+        with self.session():
+            for sql in delete_statements(self.database, table, wanted, {"mutations_sync": 1}):
+                self._run(sql, "CSV", what=f"the delete from {table.name}")
 
     def query(self, sql):
         result = self._run(sql, "JSONEachRow", what="the query")
