@@ -28,6 +28,7 @@ DEFAULTS = {
     "CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS": 5,
     "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS": 3600,
     "CLICKHOUSE_OUTBOX_RETENTION_DAYS": 7,
+    "CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS": 30,
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": 20,
     "CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS": 1000,
     "CLICKHOUSE_OUTBOX_VERIFY_CHUNK": 1000,
@@ -108,6 +109,11 @@ def backoff_max_secs():
 
 def retention_days():
     return float(get("CLICKHOUSE_OUTBOX_RETENTION_DAYS"))
+
+
+def failed_retention_days():
+    """Days rows ClickHouse rejected for good (failed batches) are kept before they are purged."""
+    return float(get("CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS"))
 
 
 def dump_chunk_courses():

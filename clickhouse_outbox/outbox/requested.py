@@ -114,10 +114,11 @@ def fill(name, requests, owner, now, overrides):
             return
         for request, snapshot in zip(requests, prepared, strict=True):
             if snapshot.error is not None:
-                fail([request], owner, snapshot.error)
+                fail([request], owner, snapshot.error, user_id=snapshot.user_id)
 
 
-def fail(requests, owner, exc):
+def fail(requests, owner, exc, user_id=None):
+    """Record why requests could not be taken; `user_id` names the user whose data the error may quote."""
     for request in requests:
         status = Snapshot.Status.FAILED
         if request.reason == TAGS_CHANGED and isinstance(exc, SubjectNotFound):
@@ -128,5 +129,5 @@ def fail(requests, owner, exc):
             log.error("clickhouse_outbox: could not take the requested %s snapshot of %s; recorded as failed",
                       request.producer, request.subject, exc_info=exc)
         Snapshot.objects.filter(pk=request.pk, lease_owner=owner).update(
-            status=status, error=failure_text(exc), lease_owner=None, lease_expires_at=None,
+            status=status, error=failure_text(exc), user_id=user_id, lease_owner=None, lease_expires_at=None,
         )

@@ -63,6 +63,15 @@ class ModelRowProducer(Producer):
         """The user whose personal data the row holds, or None."""
         return None
 
+    def user_of_subject(self, subject):
+        if not self.personal_data:
+            return None
+        try:
+            obj = self.queryset().filter(pk=int(subject)).first()
+        except Exception:  # noqa: BLE001 (the source cannot be read: the failure being recorded says why)
+            return None
+        return None if obj is None else self.user_of(obj)
+
     def serialize(self, obj, *, dump_id, time_last_dumped):
         raise NotImplementedError
 
@@ -86,7 +95,7 @@ class ModelRowProducer(Producer):
         try:
             line = self.serialize(obj, dump_id=dump_id, time_last_dumped=time_last_dumped)
         except Exception as exc:  # noqa: BLE001 (kept for the caller to raise or record)
-            return Prepared(subject, dump_id, time_last_dumped, error=exc)
+            return Prepared(subject, dump_id, time_last_dumped, error=exc, user_id=self.user_of(obj))
         return Prepared(subject, dump_id, time_last_dumped, rows={self.table.name: [line]}, user_id=self.user_of(obj))
 
     def all_subjects(self):

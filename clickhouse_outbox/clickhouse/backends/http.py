@@ -33,6 +33,7 @@ from clickhouse_outbox.clickhouse.errors import (
     ClickHouseUnavailable,
     classify,
     code_from_text,
+    withhold_row_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,8 @@ class HttpBackend(Backend):
             body = gzip.compress(payload, compresslevel=self.compresslevel, mtime=0)
             headers["Content-Encoding"] = "gzip"
         started = time.monotonic()
-        response = self._post(params, body, what=f"the INSERT of {rows} rows into {table.name}", headers=headers)
+        response = self._post(params, body, what=f"the INSERT of {rows} rows into {table.name}", headers=headers,
+                              personal_data_of=table.name if table.personal_data else None)
         written = None
         if info.reports_summary:
             written = written_rows_from_summary(response.headers.get("X-ClickHouse-Summary"))
@@ -167,7 +169,7 @@ class HttpBackend(Backend):
     def close(self):
         self._session.close()
 
-    def _post(self, params, body, *, what, headers=None):
+    def _post(self, params, body, *, what, headers=None, personal_data_of=None):
         timeout = (self.connect_timeout_secs, self.timeout_secs)
         try:
             response = self._session.post(self.url, params=params, data=body, headers=headers, timeout=timeout)
@@ -190,7 +192,8 @@ class HttpBackend(Backend):
                 f"The HTTP exchange with ClickHouse at {self.address} failed for {what} ({_root_cause(exc)})"
             ) from exc
         error = error_from_response(
-            response.status_code, response.headers, response.content, username=self.username, what=what
+            response.status_code, response.headers, response.content, username=self.username, what=what,
+            personal_data_of=personal_data_of,
         )
         if error is not None:
             raise _redact(error, self._password)
@@ -202,19 +205,21 @@ def insert_block_size(rows):
     return max(int(rows or 0), MAX_INSERT_BLOCK_SIZE)
 
 
-def error_from_response(status, headers, body, *, username, what="the request"):
+def error_from_response(status, headers, body, *, username, what="the request", personal_data_of=None):
     """
     The ClickHouseError an HTTP answer stands for, or None when it is a success.
 
     The code comes from X-ClickHouse-Exception-Code (servers since 22.x) or else from the
     `Code: N` an older server writes in the body; a 200 with an exception code is an error.
+    For the rows of `personal_data_of` (a table of personal data), the message keeps only
+    what ClickHouse's text says without the rows it quotes (`withhold_row_text`).
     """
     header_code = headers.get("X-ClickHouse-Exception-Code")
     if status == 200 and not header_code:
         return None
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body or "")
-    text = _truncate(text.strip())
     code = int(header_code) if header_code and header_code.strip().isdigit() else code_from_text(text)
+    text = withhold_row_text(text, personal_data_of) if personal_data_of else _truncate(text.strip())
     if status == 401 or code in AUTH_ERROR_CODES:
         return ClickHouseRejected(
             f"ClickHouse rejected the credentials of user {username!r} (check {SETTING_NAME}): {text}",
