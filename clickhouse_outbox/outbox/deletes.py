@@ -31,7 +31,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.tables import all_tables
@@ -150,9 +150,18 @@ def parse_delete(payload):
 
 
 def user_scope(user_id):
-    """The snapshots holding a user's personal data: those of producers of personal data that name the user."""
-    return Snapshot.objects.filter(user_id=user_id,
-                                   producer__in=[producer.name for producer in personal_data_producers()])
+    """
+    The snapshots holding a user's personal data: those of producers of personal data that
+    name the user, or whose subject is one of the user's rows (a snapshot that failed before
+    snapshots named their user, a request not taken yet).
+    """
+    personal = personal_data_producers()
+    scope = Q(user_id=user_id, producer__in=[producer.name for producer in personal])
+    for producer in personal:
+        subjects = producer.subjects_of_user(user_id)
+        if subjects:
+            scope |= Q(producer=producer.name, subject__in=subjects)
+    return Snapshot.objects.filter(scope)
 
 
 def scope_of(delete_snapshot):

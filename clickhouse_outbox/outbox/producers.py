@@ -86,6 +86,10 @@ class Producer:
         """The user whose personal data `subject`'s rows hold, or None: a failed snapshot is recorded with it."""
         return None
 
+    def subjects_of_user(self, user_id):
+        """The subjects whose rows hold the personal data of `user_id` (a retirement looks for them too)."""
+        return []
+
     def parse_subject(self, value):
         """The subject as stored (a string); ValueError saying what is expected when `value` is not one."""
         text = str(value).strip()

@@ -63,6 +63,15 @@ class ModelRowProducer(Producer):
         """The user whose personal data the row holds, or None."""
         return None
 
+    #: The model's field naming the user whose personal data a row holds (producers of personal data).
+    user_field = "user_id"
+
+    def subjects_of_user(self, user_id):
+        model = self.model()
+        if model is None or not self.personal_data:
+            return []
+        return [str(pk) for pk in model._default_manager.filter(**{self.user_field: user_id}).values_list("pk", flat=True)]
+
     def user_of_subject(self, subject):
         if not self.personal_data:
             return None

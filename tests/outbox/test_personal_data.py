@@ -246,3 +246,16 @@ def test_a_retirement_scrubs_the_outbox_even_with_retirement_deletes_off(setting
     assert not found(["Ada Lovelace", "ada@example.com", '"username":"ada"'])
     UserProfile.objects.get(user=ada).save()
     assert not found(["Ada Lovelace"])
+
+
+def test_a_retirement_finds_the_users_snapshots_by_subject_too(monkeypatch, default_pii_list):
+    """A failed snapshot kept before snapshots named their user, or a request not taken yet: found by its subject."""
+    zed = make_zed()
+    monkeypatch.setattr(user_profile, "profile_row", fail_to_serialize)
+    UserProfile.objects.get(user=zed).save()
+    monkeypatch.undo()
+    Snapshot.objects.update(user_id=None)  # as a release before this one recorded it
+    assert found(ZED_VALUES)
+    user_retired(sender=None, user=zed)
+    assert found(ZED_VALUES) == {}
+    assert set(Snapshot.objects.filter(producer="user_profile").values_list("status", flat=True)) == {"deleted"}
