@@ -41,8 +41,10 @@ class Snapshot(models.Model):
        snapshot of a producer of personal data has it, failed ones included); `subject` is a
        row id (a profile, an enrollment, an external id) or, for a retirement, a user id.
        `error` (a failed snapshot's traceback) may quote the data that could not be
-       serialized: a retirement empties it, and a retirement's own snapshot, which keeps the
-       user id for good so that nothing of theirs is queued again, is the only record left.
+       serialized. A retirement empties `error` and `digest` of every snapshot of the user
+       (their rows go from OutboxEntry); ids stay: the user's `deleted` snapshots, until
+       purged (a subject's latest stays), and the retirement's own snapshot, kept for good
+       so that nothing of theirs is queued again.
     .. pii_types: id
     .. pii_retirement: local_api (retained: ids; `error` and `digest` emptied by outbox.deletes)
     """
@@ -115,8 +117,10 @@ class Batch(models.Model):
 
     .. pii: `last_error` is ClickHouse's message, which may quote a row it rejected. For a
        table of personal data the quoted text is withheld before it is stored or logged
-       (clickhouse.errors.withhold_row_text), and a retirement empties `last_error` of every
-       batch that carried the user's rows, and of the batches they were split from.
+       (clickhouse.errors.withhold_row_text), and a retirement replaces `last_error` with a
+       note on every batch that carried the user's rows and the batches those were split
+       from. A batch goes CLICKHOUSE_OUTBOX_RETENTION_DAYS after it was sent (or split), a
+       failed one CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS after it failed.
     .. pii_types: other
     .. pii_retirement: local_api (outbox.deletes)
     """
@@ -270,7 +274,9 @@ class DumpJob(models.Model):
     are purged after CLICKHOUSE_OUTBOX_RETENTION_DAYS, and the job with them unless it is
     the latest of its action.
 
-    .. pii: `requested_by` points to the staff user who started the job from the admin.
+    .. pii: `requested_by` points to the staff user who started the job from the admin (set
+       to NULL if that user is deleted); the job goes CLICKHOUSE_OUTBOX_RETENTION_DAYS after it
+       finished, unless it is the latest of its action.
     .. pii_types: id
     .. pii_retirement: retained
     """
