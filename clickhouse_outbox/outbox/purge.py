@@ -133,8 +133,11 @@ def purge_failed_batches(cutoffs, purged):
     stays: it is a retirement or a deleted subject that ClickHouse must still apply.
     """
     failed_before = Q(last_error_at__lt=cutoffs.failed) | Q(last_error_at__isnull=True, created__lt=cutoffs.failed)
-    failed = list(Batch.objects.filter(failed_before, status=Batch.Status.FAILED, kind=Kind.INSERT).order_by()
-                  .values_list("id", "table", "row_count", "last_error_at", "created", "error_code", named=True)[:CHUNK])
+    # Locked: staff retrying one of them now (FAILED -> RETRY) waits, or goes first and keeps it.
+    failed = list(
+        Batch.objects.select_for_update().filter(failed_before, status=Batch.Status.FAILED, kind=Kind.INSERT).order_by()
+        .values_list("id", "table", "row_count", "last_error_at", "created", "error_code", named=True)[:CHUNK]
+    )
     if not failed:
         return 0, 0
     ids = [batch.id for batch in failed]

@@ -22,7 +22,7 @@ from clickhouse_outbox.outbox.payloads import GZIP
 from clickhouse_outbox.outbox.send import batch_payload
 from clickhouse_outbox.receivers import user_retired
 from outbox_project.platform.models import UserProfile
-from tests.outbox.test_personal_data import drain_until_settled, drift
+from tests.outbox.helpers import drain_until_settled, drift
 
 pytestmark = pytest.mark.django_db
 

@@ -8,19 +8,13 @@ theirs is left in any column of any table of the app: the tables are found by in
 the app's models, so a table added later is scanned too.
 """
 
-import gzip
 import json
-from dataclasses import replace
 
 import pytest
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.clickhouse.backends.base import qualified_name
-from clickhouse_outbox.clickhouse.schema import create_table_sql
-from clickhouse_outbox.clickhouse.tables import Column, get_table
 from clickhouse_outbox.dumps.jobs import start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
@@ -31,6 +25,7 @@ from clickhouse_outbox.producers import user_profile
 from clickhouse_outbox.receivers import user_retired
 from outbox_project.platform.models import UserProfile
 from tests.learners import change_enrollment, enroll, give_external_id, make_learner
+from tests.outbox.helpers import app_tables, as_bytes, drain_until_settled, drift
 
 pytestmark = pytest.mark.django_db
 
@@ -63,21 +58,6 @@ def forms(value):
     return {value.encode(), json.dumps(value)[1:-1].encode(), json.dumps(value, ensure_ascii=False)[1:-1].encode()}
 
 
-def as_bytes(value):
-    if value is None:
-        return b""
-    if isinstance(value, memoryview):
-        value = bytes(value)
-    if isinstance(value, bytes):
-        return gzip.decompress(value) if value[:2] == b"\x1f\x8b" else value
-    if isinstance(value, (dict, list)):
-        return json.dumps(value).encode() + b"\n" + json.dumps(value, ensure_ascii=False).encode()
-    return str(value).encode()
-
-
-def app_tables():
-    """Every table of the app: its concrete models (proxies share their model's table)."""
-    return [model for model in apps.get_app_config("clickhouse_outbox").get_models() if not model._meta.proxy]
 
 
 def found(values):
@@ -95,22 +75,6 @@ def found(values):
     return hits
 
 
-def drift(backend, table_name, column, new_type):
-    """Recreate a ClickHouse table with one column of another type: the schema drifted, its rows are rejected."""
-    table = get_table(table_name)
-    drifted = replace(table, columns=tuple(Column(c.name, new_type) if c.name == column else c for c in table.columns))
-    backend.command(f"DROP TABLE {qualified_name(backend.database, table_name)}")
-    backend.command(create_table_sql(drifted, backend.database, backend.server_info()))
-
-
-def drain_until_settled():
-    """Drain until no batch waits or is being sent: split parts are retried, rejected rows fail for good."""
-    for _ in range(20):
-        drain()
-        if not Batch.objects.filter(status__in=[Batch.Status.RETRY, Batch.Status.CLAIMED]).exists():
-            return
-        Batch.objects.filter(status=Batch.Status.RETRY).update(next_attempt_at=db_now())
-    raise AssertionError("batches still waiting after 20 drains")
 
 
 def fail_to_serialize(profile, **kwargs):

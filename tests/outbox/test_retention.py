@@ -26,7 +26,7 @@ from clickhouse_outbox.receivers import user_retired
 from outbox_project.platform.models import UserProfile
 from tests.factories import BatchFactory, CourseSnapshotFactory, MemorySource, PublishedCourseFactory
 from tests.learners import change_enrollment, enroll, give_external_id, make_learner
-from tests.outbox.test_personal_data import app_tables, as_bytes, drain_until_settled, drift
+from tests.outbox.helpers import app_tables, as_bytes, drain_until_settled, drift
 
 pytestmark = pytest.mark.django_db
 LONG_AGO = timezone.now() - timedelta(days=30)
