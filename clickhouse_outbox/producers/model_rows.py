@@ -4,12 +4,17 @@ tag): read through `sources.platform`, a chunk of subjects with one query, each 
 serialized as one line of one table.
 """
 
+import logging
 import uuid
+
+from django.db import transaction
 
 from clickhouse_outbox.outbox.producers import Prepared, Producer
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources.base import SubjectNotFound, SubjectSourceError
 from clickhouse_outbox.sources.platform import get_model, model_config
+
+log = logging.getLogger(__name__)
 
 
 class ModelRowProducer(Producer):
@@ -76,8 +81,11 @@ class ModelRowProducer(Producer):
         if not self.personal_data:
             return None
         try:
-            obj = self.queryset().filter(pk=int(subject)).first()
-        except Exception:  # noqa: BLE001 (the source cannot be read: the failure being recorded says why)
+            with transaction.atomic():  # a savepoint: a failing read leaves the caller's transaction usable
+                obj = self.queryset().filter(pk=int(subject)).first()
+        except Exception as exc:  # noqa: BLE001 (the failure being recorded is the error to raise)
+            log.warning("clickhouse_outbox: could not read whose %s %s is (%s); its failed snapshot names no user",
+                        self.noun[0], subject, exc)
             return None
         return None if obj is None else self.user_of(obj)
 
