@@ -117,7 +117,7 @@ def split_or_fail(batch, owner, exc):
             if not done:
                 return None
             for half in halves:
-                child = new_retry_batch(batch.table, sum(entry.row_count for entry in half))
+                child = new_retry_batch(batch, sum(entry.row_count for entry in half))
                 OutboxEntry.objects.filter(id__in=[entry.id for entry in half]).update(batch=child)
             return Batch.Status.SPLIT
         entry = entries[0]
@@ -135,7 +135,7 @@ def split_or_fail(batch, owner, exc):
         OutboxEntry.objects.filter(pk=entry.pk).update(status=OutboxEntry.Status.SPLIT)
         middle = len(lines) // 2
         for part in (lines[:middle], lines[middle:]):
-            child = new_retry_batch(batch.table, len(part))
+            child = new_retry_batch(batch, len(part))
             OutboxEntry.objects.create(
                 snapshot_id=entry.snapshot_id,
                 table=entry.table,
@@ -149,6 +149,10 @@ def split_or_fail(batch, owner, exc):
         return Batch.Status.SPLIT
 
 
-def new_retry_batch(table, rows):
-    """A batch due at once, holding part of a split batch (a new token: its bytes differ)."""
-    return Batch.objects.create(table=table, status=Batch.Status.RETRY, row_count=rows, next_attempt_at=UtcNow())
+def new_retry_batch(parent, rows):
+    """
+    A batch due at once, holding part of a split batch (a new token: its bytes differ). It
+    names its parent, whose error may quote its rows: a retirement clears that error too.
+    """
+    return Batch.objects.create(table=parent.table, status=Batch.Status.RETRY, row_count=rows, next_attempt_at=UtcNow(),
+                                split_from=parent)

@@ -47,6 +47,7 @@ from clickhouse_outbox.clickhouse.errors import (
     OutOfTime,
     classify,
     code_from_text,
+    withhold_row_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,8 @@ class HttpBackend(Backend):
                 body = gzip.compress(payload, compresslevel=self.compresslevel, mtime=0)
                 headers["Content-Encoding"] = "gzip"
             started = time.monotonic()
-            answer = self._post(params, body, what=what, headers=headers)
+            answer = self._post(params, body, what=what, headers=headers,
+                                personal_data_of=table.name if table.personal_data else None)
         if answer.body.strip():
             raise not_clickhouse(answer, what, "ClickHouse answers an INSERT with no content")
         written = None
@@ -236,11 +238,12 @@ class HttpBackend(Backend):
         finally:
             self._deadline = None
 
-    def _post(self, params, body, *, what, headers=None, cap=None, changes=True):
+    def _post(self, params, body, *, what, headers=None, cap=None, changes=True, personal_data_of=None):
         """
         The answer to a POST of `body`, within the request's deadline; a ClickHouseError
         unless it is a 200 (`changes`: the statement changes data, so a lost answer leaves
-        its outcome unknown, and the error says so).
+        its outcome unknown, and the error says so). For the rows of `personal_data_of` (a
+        table of personal data) the error keeps none of the rows ClickHouse's text quotes.
         """
         unknown = "; it may or may not have been applied" if changes else ""
         target = f"{self.path}?{urlencode({**self.params, **params})}"
@@ -272,7 +275,8 @@ class HttpBackend(Backend):
         except transport.BadHeader as exc:
             raise ClickHouseRejected(f"Cannot send {what} to ClickHouse: {exc} (check {SETTING_NAME})") from None
         error = error_from_response(
-            answer.status, answer.headers, answer.body, username=self.username, what=what, complete=answer.complete
+            answer.status, answer.headers, answer.body, username=self.username, what=what, complete=answer.complete,
+            personal_data_of=personal_data_of,
         )
         if error is not None:
             raise _redact(error, self._password)
@@ -301,19 +305,23 @@ def insert_block_size(rows):
     return max(int(rows or 0), MAX_INSERT_BLOCK_SIZE)
 
 
-def error_from_response(status, headers, body, *, username, what="the request", complete=True):
+def error_from_response(status, headers, body, *, username, what="the request", complete=True,
+                        personal_data_of=None):
     """
     The ClickHouseError an HTTP answer stands for, or None when it is a success.
 
     The code comes from X-ClickHouse-Exception-Code (servers since 22.x) or else from the
     `Code: N` an older server writes in the body; a 200 with an exception code is an error.
     `complete` False: `body` is only the start of the answer (the rest was not read).
+    For the rows of `personal_data_of` (a table of personal data), the message keeps only
+    what ClickHouse's text says without the rows it quotes (`withhold_row_text`).
     """
     header_code = headers.get("X-ClickHouse-Exception-Code")
     if status == 200 and not header_code:
         return None
-    text = _truncate(_text(body).strip(), complete=complete)
+    text = _text(body).strip()
     code = int(header_code) if header_code and header_code.strip().isdigit() else code_from_text(text)
+    text = withhold_row_text(text, personal_data_of) if personal_data_of else _truncate(text, complete=complete)
     if status == 401 or code in AUTH_ERROR_CODES:
         return ClickHouseRejected(
             f"ClickHouse rejected the credentials of user {username!r} (check {SETTING_NAME}): {text}",
