@@ -102,13 +102,14 @@ quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run clickhouse_outbox
 
-tox: $(VENV)/.installed ## The Python/Django matrix
+tox: $(VENV)/.installed ## Each supported platform release (tox -e ulmo, verawood) and quality
 	$(BIN)/tox
 
-requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files
-	for f in base embedded test quality dev tutor; do \
+requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files (verawood.txt on Python 3.12, through tox)
+	for f in base embedded test quality dev tutor ulmo; do \
 	  $(BIN)/pip-compile -q --allow-unsafe --no-strip-extras --no-emit-index-url --no-emit-find-links \
 	    -o requirements/$$f.txt requirements/$$f.in; done
+	$(BIN)/tox -e pip-compile-verawood
 
 clean: ## Remove the venv, demo data and test server and cluster data
 	-scripts/clickhouse-test-server stop
