@@ -98,7 +98,7 @@ test-postgres: $(VENV)/.installed ## The tests that use the outbox database, on 
 	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest -p no:cacheprovider -m django_db
 
 quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date
-	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py
+	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py scripts/platform-release
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run clickhouse_outbox
 
