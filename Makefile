@@ -98,17 +98,18 @@ test-postgres: $(VENV)/.installed ## The tests that use the outbox database, on 
 	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest -p no:cacheprovider -m django_db
 
 quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date
-	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py
+	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py scripts/platform-release
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run clickhouse_outbox
 
-tox: $(VENV)/.installed ## The Python/Django matrix
+tox: $(VENV)/.installed ## Each supported platform release (tox -e ulmo, verawood) and quality
 	$(BIN)/tox
 
-requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files
-	for f in base embedded test quality dev tutor; do \
+requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files (verawood.txt on Python 3.12, through tox)
+	for f in base embedded test quality dev tutor ulmo; do \
 	  $(BIN)/pip-compile -q --allow-unsafe --no-strip-extras --no-emit-index-url --no-emit-find-links \
 	    -o requirements/$$f.txt requirements/$$f.in; done
+	$(BIN)/tox -e pip-compile-verawood
 
 clean: ## Remove the venv, demo data and test server and cluster data
 	-scripts/clickhouse-test-server stop

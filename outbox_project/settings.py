@@ -13,6 +13,7 @@ Settings for the standalone project, all from the environment.
 
 import json
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -22,6 +23,16 @@ from clickhouse_outbox.settings.common import VERIFY_BEAT_ENTRY, beat_entry, ver
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("OUTBOX_DEMO_DIR", BASE_DIR / ".demo"))
+
+
+def tagging_app():
+    """
+    The content tagging app, as edx-platform lists it: its own package from Verawood
+    (openedx-core), `openedx_tagging.core.tagging` in Ulmo (openedx-learning 0.30); the same
+    app label, oel_tagging, and tables in both.
+    """
+    return "openedx_tagging" if find_spec("openedx_tagging.apps") else "openedx_tagging.core.tagging"
+
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "clickhouse-outbox-standalone-not-secret")
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
@@ -36,7 +47,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "waffle",  # edx-platform's feature flags: the peer's per-sink switches are waffle flags
-    "openedx_tagging",  # openedx-learning's content tagging, as in edx-platform
+    tagging_app(),  # content tagging (openedx-core, or Ulmo's openedx-learning), as in edx-platform
     "outbox_project.platform",  # stand-ins for edx-platform's enrollment, profile and external id models
     "clickhouse_outbox.apps.ClickhouseOutboxConfig",
     "outbox_project",  # only for its migration that creates the cache table

@@ -2,16 +2,17 @@
 Learners, enrollments and tags as the platform makes them: Django's real auth.User, the
 project's stand-ins of edx-platform's UserProfile, CourseEnrollment and ExternalId (the
 same fields), openedx-events' real enrollment events sent the way edx-platform sends them,
-and openedx-learning's real tagging models.
+and the real tagging models (openedx-core's, or Ulmo's openedx-learning's: found by their
+app label, which both keep).
 """
 
 import json
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from opaque_keys.edx.keys import CourseKey
 from openedx_events.learning.data import CourseData, CourseEnrollmentData, UserData, UserPersonalData
 from openedx_events.learning.signals import COURSE_ENROLLMENT_CHANGED, COURSE_ENROLLMENT_CREATED
-from openedx_tagging.models import ObjectTag, Tag, Taxonomy
 
 from clickhouse_outbox.models import OutboxEntry
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
@@ -64,18 +65,23 @@ def give_external_id(user, kind="xapi"):
     return ExternalId.objects.create(user=user, external_id_type=id_type)
 
 
+def tagging_model(name):
+    """openedx_tagging's `Taxonomy`, `Tag` or `ObjectTag`, wherever the installed release keeps it."""
+    return apps.get_model("oel_tagging", name)
+
+
 def taxonomy_with_tags(name="Subjects", values=("Science", "Physics")):
     """A taxonomy and a chain of tags, each the child of the one before; returns (taxonomy, [tags])."""
-    taxonomy = Taxonomy.objects.create(name=name, export_id=name.lower())
+    taxonomy = tagging_model("Taxonomy").objects.create(name=name, export_id=name.lower())
     tags, parent = [], None
     for value in values:
-        parent = Tag.objects.create(taxonomy=taxonomy, value=value, parent=parent)
+        parent = tagging_model("Tag").objects.create(taxonomy=taxonomy, value=value, parent=parent)
         tags.append(parent)
     return taxonomy, tags
 
 
 def tag_object(object_id, tag):
-    return ObjectTag.objects.create(object_id=str(object_id), taxonomy=tag.taxonomy, tag=tag, _value=tag.value,
+    return tagging_model("ObjectTag").objects.create(object_id=str(object_id), taxonomy=tag.taxonomy, tag=tag, _value=tag.value,
                                     _export_id=tag.taxonomy.export_id)
 
 

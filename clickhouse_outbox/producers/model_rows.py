@@ -12,7 +12,7 @@ from django.db import transaction
 from clickhouse_outbox.outbox.producers import Prepared, Producer
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources.base import SubjectNotFound, SubjectSourceError
-from clickhouse_outbox.sources.platform import get_model, model_config
+from clickhouse_outbox.sources.platform import describe, get_model
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,8 @@ class ModelRowProducer(Producer):
     def queryset(self):
         model = self.model()
         if model is None:
-            config = model_config(self.model_name)
             raise SubjectSourceError(
-                f"{config.get('module')}.{config.get('model')} (EVENT_SINK_CLICKHOUSE_MODEL_CONFIG[{self.model_name!r}]) "
+                f"{describe(self.model_name)} (EVENT_SINK_CLICKHOUSE_MODEL_CONFIG[{self.model_name!r}]) "
                 f"is not installed here, so {self.noun[1]} cannot be read"
             )
         return model._default_manager.select_related(*self.related)

@@ -1,7 +1,8 @@
 """
-The content tagging producers (openedx-learning's tagging models): taxonomies, tags and
-object tags, each as its row, queued when saved; a deleted one is deleted from its table
-too (the peer never sends deletes, so a deleted tag stays in the dashboards).
+The content tagging producers (openedx_tagging's models, from openedx-core or Ulmo's
+openedx-learning): taxonomies, tags and object tags, each as its row, queued when saved; a
+deleted one is deleted from its table too (the peer never sends deletes, so a deleted tag
+stays in the dashboards).
 """
 
 from clickhouse_outbox.clickhouse.tables import OBJECT_TAG, TAG, TAXONOMY

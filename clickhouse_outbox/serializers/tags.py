@@ -4,7 +4,7 @@ platform-plugin-aspects 2.1.0's serializers give them and ClickHouse stores them
 
 A missing link (a root tag's parent, a free-text object tag's tag, a deleted taxonomy) is
 0 in its Int32 column: the peer's CSV leaves the field empty, which ClickHouse reads as the
-column's default. `lineage` is `json.dumps` of openedx-learning's own `get_lineage()`.
+column's default. `lineage` is `json.dumps` of openedx_tagging's own `get_lineage()`.
 """
 
 import json

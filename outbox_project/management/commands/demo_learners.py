@@ -8,6 +8,7 @@ producers queue their rows (and the retirement its deletes) in those transaction
 --report it prints, instead, what ClickHouse holds for them.
 """
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -15,7 +16,6 @@ from opaque_keys import InvalidKeyError
 from opaque_keys.edx.keys import CourseKey
 from openedx_events.learning.data import CourseData, CourseEnrollmentData, UserData, UserPersonalData
 from openedx_events.learning.signals import COURSE_ENROLLMENT_CHANGED, COURSE_ENROLLMENT_CREATED
-from openedx_tagging.models import ObjectTag, Tag, Taxonomy
 
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
@@ -56,6 +56,8 @@ class Command(BaseCommand):
             return
         users = [self.register(username, name) for username, name in LEARNERS]
         enrollments = [self.enroll(user, course_key) for user in users]
+        # The tagging models by their app label: openedx-core's, or Ulmo's openedx-learning's.
+        Taxonomy, Tag, ObjectTag = (apps.get_model("oel_tagging", name) for name in ("Taxonomy", "Tag", "ObjectTag"))
         with transaction.atomic():
             taxonomy = Taxonomy.objects.create(name="Subjects", export_id="subjects")
             science = Tag.objects.create(taxonomy=taxonomy, value="Science")
