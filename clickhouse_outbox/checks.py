@@ -136,6 +136,12 @@ def check_outbox_settings(app_configs=None, **kwargs):
                 hint="Otherwise a slow but live send loses its batch to another drainer; raise the lease.",
                 id="clickhouse_outbox.E011",
             ))
+    if not isinstance(conf.claim_locks(), bool):
+        errors.append(Error(
+            f"CLICKHOUSE_OUTBOX_CLAIM_LOCKS is {conf.claim_locks()!r}; it must be True or False.",
+            hint="True (the default): a dead drainer's claims are taken again at once; False: after their lease.",
+            id="clickhouse_outbox.E014",
+        ))
     if conf.snapshot_at() not in conf.SNAPSHOT_AT_CHOICES:
         errors.append(Error(
             f"CLICKHOUSE_OUTBOX_SNAPSHOT_AT is {conf.snapshot_at()!r}; it must be \"publish\" or \"drain\".",

@@ -35,6 +35,7 @@ DEFAULTS = {
     "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": 900,
     "CLICKHOUSE_OUTBOX_SNAPSHOT_AT": "publish",
     "CLICKHOUSE_OUTBOX_DRAIN_THREADS": 1,
+    "CLICKHOUSE_OUTBOX_CLAIM_LOCKS": True,
 }
 
 SNAPSHOT_AT_CHOICES = ("publish", "drain")
@@ -88,6 +89,10 @@ def drain_interval_secs():
 
 def drain_max_secs():
     return float(get("CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS"))
+
+
+def claim_locks():
+    return get("CLICKHOUSE_OUTBOX_CLAIM_LOCKS")
 
 
 def lease_secs():

@@ -6,7 +6,6 @@ Used by the celery task, `manage.py outbox_drain` and `make demo` alike.
 
 import logging
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.finalise import mark_failed, mark_sent
+from clickhouse_outbox.outbox.liveness import claiming
 from clickhouse_outbox.outbox.requested import requests_waiting, take_requested
 from clickhouse_outbox.outbox.send import send_batch
 from clickhouse_outbox.text import plural
@@ -35,11 +35,12 @@ class DrainResult:
     batches_failed: int = 0
     leases_lost: int = 0
     snapshots_taken: int = 0
+    lock_lost: bool = False
     errors: list = field(default_factory=list)
 
     @property
     def ok(self):
-        return not (self.batches_retrying or self.batches_failed or self.leases_lost)
+        return not (self.batches_retrying or self.batches_failed or self.leases_lost or self.lock_lost)
 
     def __str__(self):
         text = f"{plural(self.batches_sent, 'batch', 'batches')} ({plural(self.rows_sent, 'row')}) sent"
@@ -51,6 +52,8 @@ class DrainResult:
                              (self.batches_failed, "failed"), (self.leases_lost, "lost to another drainer")):
             if count:
                 text += f", {plural(count, 'batch', 'batches')} {words}"
+        if self.lock_lost:
+            text += "; stopped early: its database lock was lost"
         return text
 
 
@@ -63,18 +66,23 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1):
     With `threads` > 1, as many loops claim and send at once (each with its own database
     connection and ClickHouse session), so ClickHouse parses one batch while the next is
     claimed and read: a backlog drains faster.
+
+    The run holds a database lock from before its first claim to after its last update
+    (`outbox.liveness`): if the process dies, other drainers take its batches at once.
     """
     result = DrainResult()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
-        result.snapshots_taken = take_requested(deadline=deadline)
-    if threads <= 1:
-        return drain_loop(result, max_batches, deadline, backend)
-    share = None if max_batches is None else max(1, max_batches // threads)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
-        for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None),
-                             range(threads)):
-            merge(result, part)
+    with claiming("a drain run") as claimer:
+        if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
+            result.snapshots_taken = take_requested(deadline=deadline, claimer=claimer)
+            result.lock_lost = claimer.lost
+        if threads <= 1:
+            return drain_loop(result, max_batches, deadline, backend, claimer)
+        share = None if max_batches is None else max(1, max_batches // threads)
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
+            for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None,
+                                                             claimer), range(threads)):
+                merge(result, part)
     return result
 
 
@@ -86,15 +94,26 @@ def in_own_connection(step, *args):
         connections.close_all()
 
 
-def drain_loop(result, max_batches, deadline, backend):
-    owner = uuid.uuid4()
+def drain_loop(result, max_batches, deadline, backend, claimer):
+    """
+    Claim, send and finalise until nothing is due. The lock is asked for right before each
+    claim and each send: a run that lost it (its lock session was ended) stops, and leaves a
+    batch it had just claimed to the others, who see its lock free.
+    """
+    owner = claimer.owner()
     backend = backend or get_backend()
     handled = 0
     while max_batches is None or handled < max_batches:
         if deadline is not None and time.monotonic() >= deadline:
             break
+        if result.lock_lost or not claimer.holds():
+            lock_lost(result)
+            break
         batch = retry_lock_conflicts(claim_batch, owner)
         if batch is None:
+            break
+        if not claimer.holds():
+            lock_lost(result, batch)
             break
         handled += 1
         retrying = result.batches_retrying
@@ -102,6 +121,14 @@ def drain_loop(result, max_batches, deadline, backend):
         if result.batches_retrying > retrying:
             break  # ClickHouse is failing: leave the rest for the next run instead of trying each batch now
     return result
+
+
+def lock_lost(result, batch=None):
+    if not result.lock_lost:
+        result.lock_lost = True
+        left = f"; batch {batch.pk} ({batch.table}) is left, unsent, to another drainer" if batch else ""
+        result.errors.append(f"this drain run lost its database lock and stopped{left}")
+        log.error("clickhouse_outbox: this drain run lost its database lock: it stops claiming%s", left)
 
 
 def process(batch, owner, backend, result):
@@ -198,6 +225,8 @@ def drain_until_empty(*, timeout, poll_interval=1.0, backend=None, threads=1):
     while True:
         result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend, threads=threads)
         merge(total, result)
+        if result.lock_lost:  # something ended its lock session: stop and say so rather than go on with a new one
+            return total, backlog()
         left = backlog()
         if not left["pending_entries"] and not left["open_batches"]:
             return total, left
@@ -210,4 +239,5 @@ def merge(total, result):
     for name in ("batches_sent", "rows_sent", "deletes_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost",
                  "snapshots_taken"):
         setattr(total, name, getattr(total, name) + getattr(result, name))
+    total.lock_lost = total.lock_lost or result.lock_lost
     total.errors.extend(result.errors)

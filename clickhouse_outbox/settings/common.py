@@ -82,6 +82,18 @@ def plugin_settings(settings):
     # .. setting_description: How long a claimed batch belongs to its drainer; after that (the
     #    drainer died) another drainer takes it. Must exceed the ClickHouse timeouts.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_CLAIM_LOCKS
+    # .. setting_default: True
+    # .. setting_description: Whether each drain run and dump worker holds a database lock for as
+    #    long as it runs (PostgreSQL: an advisory lock; MySQL/MariaDB: GET_LOCK; SQLite: a locked
+    #    file beside the database file), named by what it claims: when its process dies, the
+    #    server drops the lock and the next claim takes its batches, requested snapshots and
+    #    dump subjects at once instead of after CLICKHOUSE_OUTBOX_LEASE_SECS. Turn it off where
+    #    a drainer's connections may reach different servers that each think they hold the
+    #    locks (a multi-primary cluster: Galera is detected and left out on its own) or go
+    #    through a pooler that shares sessions between clients (PgBouncer in transaction mode);
+    #    the lease alone then frees a dead drainer's claims.
+
     # .. setting_name: CLICKHOUSE_OUTBOX_MAX_ATTEMPTS
     # .. setting_default: 12
     # .. setting_description: Sends of a batch before it is marked failed (it then waits for
