@@ -26,6 +26,8 @@ from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.finalise import mark_sent
 from clickhouse_outbox.outbox.requested import claim_requests, request_snapshot
+from tests.admin import pages
+from tests.admin.helpers import url
 from tests.claim_locks import end_lock
 from tests.dumps.helpers import add_courses
 from tests.factories import CourseSnapshotFactory, with_source
@@ -187,3 +189,17 @@ def test_a_drain_whose_lock_is_ended_between_claim_and_send_sends_nothing_and_le
     assert again.ok and again.batches_sent == Batch.objects.count() == 3
     assert Batch.objects.get(pk=left.pk).attempts == 2
     assert rows_in_clickhouse(server_clickhouse) == sum(Batch.objects.values_list("row_count", flat=True))
+
+
+def test_the_admin_says_whether_a_claimed_batchs_drainer_is_running_or_gone(admin_client):
+    CourseSnapshotFactory(course__blocks=5)
+
+    def lease_shown(batch):
+        return pages.readonly_field(admin_client.get(url("batch_change", batch.pk)), "lease")
+
+    with liveness.claiming("a drainer") as first:
+        batch = claim_batch(first.owner())
+        assert "that drainer is running" in lease_shown(batch)
+    assert "that drainer is gone" in lease_shown(batch)
+    without_lock = claim_batch(uuid.uuid4())
+    assert "a drainer without a database lock" in lease_shown(without_lock)
