@@ -57,7 +57,7 @@ class DrainResult:
         return text
 
 
-def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1):
+def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1, claimer=None):
     """
     Send due batches until none is due, `max_batches` were handled or `max_seconds` passed.
 
@@ -69,20 +69,24 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1):
 
     The run holds a database lock from before its first claim to after its last update
     (`outbox.liveness`): if the process dies, other drainers take its batches at once.
+    `claimer` is a lock the caller holds across several runs; without one, the run takes its own.
     """
+    if claimer is None:
+        with claiming("a drain run") as own:
+            return drain(max_batches=max_batches, max_seconds=max_seconds, backend=backend, threads=threads,
+                         claimer=own)
     result = DrainResult()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    with claiming("a drain run") as claimer:
-        if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
-            result.snapshots_taken = take_requested(deadline=deadline, claimer=claimer)
-            result.lock_lost = claimer.lost
-        if threads <= 1:
-            return drain_loop(result, max_batches, deadline, backend, claimer)
-        share = None if max_batches is None else max(1, max_batches // threads)
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
-            for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None,
-                                                             claimer), range(threads)):
-                merge(result, part)
+    if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
+        result.snapshots_taken = take_requested(deadline=deadline, claimer=claimer)
+        result.lock_lost = claimer.lost
+    if threads <= 1:
+        return drain_loop(result, max_batches, deadline, backend, claimer)
+    share = None if max_batches is None else max(1, max_batches // threads)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
+        for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None, claimer),
+                             range(threads)):
+            merge(result, part)
     return result
 
 
@@ -220,10 +224,16 @@ def backlog():
 
 def drain_until_empty(*, timeout, poll_interval=1.0, backend=None, threads=1):
     """Drain, waiting out backoffs, until nothing is pending or open, or `timeout` seconds pass."""
+    with claiming("outbox_drain --until-empty") as claimer:  # one lock for the whole wait
+        return drain_until_done(timeout, poll_interval, backend, threads, claimer)
+
+
+def drain_until_done(timeout, poll_interval, backend, threads, claimer):
     deadline = time.monotonic() + timeout
     total = DrainResult()
     while True:
-        result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend, threads=threads)
+        result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend, threads=threads,
+                       claimer=claimer)
         merge(total, result)
         if result.lock_lost:  # something ended its lock session: stop and say so rather than go on with a new one
             return total, backlog()
