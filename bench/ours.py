@@ -29,6 +29,8 @@ object on stdout.
                  first SIGKILLed: the time from the SIGKILL to the held batch sent by the
                  second (polled every 2 ms), with the default 300-second lease, and to the
                  database showing the dead drainer's lock free
+    learners_*, capture
+                 issue 19's learner scenarios: bench/ours_learners.py (its docstring)
 """
 
 import argparse
@@ -61,6 +63,8 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from bench import learners, ours_learners  # noqa: E402
+from bench.ours_learners import empty_outbox  # noqa: E402
 from bench.transactions import StatementCounter, enroll_all, figures  # noqa: E402
 from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier  # noqa: E402
@@ -75,7 +79,7 @@ from clickhouse_outbox import conf  # noqa: E402
 from clickhouse_outbox.dumps.jobs import start_job  # noqa: E402
 from clickhouse_outbox.dumps.run import run_job  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.http import HttpBackend  # noqa: E402
-from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot, Verdict  # noqa: E402
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot  # noqa: E402
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
 from clickhouse_outbox.outbox import liveness  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
@@ -95,7 +99,6 @@ from clickhouse_outbox.testing.sources import generated_course  # noqa: E402
 from outbox_project.platform.models import CourseEnrollment, ExternalId, UserProfile  # noqa: E402
 
 TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)
-OUTBOX_TABLES = [model._meta.db_table for model in (Verdict, DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot)]
 #: The stand-ins of the platform's tables bulk_enroll fills (children first).
 PLATFORM_TABLES = [model._meta.db_table for model in (CourseEnrollment, ExternalId, UserProfile, get_user_model())]
 
@@ -116,26 +119,8 @@ def summary(samples_ms, **extra):
     }
 
 
-def empty_outbox():
-    empty_tables(OUTBOX_TABLES)
-
-
 def empty_tables(tables):
-    """Raw statements, no signals (deleting users through the ORM would retire each of them)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-        elif connection.vendor == "mysql":
-            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
-            for table in tables:
-                cursor.execute(f"TRUNCATE TABLE {table}")
-            cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
-        else:
-            for table in tables:
-                cursor.execute(f"DELETE FROM {table}")
-    if connection.vendor == "sqlite":
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM")
+    learners.empty_tables(connection, tables)
 
 
 def reset(args):
@@ -541,7 +526,8 @@ def wait_for(condition, timeout=60, poll=0.002):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=["reset", "publish", "backlog", "drain", "full_dump", "write_exports",
-                                             "drainer", "dump_worker", "bulk_enroll", "verify", "kill_recovery"])
+                                             "drainer", "dump_worker", "bulk_enroll", "verify", "kill_recovery",
+                                             *ours_learners.HANDLERS])
     parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -557,6 +543,7 @@ def main():
     parser.add_argument("--enrollments", type=int, default=10_000, help="bulk_enroll: enrollments in the transaction")
     parser.add_argument("--count-enrollments", type=int, default=1000,
                         help="bulk_enroll: enrollments whose statements are counted (untimed)")
+    ours_learners.add_arguments(parser)
     parser.add_argument("--job", type=int)
     parser.add_argument("--start-file")
     args = parser.parse_args()
@@ -569,7 +556,7 @@ def main():
     handler = {"reset": reset, "publish": publish, "backlog": backlog_command, "drain": drain_command,
                "full_dump": full_dump, "write_exports": write_exports, "drainer": drainer,
                "dump_worker": dump_worker, "bulk_enroll": bulk_enroll, "verify": verify_site,
-               "kill_recovery": kill_recovery}[args.scenario]
+               "kill_recovery": kill_recovery, **ours_learners.HANDLERS}[args.scenario]
     print(json.dumps(handler(args)))
 
 

@@ -1,16 +1,21 @@
 """
-`make bench`: this project and its peer, side by side, in one run on this machine.
+`make bench`: this project and its peers, side by side, in one run on this machine.
 
 Runs each scenario of bench/ours.py on SQLite, MariaDB and PostgreSQL, and the peer's
 where it has one, alternating ours and the peer's round by round, against the ClickHouse
 test server over HTTP. The peer of the course scenarios is openedx-event-sink-clickhouse
-1.1.1 (bench/peer/); the peer of bulk_enroll is platform-plugin-aspects 2.1.0
-(bench/peer/aspects/), on the same database server as ours, with the real Redis as its
-celery broker. Writes bench/results.json and prints a table: median, min-max, peak RSS, and
-the ratio to the peer.
+1.1.1 (bench/peer/); platform-plugin-aspects 2.1.0 (bench/peer/aspects/) is the peer of
+bulk_enroll (with the real Redis as its celery broker) and backfill, and the second peer of
+publish_1k and publish_10k, on the same database server as ours. Writes bench/results.json
+and prints a table: median, min-max, peak RSS, and the ratio to the peer. Issue 19's
+scenarios: capture (statements per learner change), backfill (a site of --sizes users made
+before install: the floor, ours, the peer's dump_data_to_clickhouse, the operators'
+surfaces) and verify_learners (outbox_verify over it); bench/README.rst says what each
+figure means.
 
     python bench/run.py [--quick] [--only publish_1k,drain ...] [--databases sqlite,mysql,postgresql] [--merge]
-    python bench/run.py --rst
+                        [--sizes 10000,50000] [--output PATH]
+    python bench/run.py --rst     the README's tables: issue 19's goals, then every scenario
 
 Speed is measured here, never asserted in a test.
 """
@@ -34,6 +39,8 @@ ASPECTS = [str(REPO / ".bench" / "aspects-venv" / "bin" / "python"), str(HERE / 
 #: The aspects peer's celery broker: the real Redis, a db of its own (flushed before and after each run).
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 RESULTS = HERE / "results.json"
+#: The ClickHouse databases the benchmark writes (and drops): {prefix}_ours, _peer, _aspects.
+CLICKHOUSE_PREFIX = os.environ.get("BENCH_CLICKHOUSE_PREFIX", "bench")
 
 DATABASES = {
     "sqlite": f"sqlite:///{REPO / '.bench' / 'bench.sqlite3'}",
@@ -93,11 +100,33 @@ SCENARIOS = {
     # `outbox_drain --until-empty` (which looks again every second) sends its batch: from the kill to sent.
     "kill_recovery": ("recovery after a SIGKILLed drainer: kill to its batch sent by another (lease 300 s)",
                       ["kill_recovery"], None, {"repeat": 10, "rounds": 1}, {"repeat": 5, "rounds": 1}),
+    # Issue 19, goal 1: per kind of learner change, each in a transaction of its own, the
+    # statements with the producers on and off (ours.py capture), SNAPSHOT_AT=publish and =drain.
+    "capture": ("learner changes, one transaction each, SNAPSHOT_AT={snapshot_at}: statements the plugin adds",
+                ["capture"], None, {"changes": 200, "modes": ["publish", "drain"]},
+                {"changes": 100, "modes": ["publish", "drain"]}),
+    # Issue 19, goals 2 and 3 (measure_learners): a site of N users made before install, at each
+    # of --sizes; the floor, ours as an operator runs it, the peer's dump_data_to_clickhouse, the
+    # operators' surfaces; verify_learners: outbox_verify over the backfilled learners.
+    "backfill": ("backfill, {users:,} users (profile + external id) and {enrollments:,} enrollments made "
+                 "before install, until ClickHouse holds every row", None, ["--scenario", "backfill"],
+                 {"sizes": [100_000, 1_000_000], "dump_data_max_users": 100_000, "surface_timeout": 900},
+                 {"sizes": [10_000, 50_000], "dump_data_max_users": 0, "surface_timeout": 120}),
+    "verify_learners": ("outbox_verify --producer {producer} over the backfilled site, {subjects:,} subjects",
+                        None, None, {"sizes": [100_000, 1_000_000], "verify_max_users": 100_000},
+                        {"sizes": [10_000, 50_000], "verify_max_users": 10_000}),
 }
+#: The learner scenarios, run together (one site per size and database serves both).
+LEARNER_SCENARIOS = ("backfill", "verify_learners")
+#: The producers verify_learners verifies.
+VERIFIED_PRODUCERS = ("user_profile", "course_enrollment")
+#: The second peer of the publish scenarios: platform-plugin-aspects 2.1.0's course task (run_aspects.py).
+ASPECTS_PUBLISH = {"publish_1k": ["--scenario", "publish", "--blocks", "1000", "--bool-as-string"],
+                   "publish_10k": ["--scenario", "publish", "--blocks", "10000", "--bool-as-string"]}
 
 
-def run_json(command, env):
-    out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)  # noqa: S603
+def run_json(command, env, timeout=None):
+    out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, timeout=timeout)  # noqa: S603
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -141,8 +170,9 @@ def our_env(database_url, server):
     env.update(
         DATABASE_URL=database_url, CLICKHOUSE_URL=server["CLICKHOUSE_TEST_URL"],
         CLICKHOUSE_USERNAME=server["CLICKHOUSE_TEST_USERNAME"], CLICKHOUSE_PASSWORD=server["CLICKHOUSE_TEST_PASSWORD"],
-        CLICKHOUSE_DATABASE=os.environ.get("BENCH_CLICKHOUSE_DATABASE", "bench_ours"),
-        OUTBOX_LOG_LEVEL="WARNING", OUTBOX_DEMO_DIR=str(REPO / ".bench"),
+        CLICKHOUSE_DATABASE=f"{CLICKHOUSE_PREFIX}_ours", OUTBOX_LOG_LEVEL="WARNING", OUTBOX_DEMO_DIR=str(REPO / ".bench"),
+        # The test server is shared: its DDL (DROP DATABASE) can take more than the default 10 s when it is busy.
+        CLICKHOUSE_TIMEOUT_SECS="60",
         DJANGO_SETTINGS_MODULE="outbox_project.settings",
     )
     return env
@@ -151,7 +181,7 @@ def our_env(database_url, server):
 def peer_run(args, server, extra):
     env = dict(os.environ, PEER_BENCH_PASSWORD=server["CLICKHOUSE_TEST_PASSWORD"])
     command = [*PEER, "--url", server["CLICKHOUSE_TEST_URL"], "--user", server["CLICKHOUSE_TEST_USERNAME"],
-               "--password-env", "PEER_BENCH_PASSWORD", "--database", "bench_peer", "--self-paced-as-string",
+               "--password-env", "PEER_BENCH_PASSWORD", "--database", f"{CLICKHOUSE_PREFIX}_peer", "--self-paced-as-string",
                "--drop-database", *args, *extra]
     return run_json(command, env)
 
@@ -160,7 +190,7 @@ def aspects_run(args, server, database):
     """The aspects peer (bench/peer/aspects/run_aspects.py) on `database`'s server, its own database there."""
     env = dict(os.environ, PEER_BENCH_PASSWORD=server["CLICKHOUSE_TEST_PASSWORD"])
     command = [*ASPECTS, "--url", server["CLICKHOUSE_TEST_URL"], "--user", server["CLICKHOUSE_TEST_USERNAME"],
-               "--password-env", "PEER_BENCH_PASSWORD", "--database", "bench_aspects",
+               "--password-env", "PEER_BENCH_PASSWORD", "--database", f"{CLICKHOUSE_PREFIX}_aspects",
                "--database-url", ASPECTS_DATABASES[database], "--redis-url", REDIS_URL, "--drop-database", *args]
     return run_json(command, env)
 
@@ -184,6 +214,7 @@ def measure(name, quick, databases, server, olx_dir):
         for database in databases:
             env = our_env(DATABASES[database], server)
             samples, rss, peer_samples, peer_rss, verified = [], [], [], [], []
+            aspects_samples, aspects_rss, aspects_runs = [], [], []
             for _ in range(sizes["rounds"]):
                 run_json([*OURS, "reset"], env)
                 if name == "drain":
@@ -215,6 +246,11 @@ def measure(name, quick, databases, server, olx_dir):
                     result = peer_run(peer, server, peer_extra)
                     peer_samples += result["samples_ms"]
                     peer_rss.append(result["peak_rss_mb"])
+                if name in ASPECTS_PUBLISH:
+                    result = aspects_run([*ASPECTS_PUBLISH[name], "--repeat", str(sizes["repeat"])], server, database)
+                    aspects_samples += result["samples_ms"]
+                    aspects_rss.append(result["peak_rss_mb"])
+                    aspects_runs.append({k: v for k, v in result.items() if k != "samples_ms"})
             unit = "rows/s" if name == "drain" else "ms"
             label = describe(what, sizes, threads=variant, workers=variant)
             rows.append(row(f"{name}" + (f"_{variant}" if variant else ""), label, database, unit, samples, max(rss),
@@ -224,7 +260,18 @@ def measure(name, quick, databases, server, olx_dir):
                                                                               "lock_free_ms")} for r in verified]
             elif verified:
                 rows[-1]["verify_runs"] = [{k: v for k, v in r.items() if k != "peak_rss_mb"} for r in verified]
+            if aspects_samples:
+                add_second_peer(rows[-1], aspects_samples, max(aspects_rss), aspects_runs)
     return rows
+
+
+def add_second_peer(result, samples, rss, runs):
+    """The publish row's second peer, platform-plugin-aspects 2.1.0's course task: its time and its time over ours."""
+    result["aspects"] = stats(samples)
+    result["aspects_peak_rss_mb"] = rss
+    result["aspects_over_ours"] = round(result["aspects"]["median"] / result["ours"]["median"], 2)
+    result["aspects_rows_dropped"] = {table: sum(run["rows_dropped"][table] for run in runs)
+                                      for table in runs[0]["rows_dropped"]}
 
 
 def measure_bulk_enroll(name, quick, databases, server):
@@ -270,6 +317,165 @@ def measure_bulk_enroll(name, quick, databases, server):
     return rows
 
 
+def progress(message):
+    print(f"    {message}", file=sys.stderr, flush=True)
+
+
+def measure_capture(quick, databases, server):
+    """
+    One row per database and SNAPSHOT_AT: per kind of learner change (an enrollment made as
+    the platform makes it, a mode change, a profile saved, an email changed, an external id
+    created), each in a transaction of its own, the statements with the plugin and the
+    platform's own (producers off); `ours` is the most the plugin adds to any kind (goal: 2).
+    """
+    what, ours, _, full, small = SCENARIOS["capture"]
+    sizes = small if quick else full
+    rows = []
+    for database in databases:
+        env = our_env(DATABASES[database], server)
+        for mode in sizes["modes"]:
+            run_json([*OURS, "reset"], env)
+            result = run_json([*OURS, *ours, "--changes", str(sizes["changes"]), "--snapshot-at", mode], env)
+            rows.append({
+                "scenario": f"capture_{mode}", "group": "capture", "what": describe(what, sizes, snapshot_at=mode),
+                "database": database, "unit": "statements", "ours": stats([result["most_added"]]),
+                "ours_peak_rss_mb": result["peak_rss_mb"], "changes": result["changes"], "kinds": result["kinds"],
+            })
+    return rows
+
+
+def measure_learners(names, quick, databases, server, options):
+    """
+    The learner scenarios at each size of --sizes, on each database: the site made once
+    (bench/learners.py, before install, untimed) and used by every part, then dropped:
+      backfill         the floor (ours.py learners_floor), ours as an operator runs it
+                       (learners_backfill: outbox_requeue --all + outbox_drain --until-empty;
+                       and via dump_data_to_clickhouse up to --dump-data-max-users), the peer's
+                       dump_data_to_clickhouse (run_aspects.py --scenario backfill, on its own
+                       database of the same server holding the same learners), and the
+                       operators' surfaces after our backfill (learners_surfaces, a page per
+                       process, cut at --surface-timeout)
+      verify_learners  outbox_verify --producer user_profile, then course_enrollment, over the
+                       backfilled site (up to --verify-max-users: it is slow today)
+    """
+    quick_or_full = 4 if quick else 3
+    backfill, verify = "backfill" in names, "verify_learners" in names
+    config = {**SCENARIOS["verify_learners"][quick_or_full], **SCENARIOS["backfill"][quick_or_full]}
+    sizes = options.sizes or config["sizes"]
+    verify_max = options.verify_max_users if options.verify_max_users is not None else config["verify_max_users"]
+    dump_data_max = (options.dump_data_max_users if options.dump_data_max_users is not None
+                     else config["dump_data_max_users"])
+    surface_timeout = options.surface_timeout or config["surface_timeout"]
+    rows = []
+    for database in databases:
+        env = our_env(DATABASES[database], server)
+        for users in sizes:
+            n = ["--users", str(users)]
+            label = describe(SCENARIOS["backfill"][0], {"users": users, "enrollments": 3 * users})
+            progress(f"{database}, {users:,} users: generating")
+            run_json([*OURS, "reset"], env)
+            generated = run_json([*OURS, "learners_generate", *n], env)
+            try:
+                floor = None
+                if backfill:
+                    progress(f"{database}, {users:,} users: the floor")
+                    floor = run_json([*OURS, "learners_floor", *n], env)
+                progress(f"{database}, {users:,} users: ours (outbox_requeue --all, outbox_drain --until-empty)")
+                ours = run_json([*OURS, "learners_backfill", *n, "--via", "requeue"], env)
+                if backfill:
+                    rows.append(backfill_row(f"backfill_{users}", label, database, users, ours, floor, generated))
+                    rows.append(surfaces_row(users, database, env, surface_timeout))
+                if verify:
+                    for producer in VERIFIED_PRODUCERS:
+                        if users > verify_max:
+                            progress(f"{database}, {users:,} users: outbox_verify skipped (--verify-max-users {verify_max:,})")
+                            continue
+                        progress(f"{database}, {users:,} users: outbox_verify --producer {producer}")
+                        result = run_json([*OURS, "learners_verify", *n, "--producer", producer], env)
+                        rows.append(verify_row(users, database, producer, result))
+                if backfill and users <= dump_data_max:
+                    progress(f"{database}, {users:,} users: ours (dump_data_to_clickhouse per model, outbox_drain)")
+                    via = run_json([*OURS, "learners_backfill", *n, "--via", "dump_data"], env)
+                    rows.append(backfill_row(f"backfill_dump_data_{users}", f"{label}, via dump_data_to_clickhouse "
+                                             "--object (each model)", database, users, via, floor, generated))
+            finally:
+                # Ours' learners, outbox and ClickHouse database gone before the peer runs: no merge
+                # of our parts left running on the server while it is timed.
+                run_json([*OURS, "learners_drop"], env)
+            if backfill:
+                progress(f"{database}, {users:,} users: the peer's dump_data_to_clickhouse")
+                # Its 5 s HTTP timeout raised to 60 s: a 10,000-row INSERT on a busy machine is not cut off.
+                peer = aspects_run([*SCENARIOS["backfill"][2], *n, "--bool-as-string", "--timeout-secs", "60",
+                                    "--drop-learners"], server, database)
+                add_backfill_peer(next(r for r in rows if r["scenario"] == f"backfill_{users}"
+                                       and r["database"] == database), peer)
+    return rows
+
+
+def backfill_detail(result):
+    keys = ("seconds", "rows", "rows_per_second", "us_per_row", "peak_rss_mb", "complete", "held")
+    return {key: result[key] for key in keys if key in result}
+
+
+def backfill_row(name, what, database, users, ours, floor, generated):
+    """Ours until ClickHouse holds every row (s), beside the floor; the peer is added by add_backfill_peer."""
+    result = {
+        "scenario": name, "group": "backfill", "what": what, "database": database, "unit": "s", "users": users,
+        "ours": stats([ours["seconds"]]), "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "ours_detail": {**backfill_detail(ours), "via": ours["via"], "queue_seconds": ours["queue_seconds"],
+                        "drain_seconds": ours["drain_seconds"], "peak_rss_mb_by_step": ours["peak_rss_mb_by_step"],
+                        "failed_steps": ours["failed_steps"], "snapshots": ours["snapshots"],
+                        "startup_seconds_each": ours.get("startup_seconds_each")},
+        "generated": generated,
+    }
+    if floor is not None:
+        result["floor"] = {**backfill_detail(floor), "encoder": floor["encoder"], "chunk": floor["chunk"],
+                           "inserts": floor["inserts"]}
+        result["ours_over_floor"] = round(ours["seconds"] / floor["seconds"], 2)
+    return result
+
+
+def add_backfill_peer(result, peer):
+    result["peer"] = stats([peer["seconds"]])
+    result["peer_peak_rss_mb"] = peer["peak_rss_mb"]
+    result["peer_over_ours"] = round(peer["seconds"] / result["ours"]["median"], 2)
+    result["peer_detail"] = {**backfill_detail(peer), "steps": peer["steps"], "batch_size": peer["batch_size"],
+                             "sleep_time": peer["sleep_time"], "default_sleep_seconds": peer["default_sleep_seconds"],
+                             "error": peer.get("error")}
+
+
+def surfaces_row(users, database, env, timeout):
+    """Each surface in a process of its own (learners_surfaces --page), cut after `timeout` seconds."""
+    pages = {}
+    for page in ("learners_and_tags", "filtered_by_producer", "filtered_by_state", "searched", "one_subject",
+                 "outbox_status"):
+        progress(f"{database}, {users:,} users: {page}")
+        try:
+            result = run_json([*OURS, "learners_surfaces", "--users", str(users), "--page", page, "--repeat", "3"],
+                              env, timeout=timeout)
+            pages[page] = {key: result[key] for key in ("median_ms", "first_ms", "samples_ms", "url", "command_seconds")
+                           if key in result}
+        except subprocess.TimeoutExpired:
+            pages[page] = {"timeout_s": timeout}
+    slowest = max(pages, key=lambda page: pages[page].get("median_ms", float("inf")))
+    value = pages[slowest].get("median_ms", timeout * 1000)
+    return {"scenario": f"surfaces_{users}", "group": "backfill", "database": database, "unit": "ms", "users": users,
+            "what": f"operators' surfaces after the backfill of {users:,} users: the slowest of \"Learners and tags\" "
+                    "(as it opens, by producer, by state, searched), one subject's page and outbox_status",
+            "ours": stats([value]), "ours_peak_rss_mb": None, "slowest": slowest, "surfaces": pages}
+
+
+def verify_row(users, database, producer, result):
+    subjects = result["checked"]
+    rate = result["subjects_per_second"]
+    return {"scenario": f"verify_learners_{producer}_{users}", "group": "verify_learners", "database": database,
+            "unit": "s", "users": users,
+            "what": describe(SCENARIOS["verify_learners"][0], {"producer": producer, "subjects": subjects}),
+            "ours": stats([result["seconds"]]), "ours_peak_rss_mb": result["peak_rss_mb"],
+            "subjects_per_second": rate, "exit_status": result["exit_status"], "counts": result["counts"],
+            "minutes_per_million": round(1e6 / rate / 60, 1) if rate else None}
+
+
 def check_redis():
     import redis
 
@@ -293,7 +499,10 @@ def per_enrollment(runs, peer_runs):
                     "first_tenth_ms_per_enrollment", "last_tenth_ms_per_enrollment", "statements_per_enrollment",
                     "own_statements_per_enrollment", "platform_statements_per_enrollment"):
             figures[f"{side}_{key.removesuffix('_per_enrollment')}"] = median(results, key)
+    # Issue 19's goal 1: the transaction with the sink over the platform's own part (at most 1.5x).
+    figures["ours_over_platform"] = round(figures["ours_ms"] / figures["ours_platform_ms"], 2)
     if peer_runs:
+        figures["peer_over_platform"] = round(figures["peer_ms"] / figures["peer_platform_ms"], 2)
         figures["peer_commit_ms"] = median(peer_runs, "commit_ms_per_enrollment")
         figures["peer_task_ms"] = median(peer_runs, "task_median_ms")
         figures["peer_task_statements"] = median(peer_runs, "task_statements")
@@ -320,7 +529,9 @@ def table(rows):
         cell = f"{ours['median']:,.1f} {unit} ({ours['min']:,.1f}-{ours['max']:,.1f})"
         peer = f"{r['peer']['median']:,.1f}" if "peer" in r else "-"
         ratio = f"{r['peer_over_ours']:.1f}x" if "peer" in r else "-"  # how many times faster than the peer
-        lines.append(f"{r['what'][:64]:<64} {r['database']:<10} {cell:>28} {r['ours_peak_rss_mb']:>7} {peer:>12} {ratio:>7}")
+        rss = r["ours_peak_rss_mb"] if r.get("ours_peak_rss_mb") is not None else "-"
+        lines.append(f"{r['what'][:64]:<64} {r['database']:<10} {cell:>28} {rss:>7} {peer:>12} {ratio:>7}")
+        lines.extend(f"    {line}" for line in detail_lines(r))
         if "per_enrollment" in r:
             lines.append(f"    per enrollment: {per_enrollment_text(r['per_enrollment'])}")
         for run in r.get("verify_runs", []):
@@ -335,6 +546,45 @@ def table(rows):
             lines.append(f"    peer's task: {r['peer_task_ms']['median']:,.2f} ms median "
                          f"({r['peer_task_ms']['min']:,.2f}-{r['peer_task_ms']['max']:,.2f}), one HTTP POST each")
     return "\n".join(lines)
+
+
+def detail_lines(r):
+    """The issue-19 figures of a row, in words (the console's table)."""
+    lines = []
+    if "aspects" in r:
+        lines.append(f"second peer, platform-plugin-aspects 2.1.0's course task: {r['aspects']['median']:,.1f} ms "
+                     f"({r['aspects_over_ours']:.1f}x ours); rows it did not write: {r['aspects_rows_dropped']}")
+    if "floor" in r:
+        floor, ours = r["floor"], r["ours_detail"]
+        lines.append(f"ours {ours['rows_per_second']:,} rows/s, {ours['us_per_row']} us a row, {ours['peak_rss_mb']} MB "
+                     f"(queue {ours['queue_seconds']} s, drain {ours['drain_seconds']} s; a process starts in "
+                     f"{ours.get('startup_seconds_each')} s); floor {floor['seconds']} s, "
+                     f"{floor['rows_per_second']:,} rows/s, {floor['peak_rss_mb']} MB: ours is {r['ours_over_floor']}x "
+                     "the floor")
+        for side, detail in (("ours", ours), ("floor", floor), ("peer", r.get("peer_detail"))):
+            if detail and not detail.get("complete", True):
+                lines.append(f"{side}: NOT every row in ClickHouse: {detail['held']}")
+    if "peer_detail" in r:
+        peer = r["peer_detail"]
+        lines.append(f"peer {peer['rows_per_second']:,} rows/s, {peer['peak_rss_mb']} MB (--sleep_time "
+                     f"{peer['sleep_time']}; its default would add {peer['default_sleep_seconds']} s): "
+                     f"{r['peer_over_ours']}x ours" + (f"; error: {peer['error']}" if peer.get("error") else ""))
+    if "surfaces" in r:
+        lines.append(", ".join(f"{page} " + (f"{value['median_ms']:,.0f} ms" if "median_ms" in value else
+                                             f"> {value['timeout_s']} s") for page, value in r["surfaces"].items()))
+    if "subjects_per_second" in r:
+        lines.append(f"{r['subjects_per_second']:,} subjects/s (about {r['minutes_per_million']} min a million), "
+                     f"exit status {r['exit_status']}, {r['counts']}")
+    if "kinds" in r:
+        lines.append("; ".join(f"{kind}: +{k['plugin_adds']:g} ({k['with_plugin']:g} with it, {k['platform']:g} "
+                               "the platform's)" for kind, k in r["kinds"].items()))
+    if "per_enrollment" in r:
+        figures = r["per_enrollment"]
+        text = f"with the plugin / the platform's own part: {figures['ours_ms'] / figures['ours_platform_ms']:.2f}x"
+        if "peer_ms" in figures:
+            text += f" (peer {figures['peer_ms'] / figures['peer_platform_ms']:.2f}x)"
+        lines.append(text)
+    return lines
 
 
 def per_enrollment_text(figures):
@@ -362,17 +612,39 @@ def rst_table(results):
         ours = r["ours"]
         if r["unit"] == "rows/s":
             text = f"{ours['median'] / 1000:,.0f}k rows/s" if ours["median"] >= 10_000 else f"{ours['median']:,.0f} rows/s"
+        elif r["unit"] == "s":
+            text = seconds_text(ours["median"])
+        elif r["unit"] == "statements":
+            worst = max(r["kinds"], key=lambda kind: r["kinds"][kind]["plugin_adds"])
+            return f"+{ours['median']:g} statements at most ({worst})"
         else:
             text = f"{ours['median']:,.0f} ms" if ours["median"] >= 100 else f"{ours['median']:,.1f} ms"
         figures = r.get("per_enrollment")
-        if figures:
-            text += f": {figures['ours_ms']:.2f} ms, {figures['ours_statements']:g} statements per enrollment"
+        if "floor" in r:
+            text += incomplete_text(r)
+            text += (f", {r['ours_detail']['rows_per_second']:,} rows/s, {r['ours_peak_rss_mb']:,.0f} MB "
+                     f"(floor {seconds_text(r['floor']['seconds'])}: {r['ours_over_floor']:.1f}×")
+            if "peer" in r:
+                text += (f"; peer {seconds_text(r['peer']['median'])}, {r['peer_peak_rss_mb']:,.0f} MB: "
+                         f"{r['peer_over_ours']:.1f}×")
+            text += ")"
+        elif "surfaces" in r:
+            text += f" ({r['slowest']})"
+        elif "subjects_per_second" in r:
+            text += f" ({r['subjects_per_second']:,} subjects/s)"
+        elif figures:
+            text += (f": {figures['ours_ms']:.2f} ms, {figures['ours_statements']:g} statements per enrollment, "
+                     f"{figures['ours_ms'] / figures['ours_platform_ms']:.2f}× the platform's own part")
             if "peer" in r:
                 text += (f" (peer {figures['peer_ms']:.2f} ms, {figures['peer_statements']:g} statements, "
+                         f"{figures['peer_ms'] / figures['peer_platform_ms']:.2f}× the platform's; "
                          f"{r['peer_over_ours']:.1f}×)")
         elif "peer_task_ms" in r:
             text += (f" (peer {r['peer']['median']:,.0f} rows/s: {r['peer_task_ms']['median']:,.1f} ms a task, "
                      f"{r['peer_over_ours']:.1f}×)")
+        elif "peer" in r and "aspects" in r:
+            text += (f" (event-sink {r['peer']['median']:,.0f}, {r['peer_over_ours']:.1f}×; "
+                     f"aspects {r['aspects']['median']:,.0f}, {r['aspects_over_ours']:.1f}×)")
         elif "peer" in r:
             text += f" (peer {r['peer']['median']:,.0f}, {r['peer_over_ours']:.1f}×)"
         return text
@@ -383,6 +655,117 @@ def rst_table(results):
     for (_, what), cells in by_scenario.items():
         lines.append(f"   * - {what}")
         lines += [f"     - {cell(cells.get(db))}" for db in databases]
+    return "\n".join(lines)
+
+
+def incomplete_text(r):
+    """' (NOT complete: ...)' when a side of a backfill row left rows missing or duplicated in ClickHouse."""
+    found = []
+    for side in ("ours_detail", "floor", "peer_detail"):
+        held = (r.get(side) or {}).get("held") or {}
+        missing = sum(table["missing"] for table in held.values())
+        duplicated = sum(table["duplicated"] for table in held.values())
+        if missing or duplicated:
+            found.append(f"{side.removesuffix('_detail')}: {missing:,} rows missing, {duplicated:,} duplicated")
+    return f" (NOT complete: {'; '.join(found)})" if found else ""
+
+
+def seconds_text(seconds):
+    if seconds >= 100:
+        return f"{seconds:,.0f} s"
+    return f"{seconds:,.1f} s" if seconds >= 1 else f"{seconds * 1000:,.0f} ms"
+
+
+#: Issue 19's capture kinds, in the order the goals table lists them.
+CAPTURE_KINDS = {"enrollment_created": "enroll", "enrollment_mode_changed": "mode", "profile_saved": "profile",
+                 "email_changed": "email", "external_id_created": "external id"}
+
+
+def goals_table(results):
+    """
+    Issue 19's goals, each beside its target, the peer and the floor, from the rows of a
+    results.json (a goal whose scenario was not run is left out): the README's first table.
+    """
+    rows = results["rows"]
+    databases = [db for db in DATABASES if any(r["database"] == db for r in rows)]
+    by = {}
+    for r in rows:
+        by.setdefault(r["scenario"], {})[r["database"]] = r
+    goals = []  # (goal, target, {database: text})
+
+    def add(goal, target, cells):
+        if any(cells.values()):
+            goals.append((goal, target, cells))
+
+    for mode in ("publish", "drain"):
+        add(f"1. Capture (SNAPSHOT_AT={mode}): statements the plugin adds to a learner change's transaction: "
+            + " · ".join(CAPTURE_KINDS.values()) + " (the platform's own in brackets)", "≤ 2 each",
+            {db: " · ".join(f"+{r['kinds'][kind]['plugin_adds']:g}" for kind in CAPTURE_KINDS)
+             + " (" + " · ".join(f"{r['kinds'][kind]['platform']:g}" for kind in CAPTURE_KINDS) + ")"
+             for db, r in by.get(f"capture_{mode}", {}).items()})
+    for name, mode in (("bulk_enroll", "publish"), ("bulk_enroll_deferred", "drain")):
+        cells = {}
+        for db, r in by.get(name, {}).items():
+            figures = r["per_enrollment"]
+            text = f"{figures['ours_ms'] / figures['ours_platform_ms']:.2f}×"
+            if "peer_ms" in figures:
+                text += f" (peer {figures['peer_ms'] / figures['peer_platform_ms']:.2f}×)"
+            cells[db] = text
+        what = next(iter(by.get(name, {}).values()), {}).get("what", "").split(" in one")[0].replace("bulk enroll, ", "")
+        add(f"1. Bulk enroll of {what} in one transaction (SNAPSHOT_AT={mode}): with the plugin ÷ the platform's "
+            "own part", "≤ 1.5× (no worse than the peer's)", cells)
+    deferred = next(iter(by.get("bulk_enroll_deferred", {}).values()), {}).get("what", "")
+    deferred = deferred.removeprefix("bulk enroll, ").split(" in one")[0]
+    add(f"1. Deferred mode: the drain fills the requests of that bulk enroll ({deferred})", "≥ 20,000 rows/s",
+        {db: f"{r['ours']['median']:,.0f} rows/s" for db, r in by.get("bulk_enroll_deferred_drain", {}).items()})
+    sizes = sorted({r["users"] for r in rows if r.get("group") == "backfill" and "users" in r})
+    for users in sizes:
+        cells = {}
+        for db, r in by.get(f"backfill_{users}", {}).items():
+            text = seconds_text(r["ours"]["median"])
+            if "floor" in r:
+                text += f": {r['ours_over_floor']:.1f}× the floor ({seconds_text(r['floor']['seconds'])})"
+            if "peer" in r:
+                text += f"; peer {seconds_text(r['peer']['median'])}: {r['peer_over_ours']:.2f}×"
+            cells[db] = text + incomplete_text(r)
+        add(f"2. Backfill of {users:,} users (profile + external id) and {3 * users:,} enrollments, until ClickHouse "
+            "holds every row: ours ÷ the floor; the peer ÷ ours", "≤ 3× the floor; the peer ≥ 5×", cells)
+    if sizes:
+        cells = {}
+        for db in databases:
+            found = [by.get(f"backfill_{users}", {}).get(db) for users in sizes]
+            if all(found):
+                cells[db] = "ours " + " → ".join(f"{r['ours_peak_rss_mb']:,.0f}" for r in found) + " MB"
+                if all("peer" in r for r in found):
+                    cells[db] += "; peer " + " → ".join(f"{r['peer_peak_rss_mb']:,.0f}" for r in found) + " MB"
+        add(f"2. Backfill's peak memory at {' → '.join(f'{users:,}' for users in sizes)} users", "flat", cells)
+        for users in sizes:
+            add(f"2. At {users:,} users: the slowest of the admin's \"Learners and tags\" (as it opens, filtered, "
+                "searched), one subject's page and outbox_status",
+                "< 1 s each", {db: f"{seconds_text(r['ours']['median'] / 1000)} ({r['slowest']})"
+                               for db, r in by.get(f"surfaces_{users}", {}).items()})
+    verified = sorted({(r["users"], r["scenario"].rsplit("_", 1)[0]) for r in rows if r.get("group") == "verify_learners"},
+                      key=lambda found: (found[0], [f"verify_learners_{p}" for p in VERIFIED_PRODUCERS].index(found[1])
+                                         if found[1] in [f"verify_learners_{p}" for p in VERIFIED_PRODUCERS] else 9))
+    for users, name in verified:
+        producer = name.removeprefix("verify_learners_")
+        add(f"3. outbox_verify --producer {producer} after the backfill of {users:,} users", "minutes for 1,000,000",
+            {db: f"{seconds_text(r['ours']['median'])}, {r['subjects_per_second']:,}/s "
+                 f"(≈ {r['minutes_per_million']:g} min a million)"
+             for db, r in by.get(f"{name}_{users}", {}).items()})
+    for name, blocks in (("publish_1k", "1,000"), ("publish_10k", "10,000")):
+        add(f"5. Publish of {blocks} blocks: each peer's time ÷ ours (openedx-event-sink-clickhouse 1.1.1; "
+            "platform-plugin-aspects 2.1.0)", "≥ 5× each",
+            {db: f"{r['ours']['median']:,.1f} ms: " + "; ".join(
+                text for text in (f"event-sink {r['peer_over_ours']:.1f}×" if "peer" in r else "",
+                                  f"aspects {r['aspects_over_ours']:.1f}×" if "aspects" in r else "") if text)
+             for db, r in by.get(name, {}).items()})
+    names = {"sqlite": "SQLite", "mysql": "MariaDB / MySQL", "postgresql": "PostgreSQL"}
+    lines = [".. list-table::", "   :header-rows: 1", "", "   * - goal (issue 19)", "     - target"]
+    lines += [f"     - {names.get(db, db)}" for db in databases]
+    for goal, target, cells in goals:
+        lines += [f"   * - {goal}", f"     - {target}"]
+        lines += [f"     - {cells.get(db) or '-'}" for db in databases]
     return "\n".join(lines)
 
 
@@ -399,42 +782,75 @@ def merged(previous, results, names, databases):
                 return name
         return None
 
+    def key(r):
+        """Rows of a group (capture, the learner scenarios: a row per mode, size, producer) are replaced one by one."""
+        if r.get("group"):
+            return (r["scenario"] if r["group"] in names else None, r["database"])
+        return (base(r["scenario"]), r["database"])
+
     new_rows = {}
     for r in results["rows"]:
-        new_rows.setdefault((base(r["scenario"]), r["database"]), []).append(r)
+        new_rows.setdefault(key(r), []).append(r)
     rows, placed = [], set()
     for r in previous["rows"]:
-        key = (base(r["scenario"]), r["database"])
-        if key[0] is None or r["database"] not in databases:
+        found = key(r)
+        if found[0] is None or r["database"] not in databases or (r.get("group") and found not in new_rows):
             rows.append(r)
-        elif key not in placed:
-            rows.extend(new_rows.get(key, []))
-            placed.add(key)
-    rows.extend(r for key, group in new_rows.items() if key not in placed for r in group)
+        elif found not in placed:
+            rows.extend(new_rows.get(found, []))
+            placed.add(found)
+    rows.extend(r for found, group_rows in new_rows.items() if found not in placed for r in group_rows)
     merges = [*previous.get("merged", []),
               {"when": results["when"], "scenarios": names, "databases": databases, "seconds": results["seconds"]}]
     return {**previous, "rows": rows, "merged": merges}
 
 
+def sizes_list(text):
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: numbers of users, comma-separated (e.g. 10000,50000)")
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("at least one size, each at least 1")
+    return sizes
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (about 8 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios, comma-separated")
     parser.add_argument("--databases", default=",".join(DATABASES))
-    parser.add_argument("--rst", action="store_true", help="print bench/results.json as the README's table; run nothing")
+    parser.add_argument("--rst", action="store_true",
+                        help="print bench/results.json (or --output) as the README's tables; run nothing")
+    parser.add_argument("--output", type=Path, default=RESULTS, metavar="PATH",
+                        help="the results file written (and read by --merge, --rst); default bench/results.json")
     parser.add_argument("--merge", action="store_true",
                         help="with --only (and --databases): replace those scenarios' rows on those databases in the "
                              "existing bench/results.json (a run of the same size, --quick or not) and keep the "
                              "others, instead of writing only these")
+    parser.add_argument("--sizes", type=sizes_list, default=None, metavar="N,N",
+                        help="backfill, verify_learners: the site's users at each size (default: 100000,1000000; "
+                             "with --quick 10000,50000)")
+    parser.add_argument("--verify-max-users", type=int, default=None, metavar="N",
+                        help="verify_learners: only at sizes up to N users (default: 100000; --quick 10000)")
+    parser.add_argument("--dump-data-max-users", type=int, default=None, metavar="N",
+                        help="backfill: ours via dump_data_to_clickhouse too, at sizes up to N users (default: "
+                             "100000; --quick 0: never)")
+    parser.add_argument("--surface-timeout", type=int, default=None, metavar="SECONDS",
+                        help="backfill: a surface not answered in SECONDS is reported as such (default: 900; "
+                             "--quick 120)")
     args = parser.parse_args()
     if args.rst:
-        print(rst_table(json.loads(RESULTS.read_text())))
+        results = json.loads(args.output.read_text())
+        print(goals_table(results))
+        print()
+        print(rst_table(results))
         return
     previous = None
     if args.merge:
-        previous = json.loads(RESULTS.read_text())
+        previous = json.loads(args.output.read_text())
         if previous["quick"] != args.quick:
-            parser.error(f"--merge: {RESULTS.relative_to(REPO)} is from a {'quick' if previous['quick'] else 'full'} "
+            parser.error(f"--merge: {args.output} is from a {'quick' if previous['quick'] else 'full'} "
                          "run; merge a run of the same size")
     server = clickhouse_env()
     databases = args.databases.split(",")
@@ -447,10 +863,18 @@ def main():
         sizes = SCENARIOS["full_dump_olx"][4 if args.quick else 3]
         run_json([*OURS, "write_exports", "--olx-dir", str(olx_dir), "--courses", str(sizes["courses"]),
                   "--blocks", str(sizes["blocks"])], our_env(DATABASES["sqlite"], server))
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"--only: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     for name in names:
         print(f"... {name}", file=sys.stderr, flush=True)
         if name.startswith("bulk_enroll"):
             rows.extend(measure_bulk_enroll(name, args.quick, databases, server))
+        elif name == "capture":
+            rows.extend(measure_capture(args.quick, databases, server))
+        elif name in LEARNER_SCENARIOS:
+            if name == next(n for n in names if n in LEARNER_SCENARIOS):  # both at once: one site serves them
+                rows.extend(measure_learners(names, args.quick, databases, server, args))
         else:
             rows.extend(measure(name, args.quick, databases, server, olx_dir))
     results = {
@@ -463,9 +887,9 @@ def main():
     seconds = results["seconds"]
     if previous is not None:
         results = merged(previous, results, names, databases)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(table(rows))
-    print(f"\n{RESULTS.relative_to(REPO)} written after {seconds} s" + (" (merged)" if previous is not None else ""))
+    print(f"\n{args.output} written after {seconds} s" + (" (merged)" if previous is not None else ""))
 
 
 if __name__ == "__main__":

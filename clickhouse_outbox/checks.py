@@ -1,172 +1,53 @@
 """
 Django system checks: a bad configuration stops start-up with a message saying how to fix it.
-"""
 
-import re
-from urllib.parse import urlsplit
+The rules live with the settings: conf.problems() for the declared settings (settings/table.py)
+and config.parse() for EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG, the very function the backend is
+built with. Here they only become Django's messages.
+"""
 
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register  # noqa: A004 (Django's check message)
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.clickhouse.backends import configured_urls, insert_quorum, validate_config
+from clickhouse_outbox.clickhouse.backends.config import lease_problems, parse
 
-SETTING = "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+COURSE_SOURCE = "CLICKHOUSE_OUTBOX_COURSE_SOURCE"
+OLX_DIR = "CLICKHOUSE_OUTBOX_OLX_DIR"
+
+
+def valid(*names):
+    """Whether these declared settings have valid values (when not, check_outbox_settings says so)."""
+    return not any(conf.SETTINGS_BY_NAME[name].problem(conf.get(name)) for name in names)
+
+
+def messages(problems):
+    """Django's check messages for `problems`: an Error each, a Warning for a W id."""
+    return [(Warning if problem.is_warning else Error)(problem.message, hint=problem.hint or None, id=problem.id)
+            for problem in problems]
 
 
 @register(Tags.compatibility)
 def check_backend_config(app_configs=None, **kwargs):
-    config = conf.backend_config()
-    errors = []
-    entries = [(f"{SETTING}['url']", str(config.get("url") or ""))]
-    if config.get("urls") is not None:
-        try:
-            entries = configured_urls(config)
-        except ImproperlyConfigured as exc:
-            errors.append(Error(
-                str(exc),
-                hint="Give one server as 'url', or the replicas of one shard as 'urls' (a list, or a "
-                     "comma-separated string of http(s) URLs).",
-                id="clickhouse_outbox.E007",
-            ))
-            entries = []
-    for label, url in entries:
-        errors.extend(url_errors(label, url))
-    if not IDENTIFIER.match(str(config.get("database") or "")):
-        errors.append(Error(
-            f"{SETTING}['database'] must be a plain ClickHouse database name.",
-            hint="Letters, digits and underscores, e.g. event_sink.",
-            id="clickhouse_outbox.E004",
-        ))
-    for key in ("timeout_secs", "connect_timeout_secs"):
-        if not positive_number(config.get(key)):
-            errors.append(Error(
-                f"{SETTING}[{key!r}] must be a number of seconds greater than 0.",
-                hint="The defaults are 5 (timeout_secs, read) and 3 (connect_timeout_secs).",
-                id="clickhouse_outbox.E005",
-            ))
-    try:
-        insert_quorum(config)
-    except ImproperlyConfigured as exc:
-        errors.append(Error(
-            str(exc),
-            hint="insert_quorum = 2 acknowledges an insert once two replicas have it.",
-            id="clickhouse_outbox.E008",
-        ))
-    if not errors:
-        try:
-            validate_config(config)  # the backend's own rules, so a check never passes what a drain rejects
-        except ImproperlyConfigured as exc:
-            errors.append(Error(str(exc), id="clickhouse_outbox.E006"))
-    return errors
-
-
-def url_errors(label, url):
-    """What is wrong with one configured URL (`label` names it; the URL is never repeated)."""
-    errors = []
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https", "chdb"):
-        errors.append(Error(
-            f"{label} must start with http://, https:// or chdb:///, not {parts.scheme or 'nothing'!r}.",
-            hint="Use the address of ClickHouse's HTTP interface, e.g. http://clickhouse:8123.",
-            id="clickhouse_outbox.E001",
-        ))
-    if parts.username or parts.password:
-        errors.append(Error(
-            f"{label} contains credentials.",
-            hint="Remove them from the URL and set the 'username' and 'password' keys instead.",
-            id="clickhouse_outbox.E002",
-        ))
-    if parts.scheme == "chdb" and (parts.netloc or not parts.path.startswith("/")):
-        errors.append(Error(
-            f"{label} must name an absolute path for the embedded engine.",
-            hint="Write chdb:///absolute/path/to/store (three slashes).",
-            id="clickhouse_outbox.E003",
-        ))
-    return errors
-
-
-def positive_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-
-RANGES = {
-    "CLICKHOUSE_OUTBOX_BATCH_ROWS": (1, 1_000_000, "rows per INSERT; ClickHouse writes up to 1,048,576 rows as one block"),
-    "CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES": (1024, 64 * 1024 * 1024, "bytes per outbox row"),
-    "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS": (1, 86400, "seconds between beat runs; django-celery-beat counts whole seconds"),
-    "CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS": (0.1, 86400, "seconds per drain run"),
-    "CLICKHOUSE_OUTBOX_LEASE_SECS": (1, 86400, "seconds a claim lasts"),
-    "CLICKHOUSE_OUTBOX_MAX_ATTEMPTS": (1, 1000, "sends before a batch fails"),
-    "CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS": (0, 86400, "seconds before the first retry"),
-    "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS": (0, 7 * 86400, "longest retry delay in seconds"),
-    "CLICKHOUSE_OUTBOX_RETENTION_DAYS": (0, 3650, "days sent rows are kept"),
-    "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": (1, 10_000, "courses a dump worker claims at a time"),
-    "CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS": (1, 100_000, "enrollments, profiles, tags... a dump worker claims at a time"),
-    "CLICKHOUSE_OUTBOX_VERIFY_CHUNK": (1, 100_000, "subjects a verification compares with a few queries"),
-    "CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS": (0, 30 * 86400, "seconds between periodic verifications; 0 for none"),
-    "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": (1, 30 * 86400, "seconds the oldest unsent row may wait"),
-    "CLICKHOUSE_OUTBOX_DRAIN_THREADS": (1, 16, "batches one drain run sends at once"),
-}
+    return messages(parse(conf.backend_config())[1])
 
 
 @register(Tags.compatibility)
 def check_outbox_settings(app_configs=None, **kwargs):
-    errors = []
-    for name, (low, high, what) in RANGES.items():
-        value = conf.get(name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-            errors.append(Error(
-                f"{name} is {value!r}; it must be a number from {low} to {high} ({what}).",
-                hint=f"Remove it to use the default, {conf.DEFAULTS[name]!r}.",
-                id="clickhouse_outbox.E010",
-            ))
-    if errors:
-        return errors
-    config = conf.backend_config()
-    if positive_number(config.get("timeout_secs")) and positive_number(config.get("connect_timeout_secs")):
-        replicas = replica_count(config)
-        if conf.lease_secs() <= replicas * (config["timeout_secs"] + config["connect_timeout_secs"]):
-            errors.append(Error(
-                "CLICKHOUSE_OUTBOX_LEASE_SECS must be longer than the ClickHouse connect + read timeouts"
-                + (f", times the {replicas} replicas a send may try in turn." if replicas > 1 else "."),
-                hint="Otherwise a slow but live send loses its batch to another drainer; raise the lease.",
-                id="clickhouse_outbox.E011",
-            ))
-    if not isinstance(conf.claim_locks(), bool):
-        errors.append(Error(
-            f"CLICKHOUSE_OUTBOX_CLAIM_LOCKS is {conf.claim_locks()!r}; it must be True or False.",
-            hint="True (the default): a dead drainer's claims are taken again at once; False: after their lease.",
-            id="clickhouse_outbox.E014",
-        ))
-    if conf.snapshot_at() not in conf.SNAPSHOT_AT_CHOICES:
-        errors.append(Error(
-            f"CLICKHOUSE_OUTBOX_SNAPSHOT_AT is {conf.snapshot_at()!r}; it must be \"publish\" or \"drain\".",
-            hint='"publish" (the default) takes the snapshot in the publish; "drain" only requests it there.',
-            id="clickhouse_outbox.E013",
-        ))
-    if conf.backoff_max_secs() < conf.backoff_base_secs():
-        errors.append(Error(
-            "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS is smaller than CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS.",
-            hint="Make the cap at least the base delay.",
-            id="clickhouse_outbox.E012",
-        ))
-    return errors
-
-
-def replica_count(config):
-    """How many servers one send may try (the `urls`; 1 when they are malformed: E007 says so)."""
-    try:
-        return len(configured_urls(config))
-    except ImproperlyConfigured:
-        return 1
+    problems = conf.problems()
+    if not problems:
+        backend_config, _ = parse(conf.backend_config())
+        if backend_config is not None:
+            problems = lease_problems(backend_config, conf.lease_secs())
+    return messages(problems)
 
 
 @register(Tags.compatibility)
 def check_course_source(app_configs=None, **kwargs):
+    if not valid(COURSE_SOURCE, OLX_DIR):
+        return []
     path = conf.course_source_path()
     if path.endswith(".ModulestoreSource"):
         return []  # imports edx-platform lazily, only when a course is read
@@ -221,7 +102,7 @@ def check_producers(app_configs=None, **kwargs):
                     id="clickhouse_outbox.W032",
                 ))
     peer_installed = apps.is_installed("platform_plugin_aspects")
-    for producer in producers.all_producers():
+    for producer in producers.all_producers() if valid("CLICKHOUSE_OUTBOX_ENABLED") else ():
         if not producer.enabled:
             continue
         peer_setting = conf.peer_setting_name(producer.peer_model)

@@ -1,44 +1,20 @@
 """
 The plugin's settings, read at call time so `override_settings` and live changes work.
 
-Defaults live here (and in `settings/common.py` for the platform); `checks.py` validates them.
+Each is declared once, in settings/table.py (name, default, type, range, meaning); `value`
+reads one, checked and cast as declared, and `problems` says what is wrong with them all
+(checks.py turns that into system-check errors).
 """
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-DEFAULT_BACKEND_CONFIG = {
-    "url": "http://clickhouse:8123",
-    "username": "ch_cms",
-    "password": "",
-    "database": "event_sink",
-    "timeout_secs": 5,
-    "connect_timeout_secs": 3,
-}
+from clickhouse_outbox.settings import table
+from clickhouse_outbox.settings.table import BY_NAME as SETTINGS_BY_NAME
+from clickhouse_outbox.settings.table import DEFAULT_BACKEND_CONFIG, SETTINGS  # noqa: F401 (the package's names for them)
 
-DEFAULTS = {
-    "CLICKHOUSE_OUTBOX_ENABLED": True,
-    "CLICKHOUSE_OUTBOX_COURSE_SOURCE": "clickhouse_outbox.sources.modulestore.ModulestoreSource",
-    "CLICKHOUSE_OUTBOX_OLX_DIR": "",
-    "CLICKHOUSE_OUTBOX_BATCH_ROWS": 50_000,
-    "CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES": 1_048_576,
-    "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS": 10,
-    "CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS": 50,
-    "CLICKHOUSE_OUTBOX_LEASE_SECS": 300,
-    "CLICKHOUSE_OUTBOX_MAX_ATTEMPTS": 12,
-    "CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS": 5,
-    "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS": 3600,
-    "CLICKHOUSE_OUTBOX_RETENTION_DAYS": 7,
-    "CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES": 20,
-    "CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS": 1000,
-    "CLICKHOUSE_OUTBOX_VERIFY_CHUNK": 1000,
-    "CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS": 0,
-    "CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS": 900,
-    "CLICKHOUSE_OUTBOX_SNAPSHOT_AT": "publish",
-    "CLICKHOUSE_OUTBOX_DRAIN_THREADS": 1,
-    "CLICKHOUSE_OUTBOX_CLAIM_LOCKS": True,
-}
-
-SNAPSHOT_AT_CHOICES = ("publish", "drain")
+#: {name: default} of every declared setting.
+DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
 
 #: platform-plugin-aspects' default EVENT_SINK_CLICKHOUSE_PII_MODELS: the tables a retirement deletes from.
 DEFAULT_PII_MODELS = ("user_profile", "external_id")
@@ -47,7 +23,27 @@ PEER_WAFFLE_NAMESPACE = "event_sink_clickhouse"
 
 
 def get(name):
+    """A declared setting as configured (its default when unset), unchecked: what the checks look at."""
     return getattr(settings, name, DEFAULTS[name])
+
+
+def value(name):
+    """
+    A declared setting, checked and cast as declared (an int setting reads as an int). A bad
+    value raises ImproperlyConfigured with the system check's message: celery workers and
+    web servers never run the checks, and a cast must never change what a value means.
+    """
+    setting = SETTINGS_BY_NAME[name]
+    configured = getattr(settings, name, setting.default)
+    problem = setting.problem(configured)
+    if problem is not None:
+        raise ImproperlyConfigured(str(problem))
+    return setting.cast(configured)
+
+
+def problems():
+    """Every Problem of the declared settings as configured now (for the system checks)."""
+    return table.problems({setting.name: get(setting.name) for setting in SETTINGS})
 
 
 def backend_config():
@@ -56,6 +52,8 @@ def backend_config():
     (not the default `url` when the setting lists replicas in `urls`).
     """
     configured = getattr(settings, "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG", None) or {}
+    if not isinstance(configured, dict):
+        return configured  # config.parse says what to write instead
     config = dict(DEFAULT_BACKEND_CONFIG)
     if configured.get("urls") is not None:
         del config["url"]  # the default url would disagree with the replicas the deployment lists
@@ -63,77 +61,101 @@ def backend_config():
     return config
 
 
+# One accessor per setting that had one before the table: a new setting needs none, read it
+# with value("CLICKHOUSE_OUTBOX_...").
+
+
 def enabled():
-    return bool(get("CLICKHOUSE_OUTBOX_ENABLED"))
+    return value("CLICKHOUSE_OUTBOX_ENABLED")
 
 
 def course_source_path():
-    return get("CLICKHOUSE_OUTBOX_COURSE_SOURCE")
+    return value("CLICKHOUSE_OUTBOX_COURSE_SOURCE")
 
 
 def olx_dir():
-    return get("CLICKHOUSE_OUTBOX_OLX_DIR")
+    return value("CLICKHOUSE_OUTBOX_OLX_DIR")
+
+
+def olx_max_file_bytes():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES")
+
+
+def olx_max_value_bytes():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES")
+
+
+def olx_max_depth():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH")
+
+
+def olx_max_export_bytes():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES")
+
+
+def olx_max_export_files():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES")
+
+
+def olx_max_blocks():
+    return value("CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS")
 
 
 def batch_rows():
-    return int(get("CLICKHOUSE_OUTBOX_BATCH_ROWS"))
+    return value("CLICKHOUSE_OUTBOX_BATCH_ROWS")
 
 
 def entry_max_bytes():
-    return int(get("CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES"))
+    return value("CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES")
 
 
 def drain_interval_secs():
-    return float(get("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"))
+    return value("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS")
 
 
 def drain_max_secs():
-    return float(get("CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS"))
-
-
-def claim_locks():
-    return get("CLICKHOUSE_OUTBOX_CLAIM_LOCKS")
+    return value("CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS")
 
 
 def lease_secs():
-    return int(get("CLICKHOUSE_OUTBOX_LEASE_SECS"))
+    return value("CLICKHOUSE_OUTBOX_LEASE_SECS")
 
 
 def max_attempts():
-    return int(get("CLICKHOUSE_OUTBOX_MAX_ATTEMPTS"))
+    return value("CLICKHOUSE_OUTBOX_MAX_ATTEMPTS")
 
 
 def backoff_base_secs():
-    return float(get("CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS"))
+    return value("CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS")
 
 
 def backoff_max_secs():
-    return float(get("CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS"))
+    return value("CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS")
 
 
 def retention_days():
-    return float(get("CLICKHOUSE_OUTBOX_RETENTION_DAYS"))
+    return value("CLICKHOUSE_OUTBOX_RETENTION_DAYS")
 
 
 def dump_chunk_courses():
-    return int(get("CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES"))
+    return value("CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES")
 
 
 def status_max_age_secs():
-    return float(get("CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS"))
+    return value("CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS")
 
 
 def snapshot_at():
     """"publish": a publish takes its snapshot; "drain": it only requests one, the drain takes it."""
-    return get("CLICKHOUSE_OUTBOX_SNAPSHOT_AT")
+    return value("CLICKHOUSE_OUTBOX_SNAPSHOT_AT")
 
 
 def drain_threads():
-    return int(get("CLICKHOUSE_OUTBOX_DRAIN_THREADS"))
+    return value("CLICKHOUSE_OUTBOX_DRAIN_THREADS")
 
 
 def dump_chunk_rows():
-    return int(get("CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS"))
+    return value("CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS")
 
 
 def producer_setting_name(producer_name):
@@ -195,9 +217,9 @@ def pii_tables():
 
 
 def verify_chunk():
-    return int(get("CLICKHOUSE_OUTBOX_VERIFY_CHUNK"))
+    return value("CLICKHOUSE_OUTBOX_VERIFY_CHUNK")
 
 
 def verify_interval_secs():
     """Seconds between periodic verifications of every producer's subjects; 0 (the default) for none."""
-    return float(get("CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS") or 0)
+    return value("CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS")

@@ -21,9 +21,6 @@ import uuid
 from django.contrib.auth import get_user_model
 from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
-from opaque_keys import InvalidKeyError
-from opaque_keys.edx.keys import CourseKey, UsageKey
-from opaque_keys.edx.locator import LibraryLocator
 from openedx_events.content_authoring.signals import COURSE_IMPORT_COMPLETED, COURSE_RERUN_COMPLETED
 from openedx_events.learning.signals import COURSE_ENROLLMENT_CHANGED, COURSE_ENROLLMENT_CREATED
 
@@ -35,6 +32,7 @@ from clickhouse_outbox.producers.course_structure import COURSES, snapshot_or_re
 from clickhouse_outbox.producers.external_id import EXTERNAL_IDS
 from clickhouse_outbox.producers.tags import OBJECT_TAGS, TAGS, TAXONOMIES
 from clickhouse_outbox.producers.user_profile import PROFILES
+from clickhouse_outbox.sources.keys import course_key_of
 from clickhouse_outbox.sources.platform import get_model
 
 log = logging.getLogger(__name__)
@@ -166,21 +164,8 @@ def course_tags_changed(object_ids):
     """The courses whose course or block tags changed, requested again: their rows list tag ids."""
     if not COURSES.enabled:
         return
-    for course_key in sorted({key for key in map(course_of, object_ids) if key is not None}, key=str):
+    for course_key in sorted({key for key in map(course_key_of, object_ids) if key is not None}, key=str):
         snapshots.request(COURSES, course_key, TAGS_CHANGED)
-
-
-def course_of(object_id):
-    """The course a tagged object (a course or a block of one) belongs to, or None (a library, anything else)."""
-    text = str(object_id)
-    try:
-        key = CourseKey.from_string(text)
-    except InvalidKeyError:
-        try:
-            key = UsageKey.from_string(text).context_key
-        except InvalidKeyError:
-            return None
-    return key if isinstance(key, CourseKey) and not isinstance(key, LibraryLocator) else None
 
 
 TAGGING_PRODUCERS = {"taxonomy": TAXONOMIES, "tag": TAGS, "objecttag": OBJECT_TAGS}

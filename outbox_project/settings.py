@@ -157,7 +157,9 @@ CACHES = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # printable: a display name or ClickHouse's error text in a log line cannot drive the terminal.
+    "formatters": {"plain": {"class": "clickhouse_outbox.text.PrintableFormatter",
+                             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "clickhouse_outbox": {

@@ -1,9 +1,10 @@
 """
-manage.py outbox_status, and the exit status outbox_drain shares with it: 0 healthy; 1 failed
-batches, courses that could not be read, or ClickHouse failing (for as long as that lasts);
-2 the oldest unsent row is older than --max-age (before 1). On real outbox rows, a real
-ClickHouse (the 18.16 server and chdb) and, for the exit statuses themselves, `manage.py`
-in another process.
+manage.py outbox_status: 0 healthy; 1 failed batches, courses that could not be read,
+ClickHouse failing, or a verification's unrepaired finding (for as long as that lasts); 2 the
+oldest unsent row is older than --max-age (before 1). And outbox_drain's delivery cases, the
+part of that status about the batches and the age of what waits (the rest of its statuses:
+tests/test_drain_exit_status.py). On real outbox rows, a real ClickHouse (the 18.16 server
+and chdb) and, for the exit statuses themselves, `manage.py` in another process.
 """
 
 import io
@@ -316,7 +317,7 @@ def test_json_is_one_object_with_the_same_exit_code():
     assert datetime.fromisoformat(report["oldest_unsent_at"]) < datetime.fromisoformat(report["checked_at"])
 
 
-# --- outbox_drain: the same exit status ----------------------------------------------------
+# --- outbox_drain: delivery's part of the status ---------------------------------------------
 
 
 def test_a_drain_that_sends_everything_exits_0(chdb_clickhouse):

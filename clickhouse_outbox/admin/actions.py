@@ -131,6 +131,7 @@ def dismiss_snapshots(modeladmin, request, queryset):
             messages.SUCCESS,
         )
     for snapshot, why in kept:
-        modeladmin.message_user(request, f"Kept the failed snapshot of {snapshot.subject}: {why}.", messages.WARNING)
+        modeladmin.message_user(request, f"Kept the failed snapshot of {about(snapshot.subject, why)}.",
+                                messages.WARNING)
     if not dismissed and not kept:
         modeladmin.message_user(request, "Only failed snapshots can be dismissed.", messages.WARNING)

@@ -55,6 +55,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_verify_permission(self, request):
         return request.user.has_perm(PERMISSIONS["verify"])
 
+    def has_repair_permission(self, request):
+        """A verification that repairs starts a dump job of what differs: both permissions."""
+        return request.user.has_perms([PERMISSIONS["verify"], PERMISSIONS["start_dump"]])
+
     def audit(self, request, objects, message):
         """One history entry per object an action touched, saying who (the entry's user), what and how many."""
         objects = list(objects)

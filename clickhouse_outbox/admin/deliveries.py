@@ -74,8 +74,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
     title = ""
 
     def has_view_permission(self, request, obj=None):
-        """The rows are snapshots: who may view snapshots may view deliveries."""
-        return request.user.has_perm("clickhouse_outbox.view_snapshot") or super().has_view_permission(request, obj)
+        """The rows are snapshots: who may view snapshots (Django: *view* or *change*) may view deliveries."""
+        return (request.user.has_perm("clickhouse_outbox.view_snapshot")
+                or request.user.has_perm("clickhouse_outbox.change_snapshot")
+                or super().has_view_permission(request, obj))
 
     def latest(self):
         raise NotImplementedError
@@ -114,6 +116,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
             "last_sent": moment(status.last_sent_at, status.checked_at) if status.last_sent_at else None,
             "can_start_dump": self.has_start_dump_permission(request),
             "can_verify": self.has_verify_permission(request),
+            "can_repair": self.has_repair_permission(request),
             "verify_url": reverse("admin:clickhouse_outbox_dumpjob_verify"),
             "verify_producers": self.verify_producers,
             "start_dump_url": reverse("admin:clickhouse_outbox_dumpjob_start"),

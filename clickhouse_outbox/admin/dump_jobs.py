@@ -158,11 +158,18 @@ class DumpJobAdmin(ReadOnlyAdmin):
         return HttpResponseRedirect(self.job_url(job.pk))
 
     def verify_view(self, request):
-        """Start a verification of every course (or of every other producer's subjects), in the background."""
+        """
+        Start a verification of every course (or of every other producer's subjects), in the
+        background. With `repair` it ends in a dump job of what differs: that needs the
+        permission to start dumps as well, checked here whatever the form offered.
+        """
         if not self.has_verify_permission(request):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
+        repair = request.POST.get("repair", "") not in ("", "0")
+        if repair and not self.has_repair_permission(request):
+            raise PermissionDenied
         enabled = [producer.name for producer in registry.enabled_producers()]
         if request.POST.get("producers") == "others":
             chosen = [name for name in enabled if name not in DEFAULT_PRODUCERS]
@@ -173,7 +180,7 @@ class DumpJobAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse("admin:clickhouse_outbox_dumpjob_changelist"))
         try:
             job = start_job(DumpJob.Scope.ALL, producers=chosen, action=DumpJob.Action.VERIFY,
-                            repair=request.POST.get("repair") == "1", origin="admin", user=request.user)
+                            repair=repair, origin="admin", user=request.user)
         except DumpAlreadyActive as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(self.job_url(exc.job.pk) if exc.job else reverse(

@@ -20,7 +20,7 @@ from clickhouse_outbox.outbox.finalise import mark_failed, mark_sent
 from clickhouse_outbox.outbox.liveness import claiming
 from clickhouse_outbox.outbox.requested import requests_waiting, take_requested
 from clickhouse_outbox.outbox.send import send_batch
-from clickhouse_outbox.text import plural
+from clickhouse_outbox.text import about, last_line, plural
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ class DrainResult:
     batches_failed: int = 0
     leases_lost: int = 0
     snapshots_taken: int = 0
+    #: requested snapshots this run could not take (the subject could not be read): recorded as failed
+    snapshots_failed: int = 0
+    #: the run's database lock was lost (its session ended from outside): it stopped claiming
     lock_lost: bool = False
     errors: list = field(default_factory=list)
 
@@ -48,6 +51,8 @@ class DrainResult:
             text += f", {plural(self.deletes_sent, 'delete')} applied"
         if self.snapshots_taken:
             text += f", {plural(self.snapshots_taken, 'requested snapshot')} taken"
+        if self.snapshots_failed:
+            text += f" ({self.snapshots_failed:,} could not be read)"
         for count, words in ((self.batches_retrying, "to retry"), (self.batches_split, "split"),
                              (self.batches_failed, "failed"), (self.leases_lost, "lost to another drainer")):
             if count:
@@ -78,7 +83,11 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1, claime
     result = DrainResult()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
-        result.snapshots_taken = take_requested(deadline=deadline, claimer=claimer)
+        failed = []
+        result.snapshots_taken = take_requested(deadline=deadline, failed=failed, claimer=claimer)
+        result.snapshots_failed = len(failed)
+        result.errors += [f"{about(subject, last_line(str(exc)) or type(exc).__name__)} (the requested {name} "
+                          "snapshot could not be taken)" for name, subject, exc in failed]
         result.lock_lost = claimer.lost
     if threads <= 1:
         return drain_loop(result, max_batches, deadline, backend, claimer)
@@ -247,7 +256,7 @@ def drain_until_done(timeout, poll_interval, backend, threads, claimer):
 
 def merge(total, result):
     for name in ("batches_sent", "rows_sent", "deletes_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost",
-                 "snapshots_taken"):
+                 "snapshots_taken", "snapshots_failed"):
         setattr(total, name, getattr(total, name) + getattr(result, name))
     total.lock_lost = total.lock_lost or result.lock_lost
     total.errors.extend(result.errors)

@@ -251,7 +251,7 @@ def on_galera(connection):
 
 def locks_for(connection):
     """The kind of lock claims on `connection`'s database can name, or None where they cannot (leases only)."""
-    if conf.claim_locks() is not True:  # anything else is an error of the checks (E014): leases only
+    if not conf.value("CLICKHOUSE_OUTBOX_CLAIM_LOCKS"):
         return None
     if connection.vendor == "postgresql":
         return PostgresLocks()

@@ -86,34 +86,36 @@ def chunk_size(name, overrides):
     return max(1, producer.dump_chunk)
 
 
-def take_requested(*, deadline=None, overrides=None, claimer=None):
+def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None):
     """
     Take requested snapshots until none is left or the `deadline` (time.monotonic()) passed;
-    returns how many. `overrides` ({name: producer}) stands in for registered producers.
+    returns how many. `overrides` ({name: producer}) stands in for registered producers;
+    `failed`, a list, gets the (producer, subject, exception) of each one that failed.
     `claimer` (outbox.liveness) is the drain run's; without one, this call takes its own lock.
     """
     if claimer is None:
         with liveness.claiming("a run of requested snapshots") as own:
-            return take_requested(deadline=deadline, overrides=overrides, claimer=own)
+            return take_requested(deadline=deadline, overrides=overrides, failed=failed, claimer=own)
     owner = claimer.owner()
     taken = 0
+    failed = [] if failed is None else failed
     while deadline is None or time.monotonic() < deadline:
         if not claimer.holds():  # its lock session was ended: leave the rest to the others
             break
         requests = claim_requests(owner, overrides=overrides)
         if not requests:
             break
-        fill(requests[0].producer, requests, owner, db_now(), overrides or {})
+        fill(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
         taken += len(requests)
     return taken
 
 
-def fill(name, requests, owner, now, overrides):
+def fill(name, requests, owner, now, overrides, failed):
     """Read the requested subjects of one producer and queue their rows, or record why they could not be."""
     try:
         producer = overrides.get(name) or producers.get(name)
     except producers.UnknownProducer as exc:
-        fail(requests, owner, exc)
+        fail(requests, owner, exc, failed)
         return
     step = max(1, producer.read_at_once)
     prepared = []
@@ -126,10 +128,10 @@ def fill(name, requests, owner, now, overrides):
             return
         for request, snapshot in zip(requests, prepared, strict=True):
             if snapshot.error is not None:
-                fail([request], owner, snapshot.error)
+                fail([request], owner, snapshot.error, failed)
 
 
-def fail(requests, owner, exc):
+def fail(requests, owner, exc, failed):
     for request in requests:
         status = Snapshot.Status.FAILED
         if request.reason == TAGS_CHANGED and isinstance(exc, SubjectNotFound):
@@ -139,6 +141,8 @@ def fail(requests, owner, exc):
         else:
             log.error("clickhouse_outbox: could not take the requested %s snapshot of %s; recorded as failed",
                       request.producer, request.subject, exc_info=exc)
-        Snapshot.objects.filter(pk=request.pk, lease_owner=owner).update(
+        recorded = Snapshot.objects.filter(pk=request.pk, lease_owner=owner).update(
             status=status, error=failure_text(exc), lease_owner=None, lease_expires_at=None,
         )
+        if recorded and status == Snapshot.Status.FAILED:
+            failed.append((request.producer, request.subject, exc))

@@ -3,10 +3,13 @@ The outbox's health at a glance: what waits, what failed, how old the oldest uns
 is, when ClickHouse last took a batch. Read by `outbox_status`, `outbox_drain` (for its
 exit code) and the admin's course view.
 
-Exit codes, the same for both commands: 0 healthy; 1 failed batches or failed snapshots
-exist, or a batch waits to retry after an error (ClickHouse failing, a missing table...):
-for as long as that lasts; 2 the oldest unsent row is older than the allowed age
-(delivery is stuck; it takes precedence over 1).
+outbox_status's exit codes: 0 healthy; 1 failed batches or failed snapshots exist, a
+batch waits to retry after an error (ClickHouse failing, a missing table...), or the last
+verification found subjects that differ and were not repaired since: for as long as that
+lasts; 2 the oldest unsent row is older than the allowed age (delivery is stuck; it takes
+precedence over 1). outbox_drain's status is about delivery only (`delivery=True`): the
+batches, and the age of what waits; what the source could not read and what a verification
+found are for outbox_status and outbox_verify to report.
 """
 
 from dataclasses import dataclass, field
@@ -71,16 +74,19 @@ class OutboxStatus:
             return None
         return max((self.checked_at - self.oldest_unsent_at).total_seconds(), 0.0)
 
-    def exit_code(self, max_age):
+    def exit_code(self, max_age, *, delivery=False):
+        """0, 1 or 2 (see above); `delivery`: only what delivery itself is (batches, age), as outbox_drain."""
         age = self.oldest_unsent_age
         if max_age is not None and age is not None and age > max_age:
             return STALE
-        if self.failed_batches or self.failed_snapshots or self.server_failure or self.retrying or self.differing:
+        if self.failed_batches or self.server_failure or self.retrying:
+            return FAILURES
+        if not delivery and (self.failed_snapshots or self.differing):
             return FAILURES
         return HEALTHY
 
-    def problems(self, max_age):
-        """What makes the exit code non-zero, in words an operator can act on."""
+    def problems(self, max_age, *, delivery=False):
+        """What makes the exit code non-zero, in words an operator can act on (`delivery`: as `exit_code`)."""
         found = []
         age = self.oldest_unsent_age
         if max_age is not None and age is not None and age > max_age:
@@ -111,7 +117,7 @@ class OutboxStatus:
                 f"({plural(self.total_deletes('failed'), 'subject')}) failed, so deleted rows (a retired user's) are "
                 "still in ClickHouse: retry them in the admin or with outbox_requeue --failed"
             )
-        if self.differing:
+        if self.differing and not delivery:
             counts = ", ".join(f"{kind}: {count:,}" for kind, count in self.differing.items())
             total = sum(self.differing.values())
             found.append(
@@ -119,7 +125,7 @@ class OutboxStatus:
                 "delivered "
                 f"({counts}; last verified {iso(self.last_verified_at)}): outbox_verify --repair dumps them again"
             )
-        for name, failed in group_by_producer(self.failed_snapshots).items():
+        for name, failed in group_by_producer([] if delivery else self.failed_snapshots).items():
             keys = ", ".join(subject for subject, _ in failed[:3])
             more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
             found.append(

@@ -5,9 +5,6 @@ course_overviews, course_blocks and course_relationships rows.
 
 import uuid
 
-from opaque_keys import InvalidKeyError
-from opaque_keys.edx.keys import CourseKey
-
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
 from clickhouse_outbox import conf
 from clickhouse_outbox.outbox import producers, snapshots
@@ -15,18 +12,9 @@ from clickhouse_outbox.outbox.producers import Prepared, Producer
 from clickhouse_outbox.serializers.course_structure import serialize_course
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources import get_course_source
+from clickhouse_outbox.sources.keys import parse_course_key
 
 PRODUCER = "course_structure"
-
-
-def parse_course_key(value):
-    """A CourseKey from a key or its string; a clear ValueError for anything else."""
-    if isinstance(value, CourseKey):
-        return value
-    try:
-        return CourseKey.from_string(str(value))
-    except InvalidKeyError:
-        raise ValueError(f"{value!r} is not a course key (expected e.g. course-v1:Org+Course+Run)") from None
 
 
 class CourseStructure(Producer):

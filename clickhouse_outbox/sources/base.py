@@ -5,6 +5,8 @@ What sources raise, and the published course as every course source hands it to 
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from clickhouse_outbox.sources.keys import NotACourseKey, parse_course_key
+
 
 class SubjectSourceError(Exception):
     """A subject (a course, a user's profile, a tag...) could not be read or listed; the message says why."""
@@ -77,6 +79,14 @@ class PublishedCourse:
     tags: list = field(default_factory=list)
     created: datetime | None = None
     modified: datetime | None = None
+
+
+def source_course_key(course_key):
+    """The CourseKey a source is asked for; CourseNotFound when it is not a course key at all."""
+    try:
+        return parse_course_key(course_key)
+    except NotACourseKey as exc:
+        raise CourseNotFound(str(exc)) from None
 
 
 class CourseSource:

@@ -11,10 +11,15 @@ order for the detached blocks.
 import contextlib
 from datetime import UTC, timedelta
 
-from opaque_keys import InvalidKeyError
-from opaque_keys.edx.keys import CourseKey
-
-from clickhouse_outbox.sources.base import Block, CourseNotFound, CourseSource, CourseSourceError, PublishedCourse
+from clickhouse_outbox.sources.base import (
+    Block,
+    CourseNotFound,
+    CourseSource,
+    CourseSourceError,
+    PublishedCourse,
+    source_course_key,
+)
+from clickhouse_outbox.sources.keys import parse_course_key, without_branch
 from clickhouse_outbox.sources.tags import get_tags_for_block
 
 #: Detached types in the order the contract lists them; any other detached type follows.
@@ -53,7 +58,7 @@ def course_overviews_modified(course_keys):
     """{course key: its CourseOverview's `modified`} (the platform rewrites it when the course is published)."""
     from openedx.core.djangoapps.content.course_overviews.models import CourseOverview
 
-    keys = [CourseKey.from_string(str(key)) for key in course_keys]
+    keys = [parse_course_key(key) for key in course_keys]
     return {str(key): modified for key, modified in CourseOverview.objects.filter(id__in=keys)
             .values_list("id", "modified")}
 
@@ -104,7 +109,7 @@ class ModulestoreSource(CourseSource):
         return self._detached_types
 
     def get_course(self, course_key) -> PublishedCourse:
-        key = _as_course_key(course_key)
+        key = source_course_key(course_key)
         store = self.store
         bulk = getattr(store, "bulk_operations", None)
         try:
@@ -127,10 +132,10 @@ class ModulestoreSource(CourseSource):
         store = self.store
         # Course summaries are much lighter than course blocks where the store has them.
         courses = store.get_course_summaries() if hasattr(store, "get_course_summaries") else store.get_courses()
-        return sorted({_without_branch(course.id) for course in courses}, key=str)
+        return sorted({without_branch(course.id) for course in courses}, key=str)
 
     def course_keys_changed_since(self, since):
-        return sorted({_as_course_key(key) for key in self._get_changed(since)}, key=str)
+        return sorted({source_course_key(key) for key in self._get_changed(since)}, key=str)
 
     def published_times(self, course_keys):
         return {str(key): _aware(when) for key, when in self._get_modified(course_keys).items() if when is not None}
@@ -220,16 +225,9 @@ def _detached_rank(block_type):
     return (len(DETACHED_ORDER), block_type)
 
 
-def _without_branch(key):
-    key = key.for_branch(None) if hasattr(key, "for_branch") else key
-    if getattr(key, "version_guid", None) is not None:
-        key = key.replace(version_guid=None)
-    return key
-
-
 def _location_string(location):
     """`block-v1:...` without branch or version, as the course_blocks table stores it."""
-    return str(_without_branch(location))
+    return str(without_branch(location))
 
 
 def _seconds(value):
@@ -244,12 +242,3 @@ def _aware(value):
     if value is None or getattr(value, "tzinfo", True) is not None:
         return value
     return value.replace(tzinfo=UTC)
-
-
-def _as_course_key(course_key):
-    if not isinstance(course_key, CourseKey):
-        try:
-            course_key = CourseKey.from_string(str(course_key))
-        except InvalidKeyError:
-            raise CourseNotFound(f"{course_key!r} is not a course key") from None
-    return _without_branch(course_key)

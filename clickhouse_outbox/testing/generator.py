@@ -24,7 +24,7 @@ from xml.sax.saxutils import quoteattr
 from opaque_keys.edx.keys import CourseKey
 
 from clickhouse_outbox.sources.base import Block, PublishedCourse
-from clickhouse_outbox.sources.olx import DISPLAY_NAME_DEFAULTS, completion_mode
+from clickhouse_outbox.sources.olx.reader import DISPLAY_NAME_DEFAULTS, completion_mode
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 LEAF_TYPES = ("html", "problem", "video")

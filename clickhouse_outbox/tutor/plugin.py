@@ -3,8 +3,15 @@ The Tutor plugin (`tutor plugins enable clickhouse_outbox`): the package in the 
 image, the LMS and CMS settings (the producers it takes over from Aspects' sinks), the
 drain on the CMS celery beat, an init task and `do` jobs.
 
-Loaded by Tutor, not by Django: it must import neither Django nor the rest of the package.
+Loaded by Tutor, not by Django: it must import neither Django nor the rest of the package,
+but the settings' table (Django-free), where its defaults come from. Every value from Tutor's
+config is written into the settings as a Python literal (`python_literal`), into comments
+escaped to one line, and into the Dockerfile as one quoted shell word: a quote, a line break
+or a crafted value can neither break the file nor run code.
 """
+
+import ast
+import math
 
 import click
 from tutor import exceptions as tutor_exceptions
@@ -12,6 +19,7 @@ from tutor import hooks
 from tutor import plugins as tutor_plugins
 
 from clickhouse_outbox import __version__
+from clickhouse_outbox.settings.table import BY_NAME, DEFAULT_BACKEND_CONFIG
 
 #: Aspects' init tasks run at priorities 92 to 97 (its alembic job creates event_sink's
 #: tables at 94): checking those tables comes after them.
@@ -41,15 +49,15 @@ hooks.Filters.CONFIG_DEFAULTS.add_items(
     [
         # What `pip install` gets in the image: a version, or a git+https://…@tag URL.
         ("CLICKHOUSE_OUTBOX_PIP_SPEC", f"clickhouse-outbox=={__version__}"),
-        ("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", 60),
+        ("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", BY_NAME["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"].default),
         # The producers to take over besides those of Aspects' sinks that Aspects turns on
         # (see takeover() and the settings patch below); without Aspects, the only ones.
         ("CLICKHOUSE_OUTBOX_PRODUCERS", DEFAULT_PRODUCERS),
         # The ClickHouse connection when Aspects is not enabled (with Aspects, its own is used).
-        ("CLICKHOUSE_OUTBOX_CLICKHOUSE_URL", "http://clickhouse:8123"),
-        ("CLICKHOUSE_OUTBOX_CLICKHOUSE_USERNAME", "ch_cms"),
-        ("CLICKHOUSE_OUTBOX_CLICKHOUSE_DATABASE", "event_sink"),
-        ("CLICKHOUSE_OUTBOX_CLICKHOUSE_TIMEOUT_SECS", 5),
+        ("CLICKHOUSE_OUTBOX_CLICKHOUSE_URL", DEFAULT_BACKEND_CONFIG["url"]),
+        ("CLICKHOUSE_OUTBOX_CLICKHOUSE_USERNAME", DEFAULT_BACKEND_CONFIG["username"]),
+        ("CLICKHOUSE_OUTBOX_CLICKHOUSE_DATABASE", DEFAULT_BACKEND_CONFIG["database"]),
+        ("CLICKHOUSE_OUTBOX_CLICKHOUSE_TIMEOUT_SECS", DEFAULT_BACKEND_CONFIG["timeout_secs"]),
     ]
 )
 
@@ -59,6 +67,59 @@ hooks.Filters.CONFIG_UNIQUE.add_items(
         ("CLICKHOUSE_OUTBOX_CLICKHOUSE_PASSWORD", "{{ 24|random_string }}"),
     ]
 )
+
+
+def python_literal(value, name="a value", text=False):
+    """
+    `value` (a string, number, boolean, None, or a list or dict of them) as Python source that
+    evaluates to exactly it; ASCII only, so no character can end a line or the string early.
+    Anything else (a date YAML made of a value, NaN; with `text`, anything but a string) is a
+    TutorError naming the setting.
+    """
+    if text and not isinstance(value, str):
+        raise tutor_exceptions.TutorError(f"{name} must be a string: quote it in YAML (e.g. --set '{name}=\"0123\"')")
+    if not plain(value):
+        raise tutor_exceptions.TutorError(
+            f"{name} must be a string, a number, true/false, or a list or mapping of those (quote it in YAML)"
+        )
+    text = ascii(value)
+    if ast.literal_eval(text) != value:  # belt and braces: the literal reads back as the value
+        raise tutor_exceptions.TutorError(f"{name} cannot be written as a Python literal")
+    return text
+
+
+def plain(value):
+    """Whether `value` is made only of what python_literal writes."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and plain(item) for key, item in value.items())
+    return False
+
+
+def setting_literal(name, value):
+    """A setting of the package's table (settings/table.py), checked as the package checks it, as a literal."""
+    problem = BY_NAME[name].problem(value)
+    if problem is not None:
+        raise tutor_exceptions.TutorError(f"Tutor setting {problem}")
+    return python_literal(value, name)
+
+
+def comment(text):
+    """`text` for a Python comment: on one line, every character outside printable ASCII escaped."""
+    return "".join(char if char.isascii() and char.isprintable() else ascii(char)[1:-1] for char in str(text))
+
+
+def shell_word(value, name="CLICKHOUSE_OUTBOX_PIP_SPEC"):
+    """`value` as one double-quoted word of a Dockerfile's RUN line (sh): nothing in it is expanded or run."""
+    if not isinstance(value, str) or not value or any(char in value for char in "\r\n"):
+        raise tutor_exceptions.TutorError(f"{name} must be one line of text, e.g. clickhouse-outbox=={__version__}")
+    escaped = "".join("\\" + char if char in '"$`\\' else char for char in value)
+    return f'"{escaped}"'
 
 
 def aspects_enabled():
@@ -156,6 +217,14 @@ hooks.Filters.ENV_TEMPLATE_VARIABLES.add_items(
     [
         ("clickhouse_outbox_aspects_enabled", aspects_enabled),
         ("clickhouse_outbox_takeover", takeover),
+        ("clickhouse_outbox_setting", setting_literal),
+    ]
+)
+hooks.Filters.ENV_TEMPLATE_FILTERS.add_items(
+    [
+        ("clickhouse_outbox_literal", python_literal),
+        ("clickhouse_outbox_comment", comment),
+        ("clickhouse_outbox_shell_word", shell_word),
     ]
 )
 
@@ -165,7 +234,7 @@ hooks.Filters.ENV_PATCHES.add_item(
         "openedx-dockerfile-post-python-requirements",
         """# clickhouse_outbox
 RUN --mount=type=cache,target=/openedx/.cache/pip,sharing=shared \\
-    pip install "{{ CLICKHOUSE_OUTBOX_PIP_SPEC }}"
+    pip install {{ CLICKHOUSE_OUTBOX_PIP_SPEC|clickhouse_outbox_shell_word }}
 """,
     )
 )
@@ -198,23 +267,23 @@ COMMON_SETTINGS = """# clickhouse_outbox (Tutor plugin)
     CLICKHOUSE_OUTBOX_PRODUCERS, EVENT_SINK_MODELS_ENABLED, EVENT_SINK_PII_MODELS, ASPECTS_ENABLE_PII) %}
 {%- else %}
 EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {
-    "url": "{{ CLICKHOUSE_OUTBOX_CLICKHOUSE_URL }}",
-    "username": "{{ CLICKHOUSE_OUTBOX_CLICKHOUSE_USERNAME }}",
-    "password": "{{ CLICKHOUSE_OUTBOX_CLICKHOUSE_PASSWORD }}",
-    "database": "{{ CLICKHOUSE_OUTBOX_CLICKHOUSE_DATABASE }}",
-    "timeout_secs": {{ CLICKHOUSE_OUTBOX_CLICKHOUSE_TIMEOUT_SECS }},
+    "url": {{ CLICKHOUSE_OUTBOX_CLICKHOUSE_URL|clickhouse_outbox_literal("CLICKHOUSE_OUTBOX_CLICKHOUSE_URL", text=True) }},
+    "username": {{ CLICKHOUSE_OUTBOX_CLICKHOUSE_USERNAME|clickhouse_outbox_literal("CLICKHOUSE_OUTBOX_CLICKHOUSE_USERNAME", text=True) }},
+    "password": {{ CLICKHOUSE_OUTBOX_CLICKHOUSE_PASSWORD|clickhouse_outbox_literal("CLICKHOUSE_OUTBOX_CLICKHOUSE_PASSWORD", text=True) }},
+    "database": {{ CLICKHOUSE_OUTBOX_CLICKHOUSE_DATABASE|clickhouse_outbox_literal("CLICKHOUSE_OUTBOX_CLICKHOUSE_DATABASE", text=True) }},
+    "timeout_secs": {{ CLICKHOUSE_OUTBOX_CLICKHOUSE_TIMEOUT_SECS|clickhouse_outbox_literal("CLICKHOUSE_OUTBOX_CLICKHOUSE_TIMEOUT_SECS") }},
 }
 {%- set clickhouse_outbox = clickhouse_outbox_takeover(CLICKHOUSE_OUTBOX_PRODUCERS) %}
 {%- endif %}
 # Each row is written once, by the outbox. Taken over from platform-plugin-aspects (its sink
 # off, the outbox's producer on), and why:
 {%- for producer in clickhouse_outbox.producers %}
-# {{ producer.name }} on, Aspects' {{ producer.peer }} sink off ({{ producer.why }})
+# {{ producer.name }} on, Aspects' {{ producer.peer }} sink off ({{ producer.why|clickhouse_outbox_comment }})
 {{ producer.peer_setting }} = False
 {{ producer.setting }} = True
 {%- endfor %}
 {%- for note in clickhouse_outbox.notes %}
-# {{ note }}
+# {{ note|clickhouse_outbox_comment }}
 {%- endfor %}
 """
 
@@ -225,7 +294,8 @@ hooks.Filters.ENV_PATCHES.add_item(
     (
         "openedx-cms-common-settings",
         COMMON_SETTINGS
-        + """CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = {{ CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS }}
+        + """CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS = {{ clickhouse_outbox_setting(
+    "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS) }}
 try:
     CELERYBEAT_SCHEDULE
 except NameError:  # the plugin's own settings did not run (not in the image yet)

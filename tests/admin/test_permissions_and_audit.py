@@ -22,7 +22,7 @@ from tests.factories import MemorySource, PublishedCourseFactory
 
 pytestmark = pytest.mark.django_db
 
-DUMP_BUTTONS = ("dump-all", "dump-changed", "verify-all", "start-dump", "cancel-dump")
+DUMP_BUTTONS = ("dump-all", "dump-changed", "verify-all", "verify-repair", "start-dump", "cancel-dump")
 
 
 @pytest.fixture
@@ -113,7 +113,8 @@ def test_a_forged_post_from_view_only_staff_changes_nothing(staff_client, outbox
 def test_the_superuser_is_offered_every_action_and_button(admin_client, outbox):
     seen = pages_and_their_offer(admin_client, outbox["job"])
     assert seen == {
-        COURSES: (["requeue_subjects", "retry_subjects", "dismiss_snapshots"], ["dump-all", "dump-changed", "verify-all"]),
+        COURSES: (["requeue_subjects", "retry_subjects", "dismiss_snapshots"],
+                  ["dump-all", "dump-changed", "verify-all", "verify-repair"]),
         SNAPSHOTS: (["requeue_subjects", "dismiss_snapshots"], []),
         BATCHES: (["retry_selected_batches"], []),
         ENTRIES: ([], []),

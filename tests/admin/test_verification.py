@@ -103,6 +103,34 @@ def test_without_the_permission_no_button_and_a_forged_post_is_refused(staff_cli
     assert DumpJob.objects.get().requested_by == allowed.user
 
 
+def repair_button(response):
+    form = pages.parse(response).find("form", id="verify-repair-form")
+    if form is None:
+        return None
+    return form.attrs["action"], {i.attrs["name"]: i.attrs["value"] for i in form.find_all("input") if i.attrs["type"] == "hidden"
+                                  and i.attrs["name"] != "csrfmiddlewaretoken"}
+
+
+def test_repair_is_offered_and_allowed_only_with_the_permission_to_start_dumps_too(staff_client, delivered):
+    """A verification that repairs ends in a dump job: who may only verify may not start one that way."""
+    verifier = staff_client("start_verification")
+    assert repair_button(verifier.get(url(COURSES))) is None
+    for value in ("1", "on", "yes"):
+        assert verifier.post(url(VERIFY), {"producers": "courses", "repair": value}).status_code == 403
+    assert not DumpJob.objects.exists()
+    assert verifier.post(url(VERIFY), {"producers": "courses", "repair": ""}).status_code == 302  # no repair asked
+    assert not DumpJob.objects.get().repair
+    DumpJob.objects.update(active=False)
+
+    both = staff_client("start_verification", "start_dumpjob", username="repairer")
+    assert repair_button(both.get(url(COURSES))) == (url(VERIFY), {"producers": "courses", "repair": "1"})
+    assert repair_button(both.get(url("subjectdelivery_changelist"))) == (url(VERIFY), {"producers": "others",
+                                                                                         "repair": "1"})
+    assert both.post(url(VERIFY), {"producers": "courses", "repair": "1"}).status_code == 302
+    job = DumpJob.objects.get(active=True)
+    assert (job.repair, job.requested_by, job.description) == (True, both.user, "verify all courses, then repair")
+
+
 def test_the_learners_view_verifies_the_other_producers(admin_client):
     view = admin_client.get(url("subjectdelivery_changelist"))
     assert verify_button(view) == (url(VERIFY), "others")

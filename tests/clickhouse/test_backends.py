@@ -13,8 +13,8 @@ from clickhouse_outbox.clickhouse.backends import (
     cache_key,
     get_backend,
     reset_backends,
-    validate_config,
 )
+from clickhouse_outbox.clickhouse.backends.config import BackendConfig, parse
 from clickhouse_outbox.clickhouse.backends.chdb import ChdbBackend
 from clickhouse_outbox.clickhouse.backends.http import HttpBackend
 
@@ -56,9 +56,9 @@ def test_absolute_chdb_path_gives_a_chdb_backend(tmp_path):
     [
         ("chdb://relative/path", "chdb:///"),
         ("chdb:relative/path", "chdb:///"),
-        ("ftp://clickhouse:21", "unsupported scheme ftp:"),
-        ("clickhouse:8123", "use http://host:8123"),
-        ("127.0.0.1:8123", "use http://host:8123"),
+        ("ftp://clickhouse:21", "unsupported scheme ('ftp')"),
+        ("clickhouse:8123", "e.g. http://clickhouse:8123"),
+        ("127.0.0.1:8123", "e.g. http://clickhouse:8123"),
         ("", "must be a URL"),
         ("http://:8123", "needs a host name"),
         ("http://clickhouse:notaport", "invalid port"),
@@ -71,17 +71,19 @@ def test_bad_urls_say_how_to_fix_them(url, advice):
 
     assert advice in str(caught.value)
     assert SECRET not in str(caught.value)
-    with pytest.raises(ImproperlyConfigured):
-        validate_config(config(url))
+    parsed, problems = parse(config(url))
+    assert parsed is None and problems
 
 
-def test_validate_config_builds_nothing(monkeypatch):
+def test_parse_builds_nothing(monkeypatch):
     monkeypatch.setitem(sys.modules, "chdb", None)  # a system check must not need the driver
 
-    assert validate_config(config("chdb:///srv/chdb")) == ("chdb", {"path": "/srv/chdb", "database": "event_sink"})
-    kind, options = validate_config(config("http://clickhouse:8123"))
-    assert kind == "http"
-    assert options["password"] == SECRET  # for the backend only: never in a message
+    parsed, problems = parse(config("chdb:///srv/chdb"))
+    assert (parsed.kind, parsed.path, parsed.database, problems) == ("chdb", "/srv/chdb", "event_sink", [])
+    parsed, problems = parse(config("http://clickhouse:8123"))
+    assert isinstance(parsed, BackendConfig) and parsed.kind == "http" and problems == []
+    assert parsed.password == SECRET  # for the backend only: never in a message
+    assert SECRET not in repr(parsed)
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ def test_bad_url_is_a_command_error(settings):
     with pytest.raises(CommandError) as caught:
         run("--check")
 
-    assert "unsupported scheme mysql:" in str(caught.value)
+    assert "unsupported scheme ('mysql')" in str(caught.value)
 
 
 def manage(*args, **env):

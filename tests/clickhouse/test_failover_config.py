@@ -9,7 +9,8 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.clickhouse.backends import build_backend, validate_config
+from clickhouse_outbox.clickhouse.backends import build_backend
+from clickhouse_outbox.clickhouse.backends.config import parse
 from clickhouse_outbox.clickhouse.backends.failover import FailoverBackend
 from clickhouse_outbox.clickhouse.backends.http import HttpBackend
 
@@ -64,9 +65,9 @@ def test_one_url_in_urls_is_a_plain_http_backend(urls):
 def test_the_single_url_works_as_before():
     cfg = config(None, url="http://ch-1:8123")
     del cfg["urls"]
-    kind, options = validate_config(cfg)
-    assert kind == "http"
-    assert options["url"] == "http://ch-1:8123" and options["insert_settings"] == {}
+    parsed, problems = parse(cfg)
+    assert (parsed.kind, problems) == ("http", [])
+    assert parsed.urls == ("http://ch-1:8123",) and parsed.insert_settings == {}
 
 
 def test_url_may_stay_set_when_it_is_one_of_the_urls():
@@ -86,8 +87,8 @@ def test_url_and_urls_that_disagree_are_refused(url):
     (["http://ch-1:8123", f"http://ch_cms:{SECRET}@ch-2:8123"], "['urls'][1]", "must not contain credentials"),
     (f"http://ch-1:8123,https://:{SECRET}@ch-2:8443", "['urls'][1]", "must not contain credentials"),
     ([f"http://ch-1:8123/?password={SECRET}", "http://ch-2:8123"], "['urls'][0]", "query string"),
-    (["http://ch-1:8123", "ftp://ch-2:21"], "['urls'][1]", "unsupported scheme ftp:"),
-    (["http://ch-1:8123", "ch-2:8123"], "['urls'][1]", "unsupported scheme"),
+    (["http://ch-1:8123", "ftp://ch-2:21"], "['urls'][1]", "unsupported scheme ('ftp')"),
+    (["http://ch-1:8123", "ch-2:8123"], "['urls'][1]", "unsupported scheme ('ch-2')"),
     (["http://ch-1:8123", "http://ch-2:notaport"], "['urls'][1]", "invalid port"),
     (["http://:8123", "http://ch-2:8123"], "['urls'][0]", "needs a host name"),
     (["http://ch-1:8123", "chdb:///var/lib/chdb"], "['urls'][1]", "chdb URL: the embedded engine has no replicas"),
@@ -145,7 +146,7 @@ def test_the_default_url_does_not_join_the_replicas(settings):
 
     assert "url" not in config_now
     assert config_now["timeout_secs"] == conf.DEFAULT_BACKEND_CONFIG["timeout_secs"]
-    assert validate_config(config_now)[0] == "failover"
+    assert parse(config_now)[0].kind == "failover"
 
 
 def test_failover_needs_two_replicas():

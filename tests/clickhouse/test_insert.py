@@ -2,6 +2,7 @@
 Inserting rows: what goes in comes out byte for byte, on the old server and on chdb.
 """
 
+import base64
 import gzip
 import json
 
@@ -158,8 +159,10 @@ def test_the_payload_is_gzip_on_the_wire(http_backend, clickhouse_server_config)
     assert params["database"] == http_backend.database
     assert params["wait_end_of_query"] == "1"
     assert not [name for name in params if name.startswith("input_format_allow_errors")]
-    assert headers["x-clickhouse-user"] == clickhouse_server_config["username"]
-    assert headers["x-clickhouse-key"] == clickhouse_server_config["password"]
+    # The credentials in basic authentication (UTF-8), never in the query string.
+    credentials = f"{clickhouse_server_config['username']}:{clickhouse_server_config['password']}".encode()
+    assert headers["authorization"] == f"Basic {base64.b64encode(credentials).decode()}"
+    assert "x-clickhouse-key" not in headers
     assert clickhouse_server_config["password"] not in json.dumps(params)
     assert len(select_blocks(http_backend)) == 500
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from clickhouse_outbox import tasks
+from clickhouse_outbox import conf, tasks
 from clickhouse_outbox.dumps import dispatch as dispatching
 from clickhouse_outbox.dumps.dispatch import resume_stalled
 from clickhouse_outbox.dumps.jobs import cancel_job, start_job
@@ -110,12 +110,14 @@ def test_finished_and_cancelled_jobs_are_never_sent_again(sent):
 
 
 def test_the_dump_task_sends_itself_again_while_courses_are_left_and_not_after(settings, sent, olx_source,
-                                                                               tmp_path):
+                                                                               tmp_path, monkeypatch):
     keys = add_courses(olx_source, tmp_path / "exports", 3)
     job = start_job(DumpJob.Scope.ALL, origin="test")
 
-    settings.CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS = 0  # time is up after one course
-    assert tasks.run_dump_job(job.pk) == {"job": job.pk, "status": DumpJob.Status.RUNNING}
+    # Time is up after one course: a run of 0 s, below the setting's range (0.1 s), so given by its reader.
+    with monkeypatch.context() as patched:
+        patched.setattr(conf, "drain_max_secs", lambda: 0)
+        assert tasks.run_dump_job(job.pk) == {"job": job.pk, "status": DumpJob.Status.RUNNING}
     assert statuses(job) == {DumpJobItem.Status.DONE: 1, DumpJobItem.Status.PENDING: 2}
     assert sent == [job.pk]
 

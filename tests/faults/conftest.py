@@ -30,9 +30,10 @@ class OwnClickHouseServer:
     """
     A second, independent instance of Debian's clickhouse-server (scripts/clickhouse-test-server
     with its own CH_TEST_DIR and ports). `stop()` and `start()` keep the data directory.
+    `users_file`: a users.xml of the caller's own instead of the one user OWN_USER.
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, users_file=None):
         self.directory = directory
         self.http_port = free_port()
         self.tcp_port = free_port()
@@ -46,6 +47,8 @@ class OwnClickHouseServer:
             CH_TEST_USER=OWN_USER,
             CH_TEST_PASSWORD=OWN_PASSWORD,
         )
+        if users_file is not None:
+            self.env["CH_TEST_USERS_FILE"] = str(users_file)
 
     @property
     def url(self):

@@ -5,6 +5,7 @@ The Tutor plugin, with the real `tutor` and `tutor-contrib-aspects` from PyPI: w
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from clickhouse_outbox import __version__, conf
 from clickhouse_outbox.settings.common import BEAT_ENTRY, beat_entry
-from tests.tutor.conftest import run
+from tests.tutor.conftest import ROOT, run
 
 #: Each test runs the real tutor a few times (about 2 s each); the first builds .tutor-venv.
 pytestmark = pytest.mark.slow
@@ -32,6 +33,8 @@ NON_PII = {"course_structure": "course_overviews", "course_enrollment": "course_
 PII = {"user_profile": "user_profile", "external_id": "external_id", "user_retirement": "auth_user"}
 #: Aspects' default EVENT_SINK_MODELS_ENABLED, all taken over.
 ASPECTS_DEFAULT = NON_PII
+#: The drain's interval unless a Tutor setting says otherwise: the package's own default.
+DEFAULT_INTERVAL = conf.DEFAULTS["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"]
 
 
 def probe(tutor):
@@ -45,9 +48,13 @@ def settings_path(env_dir, service, name):
 
 
 def rendered_settings(env_dir, service, name):
-    """Execute the rendered LMS or CMS settings module `name` the way edx-platform imports it."""
+    """
+    Execute the rendered LMS or CMS settings module `name` the way edx-platform imports it, with
+    this checkout's package first on the path (the virtualenv's may be another checkout's).
+    """
     path = settings_path(env_dir, service, name)
-    return json.loads(run([sys.executable, str(HERE / "exec_settings.py"), str(path)]).stdout)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return json.loads(run([sys.executable, str(HERE / "exec_settings.py"), str(path)], env=env).stdout)
 
 
 def all_settings(env_dir):
@@ -242,7 +249,7 @@ def test_with_aspects(render_tutor_env, tutor, plugins):
         assert re.search(r"^# Not taken over, ASPECTS_ENABLE_PII being off: Aspects' user_profile, external_id, "
                          r"auth_user sinks .*user_retirement unset\.$", text, re.M), key
 
-    assert_common_deployment(env_dir, settings, hooks, interval=60)
+    assert_common_deployment(env_dir, settings, hooks, interval=DEFAULT_INTERVAL)
     assert our_init_task(hooks) == [
         "./manage.py cms migrate clickhouse_outbox",
         "./manage.py cms clickhouse_outbox_schema --check",
@@ -282,7 +289,7 @@ def test_with_aspects_pii(render_tutor_env, tutor):
     assert_takeover(env_dir, settings, {**ASPECTS_DEFAULT, **PII})
     for key in SETTINGS_FILES:
         assert "ASPECTS_ENABLE_PII being off" not in settings_path(env_dir, *key).read_text(), key
-    assert_common_deployment(env_dir, settings, hooks, interval=60)
+    assert_common_deployment(env_dir, settings, hooks, interval=DEFAULT_INTERVAL)
 
     # Back off: left alone again; CLICKHOUSE_OUTBOX_PRODUCERS cannot turn a PII producer on meanwhile.
     tutor("config", "save", "--set", "ASPECTS_ENABLE_PII=false",
@@ -315,6 +322,10 @@ def test_without_aspects(render_tutor_env, tutor):
     hooks = probe(tutor)
     ours = hooks["config"]
     assert ours["CLICKHOUSE_OUTBOX_PRODUCERS"] == ["course_structure"]
+    # The Tutor settings' defaults are the package's (settings/table.py).
+    assert ours["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"] == conf.DEFAULTS["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"]
+    for key in ("url", "username", "database", "timeout_secs"):
+        assert ours[f"CLICKHOUSE_OUTBOX_CLICKHOUSE_{key.upper()}"] == conf.DEFAULT_BACKEND_CONFIG[key], key
     password = ours["CLICKHOUSE_OUTBOX_CLICKHOUSE_PASSWORD"]
     assert re.fullmatch(r"[A-Za-z0-9]{24}", password), "not a generated password"
     assert f"CLICKHOUSE_OUTBOX_CLICKHOUSE_PASSWORD: {password}" in (tutor.root / "config.yml").read_text()
@@ -333,7 +344,7 @@ def test_without_aspects(render_tutor_env, tutor):
         assert switches(values) == takeover_switches({"course_structure": "course_overviews"}), key
     assert_takeover(env_dir, settings, {"course_structure": "course_overviews"})
 
-    assert_common_deployment(env_dir, settings, hooks, interval=60)
+    assert_common_deployment(env_dir, settings, hooks, interval=DEFAULT_INTERVAL)
     assert our_init_task(hooks) == [
         "./manage.py cms migrate clickhouse_outbox",
         "./manage.py cms clickhouse_outbox_schema --create",

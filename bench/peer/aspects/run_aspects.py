@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """
-Time the peer, platform-plugin-aspects 2.1.0 (what Tutor's Aspects runs), on its
-course_enrollment path: a bulk enroll in one transaction, then the worker's tasks.
+Time the peer, platform-plugin-aspects 2.1.0 (what Tutor's Aspects runs): by default
+(--scenario bulk_enroll) on its course_enrollment path, a bulk enroll in one transaction,
+then the worker's tasks; --scenario backfill: its `dump_data_to_clickhouse` command over a
+site's learners (backfill.py); --scenario publish: its course sink's task for one course
+(course_publish.py).
 
 Run it with its own venv (bench/peer/aspects/setup_venv.sh builds .bench/aspects-venv):
 
@@ -37,6 +40,8 @@ course_enrollment`, run with the project's .venv); --bool-as-string then changes
 course_enrollment.is_active to String (see README.txt: an old server cannot parse the
 peer's True/False into the UInt8 that stands for Bool there).
 
+The other scenarios are described in backfill.py and course_publish.py, and in README.txt.
+
 Prints one JSON object on stdout; everything else goes to stderr.
 """
 
@@ -59,12 +64,22 @@ from urllib.parse import unquote, urlsplit
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent.parent
 STANDINS = HERE / "standins"
-sys.path.insert(0, str(REPO / "bench"))  # bench/transactions.py and clickhouse_http.py
+sys.path.insert(0, str(REPO / "bench"))  # bench/transactions.py, learners.py and clickhouse_http.py
 
 from clickhouse_http import ClickHouse  # noqa: E402
 
 from transactions import StatementCounter, enroll_all, figures, per_item  # noqa: E402
+
+import backfill  # noqa: E402 (this folder: the peer's dump_data_to_clickhouse over a site's learners)
+import course_publish  # noqa: E402 (this folder: the peer's course task)
+
 TABLE = "course_enrollment"
+SCENARIOS = ("bulk_enroll", "backfill", "dump_object", "publish")
+#: The ClickHouse tables each scenario writes, as this project's clickhouse_outbox_schema --producer names them.
+SCHEMA_PRODUCERS = {"bulk_enroll": ["course_enrollment"], "backfill": ["user_profile", "external_id", "course_enrollment"],
+                    "publish": ["course_structure"]}
+#: --bool-as-string: the Bool columns the peer writes as unquoted True/False, by table.
+BOOL_COLUMNS = {"course_enrollment": "is_active", "course_overviews": "self_paced"}
 RECEIVER_UID = "platform_plugin_aspects.signals.receive_course_enrollment_changed"
 
 
@@ -74,6 +89,10 @@ def parse_args(argv=None):
     parser.add_argument("--user", default=os.environ.get("CLICKHOUSE_TEST_USERNAME", "default"))
     parser.add_argument("--password-env", default="CLICKHOUSE_TEST_PASSWORD",
                         help="name of the environment variable holding the password")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="bulk_enroll",
+                        help="bulk_enroll (default); backfill: its dump_data_to_clickhouse over --users learners; "
+                             "publish: its course task for one course of --blocks blocks (dump_object: backfill's "
+                             "child process, one --object)")
     parser.add_argument("--database", required=True, help="ClickHouse database to write to (created if missing)")
     parser.add_argument("--database-url", required=True,
                         help="the platform's database: sqlite:///path | mysql://user@host:port/db | postgres://...")
@@ -93,7 +112,25 @@ def parse_args(argv=None):
                         help="after creating the table, change course_enrollment.is_active to String so an old "
                              "server (no Bool: the contract falls back to UInt8) accepts the peer's True/False")
     parser.add_argument("--drop-database", action="store_true", help="DROP the ClickHouse database when done")
+    parser.add_argument("--users", type=int, default=10_000, help="backfill: users on the site (bench/learners.py)")
+    parser.add_argument("--object", help="dump_object: the model dumped (user_profile, external_id, course_enrollment)")
+    parser.add_argument("--sleep-time", type=int, default=0,
+                        help="backfill: the command's --sleep_time between full batches (its default is 1 s)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="backfill: the command's --batch_size (default: its own, 10,000)")
+    parser.add_argument("--drop-learners", action="store_true",
+                        help="backfill: empty the platform's tables when done (else they are reused by the next run)")
+    parser.add_argument("--blocks", type=int, default=1000, help="publish: blocks in the course tree")
+    parser.add_argument("--repeat", type=int, default=5, help="publish: timed runs of the task")
+    parser.add_argument("--warmup", type=int, default=0, help="publish: untimed runs first")
     args = parser.parse_args(argv)
+    if args.scenario != "bulk_enroll":
+        if args.password_env not in os.environ:
+            parser.error(f"--password-env: {args.password_env} is not in the environment (export it)")
+        args.password = os.environ[args.password_env]
+        if args.scenario == "dump_object" and not args.object:
+            parser.error("dump_object needs --object")
+        return args
     if min(args.enrollments, args.tasks, args.count_enrollments) < 1:
         parser.error("--enrollments, --tasks and --count-enrollments must be at least 1")
     if args.tasks + args.count_tasks > args.enrollments:
@@ -109,15 +146,19 @@ def parse_args(argv=None):
 
 
 def create_schema(args, clickhouse):
+    """The scenario's tables, with this project's DDL (and --bool-as-string's ALTERs)."""
     env = dict(os.environ, CLICKHOUSE_URL=args.url, CLICKHOUSE_USERNAME=args.user,
                CLICKHOUSE_PASSWORD=args.password, CLICKHOUSE_DATABASE=args.database)
     env.pop("DATABASE_URL", None)
+    producers = [part for name in SCHEMA_PRODUCERS[args.scenario] for part in ("--producer", name)]
     subprocess.run(  # noqa: S603 (the project's own command)
-        [args.schema_python, str(REPO / "manage.py"), "clickhouse_outbox_schema", "--create", "--producer", TABLE],
+        [args.schema_python, str(REPO / "manage.py"), "clickhouse_outbox_schema", "--create", *producers],
         cwd=REPO, env=env, check=True, stdout=sys.stderr,
     )
     if args.bool_as_string:
-        clickhouse.query(f"ALTER TABLE `{args.database}`.{TABLE} MODIFY COLUMN is_active String")
+        for table, column in BOOL_COLUMNS.items():
+            if clickhouse.count(args.database, table) is not None:
+                clickhouse.query(f"ALTER TABLE `{args.database}`.{table} MODIFY COLUMN {column} String")
 
 
 # -- the peer, outside the platform --------------------------------------------------------
@@ -139,9 +180,29 @@ def database_settings(url):
     return config
 
 
+#: The models each scenario configures (EVENT_SINK_CLICKHOUSE_MODEL_CONFIG, beside auth_user), each
+#: pointed at its stand-in, and the stand-in apps installed for them. Only the models a scenario
+#: uses: the peer's signals.py connects a post_save receiver to every configured model there is.
+SCENARIO_MODELS = {
+    "bulk_enroll": {"course_enrollment": "common.djangoapps.student.models.CourseEnrollment"},
+    "backfill": {"course_enrollment": "common.djangoapps.student.models.CourseEnrollment",
+                 "user_profile": "common.djangoapps.student.models.UserProfile",
+                 "external_id": "openedx.core.djangoapps.external_user_ids.models.ExternalId"},
+    "publish": {"course_overviews": "course_overviews.models.CourseOverview"},
+}
+SCENARIO_APPS = {
+    "bulk_enroll": ["common.djangoapps.student"],  # the stand-in CourseEnrollment and UserProfile
+    "backfill": ["common.djangoapps.student", "openedx.core.djangoapps.external_user_ids"],
+    "publish": ["course_overviews"],  # bench/peer/standins' CourseOverview (shared with the other peer)
+}
+
+
 def configure_django(args):
     """The peer's own settings defaults, our ClickHouse, the stand-in models and the broker."""
+    scenario = "backfill" if args.scenario == "dump_object" else args.scenario
     sys.path.insert(0, str(STANDINS))
+    if scenario == "publish":  # the modulestore and CourseOverview stand-ins of bench/peer/standins
+        sys.path.insert(1, str(HERE.parent / "standins"))
     import django
     from django.conf import settings
     from platform_plugin_aspects.settings.common import plugin_settings
@@ -152,11 +213,13 @@ def configure_django(args):
                    password=args.password, database=args.database)
     if args.timeout_secs is not None:
         backend["timeout_secs"] = args.timeout_secs
+    models = {name: {"module": path.rsplit(".", 1)[0], "model": path.rsplit(".", 1)[1]}
+              for name, path in SCENARIO_MODELS[scenario].items()}
     settings.configure(
         INSTALLED_APPS=[
             "django.contrib.auth",
             "django.contrib.contenttypes",
-            "common.djangoapps.student",  # the stand-in CourseEnrollment and UserProfile
+            *SCENARIO_APPS[scenario],
             "platform_plugin_aspects",  # its ready() imports signals, sinks, tasks and its filters, as in the LMS
         ],
         DATABASES={"default": database_settings(args.database_url)},
@@ -167,15 +230,12 @@ def configure_django(args):
         FEATURES={},  # read by the peer's get_ccx_courses (CUSTOM_COURSES_EDX off)
         EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG=backend,
         EVENT_SINK_CLICKHOUSE_PII_MODELS=peer.EVENT_SINK_CLICKHOUSE_PII_MODELS,
-        # The peer's own model config, with the enrollment model pointed at the stand-in (the
-        # platform's module path is the same, common.djangoapps.student.models) and only the
-        # models that exist here: the others would connect post_save receivers to nothing.
-        EVENT_SINK_CLICKHOUSE_MODEL_CONFIG={
-            "auth_user": peer.EVENT_SINK_CLICKHOUSE_MODEL_CONFIG["auth_user"],
-            "course_enrollment": {"module": "common.djangoapps.student.models", "model": "CourseEnrollment"},
-        },
-        # CourseEnrollmentSink.is_enabled(): the settings switch (no waffle flag lookup).
-        EVENT_SINK_CLICKHOUSE_COURSE_ENROLLMENT_ENABLED=True,
+        # The peer's own model config, with the scenario's models pointed at the stand-ins (at
+        # the platform's module paths but for CourseOverview) and only the models that exist here.
+        EVENT_SINK_CLICKHOUSE_MODEL_CONFIG={"auth_user": peer.EVENT_SINK_CLICKHOUSE_MODEL_CONFIG["auth_user"],
+                                            **models},
+        # Each sink's is_enabled(): the settings switch (no waffle flag lookup).
+        **{f"EVENT_SINK_CLICKHOUSE_{name.upper()}_ENABLED": True for name in models},
         OPENEDX_TELEMETRY=[],  # no monitoring backend (the platform's default is New Relic)
         CELERY_BROKER_URL=args.redis_url,
         CELERY_TASK_DEFAULT_QUEUE="edx.lms.core.default",  # the LMS's default queue
@@ -221,6 +281,9 @@ def prepare_database():
         for model in standins:
             if model._meta.db_table in existing:
                 cursor.execute(f"DROP TABLE {connection.ops.quote_name(model._meta.db_table)}")
+        # The backfill scenario's external ids (backfill.py) point to the users emptied below.
+        if "external_user_ids_externalid" in existing and connection.vendor != "postgresql":
+            cursor.execute("DELETE FROM external_user_ids_externalid")
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {users} RESTART IDENTITY CASCADE")
         elif connection.vendor == "mysql":
@@ -353,10 +416,32 @@ def peak_rss_mb():
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.scenario == "dump_object":  # backfill's child: one command, nothing else
+        configure_django(args)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = backfill.dump_object(args)
+        print(json.dumps(result))
+        return 0
     clickhouse = ClickHouse(args.url, args.user, args.password)
     server_version = clickhouse.query("SELECT version()").strip()
+    if args.scenario != "bulk_enroll":
+        clickhouse.query(f"DROP DATABASE IF EXISTS `{args.database}`")  # every row counted after is this run's
     if args.create_schema:
         create_schema(args, clickhouse)
+    if args.scenario != "bulk_enroll":
+        scenario = backfill if args.scenario == "backfill" else course_publish
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                configure_django(args)
+                result = scenario.run(args, clickhouse)
+        finally:
+            if args.drop_database:
+                clickhouse.query(f"DROP DATABASE IF EXISTS `{args.database}`")
+        result.update(server_version=server_version, clickhouse_database=args.database,
+                      bool_as_string=args.bool_as_string)
+        print(json.dumps(result))
+        # A publish that failed fails (as run_peer.py); a backfill's failures are in its JSON (error, held).
+        return 1 if result.get("error") and args.scenario == "publish" else 0
 
     import redis as redis_client
 

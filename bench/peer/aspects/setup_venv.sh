@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build (or bring up to date) the second peer's virtualenv: .bench/aspects-venv under the
 # repo root, with platform-plugin-aspects 2.1.0 and its run-time needs from
-# bench/peer/aspects/requirements.txt. The package requires Python >= 3.12: PYTHON names
+# bench/peer/aspects/requirements.txt, and this repository's clickhouse_outbox package
+# importable there (a .pth naming a folder that holds only a symlink to it) for the stand-in
+# modulestore's generated courses. The package requires Python >= 3.12: PYTHON names
 # the interpreter, else python3.12 on the PATH, else pyenv's 3.12.
 # Idempotent: does nothing when the venv matches requirements.txt already.
 #
@@ -43,6 +45,15 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$STAMP"
 fi
 
+# clickhouse_outbox, and nothing else from the repository, on the venv's path: the stand-in
+# modulestore of the course scenarios builds its courses with clickhouse_outbox.testing.generator
+# (as bench/peer/setup_venv.sh does for the other peer; the peer itself never imports it).
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+link_dir="$VENV/clickhouse-outbox-src"
+mkdir -p "$link_dir"
+ln -sfn "$REPO/clickhouse_outbox" "$link_dir/clickhouse_outbox"
+echo "$link_dir" > "$site/clickhouse_outbox_repo.pth"
+
 "$VENV/bin/python" - <<'PY'
 from importlib.metadata import version
 
@@ -50,6 +61,8 @@ import celery  # noqa: F401
 import openedx_events  # noqa: F401
 import platform_plugin_aspects  # noqa: F401
 import redis  # noqa: F401
+
+import clickhouse_outbox.testing.generator  # noqa: F401
 
 print(f"aspects peer venv ready: platform-plugin-aspects {version('platform-plugin-aspects')}")
 PY

@@ -1,12 +1,16 @@
 """
 The backend for a ClickHouse server, over its HTTP interface.
 
-Credentials travel in the X-ClickHouse-User / X-ClickHouse-Key headers, never in the URL,
-so they cannot end up in a log line or an exception message. Inserts are gzip-compressed
-and ask the server to answer only once the data is written (`wait_end_of_query=1`), so
-the answer (and, on servers that send it, the row count in X-ClickHouse-Summary) is final,
-and to parse the whole batch into one block (`max_insert_block_size`), which a replicated
-table deduplicates when the batch is resent.
+Credentials travel in HTTP basic authentication as UTF-8, never in the URL, so they cannot
+end up in a log line or an exception message, and any password works: requests encodes a
+header as latin-1 (failing on other characters, with an error that quotes one) and refuses
+spaces and line breaks at its ends, while ClickHouse (18.16 and later) takes basic
+authentication's bytes as they are.
+
+Inserts are gzip-compressed and ask the server to answer only once the data is written
+(`wait_end_of_query=1`), so the answer (and, on servers that send it, the row count in
+X-ClickHouse-Summary) is final, and to parse the whole batch into one block
+(`max_insert_block_size`), which a replicated table deduplicates when the batch is resent.
 Settings are sent only to servers that know them: an unknown setting is an error.
 """
 
@@ -17,6 +21,7 @@ import time
 from urllib.parse import urlsplit
 
 import requests
+from requests.auth import HTTPBasicAuth
 
 from clickhouse_outbox.clickhouse.backends.base import (
     Backend,
@@ -95,9 +100,8 @@ class HttpBackend(Backend):
         self._password = password or ""
         self._server_info = None
         self._session = requests.Session()
-        self._session.headers["X-ClickHouse-User"] = self.username
-        if self._password:
-            self._session.headers["X-ClickHouse-Key"] = self._password
+        # Set on the session, so no ~/.netrc entry replaces it; bytes, so requests sends them as they are.
+        self._session.auth = HTTPBasicAuth(_utf8(self.username, "user name"), _utf8(self._password, "password"))
 
     def __repr__(self):
         return f"<HttpBackend {self.host}:{self.port} database={self.database!r} user={self.username!r}>"
@@ -250,6 +254,14 @@ def written_rows_from_summary(header):
     except (ValueError, KeyError, TypeError):
         logger.warning("Ignoring an X-ClickHouse-Summary header that is not what ClickHouse sends: %.200r", header)
         return None
+
+
+def _utf8(text, what):
+    """`text` as UTF-8; an error that shows none of it (config.parse reports such a value first)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"The ClickHouse {what} holds bytes that are not text (not UTF-8)") from None
 
 
 def _truncate(text):

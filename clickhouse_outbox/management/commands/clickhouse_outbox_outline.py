@@ -7,18 +7,20 @@ and the outline with `section:subsection:unit - display_name` labels.
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_string
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
-from clickhouse_outbox.producers.course_structure import parse_course_key
+from clickhouse_outbox.management.output import OutboxCommand
+from clickhouse_outbox.sources.keys import parse_course_key
+from clickhouse_outbox.text import printable
 
 INDENT = {"course": 0, "chapter": 1, "sequential": 2, "vertical": 3}
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Read a course's latest dump back from ClickHouse: rows per table (course_overviews, course_blocks, "
         "course_relationships) and the outline with section:subsection:unit labels."
@@ -63,10 +65,11 @@ class Command(BaseCommand):
         lines += ["", "Outline (section:subsection:unit - display name):"]
         for block in blocks:
             data = json.loads(block["xblock_data_json"])
-            label = f"{data['section']}:{data['subsection']}:{data['unit']} - {block['display_name']}"
+            # A course author wrote the name: its newlines too are escaped, so it stays on its line.
+            label = f"{data['section']}:{data['subsection']}:{data['unit']} - {printable(block['display_name'])}"
             graded = " [graded]" if data.get("graded") and data["block_type"] == "sequential" else ""
             if data.get("detached"):
-                block_id = block["location"].rsplit("@", 1)[-1]
+                block_id = printable(block["location"].rsplit("@", 1)[-1])
                 lines.append(f"    {label}  ({data['block_type']} {block_id}) [detached]")
                 continue
             indent = "  " * INDENT.get(data["block_type"], 4)

@@ -3,7 +3,7 @@ Create the destination tables in ClickHouse, or check existing ones against the 
 """
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.cluster import check_cluster_schema
@@ -11,10 +11,11 @@ from clickhouse_outbox.clickhouse.dedup import enable_deduplication
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.clickhouse.schema import check_schema, create_schema, deduplication_warnings
 from clickhouse_outbox.management.options import producer_name
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.outbox import producers as registry
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Create (--create) or check (--check) the ClickHouse database and the tables the outbox writes to "
         "(the tables of every producer that is on, or of --producer), on the server named by "
@@ -79,11 +80,11 @@ class Command(BaseCommand):
         except (ClickHouseError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from None
         for warning in warnings:
-            self.stderr.write(self.style.WARNING(f"warning: {warning}"))
+            self.stderr.write(f"warning: {warning}", style_func=self.style.WARNING)
         if problems:
             lines = "\n".join(f"  - {problem}" for problem in problems)
             raise CommandError(f"The ClickHouse schema differs from the contract:\n{lines}")
-        self.stdout.write(self.style.SUCCESS("schema OK"))
+        self.stdout.write("schema OK", style_func=self.style.SUCCESS)
         for replica in checked:
             self.stdout.write(f"  checked {replica}")
 

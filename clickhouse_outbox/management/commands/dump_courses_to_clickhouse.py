@@ -8,20 +8,22 @@ job that queues a snapshot per course; the drain delivers them, with retries.
 
 import argparse
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
 from clickhouse_outbox.management.options import aware_datetime, positive_int, positive_seconds
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
 from clickhouse_outbox.outbox.drain import drain_until_empty
-from clickhouse_outbox.producers.course_structure import COURSES, parse_course_key
+from clickhouse_outbox.producers.course_structure import COURSES
+from clickhouse_outbox.sources.keys import parse_course_key
 from clickhouse_outbox.sources.base import SubjectSourceError
 from clickhouse_outbox.text import plural
 
 OLD_CONNECTION_OPTIONS = ("url", "username", "password", "database", "timeout_secs")
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Queue a snapshot of every course (or of --courses, or of those published since --changed-since) for "
         "ClickHouse, as a dump job that prints its progress and that celery workers resume if this command is "

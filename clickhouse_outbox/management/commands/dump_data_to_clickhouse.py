@@ -10,10 +10,11 @@ queues a snapshot of each object; the drain delivers them, with retries.
 
 import argparse
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
 from clickhouse_outbox.management.options import positive_int
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
 from clickhouse_outbox.outbox import producers as registry
 from clickhouse_outbox.outbox.deletes import RETIREMENT_PEER_MODEL
@@ -28,7 +29,7 @@ def objects():
     return {producer.peer_model: producer for producer in registry.all_producers() if producer.peer_model}
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Queue a snapshot of every object of one model (--object: "
         f"{', '.join(sorted(objects()))}), or of --ids, as a dump job that prints its progress and that celery "
@@ -75,10 +76,11 @@ class Command(BaseCommand):
         if producer is None:
             raise CommandError(f"Unknown --object {name!r}; choose one of: {', '.join(sorted(objects()))}.")
         if not producer.enabled:
-            self.stderr.write(self.style.WARNING(
+            self.stderr.write(
                 f"The {producer.name} producer is off, so changes to {producer.noun[1]} are not queued; this dump "
-                f"queues them once (turn it on with CLICKHOUSE_OUTBOX_{producer.name.upper()}_ENABLED = True)."
-            ))
+                f"queues them once (turn it on with CLICKHOUSE_OUTBOX_{producer.name.upper()}_ENABLED = True).",
+                style_func=self.style.WARNING,
+            )
         scope, job_args = self.scope(producer, options)
         job = start_or_join(self, scope, producers=[producer.name], **job_args)
         run_in_foreground(self, job, chunk_size=options["batch_size"])

@@ -1,27 +1,46 @@
 """
 manage.py outbox_drain: send the outbox to ClickHouse, for operators without celery beat.
+
+Its exit status is about delivery (`EXIT_STATUS`): what this run could not do, and what
+the batches and the age of what waits say. A subject the source could not read (before
+this run) and what a verification found are reported by outbox_status and outbox_verify:
+a drain that sent everything exits 0 whatever the last verification found.
 """
 
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.management.options import positive_int, positive_seconds
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.purge import purge_if_due
-from clickhouse_outbox.outbox.status import FAILURES, outbox_status
+from clickhouse_outbox.outbox.status import FAILURES, HEALTHY, STALE, outbox_status
 from clickhouse_outbox.text import plural
 
 
-class Command(BaseCommand):
+#: What each exit status of outbox_drain means (the README and --help say the same).
+EXIT_STATUS = {
+    HEALTHY: "delivery is healthy: this run sent what was due, no batch failed or waits to retry after an error, "
+             "and with --until-empty nothing is left",
+    FAILURES: "delivery needs attention: this run could not send a batch (it waits to retry, or failed for good), "
+              "lost one to another drainer or could not read a requested snapshot; or a failed batch, or one "
+              "waiting to retry after an error, is in the outbox (for as long as that lasts); or --until-empty "
+              "gave up with rows left; or the purge after the drain could not run",
+    STALE: "delivery is stuck: the oldest unsent row is older than --max-age (before 1)",
+}
+
+
+class Command(OutboxCommand):
     help = (
         "Send pending outbox rows to ClickHouse in batches. --once (the default) sends what is due and exits, "
         "for cron; --until-empty waits out retries until nothing is left or --timeout passes; --loop runs "
-        "forever, every --interval seconds. Exit status, as outbox_status: 0 healthy; 1 a batch failed or "
-        "waits to retry after an error, or a course could not be read (for as long as that lasts); "
-        "2 the oldest unsent row is older than --max-age."
+        "forever, every --interval seconds. Exit status, about delivery only (outbox_status reports subjects "
+        "that could not be read, outbox_verify what differs in ClickHouse): "
+        + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_STATUS.items())
+        + " (a bad option: 2, with the usage)."
     )
 
     def add_arguments(self, parser):
@@ -56,7 +75,7 @@ class Command(BaseCommand):
                     f"and {plural(left['open_batches'], 'batch', 'batches')} to retry. "
                     f"Last errors: {'; '.join(result.errors[-3:]) or 'none'}"
                 )
-            self.exit_like_status(result, max_age, gave_up=gave_up)
+            self.exit_with_status(result, max_age, gave_up=gave_up)
             return
         if options["loop"]:
             interval = options["interval"] or conf.drain_interval_secs()
@@ -75,7 +94,7 @@ class Command(BaseCommand):
         result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs(), threads=threads)
         self.report(result)
         self.purge()
-        self.exit_like_status(result, max_age)
+        self.exit_with_status(result, max_age)
 
     def purge(self):
         try:
@@ -86,22 +105,27 @@ class Command(BaseCommand):
                 "With the database cache, create its table: manage.py createcachetable"
             ) from None
 
-    def exit_like_status(self, result, max_age, gave_up=None):
+    def exit_with_status(self, result, max_age, gave_up=None):
         """
-        Fail with outbox_status's exit code, or with 1 if this run could not send something
-        (or, with --until-empty, gave up with rows left: `gave_up` says so).
+        Exit with the status of delivery (EXIT_STATUS): the outbox's batches and the age of
+        what waits, and 1 at least if this run could not send something or take a requested
+        snapshot (or, with --until-empty, gave up with rows left: `gave_up` says so).
         """
         status = outbox_status()
-        code = status.exit_code(max_age)
-        problems = status.problems(max_age)
+        code = status.exit_code(max_age, delivery=True)
+        problems = status.problems(max_age, delivery=True)
+        ran = []
         if gave_up:
-            code = max(code, FAILURES)
-            problems.insert(0, gave_up)
+            ran.append(gave_up)
         elif not result.ok:
+            ran.append(f"this run could not send everything ({result}; errors above)")
+        if result.snapshots_failed:
+            ran.append(f"{plural(result.snapshots_failed, 'requested snapshot')} could not be taken (errors above): "
+                       "outbox_requeue --failed takes them again")
+        if ran:
             code = max(code, FAILURES)
-            problems.insert(0, f"this run could not send everything ({result}; errors above)")
         if code:
-            raise CommandError("; ".join(problems), returncode=code)
+            raise CommandError("; ".join(ran + problems), returncode=code)
 
     def report(self, result):
         self.stdout.write(f"Drained: {result}.")

@@ -3,16 +3,17 @@ manage.py outbox_load_olx PATH...: add OLX course exports to the standalone proj
 folder and publish each through COURSE_IMPORT_COMPLETED, as Studio does after an import.
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from openedx_events.content_authoring.data import CourseData
 from openedx_events.content_authoring.signals import COURSE_IMPORT_COMPLETED
 
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.sources import get_course_source
 from clickhouse_outbox.sources.base import CourseSourceError
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Add OLX course exports (folders or .tar.gz files, as Studio exports them) to the folder read by "
         "the OLX course source, then send COURSE_IMPORT_COMPLETED for each so its snapshot is queued. "

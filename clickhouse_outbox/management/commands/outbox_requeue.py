@@ -3,11 +3,12 @@ manage.py outbox_requeue: queue courses (or any producer's subjects) again, or g
 failed (or waits) another round.
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from clickhouse_outbox.dumps.jobs import active_job
 from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
 from clickhouse_outbox.management.options import aware_datetime, producer_name
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
 from clickhouse_outbox.outbox import producers as registry
 from clickhouse_outbox.outbox.requeue import failed_subjects, retry_now
@@ -16,7 +17,7 @@ from clickhouse_outbox.producers.course_structure import PRODUCER as COURSES
 from clickhouse_outbox.text import about, plural
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Queue a new snapshot of the named courses (or, with --producer, of that producer's subjects: "
         "enrollment, profile, external id or tag ids); or of all of them (--all, --all-courses) or of the "

@@ -4,22 +4,25 @@ manage.py outbox_status: the outbox's health for people, cron and probes.
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.dumps.jobs import progress_line
 from clickhouse_outbox.management.options import positive_seconds
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.outbox.status import ROW_STATES, outbox_status
 from clickhouse_outbox.text import format_age, plural
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Show the outbox's health: rows per table that are pending, being sent, waiting to retry or failed, "
         "and the same for deletes (retired users, deleted tags); the age of the oldest unsent row; the last "
-        "successful send; subjects that could not be read; the producers that are on; a dump job under way. --json prints the same as one JSON object. Exit status: 0 healthy; 1 failed batches "
-        "or courses that could not be read exist, or a batch waits to retry after an error (for as long as "
-        "that lasts); 2 the oldest unsent row is older than --max-age (takes precedence over 1)."
+        "successful send; subjects that could not be read; the producers that are on; what the last verification "
+        "found; a dump job under way. --json prints the same as one JSON object. Exit status: 0 healthy; 1 failed "
+        "batches or subjects that could not be read exist, a batch waits to retry after an error, or the last "
+        "verification found subjects that differ in ClickHouse and were not repaired since (for as long as that "
+        "lasts); 2 the oldest unsent row is older than --max-age (takes precedence over 1)."
     )
 
     def add_arguments(self, parser):

@@ -5,12 +5,13 @@ the source holds, and (--repair) dump again what differs.
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
 from clickhouse_outbox.management.options import aware_datetime, producer_name
+from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob, Verdict
 from clickhouse_outbox.outbox import producers as registry
 from clickhouse_outbox.reconcile.repair import deduplicate, missing_tables, recreate_tables, tables_with_duplicates
@@ -27,7 +28,7 @@ def exit_code(counts):
     return STALE_ONLY if counts.get(Verdict.Kind.STALE) else HEALTHY
 
 
-class Command(BaseCommand):
+class Command(OutboxCommand):
     help = (
         "Verify that ClickHouse holds what the outbox delivered: for each subject (every course, enrollment, "
         "profile... of the producers that are on, or of --producer, or the named ones, or those changed since a "

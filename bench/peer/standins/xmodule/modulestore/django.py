@@ -4,10 +4,12 @@ in-memory store that serves the courses loaded into it with `add_course(publishe
 where `published_course` is a `clickhouse_outbox.sources.base.PublishedCourse` (made by
 `clickhouse_outbox.testing.generator.generate_published_course` in the benchmark).
 
-The peer's course sink only calls `get_items(course_key)` and reads, on each item:
-`location` (str() and `.for_branch(None)`), `scope_ids.block_type`,
-`scope_ids.usage_id.course_key`, `display_name_with_default`, `graded`,
-`completion_mode` and `edited_on`. The items are built once, when the course is added,
+openedx-event-sink-clickhouse 1.1.1's course sink only calls `get_items(course_key)`;
+platform-plugin-aspects 2.1.0's walks `get_course(course_key, revision=...)` and each
+block's `get_children()` (the tree in course order), then `get_items(course_key,
+revision=...)` for the detached blocks. Both read, on each item: `location` (str() and
+`.for_branch(None)`), `scope_ids.block_type`, `scope_ids.usage_id.course_key`,
+`display_name_with_default`, `graded`, `completion_mode` and `edited_on`. The items are built once, when the course is added,
 so the timed peer code pays nothing for the store itself: a real modulestore would load
 the structure (split-mongo) and instantiate XBlocks with field-data lookups on each read.
 
@@ -30,7 +32,7 @@ class StandInXBlock:
 
     __slots__ = (
         "location", "scope_ids", "category", "display_name", "display_name_with_default",
-        "graded", "completion_mode", "edited_on", "children",
+        "graded", "completion_mode", "edited_on", "children", "child_blocks",
     )
 
     def __init__(self, block):
@@ -44,11 +46,17 @@ class StandInXBlock:
         self.completion_mode = block.completion_mode
         self.edited_on = block.edited_on
         self.children = [UsageKey.from_string(child) for child in block.children]
+        self.child_blocks = []  # the child items, linked by the store once the course's items exist
+
+    def get_children(self):
+        """The child blocks in course order (XBlock.get_children: the store serves them, already built)."""
+        return list(self.child_blocks)
 
 
 class StandInModuleStore:
     def __init__(self):
         self._items = {}
+        self._courses = {}
 
     def add_course(self, course):
         """Serve `course` (a PublishedCourse) from now on, replacing any earlier version."""
@@ -59,10 +67,19 @@ class StandInModuleStore:
                 continue
             seen.add(location)
             block = course.blocks[location]
-            ordered.append(StandInXBlock(block))
+            ordered.append((location, StandInXBlock(block)))
             stack.extend(reversed(block.children))
-        ordered.extend(StandInXBlock(block) for block in course.detached if block.location not in seen)
-        self._items[_plain(course.course_key)] = ordered
+        ordered.extend((block.location, StandInXBlock(block)) for block in course.detached if block.location not in seen)
+        by_location = dict(ordered)
+        for location, item in ordered:
+            item.child_blocks = [by_location[child] for child in course.blocks[location].children
+                                 if child in by_location] if location in course.blocks else []
+        self._items[_plain(course.course_key)] = [item for _, item in ordered]
+        self._courses[_plain(course.course_key)] = by_location[course.root]
+
+    def get_course(self, course_key, depth=0, revision=None, **kwargs):
+        """The course block, or None (as the platform's store for an unknown course)."""
+        return self._courses.get(_plain(course_key))
 
     def get_items(self, course_key, qualifiers=None, **kwargs):
         """Every block of the course (a new list each call, as the platform's)."""
@@ -74,6 +91,7 @@ class StandInModuleStore:
 
     def clear(self):
         self._items.clear()
+        self._courses.clear()
 
 
 def _plain(course_key):

@@ -14,11 +14,14 @@ The rules follow edx-platform's XML import (`xmodule/xml_block.py`, `modulestore
 * Only container types (`CONTAINER_TYPES`) have block children; the inner XML of any other
   block is its content. The course block drops its `<wiki>` and `<textbook>` elements.
 * `policies/{run}/policy.json` ("course/{run}", "{type}/{url_name}") overrides attributes.
-  Attribute values are read like edx-platform's `deserialize_field`: JSON if it parses,
-  otherwise the raw string.
+  Attribute values are read as `values` says.
 * Detached blocks come after the tree: `about/*` (type `about`), `info/*` (`course_info`),
   each sorted by id, then `tabs/*` (`static_tab`) in the order of the course's `tabs`
   policy, followed by tab files no tab names (sorted).
+
+Every file is opened through `files.ExportFiles` (never outside the export folder, within
+the bounds of `limits.Limits`) and parsed by `parsing`: a hostile export gets an OlxError
+naming the file, like a broken one.
 
 Block locations are `course_key.make_usage_key(type, url_name)`; the course block is
 `type@course+block@course`, as in split-modulestore courses.
@@ -26,34 +29,30 @@ Block locations are `course_key.make_usage_key(type, url_name)`; the course bloc
 
 import copy
 import hashlib
-import json
-import logging
 import os
-import shutil
-import tarfile
 import tempfile
-import uuid
 import xml.etree.ElementTree as ET
-import zlib
-from datetime import UTC, datetime, timedelta
-from pathlib import Path, PurePosixPath
-from urllib.parse import quote, unquote
+from datetime import UTC, datetime
+from pathlib import Path
 
 from opaque_keys import InvalidKeyError
 from opaque_keys.edx.keys import CourseKey
 from opaque_keys.edx.locator import BlockUsageLocator
 
-from clickhouse_outbox import conf
-from clickhouse_outbox.sources.base import Block, CourseNotFound, CourseSource, CourseSourceError, PublishedCourse
-
-log = logging.getLogger(__name__)
+from clickhouse_outbox.sources.base import Block, PublishedCourse
+from clickhouse_outbox.sources.olx import values
+from clickhouse_outbox.sources.olx.errors import OlxError
+from clickhouse_outbox.sources.olx.files import ExportFiles
+from clickhouse_outbox.sources.olx.limits import Limits
+from clickhouse_outbox.sources.olx.parsing import parse_json, parse_xml
+from clickhouse_outbox.sources.olx.tarball import extract_tarball
 
 #: The sample course shipped with the package: course-v1:OpenedX+DemoX+2026_T1.
 #: It reads as 46 tree blocks (1 course, 3 chapters, 6 sequentials, 10 verticals,
 #: 26 leaves: 10 html, 11 problem, 3 video, 2 discussion), 45 parent->child edges and
 #: 6 detached blocks (about: effort, overview, short_description; course_info: handouts,
 #: updates; static_tab: syllabus). Its drafts/ vertical and html/orphan_note are not published.
-SAMPLE_COURSE_DIR = Path(__file__).resolve().parent.parent / "sample_course"
+SAMPLE_COURSE_DIR = Path(__file__).resolve().parent.parent.parent / "sample_course"
 
 #: Block types whose child elements are blocks (the rest hold content).
 CONTAINER_TYPES = frozenset({
@@ -82,71 +81,37 @@ _PLAIN_ID = BlockUsageLocator.ALLOWED_ID_RE  # opaque-keys' own pattern for bloc
 COURSE_SETTING_TAGS = frozenset({"wiki", "textbook"})
 
 
-class OlxError(CourseSourceError):
-    """The export is broken; the message names the offending file."""
-
-
-def read_olx_export(path) -> PublishedCourse:
+def read_olx_export(path, limits=None) -> PublishedCourse:
     """Read an export folder or `.tar.gz` into a PublishedCourse, or raise OlxError."""
     path = Path(path)
+    limits = limits or Limits.from_settings()
     if path.is_dir():
-        return _ExportReader(path).read()
+        return read_export_folder(path, limits)
     if path.is_file():
         with tempfile.TemporaryDirectory(prefix="olx-") as tmp:
-            return _ExportReader(extract_tarball(path, tmp)).read()
+            folder = extract_tarball(path, tmp, limits)
+            return read_export_folder(folder, limits, shown_as=shown_in_tarball(path, tmp, folder))
     raise OlxError(f"{path}: no such export folder or .tar.gz")
 
 
-def extract_tarball(path, dest) -> Path:
-    """
-    Extract an export tarball into `dest` and return the export's folder.
-
-    Members are checked before anything is written: an absolute path, a `..` or a link
-    pointing outside raises OlxError (on top of tarfile's own 'data' filter).
-    """
-    path, dest = Path(path), Path(dest)
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            tops = _check_members(path, archive.getmembers())
-            archive.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # EOFError: a truncated .gz
-        raise OlxError(f"{path}: not a readable .tar.gz export ({exc})") from exc
-    if "" in tops or (dest / "course.xml").is_file():
-        return dest
-    if len(tops) == 1:
-        return dest / tops.pop()
-    raise OlxError(f"{path}: expected one top folder holding course.xml, found {sorted(tops) or 'nothing'}")
+def read_export_folder(folder, limits, shown_as=None) -> PublishedCourse:
+    """Read the export folder `folder`; messages name its files under `shown_as` (default: the folder)."""
+    return _ExportReader(ExportFiles(folder, limits, shown_as=shown_as)).read()
 
 
-def _check_members(path, members):
-    """Refuse unsafe members; return the visible top-level names ("" for a file at the top)."""
-    tops = set()
-    for member in members:
-        _check_member(path, member)
-        parts = [p for p in PurePosixPath(member.name).parts if p != "."]
-        if parts and not parts[0].startswith("."):  # ignore ._* / .DS_Store litter from macOS tar
-            tops.add(parts[0] if len(parts) > 1 or member.isdir() else "")
-    return tops
-
-
-def _check_member(path, member):
-    name = member.name
-    for candidate, what in ((name, "path"), (member.linkname if member.issym() or member.islnk() else "", "link")):
-        if not candidate:
-            continue
-        posix = PurePosixPath(candidate.replace("\\", "/"))
-        if posix.is_absolute() or ".." in posix.parts or (len(candidate) > 1 and candidate[1] == ":"):
-            raise OlxError(f"{path}: member {name!r} has a {what} escaping the extraction folder ({candidate!r})")
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise OlxError(f"{path}: member {name!r} is not a regular file or folder")
+def shown_in_tarball(tarball, dest, folder):
+    """How messages name the files of an export extracted from `tarball`: "{tarball}:{top folder}/"."""
+    top = os.path.relpath(folder, dest)
+    return f"{tarball}:" if top == "." else f"{tarball}:{top}/"
 
 
 class _ExportReader:
-    """One pass over one export folder; holds what the walk needs (key, policy, root)."""
+    """One pass over one export folder; holds what the walk needs (key, policy, files)."""
 
-    def __init__(self, root):
-        self.root = Path(root)
-        self._dir = str(self.root)
+    def __init__(self, files):
+        self.files = files
+        self.limits = files.limits
+        self._show = files.show
 
     def read(self) -> PublishedCourse:
         pointer = self._parse("course.xml")
@@ -156,11 +121,13 @@ class _ExportReader:
             raise OlxError(f"{self._show('course.xml')}: needs url_name, org and course attributes")
         try:
             self.course_key = CourseKey.from_string(f"course-v1:{org}+{course}+{run}")
-        except InvalidKeyError as exc:
-            raise OlxError(f"{self._show('course.xml')}: not a valid course key ({exc})") from exc
+        except InvalidKeyError:
+            raise OlxError(f"{self._show('course.xml')}: not a valid course key "
+                           f"(org {org!r}, course {course!r}, run {run!r})") from None
         self.run = run
         self._prefix = "block-v1:" + str(self.course_key).split(":", 1)[1]
         self._used_ids = {}
+        self._blocks = 0
         self.policy_file, self.policy = self._load_policy()
 
         if _is_course_pointer(pointer):
@@ -176,31 +143,18 @@ class _ExportReader:
 
     # -- files ---------------------------------------------------------------------------
 
-    def _show(self, relpath):
-        return str(self.root / relpath)
-
     def _parse(self, relpath, pointed_from=None):
-        try:
-            return ET.parse(os.path.join(self._dir, relpath)).getroot()
-        except FileNotFoundError:
-            origin = f" (pointed to by {self._show(pointed_from)})" if pointed_from else ""
-            raise OlxError(f"{self._show(relpath)}: missing{origin}") from None
-        except ET.ParseError as exc:
-            raise OlxError(f"{self._show(relpath)}: malformed XML ({exc})") from None
-        except OSError as exc:
-            raise OlxError(f"{self._show(relpath)}: unreadable ({exc})") from None
+        data = self.files.read(relpath, pointed_from=pointed_from)
+        return parse_xml(data, self._show(relpath), self.limits)
 
     def _load_json(self, relpath):
-        try:
-            with open(self.root / relpath, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
+        data = self.files.read(relpath, missing_ok=True)
+        if data is None:
             return None
-        except (ValueError, OSError) as exc:
-            raise OlxError(f"{self._show(relpath)}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise OlxError(f"{self._show(relpath)}: expected a JSON object")
-        return data
+        value = parse_json(data, self._show(relpath), self.limits)
+        if not isinstance(value, dict):
+            raise OlxError(f"{self._show(relpath)}: expected a JSON object, not {_json_type(value)}")
+        return value
 
     def _load_policy(self):
         # policies/{run}/policy.json, or the older policies/{run}.json edx-platform still reads.
@@ -209,7 +163,8 @@ class _ExportReader:
             if policy is not None:
                 for key, value in policy.items():
                     if not isinstance(value, dict):
-                        raise OlxError(f"{self._show(relpath)}: {key!r} must map to a JSON object")
+                        raise OlxError(f"{self._show(relpath)}: {key!r} must map to a JSON object, "
+                                       f"not {_json_type(value)}")
                 return relpath, policy
         return None, {}
 
@@ -236,7 +191,7 @@ class _ExportReader:
             if location in blocks:
                 self._repeated(location, parent, parent_of, where)
             parent_of[location], where[location] = parent, file
-            graded = self._value(attrs, "graded", _as_bool, block_type, block_id, file)
+            graded = self._value(attrs, "graded", values.as_bool, block_type, block_id, file)
             graded = inherited if graded is None else graded
             block = Block(
                 location=location,
@@ -260,8 +215,10 @@ class _ExportReader:
             tag = child.tag
             if not isinstance(tag, str) or (block_type == "course" and tag in COURSE_SETTING_TAGS):
                 continue
+            self._count_block(file)
             if _is_pointer(child):
                 child_id = child.get("url_name")
+                self._location(tag, child_id, file)  # a valid block id before it becomes a path
                 child_file = f"{tag}/{_pathname(child_id)}.xml"
                 definition = self._parse(child_file, pointed_from=file)
             else:
@@ -269,6 +226,12 @@ class _ExportReader:
                 child_file, definition = file, child
             self._used_ids.setdefault(tag, set()).add(child_id)
             yield definition, tag, child_id, child_file, self._attrs(definition, tag, child_id)
+
+    def _count_block(self, file):
+        self._blocks += 1
+        if self._blocks >= self.limits.blocks:  # the course block makes one more
+            raise OlxError(f"{self._show(file)}: the course has more than {self.limits.blocks} blocks "
+                           "(CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS)")
 
     def _derived_id(self, element):
         """
@@ -301,8 +264,10 @@ class _ExportReader:
             return f"{self._prefix}+type@{block_type}+block@{block_id}"
         try:
             return str(self.course_key.make_usage_key(block_type, block_id))
-        except InvalidKeyError as exc:
-            raise OlxError(f"{self._show(file)}: {block_type} url_name {block_id!r} is not a valid block id") from exc
+        except InvalidKeyError:
+            raise OlxError(
+                f"{self._show(file)}: {block_type} url_name {_shorten(block_id)} is not a valid block id"
+            ) from None
 
     def _repeated(self, location, parent, parent_of, where):
         """A second reference to a block: a cycle if it is its own ancestor, else a shared block."""
@@ -328,10 +293,13 @@ class _ExportReader:
         except (TypeError, ValueError) as exc:
             if name in self.policy.get(f"{block_type}/{block_id}", ()):
                 file = self.policy_file
-            raise OlxError(f"{self._show(file)}: {block_type} {block_id}: bad {name} {value!r} ({exc})") from None
+            raise OlxError(
+                f"{self._show(file)}: {block_type} {_shorten(block_id)}: bad {name} {_shorten(value)} "
+                f"({_shorten(str(exc), 200, quote=False)})"
+            ) from None
 
     def _display_name(self, attrs, block_type, block_id, file):
-        name = self._value(attrs, "display_name", _as_str, block_type, block_id, file)
+        name = self._value(attrs, "display_name", values.as_str, block_type, block_id, file)
         if name is None:
             # edx-platform's display_name_with_default: the field default, else the url_name.
             name = DISPLAY_NAME_DEFAULTS.get(block_type) or block_id.replace("_", " ")
@@ -341,8 +309,8 @@ class _ExportReader:
         if block_type != "video":
             return {}
         # RelativeTime fields; unset means 0, which for the end time means "to the end".
-        start = self._value(attrs, "start_time", _as_seconds, block_type, block_id, file)
-        end = self._value(attrs, "end_time", _as_seconds, block_type, block_id, file)
+        start = self._value(attrs, "start_time", values.as_seconds, block_type, block_id, file)
+        end = self._value(attrs, "end_time", values.as_seconds, block_type, block_id, file)
         return {"video_start_time": start or 0.0, "video_end_time": end or 0.0}
 
     # -- detached blocks and the course --------------------------------------------------
@@ -353,9 +321,13 @@ class _ExportReader:
             for block_id in sorted(self._content_ids(folder)):
                 detached.append(self._detached_block(block_type, block_id, DISPLAY_NAME_DEFAULTS[block_type], folder))
         tab_ids = self._content_ids("tabs")
-        tabs = self._value(course_attrs, "tabs", _as_list, "course", self.run, course_file) or []
+        tabs = self._value(course_attrs, "tabs", values.as_list, "course", self.run, course_file) or []
         for tab in tabs:
             slug = tab.get("url_slug") if isinstance(tab, dict) and tab.get("type") == "static_tab" else None
+            if slug is not None and not isinstance(slug, str):
+                where = self.policy_file if "tabs" in self.policy.get(f"course/{self.run}", ()) else course_file
+                raise OlxError(f"{self._show(where)}: course {self.run}: bad tabs (a url_slug is "
+                               f"{_json_type(slug)}, not a string)")
             if slug in tab_ids:
                 tab_ids.discard(slug)
                 detached.append(self._detached_block("static_tab", slug, str(tab.get("name") or ""), "tabs"))
@@ -366,20 +338,16 @@ class _ExportReader:
 
     def _content_ids(self, folder):
         """Block ids of the files in about/, info/ or tabs/ (edx-platform's `_load_extra_content`)."""
-        try:
-            entries = list(os.scandir(self.root / folder))
-        except FileNotFoundError:
-            return set()
         ids = set()
-        for entry in entries:
-            name = entry.name
-            if name.startswith(".") or name.endswith("~") or not entry.is_file():
+        for name in self.files.file_names(folder):
+            if name.startswith(".") or name.endswith("~"):
                 continue
             # "updates.items.json" sets the `items` field of block "updates".
             ids.add(name.split(".")[0] if name.endswith(".json") else os.path.splitext(name)[0])
         return ids
 
     def _detached_block(self, block_type, block_id, display_name, folder):
+        self._count_block(folder)
         location = self._location(block_type, block_id, folder)
         return Block(location=location, block_type=block_type, display_name=display_name,
                      completion_mode=completion_mode(block_type))
@@ -395,20 +363,20 @@ class _ExportReader:
             blocks=blocks,
             detached=detached,
             display_name=blocks[root].display_name,
-            start=value("start", _as_date, DEFAULT_START),
-            end=value("end", _as_date),
-            enrollment_start=value("enrollment_start", _as_date),
-            enrollment_end=value("enrollment_end", _as_date),
-            self_paced=value("self_paced", _as_bool, False),
-            advertised_start=value("advertised_start", _as_str),
-            announcement=value("announcement", _as_date),
+            start=value("start", values.as_date, DEFAULT_START),
+            end=value("end", values.as_date),
+            enrollment_start=value("enrollment_start", values.as_date),
+            enrollment_end=value("enrollment_end", values.as_date),
+            self_paced=value("self_paced", values.as_bool, False),
+            advertised_start=value("advertised_start", values.as_str),
+            announcement=value("announcement", values.as_date),
             lowest_passing_grade=self._lowest_passing_grade(),
-            invitation_only=value("invitation_only", _as_bool, False),
-            max_student_enrollments_allowed=value("max_student_enrollments_allowed", _as_int),
+            invitation_only=value("invitation_only", values.as_bool, False),
+            max_student_enrollments_allowed=value("max_student_enrollments_allowed", values.as_int),
             effort=self._effort(),
-            enable_proctored_exams=value("enable_proctored_exams", _as_bool, False),
-            entrance_exam_enabled=value("entrance_exam_enabled", _as_bool, False),
-            language=value("language", _as_str, ""),
+            enable_proctored_exams=value("enable_proctored_exams", values.as_bool, False),
+            entrance_exam_enabled=value("entrance_exam_enabled", values.as_bool, False),
+            language=value("language", values.as_str, ""),
         )
 
     def _lowest_passing_grade(self):
@@ -416,18 +384,16 @@ class _ExportReader:
         cutoffs = (self._load_json(relpath) or {}).get("GRADE_CUTOFFS")
         if not cutoffs:
             return DEFAULT_LOWEST_PASSING_GRADE
+        if not isinstance(cutoffs, dict):
+            raise OlxError(f"{self._show(relpath)}: bad GRADE_CUTOFFS (expected a JSON object, not {_json_type(cutoffs)})")
         try:
-            return float(min(float(v) for v in cutoffs.values()))
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise OlxError(f"{self._show(relpath)}: bad GRADE_CUTOFFS ({exc})") from None
+            return min(values.as_fraction(v) for v in cutoffs.values())
+        except (TypeError, ValueError) as exc:
+            raise OlxError(f"{self._show(relpath)}: bad GRADE_CUTOFFS ({_shorten(str(exc), 200, quote=False)})") from None
 
     def _effort(self):
-        try:
-            return (self.root / "about" / "effort.html").read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise OlxError(f"{self._show('about/effort.html')}: unreadable ({exc})") from None
+        text = self.files.read_text("about/effort.html", missing_ok=True)
+        return None if text is None else text.strip()
 
 
 def _is_pointer(element):
@@ -452,6 +418,17 @@ def _pathname(url_name):
     return url_name.replace(":", "/")
 
 
+def _json_type(value):
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _shorten(value, limit=80, quote=True):
+    """repr(value) (or the text itself), on one line and cut to `limit` characters: a message quotes a value."""
+    text = repr(value) if quote or not value.isprintable() else value
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def completion_mode(block_type):
     """The XBlockCompletionMode value the platform's block class declares, by type."""
     if block_type in CONTAINER_TYPES:
@@ -459,192 +436,3 @@ def completion_mode(block_type):
     if block_type == "discussion":
         return "excluded"
     return "completable"
-
-
-# -- attribute values, read like edx-platform's deserialize_field + Field.from_json ---------
-
-_JSON_STARTS = frozenset('"[{-0123456789tfnNI')
-
-def _loaded(value):
-    """A policy value as is; an XML attribute as JSON if it parses, else the raw string."""
-    if isinstance(value, str) and value[:1] in _JSON_STARTS:
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _as_str(value):
-    loaded = _loaded(value)
-    if loaded is None:
-        return None
-    return loaded if isinstance(loaded, str) else str(value)
-
-
-def _as_bool(value):
-    loaded = _loaded(value)
-    if loaded is None:
-        return None
-    if isinstance(loaded, str):
-        return loaded.strip().lower() == "true"
-    return bool(loaded)
-
-
-def _as_int(value):
-    loaded = _loaded(value)
-    if loaded is None or loaded == "":
-        return None
-    return int(loaded)
-
-
-def _as_list(value):
-    loaded = _loaded(value)
-    if loaded is None:
-        return None
-    if not isinstance(loaded, list):
-        raise TypeError("expected a list")
-    return loaded
-
-
-def _as_date(value):
-    loaded = _loaded(value)
-    if loaded is None or loaded == "":
-        return None
-    if isinstance(loaded, bool):
-        raise TypeError("expected a date")
-    if isinstance(loaded, (int, float)):  # edx-platform's Date field: milliseconds since the epoch
-        return datetime.fromtimestamp(loaded / 1000, tz=UTC)
-    parsed = datetime.fromisoformat(str(loaded).strip())
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _as_seconds(value):
-    loaded = _loaded(value)
-    if not loaded:
-        return None
-    if isinstance(loaded, bool):
-        raise TypeError("expected a time")
-    if isinstance(loaded, (int, float)):
-        return float(loaded)
-    hours, minutes, seconds = str(loaded).strip().split(":")
-    return timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds)).total_seconds()
-
-
-# -- the folder of exports -------------------------------------------------------------------
-
-def folder_name(course_key) -> str:
-    """The folder of a course: its key, percent-encoded where a filesystem might object (reversible)."""
-    return quote(str(course_key), safe="+-_.~")
-
-
-class OlxFolderSource(CourseSource):
-    """
-    The course source of the standalone project: one folder per course under `root`
-    (default: the CLICKHOUSE_OUTBOX_OLX_DIR setting, read at call time), named by
-    `folder_name(course_key)` and filled by `add_export`. Folders starting with "." are
-    work in progress and ignored.
-    """
-
-    def __init__(self, root=None):
-        self._root = root
-
-    @property
-    def root(self) -> Path:
-        root = self._root if self._root is not None else conf.olx_dir()
-        if not root:
-            raise CourseSourceError("No OLX folder: set CLICKHOUSE_OUTBOX_OLX_DIR")
-        return Path(root)
-
-    def get_course(self, course_key) -> PublishedCourse:
-        key = _as_course_key(course_key)
-        folder = self.root / folder_name(key)
-        if not (folder / "course.xml").is_file():
-            raise CourseNotFound(f"{key}: no OLX export in {self.root}")
-        course = _ExportReader(folder).read()
-        if course.course_key != key:
-            raise CourseSourceError(f"{folder}: holds {course.course_key}, not {key}")
-        return course
-
-    def course_keys(self):
-        return sorted(self._course_folders(), key=str)
-
-    def course_keys_changed_since(self, since):
-        """Courses whose export was added (or replaced) at or after `since`: the folder's time."""
-        cutoff = since.timestamp()
-        return sorted((key for key, mtime in self._course_folders().items() if mtime >= cutoff), key=str)
-
-    def published_times(self, course_keys):
-        """When each course's export was put in place (the folder's time): an export replaced is a new publish."""
-        folders = {str(key): mtime for key, mtime in self._course_folders().items()}
-        return {str(key): datetime.fromtimestamp(folders[str(key)], tz=UTC) for key in course_keys
-                if str(key) in folders}
-
-    def _course_folders(self):
-        """{course key: when its export was put in place (a POSIX time)}."""
-        try:
-            entries = list(os.scandir(self.root))
-        except FileNotFoundError:
-            return {}
-        keys = {}
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_dir():
-                continue
-            try:
-                keys[CourseKey.from_string(unquote(entry.name))] = entry.stat().st_mtime
-            except InvalidKeyError:
-                log.debug("Skipping %s: not a course folder", entry.path)
-        return keys
-
-    def add_export(self, path) -> CourseKey:
-        """
-        Add (or replace) a course from an export folder or `.tar.gz`.
-
-        The export is read first, so a broken one raises OlxError and changes nothing; it is
-        staged in a hidden folder next to its destination, then renamed into place.
-        """
-        path = Path(path)
-        root = self.root
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))
-        try:
-            if path.is_dir():
-                course = _ExportReader(path).read()
-                export = staging / "export"
-                shutil.copytree(path, export, symlinks=False)
-            elif path.is_file():
-                export = extract_tarball(path, staging / "export")
-                course = _ExportReader(export).read()
-            else:
-                raise OlxError(f"{path}: no such export folder or .tar.gz")
-            _swap_into_place(export, root / folder_name(course.course_key))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        log.info("Added OLX export of %s from %s", course.course_key, path)
-        return course.course_key
-
-
-def _swap_into_place(new, target):
-    """Rename `new` to `target`; an older `target` is renamed away first and then removed."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".replaced-{uuid.uuid4().hex}")
-        os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except OSError:
-        if old is not None:
-            os.rename(old, target)
-        raise
-    os.utime(target)  # the time the course was (re)published here: copytree kept the export's own
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _as_course_key(course_key):
-    if isinstance(course_key, CourseKey):
-        return course_key
-    try:
-        return CourseKey.from_string(str(course_key))
-    except InvalidKeyError:
-        raise CourseNotFound(f"{course_key!r} is not a course key") from None

@@ -1,0 +1,1 @@
+"""Stand-in package path of edx-platform (bench/peer/aspects/README.txt)."""

@@ -1,0 +1,1 @@
+"""Stand-in for edx-platform's `openedx.core.djangoapps.content_tagging` (its api module only)."""

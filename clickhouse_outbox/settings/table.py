@@ -1,0 +1,258 @@
+"""
+The plugin's settings, each declared once: name, default, type, range and what it means.
+
+Everything else comes from this table: the defaults installed in edx-platform
+(settings/common.py), the reads with their casts (`conf.value`), the system checks
+(`conf.problems`), the setting annotations and the README's table (scripts/settings-docs),
+and the Tutor plugin's defaults. It imports nothing, not even Django: Tutor loads it.
+
+To add a setting: one `Setting(...)` below, then `scripts/settings-docs --write`.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with a setting, for a system check: its id, a message and how to fix it."""
+
+    id: str
+    message: str
+    hint: str = ""
+
+    @property
+    def is_warning(self):
+        return ".W" in self.id
+
+    def __str__(self):
+        return f"{self.message} {self.hint}".strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """
+    One setting: `type` is bool, int, float or str; numbers lie in [low, high]; `choices`, when
+    given, are the only values; `none_is_default` reads None as the default (an unset folder).
+    """
+
+    name: str
+    default: object
+    type: type
+    low: float = None
+    high: float = None
+    doc: str = ""
+    choices: tuple = ()
+    none_is_default: bool = False
+    id: str = field(init=False)
+
+    def __post_init__(self):
+        ids = {bool: "E014", str: "E014", int: "E010", float: "E010"}
+        object.__setattr__(self, "id", "clickhouse_outbox." + ("E013" if self.choices else ids[self.type]))
+        if self.problem(self.default) is not None:
+            raise ValueError(f"{self.name}: its default is not valid")
+
+    def problem(self, value):
+        """The Problem with `value` for this setting, or None when it is valid."""
+        if value is None and self.none_is_default:
+            return None
+        if self.choices:
+            if value in self.choices and isinstance(value, type(self.default)):
+                return None
+            wanted = " or ".join(f'"{choice}"' for choice in self.choices)
+        elif self.type is bool:
+            if isinstance(value, bool):
+                return None
+            wanted = "True or False"
+        elif self.type is str:
+            if isinstance(value, str):
+                return None
+            wanted = "a string"
+        else:
+            if is_number(value, whole=self.type is int) and self.low <= value <= self.high:
+                return None
+            wanted = f"{'a whole number' if self.type is int else 'a number'} from {number(self.low)} to {number(self.high)}"
+        return Problem(
+            self.id,
+            f"{self.name} is {shown(value)}; it must be {wanted}.",
+            f"Remove it to use the default, {shown(self.default)}.",
+        )
+
+    def cast(self, value):
+        """A valid `value` as the type the code reads (an int setting given 300.0 reads 300)."""
+        if value is None and self.none_is_default:
+            return self.default
+        return self.type(value)
+
+
+def is_number(value, *, whole=False):
+    """An int or float (not a bool, not NaN); with `whole`, one without a fractional part."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return False
+    return not whole or isinstance(value, int) or value.is_integer()
+
+
+def number(value):
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def shown(value, limit=80):
+    """`value` as a Python literal for a message, cut at `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+DAY = 86400
+
+SETTINGS = (
+    Setting("CLICKHOUSE_OUTBOX_ENABLED", True, bool, doc=(
+        "Whether changes queue snapshots, for every producer. Draining is not affected. Forced to ``False`` in "
+        "edx-platform's own test settings.")),
+    Setting("CLICKHOUSE_OUTBOX_COURSE_SOURCE", "clickhouse_outbox.sources.modulestore.ModulestoreSource", str, doc=(
+        "Dotted path of the class that reads published courses: the modulestore in the CMS; the standalone "
+        "project uses ``clickhouse_outbox.sources.olx.OlxFolderSource``.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_DIR", "", str, none_is_default=True, doc=(
+        "Folder of OLX exports read by ``OlxFolderSource`` (required with it).")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_FILE_BYTES", 16 * 1024 * 1024, int, 64 * 1024, 1024**3, doc=(
+        "Largest OLX file (XML, policy JSON, ``about/effort.html``) the OLX reader opens; a larger one is "
+        "refused, naming the file, before it is parsed (Python 3.11's expat is quadratic on huge attribute "
+        "values). Studio's files are a few MB at most.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_VALUE_BYTES", 4 * 1024 * 1024, int, 1024, 1024**3, doc=(
+        "Largest attribute value or element text (UTF-8 bytes) in an OLX file; a larger one is refused, "
+        "naming the file, the element and the attribute.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_DEPTH", 200, int, 8, 500, doc=(
+        "Deepest nesting of XML elements in an OLX file, and of values in its policy JSON files; deeper is "
+        "refused, naming the file. Python's recursion limit caps it.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES", 2 * 1024**3, int, 1, 1024**4, doc=(
+        "Most bytes of one OLX export: what a ``.tar.gz`` extracts to (static assets included), what adding a "
+        "folder copies, and what the reader reads. Refused beyond it, naming the member or file, before it is "
+        "written.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_FILES", 100_000, int, 1, 10_000_000, doc=(
+        "Most files (tarball members) of one OLX export, counted like ``CLICKHOUSE_OUTBOX_OLX_MAX_EXPORT_BYTES``. "
+        "A 10,000-block course has about 20,000.")),
+    Setting("CLICKHOUSE_OUTBOX_OLX_MAX_BLOCKS", 100_000, int, 10, 10_000_000, doc=(
+        "Most blocks of one course read from OLX (inline blocks need no file of their own, so the file bound "
+        "does not count them).")),
+    Setting("CLICKHOUSE_OUTBOX_BATCH_ROWS", 50_000, int, 1, 1_000_000, doc=(
+        "Most rows sent in one INSERT (one batch). At most 1,000,000, so ClickHouse writes a batch as one "
+        "block, all or nothing.")),
+    Setting("CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES", 1_048_576, int, 1024, 64 * 1024 * 1024, doc=(
+        "Largest payload of one outbox row; a snapshot's rows for a table are split above it. Keep it well "
+        "under the database's ``max_allowed_packet``.")),
+    Setting("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", 10, float, 1, DAY, doc=(
+        "How often celery beat runs the drain task (django-celery-beat counts whole seconds), and the default "
+        "``--loop`` interval. The Tutor plugin's default too.")),
+    Setting("CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS", 50, float, 0.1, DAY, doc=(
+        "How long one drain run may keep claiming batches.")),
+    Setting("CLICKHOUSE_OUTBOX_LEASE_SECS", 300, int, 1, DAY, doc=(
+        "How long a claimed batch belongs to its drainer at most; after that another drainer takes it, even "
+        "from a drainer that still runs (it hangs). A drainer that died is found sooner, by its lock "
+        "(``CLICKHOUSE_OUTBOX_CLAIM_LOCKS``). Must exceed ``timeout_secs`` + ``connect_timeout_secs``, times "
+        "the replicas a send may try.")),
+    Setting("CLICKHOUSE_OUTBOX_CLAIM_LOCKS", True, bool, doc=(
+        "Whether each drain run and dump worker holds a database lock for as long as it runs (PostgreSQL: an "
+        "advisory lock; MySQL/MariaDB: ``GET_LOCK``; SQLite: a locked file beside the database file), named by "
+        "what it claims: when its process dies, the database drops the lock and the next claim takes its "
+        "batches, requested snapshots and dump subjects at once instead of after "
+        "``CLICKHOUSE_OUTBOX_LEASE_SECS``. ``False`` where a lock may not follow its session: a multi-primary "
+        "cluster (Galera is detected and left to leases on its own) or a pooler in transaction mode "
+        "(PgBouncer); claims are then freed by their lease only.")),
+    Setting("CLICKHOUSE_OUTBOX_MAX_ATTEMPTS", 12, int, 1, 1000, doc=(
+        "Sends of a batch before it is marked ``failed``; it then waits for a requeue.")),
+    Setting("CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS", 5, float, 0, DAY, doc=(
+        "First retry delay; it doubles with each attempt, with jitter.")),
+    Setting("CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS", 3600, float, 0, 7 * DAY, doc=(
+        "Longest retry delay; at least ``CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS``.")),
+    Setting("CLICKHOUSE_OUTBOX_RETENTION_DAYS", 7, float, 0, 3650, doc=(
+        "How long sent rows stay in the outbox before they are purged. Unsent and failed rows are never "
+        "deleted by age.")),
+    Setting("CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES", 20, int, 1, 10_000, doc=(
+        "Courses a dump job's worker claims at a time. A worker killed mid-chunk leaves at most this many "
+        "courses to be read again by the next worker.")),
+    Setting("CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS", 1000, int, 1, 100_000, doc=(
+        "Enrollments, profiles, external ids or tags a dump job's worker claims, reads (one query) and queues "
+        "(one transaction) at a time.")),
+    Setting("CLICKHOUSE_OUTBOX_VERIFY_CHUNK", 1000, int, 1, 100_000, doc=(
+        "Subjects a verification compares at once: one aggregate query per table (and replica) for each "
+        "chunk.")),
+    Setting("CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS", 0, float, 0, 30 * DAY, doc=(
+        "Seconds between periodic verifications of every producer that is on (a beat entry, "
+        "``clickhouse_outbox.verify``, installed by the plugin's settings); 0, the default, for none. What one "
+        "finds makes ``outbox_status`` exit 1 until repaired. Daily (``86400``) suits most sites.")),
+    Setting("CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS", 900, float, 1, 30 * DAY, doc=(
+        "The default ``--max-age`` of ``outbox_status`` and ``outbox_drain``: when the oldest unsent row has waited "
+        "longer, they exit with status 2 (delivery is stuck).")),
+    Setting("CLICKHOUSE_OUTBOX_SNAPSHOT_AT", "publish", str, choices=("publish", "drain"), doc=(
+        'When a published course is read and serialized. ``"publish"``: in the publish\'s transaction, so its '
+        'rows are queued when the publish commits. ``"drain"``: the publish writes only a small *snapshot requested* '
+        "row (about a millisecond whatever the course's size) and the drain reads the course later; for very "
+        "large courses.")),
+    Setting("CLICKHOUSE_OUTBOX_DRAIN_THREADS", 1, int, 1, 16, doc=(
+        "Batches one drain run (the celery task, ``outbox_drain``) claims and sends at once, each from a thread "
+        "with its own database connection. With 2, ClickHouse parses one batch while the next is read: a "
+        "backlog drains faster.")),
+)
+
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def problems(values):
+    """
+    Every Problem of `values` ({name: value}, a missing name taking its default): each setting
+    alone, then the rules between settings.
+    """
+    found = []
+    for setting in SETTINGS:
+        problem = setting.problem(values.get(setting.name, setting.default))
+        if problem is not None:
+            found.append(problem)
+    if not found:
+        base = values.get("CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS", BY_NAME["CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS"].default)
+        cap = values.get("CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS", BY_NAME["CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS"].default)
+        if cap < base:
+            found.append(Problem(
+                "clickhouse_outbox.E012",
+                "CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS is smaller than CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS.",
+                "Make the cap at least the base delay.",
+            ))
+    return found
+
+
+@dataclass(frozen=True)
+class BackendKey:
+    """One key of EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG: a default of None means unset."""
+
+    name: str
+    default: object
+    doc: str
+
+
+BACKEND_SETTING = "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"
+
+BACKEND_KEYS = (
+    BackendKey("url", "http://clickhouse:8123", (
+        "``http(s)://host:port`` of ClickHouse's HTTP interface (a path prefix allowed), without credentials, "
+        "query string or fragment; or ``chdb:///absolute/path`` for the embedded engine (``pip install "
+        "clickhouse-outbox[embedded]``; demo and tests, not production).")),
+    BackendKey("username", "ch_cms", (
+        "ClickHouse user; empty for ClickHouse's default user. Any characters but a colon and control "
+        "characters.")),
+    BackendKey("password", "", (
+        "Its password, any characters (sent exactly, UTF-8, in HTTP basic authentication: never in the URL; "
+        "never logged, shown or put in an error message). A string: quote a numeric one in YAML.")),
+    BackendKey("database", "event_sink", (
+        "Destination database: a plain identifier (letters, digits and underscores, not starting with a "
+        "digit).")),
+    BackendKey("timeout_secs", 5, "Read timeout of each request, in seconds: a number above 0."),
+    BackendKey("connect_timeout_secs", 3, "Connect timeout, in seconds: a number above 0."),
+    BackendKey("urls", None, (
+        "Instead of ``url``: the ``http(s)://host:port`` of each replica of one shard, as a list or a comma-separated "
+        "string (as Tutor and environment variables give). A request goes to the replica that last answered, "
+        "and to the next one when that one is unreachable. Each entry follows ``url``'s rules; chdb URLs cannot "
+        "be listed; ``url`` may stay set if it is one of them.")),
+    BackendKey("insert_quorum", None, (
+        "A whole number of replicas, at least 2: ClickHouse acknowledges an insert only once that many "
+        "replicas have the rows (``insert_quorum_timeout``: three quarters of ``timeout_secs``).")),
+)
+
+DEFAULT_BACKEND_CONFIG = {key.name: key.default for key in BACKEND_KEYS if key.default is not None}
