@@ -19,9 +19,9 @@ lock's key, six random ones and a mark (a UUID of version 7, which MariaDB's UUI
 accepts, with "c1a" where a time-ordered one has random bits); the last eight differ per
 drain loop of one run. A random (version 4) owner, written by a claimer without a lock
 (CLICKHOUSE_OUTBOX_CLAIM_LOCKS off, a lock that could not be taken, an older release),
-names none, and only its lease frees its claims. The lease stays
-the last resort: for a claimer that hangs while it lives, and for a host that vanished
-without closing its connections.
+names none, and only its lease frees its claims. The lease stays the last resort: for a
+claimer that hangs while it lives, and for a host that vanished without closing its
+connections. Decision record 0011 says why a lock rather than heartbeats.
 """
 
 import fcntl
@@ -47,10 +47,6 @@ SQLITE_FOLDER_SUFFIX = "-clickhouse_outbox-claims"
 LOCK_FILE_SUFFIX = ".lock"
 #: A run picks another key when its first one is taken (it never is, but a lock held is never shared).
 KEY_TRIES = 3
-
-
-class LockLost(Exception):
-    """The claimer's lock is gone while it runs: it must not send or claim anything more."""
 
 
 def new_key():
@@ -313,11 +309,6 @@ class Claimer:
                               self.description)
             self.lost = not held
             return held
-
-    def check(self):
-        """Raise LockLost unless the lock is still ours."""
-        if not self.holds():
-            raise LockLost(f"{self.description} lost its database lock; its claims go to other workers")
 
     def close(self):
         """Give the lock back (after the run's last update) and close its connection."""
