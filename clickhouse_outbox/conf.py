@@ -137,6 +137,11 @@ def retention_days():
     return value("CLICKHOUSE_OUTBOX_RETENTION_DAYS")
 
 
+def failed_retention_days():
+    """Days rows ClickHouse rejected for good (failed batches) are kept before they are purged."""
+    return value("CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS")
+
+
 def dump_chunk_courses():
     return value("CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES")
 

@@ -32,13 +32,21 @@ class Snapshot(models.Model):
     `failed` and the error, so the change is not lost: a requeue takes it again. With
     CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain" a change writes only a `requested` snapshot; a
     drainer takes it later (under a lease) and fills in its rows. A snapshot whose rows a
-    retirement or a delete removed from the outbox is `deleted`.
+    retirement or a delete removed from the outbox is `deleted`; one whose rows ClickHouse
+    rejected for good, and that were purged (CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS), `rejected`.
+    Old snapshots with no rows left are purged (`outbox.purge`), except each subject's
+    latest, failed ones and requests not taken yet.
 
-    .. pii: `user_id` names the user whose personal data the snapshot's rows hold (the
-       rows themselves are in OutboxEntry.payload); `subject` is a user id for the user
-       producers. No name, email or other personal data is stored here.
+    .. pii: `user_id` names the user whose personal data the snapshot's rows hold (every
+       snapshot of a producer of personal data has it, failed ones included); `subject` is a
+       row id (a profile, an enrollment, an external id) or, for a retirement, a user id.
+       `error` (a failed snapshot's traceback) may quote the data that could not be
+       serialized. A retirement empties `error` and `digest` of every snapshot of the user
+       (their rows go from OutboxEntry); ids stay: the user's `deleted` snapshots, until
+       purged (a subject's latest stays), and the retirement's own snapshot, kept for good
+       so that nothing of theirs is queued again.
     .. pii_types: id
-    .. pii_retirement: retained
+    .. pii_retirement: local_api (retained: ids; `error` and `digest` emptied by outbox.deletes)
     """
 
     class Status(models.TextChoices):
@@ -48,11 +56,13 @@ class Snapshot(models.Model):
         SUPERSEDED = "superseded", "Superseded by a newer snapshot"
         DISMISSED = "dismissed", "Dismissed: the source does not know the subject"
         DELETED = "deleted", "Deleted: its rows were removed (a retired user, a deleted subject)"
+        REJECTED = "rejected", "Rejected: ClickHouse refused rows of it for good; they were purged"
 
     producer = models.CharField(max_length=64, help_text="What produced the rows, e.g. course_structure.")
     subject = models.CharField(max_length=255, help_text="What the rows describe, e.g. a course key.")
     user_id = models.BigIntegerField(
-        null=True, blank=True, help_text="The user whose personal data the rows hold, for retirement (PII producers)."
+        null=True, blank=True,
+        help_text="The user whose personal data the rows hold, for retirement (producers of personal data).",
     )
     reason = models.CharField(max_length=64, blank=True, help_text="Why it was taken: published, imported, ...")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
@@ -105,7 +115,14 @@ class Batch(models.Model):
     takes a user's rows out of it (see outbox.deletes). A claim is a lease that expires
     at `lease_expires_at` (database time): a dead drainer's batch comes back.
 
-    .. no_pii: Delivery bookkeeping only.
+    .. pii: `last_error` is ClickHouse's message, which may quote a row it rejected. For a
+       table of personal data the quoted text is withheld before it is stored or logged
+       (clickhouse.errors.withhold_row_text), and a retirement replaces `last_error` with a
+       note on every batch that carried the user's rows and the batches those were split
+       from. A batch goes CLICKHOUSE_OUTBOX_RETENTION_DAYS after it was sent (or split), a
+       failed one CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS after it failed.
+    .. pii_types: other
+    .. pii_retirement: local_api (outbox.deletes)
     """
 
     class Status(models.TextChoices):
@@ -138,6 +155,10 @@ class Batch(models.Model):
     )
     created = models.DateTimeField(default=timezone.now, editable=False)
     sent_at = models.DateTimeField(null=True, blank=True)
+    split_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
+        help_text="The batch ClickHouse rejected that this one holds part of.",
+    )
 
     class Meta:
         verbose_name_plural = "batches"
@@ -168,11 +189,16 @@ class OutboxEntry(models.Model):
     `outbox.payloads`), or raw (entries written before payloads were compressed, and
     deletes). The bytes go to ClickHouse exactly as stored.
 
-    .. pii: The payloads of the user producers (user_profile, external_id, and
-       course_enrollment's usernames) hold users' personal data until they are purged.
+    .. pii: The payloads of the producers of personal data (user_profile, external_id and
+       course_enrollment: every producer whose table says `personal_data`) hold users'
+       personal data. A retirement empties every payload of the user's rows, whatever its
+       status (pending, in a batch, sent, superseded, split, failed) and whatever
+       EVENT_SINK_CLICKHOUSE_PII_MODELS says, in the retirement's transaction. Otherwise a
+       payload is deleted CLICKHOUSE_OUTBOX_RETENTION_DAYS after it was sent, or after it was
+       queued if it will never be sent (superseded, removed, split); rows ClickHouse rejected
+       for good CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS after they failed (outbox.purge).
     .. pii_types: name, username, email_address, birth_date, gender, location, phone_number, biography
-    .. pii_retirement: local_api (a retirement removes the user's rows from every payload,
-       sent or not, in its own transaction: outbox.deletes)
+    .. pii_retirement: local_api (outbox.deletes)
     """
 
     class Status(models.TextChoices):
@@ -197,6 +223,8 @@ class OutboxEntry(models.Model):
         indexes = [
             models.Index(fields=["status", "kind", "table", "id"], name="ch_outbox_entry_pending_kind"),
             models.Index(fields=["snapshot", "status"], name="ch_outbox_entry_snapshot"),
+            # The purge finds entries that will never be sent (superseded, removed, split) by age.
+            models.Index(fields=["status", "created"], name="ch_outbox_entry_age"),
         ]
         ordering = ["id"]
 
@@ -242,9 +270,13 @@ class DumpJob(models.Model):
     (every course the source knows, every enrollment...), or of those changed since a time,
     or of a list, taken in chunks by celery workers or by a management command. Its subjects
     are listed once (`DumpJobItem`), so a job that a dead worker left resumes where it
-    stopped; `active` is unique, so two jobs never run at once.
+    stopped; `active` is unique, so two jobs never run at once. A finished job's subjects
+    are purged after CLICKHOUSE_OUTBOX_RETENTION_DAYS, and the job with them unless it is
+    the latest of its action.
 
-    .. pii: `requested_by` points to the staff user who started the job from the admin.
+    .. pii: `requested_by` points to the staff user who started the job from the admin (set
+       to NULL if that user is deleted); the job goes CLICKHOUSE_OUTBOX_RETENTION_DAYS after it
+       finished, unless it is the latest of its action.
     .. pii_types: id
     .. pii_retirement: retained
     """
@@ -373,9 +405,13 @@ class Verdict(models.Model):
 class DumpJobItem(models.Model):
     """
     One subject of a dump job: pending until a worker claims it in a chunk (a lease, like
-    a batch's), then done with its snapshot, or failed with the reason.
+    a batch's), then done with its snapshot, or failed with the reason. Purged with its
+    finished job's subjects (`outbox.purge`).
 
-    .. no_pii: Subjects (course keys, row ids, user ids) and bookkeeping only.
+    .. pii: `error` is the last line of the error reading the subject, which may quote a
+       user's data: a retirement empties it for the items of the user's snapshots.
+    .. pii_types: other
+    .. pii_retirement: local_api (outbox.deletes)
     """
 
     class Status(models.TextChoices):

@@ -8,7 +8,7 @@ makes the change, never after it commits (a process that dies in between would l
     an external id saved                         external_id
     a taxonomy, tag or object tag saved          taxonomy, tag, object_tag (and its course, requested again)
     ... or deleted                               deleted from its table, in order with its inserts
-    a user retired (USER_RETIRE_LMS_MISC)        deleted from every PII table (outbox.deletes)
+    a user retired (USER_RETIRE_LMS_MISC)        removed from the outbox, deleted from every PII table (outbox.deletes)
 
 `course_published` and `user_retired` are connected by the plugin system (apps.py), the
 openedx-events receivers here, and the model signals by `connect_model_receivers` (the
@@ -82,7 +82,7 @@ def enrollment_changed(signal, sender, enrollment, **kwargs):  # pylint: disable
         error = LookupError(f"no enrollment of user {user_id} in {course_key} (sent by {signal.event_type})")
         log.error("clickhouse_outbox: %s; recorded as a failed snapshot", error)
         record_failed_snapshot(ENROLLMENTS.name, f"user {user_id} in {course_key}", error, dump_id=uuid.uuid4(),
-                               reason="enrollment")
+                               reason="enrollment", user_id=user_id)
         return
     snapshots.take_or_request(ENROLLMENTS, found.pk, "enrollment", found=found)
 
@@ -92,12 +92,11 @@ def enrollment_changed(signal, sender, enrollment, **kwargs):  # pylint: disable
 
 def user_retired(sender, user, **kwargs):  # pylint: disable=unused-argument
     """
-    USER_RETIRE_LMS_MISC: delete the user's rows from every PII table and from the outbox.
-    Not caught: a retirement that cannot be recorded must fail the retirement step, which
-    the platform's retirement pipeline runs again.
+    USER_RETIRE_LMS_MISC: remove the user's personal data from the outbox (always) and delete
+    their rows from every PII table (while retirement is on). Not caught: a retirement that
+    cannot be recorded must fail the retirement step, which the platform's pipeline runs again.
     """
-    if deletes.retirement_enabled():
-        deletes.retire_user(user.id)
+    deletes.retire_user(user.id)
 
 
 def profile_saved(sender, instance, **kwargs):  # pylint: disable=unused-argument
@@ -122,8 +121,7 @@ def user_saved(sender, instance, created=False, update_fields=None, **kwargs):  
 
 def user_deleted(sender, instance, **kwargs):  # pylint: disable=unused-argument
     """A user deleted outright (not retired) takes their personal data along: as a retirement."""
-    if deletes.retirement_enabled():
-        deletes.retire_user(instance.pk, reason="user deleted")
+    deletes.retire_user(instance.pk, reason="user deleted")
 
 
 # -- content tags ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def beat_schedule_entry():
 @shared_task(name=DRAIN_TASK, ignore_result=True)
 def drain_outbox():
     """
-    Drain what is due, for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then purge old sent rows
+    Drain what is due, for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then purge what retention lets go
     (every few minutes, not on every run), and send a task for any dump job no worker holds.
 
     Beat may start a run while the last one is still going: the cache lock (an atomic
@@ -51,8 +51,7 @@ def drain_outbox():
     finally:
         if cache.get(LOCK_KEY) == owner:
             cache.delete(LOCK_KEY)
-    log.info("clickhouse_outbox: drain finished: %s; %s", result,
-             "no purge this run" if purged is None else f"{purged} old sent batches purged")
+    log.info("clickhouse_outbox: drain finished: %s; %s", result, "no purge this run" if purged is None else purged)
     return {"skipped": False, "batches_sent": result.batches_sent, "rows_sent": result.rows_sent,
             "batches_retrying": result.batches_retrying, "batches_failed": result.batches_failed}
 

@@ -79,6 +79,7 @@ def moment(value, now=None):
 #: Badge colours by delivery state (admin CSS variables where they exist).
 STATE_COLOURS = {
     State.UNREADABLE: "#ba2121",
+    State.REJECTED: "#ba2121",
     State.FAILED: "#ba2121",
     State.WAITING: "#b36b00",
     State.SENDING: "#205067",

@@ -29,7 +29,7 @@ from clickhouse_outbox.reconcile.verify import TO_REPAIR, describe
 from clickhouse_outbox.text import format_age, last_line, plural
 
 #: Most urgent first: the default order of the course view.
-URGENCY = [State.UNREADABLE, State.FAILED, State.WAITING, State.SENDING, State.PENDING, State.REQUESTED,
+URGENCY = [State.UNREADABLE, State.REJECTED, State.FAILED, State.WAITING, State.SENDING, State.PENDING, State.REQUESTED,
            State.DELIVERED, State.DELETED, State.DISMISSED]
 
 

@@ -9,32 +9,33 @@ Everything else (network, timeouts, server pressure, authentication, a missing t
 
 import re
 
-# ClickHouse error codes that mean "this data is invalid for this table". Not 16
+# ClickHouse error codes (and names) that mean "this data is invalid for this table". Not 16
 # (NO_SUCH_COLUMN_IN_TABLE): with an explicit column list it means the table lacks a column,
 # which every row would hit; that is a schema to fix, and the rows wait for it. Nor 62
 # (SYNTAX_ERROR) or 73 (UNKNOWN_FORMAT): they are about the query, not a row.
 # (src/Common/ErrorCodes.cpp; stable across server versions.)
-DATA_ERROR_CODES = frozenset({
-    6,    # CANNOT_PARSE_TEXT
-    17,   # SIZES_OF_COLUMNS_IN_TUPLE_DOESNT_MATCH
-    19,   # SIZE_OF_FIXED_STRING_DOESNT_MATCH
-    25,   # CANNOT_PARSE_ESCAPE_SEQUENCE
-    26,   # CANNOT_PARSE_QUOTED_STRING
-    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    32,   # ATTEMPT_TO_READ_AFTER_EOF
-    33,   # CANNOT_READ_ALL_DATA
-    38,   # CANNOT_PARSE_DATE
-    41,   # CANNOT_PARSE_DATETIME
-    53,   # TYPE_MISMATCH
-    69,   # ARGUMENT_OUT_OF_BOUND
-    70,   # CANNOT_CONVERT_TYPE
-    72,   # CANNOT_PARSE_NUMBER
-    117,  # INCORRECT_DATA
-    131,  # TOO_LARGE_STRING_SIZE
-    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
-    376,  # CANNOT_PARSE_UUID
-    467,  # CANNOT_PARSE_BOOL
-})
+DATA_ERRORS = {
+    6: "CANNOT_PARSE_TEXT",
+    17: "SIZES_OF_COLUMNS_IN_TUPLE_DOESNT_MATCH",
+    19: "SIZE_OF_FIXED_STRING_DOESNT_MATCH",
+    25: "CANNOT_PARSE_ESCAPE_SEQUENCE",
+    26: "CANNOT_PARSE_QUOTED_STRING",
+    27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+    32: "ATTEMPT_TO_READ_AFTER_EOF",
+    33: "CANNOT_READ_ALL_DATA",
+    38: "CANNOT_PARSE_DATE",
+    41: "CANNOT_PARSE_DATETIME",
+    53: "TYPE_MISMATCH",
+    69: "ARGUMENT_OUT_OF_BOUND",
+    70: "CANNOT_CONVERT_TYPE",
+    72: "CANNOT_PARSE_NUMBER",
+    117: "INCORRECT_DATA",
+    131: "TOO_LARGE_STRING_SIZE",
+    321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+    376: "CANNOT_PARSE_UUID",
+    467: "CANNOT_PARSE_BOOL",
+}
+DATA_ERROR_CODES = frozenset(DATA_ERRORS)
 
 # Codes that say the server is under pressure: always worth retrying later.
 PRESSURE_CODES = frozenset({
@@ -56,6 +57,50 @@ def code_from_text(text):
     """The error code in an old server's `Code: N, e.displayText() = ...` message."""
     match = _CODE_IN_TEXT.search(text or "")
     return int(match.group(1)) if match else None
+
+
+# What of ClickHouse's message about a rejected row is kept when the row holds personal data:
+# its own words, never the data. The row's text follows a colon or comes in quotes ("expected
+# '"' before: '<the rest of the row>'", "Cannot parse date here: <value>", "Unknown element
+# '<value>'", "format: <a field name>"), so the description is kept up to the first of those;
+# then the column ("value of key <column>", or "name: <column>, type: <type>" in the row
+# diagnostics of the text formats), the row number, and the error's name.
+_DESCRIPTION = re.compile(r"DB::Exception:\s*(?!Code:)([^\s:'\"`{\[<\\][^:'\"`{\[<\n\\]*)")  # chdb repeats "Code: N. DB::Exception:"
+_KEY = re.compile(r"value of key `?([A-Za-z_][A-Za-z0-9_]*)")
+_COLUMN = re.compile(r"name:\s*`?([A-Za-z_][A-Za-z0-9_]*)`?,\s*type:\s*([A-Za-z][A-Za-z0-9_]*)")
+_ROW = re.compile(r"(?:\bat row|\bRow)\s+(\d+)")
+_NAME = re.compile(r"\(([A-Z][A-Z0-9_]{2,})\)\s*$")
+
+
+def withhold_row_text(text, table):
+    """
+    ClickHouse's message about rows of `table` (a table of personal data) without the text of
+    the rows it quotes: what an operator needs (code, error name, description, column, row
+    number) and a sentence saying what was withheld and why. Everything else of the message
+    is dropped, whatever its shape, so no server version's wording can let the data through.
+    """
+    text = text or ""
+    code = code_from_text(text)
+    description = _DESCRIPTION.search(text)
+    name = _NAME.search(text)
+    parts = []
+    if code is not None:
+        name = name.group(1) if name else DATA_ERRORS.get(code)  # old servers do not say it
+        parts.append(f"Code: {code}" + (f" ({name})" if name else ""))
+    if description and description.group(1).strip(" ,."):
+        parts.append(description.group(1).strip(" ,."))
+    columns = list(dict.fromkeys(match.group(1) for match in _KEY.finditer(text)))
+    columns += [f"{match.group(1)} ({match.group(2)})" for match in _COLUMN.finditer(text)
+                if match.group(1) not in columns]
+    if columns:
+        parts.append(f"column {', '.join(columns)}")
+    rows = list(dict.fromkeys(match.group(1) for match in _ROW.finditer(text)))
+    if rows:
+        parts.append(f"row {', '.join(rows)} of the batch")
+    why = f"rows of {table} hold personal data, and ClickHouse's message quotes the rows it rejects"
+    if not parts:
+        return f"[ClickHouse's message is withheld: {why}.]"
+    return f"{'; '.join(parts)}. [The rest of ClickHouse's message, the row text, is withheld: {why}.]"
 
 
 class ClickHouseError(Exception):
@@ -92,6 +137,13 @@ class ClickHouseRejected(ClickHouseError):
 
 class WriteMismatch(ClickHouseError):
     """The server reports writing a different number of rows than were sent."""
+
+
+class OutOfTime(ClickHouseError):
+    """
+    A request was not started because the run it belongs to (a drain) had used its time:
+    nothing was sent, so nothing can have been applied. Not a failure of ClickHouse.
+    """
 
 
 # The server did not accept who we are (or what we may do): a configuration to fix.

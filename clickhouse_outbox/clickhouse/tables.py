@@ -22,6 +22,10 @@ class Table:
     A ClickHouse table in the destination database, columns in contract order. `engine` is
     its single-node engine (Replicated... on a cluster); `partition_by` a SQL expression;
     `row_key` the columns that tell a snapshot's rows apart (none: one row per snapshot).
+    `personal_data`: its rows carry a user's username, email, name or other personal field.
+    Such rows are scrubbed from the outbox when their user retires (whatever
+    EVENT_SINK_CLICKHOUSE_PII_MODELS says, which decides only what ClickHouse deletes), and
+    ClickHouse's error text about them is kept without the rows it quotes.
     """
 
     name: str
@@ -30,6 +34,7 @@ class Table:
     engine: str = "MergeTree"
     partition_by: str = ""
     row_key: tuple = ()
+    personal_data: bool = False
 
     @property
     def column_names(self):
@@ -104,6 +109,7 @@ COURSE_ENROLLMENT = Table(
         Column("time_last_dumped", "String"),
     ),
     order_by=("course_key", "user_id", "time_last_dumped"),
+    personal_data=True,  # username
 )
 
 USER_PROFILE = Table(
@@ -125,6 +131,7 @@ USER_PROFILE = Table(
     order_by=("id", "time_last_dumped"),
     engine="ReplacingMergeTree",
     partition_by="user_id % 100",
+    personal_data=True,
 )
 
 EXTERNAL_ID = Table(
@@ -140,6 +147,7 @@ EXTERNAL_ID = Table(
     order_by=("external_user_id", "time_last_dumped"),
     engine="ReplacingMergeTree",
     partition_by="user_id % 100",
+    personal_data=True,
 )
 
 TAG = Table(

@@ -204,7 +204,7 @@ def record(producer, rows, prepared, owner):
             outcomes.append(Outcome(producer.name, row.subject, DumpJobItem.Status.FAILED, None, str(snapshot.error)))
         else:  # a subject that cannot be read is a failed snapshot, for outbox_requeue --failed
             failed = record_failed_snapshot(producer.name, row.subject, snapshot.error, dump_id=snapshot.dump_id,
-                                            reason=REASON)
+                                            reason=REASON, user_id=snapshot.user_id)
             outcomes.append(Outcome(producer.name, row.subject, DumpJobItem.Status.FAILED, failed,
                                     last_line(failed.error)))
     return mark(rows, owner, outcomes)

@@ -5,10 +5,15 @@ taken out of ClickHouse and out of the outbox's own copies, in order with their 
 In the transaction of the change (the retirement, the delete):
 
 1. `remove_rows`: every stored copy of the rows (pending, in a batch, sent and kept for the
-   retention period, superseded) is emptied (`OutboxEntry.Status.REMOVED`), and the open
-   batches that carried them shrink: a later attempt of any of them sends the other rows
-   only, so the database keeps none of the user's data;
-2. a delete entry per table: `ALTER TABLE t DELETE WHERE column IN (values)` once sent.
+   retention period, superseded, split, failed) is emptied (`OutboxEntry.Status.REMOVED`),
+   and the open batches that carried them shrink: a later attempt of any of them sends the
+   other rows only. For a retirement that is every snapshot of every producer of personal
+   data that names the user (`user_scope`), whatever EVENT_SINK_CLICKHOUSE_PII_MODELS says,
+   and the text that may quote their data goes too: a failed snapshot's error, a dump
+   subject's error, and ClickHouse's error on the batches that carried their rows (and the
+   batches those were split from). So the database keeps none of the user's data, only ids;
+2. a delete entry per table: `ALTER TABLE t DELETE WHERE column IN (values)` once sent (for
+   a retirement, each table of EVENT_SINK_CLICKHOUSE_PII_MODELS, while retirement is on).
 
 A drainer sends a table's pending deletes before anything else of that table, and only once
 no insert batch of that table is in flight (claimed on a live lease: its drainer may have
@@ -26,11 +31,11 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.tables import all_tables
-from clickhouse_outbox.models import Batch, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.models import Batch, DumpJobItem, Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import producers
 
 log = logging.getLogger(__name__)
@@ -54,14 +59,21 @@ def retired(user_ids):
 
 
 def pii_producers():
+    """The producers whose tables are in EVENT_SINK_CLICKHOUSE_PII_MODELS: a retirement deletes their rows in ClickHouse."""
     return [producer for producer in producers.all_producers() if producer.pii]
+
+
+def personal_data_producers():
+    """The producers whose rows carry personal data: a retirement removes their rows from the outbox."""
+    return [producer for producer in producers.all_producers() if producer.personal_data]
 
 
 def retirement_enabled():
     """
-    Whether a retirement deletes the user's rows: CLICKHOUSE_OUTBOX_USER_RETIREMENT_ENABLED when
-    set; else whenever a PII producer is on (its copies must go), or the peer's retirement
-    sink switch (EVENT_SINK_CLICKHOUSE_AUTH_USER_ENABLED, its waffle flag) is.
+    Whether a retirement deletes the user's rows from ClickHouse: CLICKHOUSE_OUTBOX_USER_RETIREMENT_ENABLED
+    when set; else whenever a PII producer is on, or the peer's retirement sink switch
+    (EVENT_SINK_CLICKHOUSE_AUTH_USER_ENABLED, its waffle flag) is. The outbox's own copies
+    of the user's data are removed whatever this says (`retire_user`).
     """
     if not conf.enabled():
         return False
@@ -79,18 +91,21 @@ def retirement_tables():
 
 def retire_user(user_id, *, reason="retired"):
     """
-    Queue the deletion of a user's rows from every PII table and remove them from the outbox,
-    in the caller's transaction. Returns the retirement snapshot.
+    Remove a user's personal data from the outbox and, while retirement is on
+    (`retirement_enabled`), queue the deletion of their rows from every PII table, in the
+    caller's transaction. Returns the retirement snapshot: the record (ids only) that keeps
+    their rows from being queued again.
     """
     user_id = int(user_id)
+    tables = retirement_tables() if retirement_enabled() else []
     with transaction.atomic(savepoint=False):
         removed = remove_rows(user_scope(user_id))
         snapshot = queue_deletes(
-            RETIREMENT, str(user_id), [(table, USER_COLUMN, [user_id]) for table in retirement_tables()],
+            RETIREMENT, str(user_id), [(table, USER_COLUMN, [user_id]) for table in tables],
             reason=reason, user_id=user_id,
         )
     log.info("clickhouse_outbox: user %s retired: deletes queued for %s; %d stored rows removed from the outbox",
-             user_id, ", ".join(retirement_tables()) or "no table", removed)
+             user_id, ", ".join(tables) or "no table (retirement is off)", removed)
     return snapshot
 
 
@@ -135,8 +150,18 @@ def parse_delete(payload):
 
 
 def user_scope(user_id):
-    """The snapshots holding a user's personal data: those of PII producers that name the user."""
-    return Snapshot.objects.filter(user_id=user_id, producer__in=[producer.name for producer in pii_producers()])
+    """
+    The snapshots holding a user's personal data: those of producers of personal data that
+    name the user, or whose subject is one of the user's rows (a snapshot that failed before
+    snapshots named their user, a request not taken yet).
+    """
+    personal = personal_data_producers()
+    scope = Q(user_id=user_id, producer__in=[producer.name for producer in personal])
+    for producer in personal:
+        subjects = producer.subjects_of_user(user_id)
+        if subjects:
+            scope |= Q(producer=producer.name, subject__in=subjects)
+    return Snapshot.objects.filter(scope)
 
 
 def scope_of(delete_snapshot):
@@ -151,9 +176,12 @@ def scope_of(delete_snapshot):
 def remove_rows(snapshots):
     """
     Empty every insert entry of `snapshots` (whatever its state) and shrink the open batches
-    that carry them; the snapshots become `deleted`. Returns how many rows were removed.
-    Locking the batches' rows (the UPDATE) keeps a drainer from claiming one of them again
-    until this transaction ends: any later attempt reads the entries without the rows.
+    that carry them; the snapshots become `deleted`, without their error or digest. Returns
+    how many rows were removed. Locking the batches' rows (the UPDATE) keeps a drainer from
+    claiming one of them again until this transaction ends: any later attempt reads the
+    entries without the rows. The text that may quote the rows goes too: the errors of the
+    dump subjects that read them, and ClickHouse's error on every batch that carried them
+    (`clear_batch_errors`).
     """
     snapshot_ids = list(snapshots.values_list("id", flat=True))
     if not snapshot_ids:
@@ -167,9 +195,35 @@ def remove_rows(snapshots):
     )
     for row in shrinking:
         Batch.objects.filter(pk=row["batch_id"]).update(row_count=F("row_count") - row["rows"])
+    clear_batch_errors(set(OutboxEntry.objects.filter(snapshot_id__in=snapshot_ids, batch__isnull=False)
+                           .values_list("batch_id", flat=True)))
     removed = entries.aggregate(rows=Sum("row_count"))["rows"] or 0
     entries.update(status=OutboxEntry.Status.REMOVED, payload=b"", encoding="", row_count=0)
-    Snapshot.objects.filter(id__in=snapshot_ids).exclude(status=Snapshot.Status.DELETED).update(
-        status=Snapshot.Status.DELETED, error=""
+    Snapshot.objects.filter(id__in=snapshot_ids).exclude(status=Snapshot.Status.DELETED, error="", digest="").update(
+        status=Snapshot.Status.DELETED, error="", digest=""
     )
+    DumpJobItem.objects.filter(snapshot_id__in=snapshot_ids).exclude(error="").update(error="")
     return removed
+
+
+#: What a batch's error becomes when a retirement or a delete removed rows it carried.
+ERROR_CLEARED = ("The error text was cleared: this batch carried rows that a retirement or a delete removed "
+                 "(ClickHouse's error code and HTTP status are kept).")
+
+
+def clear_batch_errors(batch_ids):
+    """
+    Replace ClickHouse's error text on `batch_ids` and on the batches they were split from
+    (the parent's error may quote any row of its children): it may quote the removed rows.
+    A split halves a batch, so the chain is short (about log2 of a batch's rows).
+    """
+    seen, frontier = set(batch_ids), set(batch_ids)
+    while frontier:
+        parents = set(Batch.objects.filter(id__in=frontier, split_from__isnull=False)
+                      .values_list("split_from_id", flat=True)) - seen
+        seen |= parents
+        frontier = parents
+    if seen:
+        Batch.objects.filter(id__in=seen).exclude(last_error="").exclude(last_error=ERROR_CLEARED).update(
+            last_error=ERROR_CLEARED
+        )

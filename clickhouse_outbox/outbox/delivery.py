@@ -15,6 +15,7 @@ class State(TextChoices):
     """From the most urgent to the least."""
 
     UNREADABLE = "unreadable", "Could not be read"
+    REJECTED = "rejected", "Rejected by ClickHouse; purged"
     REQUESTED = "requested", "Requested: read at the next drain"
     FAILED = "failed", "Failed"
     WAITING = "waiting", "Waiting to retry"
@@ -58,6 +59,7 @@ def with_delivery(snapshots):
     ).order_by("status", "-id")  # "failed" sorts before "retry"
     state = Case(
         When(status=Snapshot.Status.FAILED, then=Value(State.UNREADABLE.value)),
+        When(status=Snapshot.Status.REJECTED, then=Value(State.REJECTED.value)),
         When(status=Snapshot.Status.REQUESTED, then=Value(State.REQUESTED.value)),
         When(status=Snapshot.Status.DISMISSED, then=Value(State.DISMISSED.value)),
         When(status=Snapshot.Status.DELETED, then=Value(State.DELETED.value)),

@@ -2,6 +2,12 @@
 The drain: claim → send → finalise, batch after batch, until nothing is due or time is up.
 
 Used by the celery task, `manage.py outbox_drain` and `make demo` alike.
+
+A run's time (`max_seconds`) is checked before each request, not imposed on one: no batch is
+claimed, and no request to ClickHouse started (`Backend.starting_until`), once it is up, and
+a request started before runs to its own deadline (connect_timeout_secs + timeout_secs). So
+a run ends at most one request deadline after its max seconds, and a request is never cut
+short by the run's clock (which would spend an attempt, and may leave a write half-known).
 """
 
 import logging
@@ -9,14 +15,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import OperationalError, connections
+from django.db import DatabaseError, OperationalError, connections
 from django.db.models import Q
 
 from clickhouse_outbox.clickhouse.backends import get_backend
-from clickhouse_outbox.clickhouse.errors import ClickHouseError
+from clickhouse_outbox.clickhouse.errors import ClickHouseError, OutOfTime
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch
-from clickhouse_outbox.outbox.finalise import mark_failed, mark_sent
+from clickhouse_outbox.outbox.finalise import give_back, mark_failed, mark_sent
 from clickhouse_outbox.outbox.liveness import claiming
 from clickhouse_outbox.outbox.requested import requests_waiting, take_requested
 from clickhouse_outbox.outbox.send import send_batch
@@ -110,54 +116,71 @@ def in_own_connection(step, *args):
 def drain_loop(result, max_batches, deadline, backend, claimer):
     """
     Claim, send and finalise until nothing is due. The lock is asked for right before each
-    claim and each send: a run that lost it (its lock session was ended) stops, and leaves a
-    batch it had just claimed to the others, who see its lock free.
+    claim and each send: a run that lost it (its lock session was ended) stops, and gives
+    back a batch it had just claimed.
     """
     owner = claimer.owner()
     backend = backend or get_backend()
     handled = 0
-    while max_batches is None or handled < max_batches:
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        if result.lock_lost or not claimer.holds():
-            lock_lost(result)
-            break
-        batch = retry_lock_conflicts(claim_batch, owner)
-        if batch is None:
-            break
-        if not claimer.holds():
-            lock_lost(result, batch)
-            break
-        handled += 1
-        retrying = result.batches_retrying
-        process(batch, owner, backend, result)
-        if result.batches_retrying > retrying:
-            break  # ClickHouse is failing: leave the rest for the next run instead of trying each batch now
+    with backend.starting_until(deadline):
+        while max_batches is None or handled < max_batches:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if result.lock_lost or not claimer.holds():
+                lock_lost(result, owner)
+                break
+            batch = retry_lock_conflicts(claim_batch, owner)
+            if batch is None:
+                break
+            if not claimer.holds():
+                lock_lost(result, owner, batch)
+                break
+            handled += 1
+            retrying = result.batches_retrying
+            if not process(batch, owner, backend, result):
+                break  # the run's time was up before the batch's request could start
+            if result.batches_retrying > retrying:
+                break  # ClickHouse is failing: leave the rest for the next run instead of trying each batch now
     return result
 
 
-def lock_lost(result, batch=None):
+def lock_lost(result, owner, batch=None):
+    """
+    Stop the run: its lock is gone, so others may take its claims now. A batch it has just
+    claimed goes back unsent, its attempt not counted (if no other drainer took it already).
+    """
+    left = ""
+    if batch is not None:
+        left = f"; batch {batch.pk} ({batch.table}) is given back, unsent, to another drainer"
+        try:
+            retry_lock_conflicts(give_back, batch, owner)
+        except DatabaseError as exc:  # the database itself is gone: others see the lock free and take it
+            left = f"; batch {batch.pk} ({batch.table}) is left, unsent, to another drainer ({exc})"
     if not result.lock_lost:
         result.lock_lost = True
-        left = f"; batch {batch.pk} ({batch.table}) is left, unsent, to another drainer" if batch else ""
         result.errors.append(f"this drain run lost its database lock and stopped{left}")
         log.error("clickhouse_outbox: this drain run lost its database lock: it stops claiming%s", left)
 
 
 def process(batch, owner, backend, result):
+    """Send a claimed batch and record the outcome; False when time was up before anything was sent."""
     started = time.monotonic()
     try:
         send_batch(batch, backend)
+    except OutOfTime as exc:
+        retry_lock_conflicts(give_back, batch, owner)
+        log.info("clickhouse_outbox: batch %s given back unsent: %s", batch.pk, exc)
+        return False
     except ClickHouseError as exc:
         outcome = retry_lock_conflicts(mark_failed, batch, owner, exc)
         record_failure(batch, exc, outcome, result)
-        return
+        return True
     except Exception as exc:  # pylint: disable=broad-except
         # A bug or a database error while building the request: keep the rows, retry later.
         log.exception("clickhouse_outbox: batch %s could not be sent", batch.pk)
         outcome = retry_lock_conflicts(mark_failed, batch, owner, exc)
         record_failure(batch, exc, outcome, result)
-        return
+        return True
     if retry_lock_conflicts(mark_sent, batch, owner):
         result.batches_sent += 1
         if batch.kind == Kind.DELETE:
@@ -172,6 +195,7 @@ def process(batch, owner, backend, result):
         )
     else:
         result.leases_lost += 1
+    return True
 
 
 # What databases say when two transactions collide: MySQL/MariaDB deadlock (1213) and lock

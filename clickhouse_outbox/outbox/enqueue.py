@@ -85,11 +85,14 @@ def enqueue(producer, snapshots, *, reason="", skip_unchanged=False):
 
 
 def retired_users(producer, snapshots):
-    """The users of `snapshots` who are retired, if the producer's rows are personal data (else none)."""
+    """
+    The users of `snapshots` who are retired, if the producer's rows are personal data (else
+    none): whatever EVENT_SINK_CLICKHOUSE_PII_MODELS says, nothing of theirs is queued again.
+    """
     from clickhouse_outbox.outbox.deletes import retired  # noqa: PLC0415 (deletes queues through this module)
 
     users = {prepared.user_id for prepared in snapshots if prepared.user_id is not None}
-    if not users or not producer.pii:
+    if not users or not producer.personal_data:
         return frozenset()
     return retired(users)
 
@@ -201,14 +204,16 @@ def supersede(older):
         Snapshot.objects.filter(id__in=failed).update(status=Snapshot.Status.SUPERSEDED)
 
 
-def record_failed_snapshot(producer, subject, exc, *, dump_id, reason=""):
+def record_failed_snapshot(producer, subject, exc, *, dump_id, reason="", user_id=None):
     """
     Keep a snapshot that could not be taken, with its error, so the publish is not lost to
-    a log line: `outbox_requeue` (or the admin) takes it again.
+    a log line: `outbox_requeue` (or the admin) takes it again. `user_id` names the user
+    whose data the subject holds: the error may quote it, and a retirement clears it.
     """
     return Snapshot.objects.create(
         producer=producer,
         subject=subject,
+        user_id=user_id,
         reason=reason,
         dump_id=dump_id,
         status=Snapshot.Status.FAILED,

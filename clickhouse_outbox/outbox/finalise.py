@@ -11,7 +11,7 @@ import random
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models import DateTimeField, ExpressionWrapper, F
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.errors import is_server_wide
@@ -49,6 +49,20 @@ def mark_sent(batch, owner):
         log.warning("clickhouse_outbox: batch %s was sent, but another drainer took it meanwhile (this drainer's "
                     "lease ran out, or its database lock was lost)", batch.pk)
     return bool(done)
+
+
+def give_back(batch, owner):
+    """
+    A claimed batch that was not sent at all (the drain's time was up before its request
+    started) goes back as it was: due at once, its attempt not counted. True if it was ours.
+    """
+    return bool(leased(batch, owner).update(
+        status=Batch.Status.RETRY,
+        lease_owner=None,
+        lease_expires_at=None,
+        next_attempt_at=UtcNow(),
+        attempts=F("attempts") - 1,
+    ))
 
 
 def backoff_delay(attempts):
@@ -104,7 +118,7 @@ def split_or_fail(batch, owner, exc):
             if not done:
                 return None
             for half in halves:
-                child = new_retry_batch(batch.table, sum(entry.row_count for entry in half))
+                child = new_retry_batch(batch, sum(entry.row_count for entry in half))
                 OutboxEntry.objects.filter(id__in=[entry.id for entry in half]).update(batch=child)
             return Batch.Status.SPLIT
         entry = entries[0]
@@ -122,7 +136,7 @@ def split_or_fail(batch, owner, exc):
         OutboxEntry.objects.filter(pk=entry.pk).update(status=OutboxEntry.Status.SPLIT)
         middle = len(lines) // 2
         for part in (lines[:middle], lines[middle:]):
-            child = new_retry_batch(batch.table, len(part))
+            child = new_retry_batch(batch, len(part))
             OutboxEntry.objects.create(
                 snapshot_id=entry.snapshot_id,
                 table=entry.table,
@@ -136,6 +150,10 @@ def split_or_fail(batch, owner, exc):
         return Batch.Status.SPLIT
 
 
-def new_retry_batch(table, rows):
-    """A batch due at once, holding part of a split batch (a new token: its bytes differ)."""
-    return Batch.objects.create(table=table, status=Batch.Status.RETRY, row_count=rows, next_attempt_at=UtcNow())
+def new_retry_batch(parent, rows):
+    """
+    A batch due at once, holding part of a split batch (a new token: its bytes differ). It
+    names its parent, whose error may quote its rows: a retirement clears that error too.
+    """
+    return Batch.objects.create(table=parent.table, status=Batch.Status.RETRY, row_count=rows, next_attempt_at=UtcNow(),
+                                split_from=parent)

@@ -22,7 +22,8 @@ class Prepared:
     """
     A subject read and serialized, not yet queued: its rows (JSONEachRow lines per table), or
     the error reading it raised. `user_id` names the user whose personal data the rows hold
-    (PII producers), so a retirement finds them.
+    (producers of personal data), so a retirement finds them; it is set even when serializing
+    failed, as the error may quote the data.
     """
 
     subject: str
@@ -68,9 +69,26 @@ class Producer:
 
     @property
     def pii(self):
-        """Whether its rows hold personal data: one of its tables is in EVENT_SINK_CLICKHOUSE_PII_MODELS."""
+        """Whether a retirement deletes its rows from ClickHouse: one of its tables is in EVENT_SINK_CLICKHOUSE_PII_MODELS."""
         pii_tables = set(conf.pii_tables())
         return any(table.name in pii_tables for table in self.tables)
+
+    @property
+    def personal_data(self):
+        """
+        Whether its rows carry a user's personal data (one of its tables says so): a retirement
+        removes them from every copy the outbox keeps and none is queued again, whatever
+        EVENT_SINK_CLICKHOUSE_PII_MODELS (`pii`) says. Its snapshots name the user (`user_id`).
+        """
+        return any(table.personal_data for table in self.tables)
+
+    def user_of_subject(self, subject):
+        """The user whose personal data `subject`'s rows hold, or None: a failed snapshot is recorded with it."""
+        return None
+
+    def subjects_of_user(self, user_id):
+        """The subjects whose rows hold the personal data of `user_id` (a retirement looks for them too)."""
+        return []
 
     def parse_subject(self, value):
         """The subject as stored (a string); ValueError saying what is expected when `value` is not one."""

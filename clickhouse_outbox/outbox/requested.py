@@ -128,10 +128,14 @@ def fill(name, requests, owner, now, overrides, failed):
             return
         for request, snapshot in zip(requests, prepared, strict=True):
             if snapshot.error is not None:
-                fail([request], owner, snapshot.error, failed)
+                fail([request], owner, snapshot.error, failed, user_id=snapshot.user_id)
 
 
-def fail(requests, owner, exc, failed):
+def fail(requests, owner, exc, failed, user_id=None):
+    """
+    Record why requests could not be taken (each failed one added to `failed`); `user_id`
+    names the user whose data the error may quote.
+    """
     for request in requests:
         status = Snapshot.Status.FAILED
         if request.reason == TAGS_CHANGED and isinstance(exc, SubjectNotFound):
@@ -142,7 +146,7 @@ def fail(requests, owner, exc, failed):
             log.error("clickhouse_outbox: could not take the requested %s snapshot of %s; recorded as failed",
                       request.producer, request.subject, exc_info=exc)
         recorded = Snapshot.objects.filter(pk=request.pk, lease_owner=owner).update(
-            status=status, error=failure_text(exc), lease_owner=None, lease_expires_at=None,
+            status=status, error=failure_text(exc), user_id=user_id, lease_owner=None, lease_expires_at=None,
         )
         if recorded and status == Snapshot.Status.FAILED:
             failed.append((request.producer, request.subject, exc))

@@ -59,7 +59,8 @@ def take_or_record_failure(producer, subject, reason, *, record_not_found=True, 
         failure = exc
     log.error("clickhouse_outbox: could not take a %s snapshot of %s (%s); recorded as failed", producer.name,
               subject, reason, exc_info=failure)
-    return record_failed_snapshot(producer.name, str(subject), failure, dump_id=uuid.uuid4(), reason=reason)
+    return record_failed_snapshot(producer.name, str(subject), failure, dump_id=uuid.uuid4(), reason=reason,
+                                  user_id=producer.user_of_subject(subject))
 
 
 def take_or_request(producer, subject, reason, *, found=None):

@@ -23,11 +23,5 @@ class ExternalId(ModelRowProducer):
     def serialize(self, external_id, *, dump_id, time_last_dumped):
         return external_id_row(external_id, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
-    def subjects_of_user(self, user_id):
-        model = self.model()
-        if model is None:
-            return []
-        return [str(pk) for pk in model._default_manager.filter(user_id=user_id).values_list("pk", flat=True)]
-
 
 EXTERNAL_IDS = producers.register(ExternalId())

@@ -4,12 +4,17 @@ tag): read through `sources.platform`, a chunk of subjects with one query, each 
 serialized as one line of one table.
 """
 
+import logging
 import uuid
+
+from django.db import transaction
 
 from clickhouse_outbox.outbox.producers import Prepared, Producer
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources.base import SubjectNotFound, SubjectSourceError
 from clickhouse_outbox.sources.platform import get_model, model_config
+
+log = logging.getLogger(__name__)
 
 
 class ModelRowProducer(Producer):
@@ -63,6 +68,27 @@ class ModelRowProducer(Producer):
         """The user whose personal data the row holds, or None."""
         return None
 
+    #: The model's field naming the user whose personal data a row holds (producers of personal data).
+    user_field = "user_id"
+
+    def subjects_of_user(self, user_id):
+        model = self.model()
+        if model is None or not self.personal_data:
+            return []
+        return [str(pk) for pk in model._default_manager.filter(**{self.user_field: user_id}).values_list("pk", flat=True)]
+
+    def user_of_subject(self, subject):
+        if not self.personal_data:
+            return None
+        try:
+            with transaction.atomic():  # a savepoint: a failing read leaves the caller's transaction usable
+                obj = self.queryset().filter(pk=int(subject)).first()
+        except Exception as exc:  # noqa: BLE001 (the failure being recorded is the error to raise)
+            log.warning("clickhouse_outbox: could not read whose %s %s is (%s); its failed snapshot names no user",
+                        self.noun[0], subject, exc)
+            return None
+        return None if obj is None else self.user_of(obj)
+
     def serialize(self, obj, *, dump_id, time_last_dumped):
         raise NotImplementedError
 
@@ -86,7 +112,7 @@ class ModelRowProducer(Producer):
         try:
             line = self.serialize(obj, dump_id=dump_id, time_last_dumped=time_last_dumped)
         except Exception as exc:  # noqa: BLE001 (kept for the caller to raise or record)
-            return Prepared(subject, dump_id, time_last_dumped, error=exc)
+            return Prepared(subject, dump_id, time_last_dumped, error=exc, user_id=self.user_of(obj))
         return Prepared(subject, dump_id, time_last_dumped, rows={self.table.name: [line]}, user_id=self.user_of(obj))
 
     def all_subjects(self):

@@ -22,11 +22,5 @@ class UserProfile(ModelRowProducer):
     def serialize(self, profile, *, dump_id, time_last_dumped):
         return profile_row(profile, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
-    def subjects_of_user(self, user_id):
-        model = self.model()
-        if model is None:
-            return []
-        return [str(pk) for pk in model._default_manager.filter(user_id=user_id).values_list("pk", flat=True)]
-
 
 PROFILES = producers.register(UserProfile())

@@ -144,8 +144,8 @@ def plugin_settings(settings):
 
     # .. setting_name: CLICKHOUSE_OUTBOX_MAX_ATTEMPTS
     # .. setting_default: 12
-    # .. setting_description: Sends of a batch before it is marked ``failed``; it then waits for a requeue. A
-    #    whole number from 1 to 1,000.
+    # .. setting_description: Sends of a batch before it is marked ``failed``; it then waits for a requeue, or is
+    #    purged after ``CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS``. A whole number from 1 to 1,000.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS
     # .. setting_default: 5
@@ -159,8 +159,19 @@ def plugin_settings(settings):
 
     # .. setting_name: CLICKHOUSE_OUTBOX_RETENTION_DAYS
     # .. setting_default: 7
-    # .. setting_description: How long sent rows stay in the outbox before they are purged. Unsent and failed rows
-    #    are never deleted by age. A number from 0 to 3,650.
+    # .. setting_description: How long sent rows stay in the outbox before they are purged; rows that will never
+    #    be sent (superseded by a newer change, removed by a retirement or a delete, split into smaller batches)
+    #    go as long after they were queued, and so do old snapshots with no rows left (each subject keeps its
+    #    latest) and the subjects of finished dump jobs (and the jobs, but for the latest of each action). Unsent
+    #    rows never go by age, except those of failed batches (``CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS``). A
+    #    number from 0 to 3,650.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS
+    # .. setting_default: 30
+    # .. setting_description: How long a failed batch (rows ClickHouse rejected for good, or that ran out of
+    #    attempts) waits for a requeue before its rows are purged, each purge logged as a WARNING (table, rows,
+    #    batch id, how long ago it failed; no row data). Its snapshots are marked "rejected"; a verification
+    #    reports the missing rows. Failed deletes (a retirement's) are never purged. A number from 0 to 3,650.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES
     # .. setting_default: 20

@@ -158,14 +158,23 @@ SETTINGS = (
         "cluster (Galera is detected and left to leases on its own) or a pooler in transaction mode "
         "(PgBouncer); claims are then freed by their lease only.")),
     Setting("CLICKHOUSE_OUTBOX_MAX_ATTEMPTS", 12, int, 1, 1000, doc=(
-        "Sends of a batch before it is marked ``failed``; it then waits for a requeue.")),
+        "Sends of a batch before it is marked ``failed``; it then waits for a requeue, or is purged after "
+        "``CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS``.")),
     Setting("CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS", 5, float, 0, DAY, doc=(
         "First retry delay; it doubles with each attempt, with jitter.")),
     Setting("CLICKHOUSE_OUTBOX_BACKOFF_MAX_SECS", 3600, float, 0, 7 * DAY, doc=(
         "Longest retry delay; at least ``CLICKHOUSE_OUTBOX_BACKOFF_BASE_SECS``.")),
     Setting("CLICKHOUSE_OUTBOX_RETENTION_DAYS", 7, float, 0, 3650, doc=(
-        "How long sent rows stay in the outbox before they are purged. Unsent and failed rows are never "
-        "deleted by age.")),
+        "How long sent rows stay in the outbox before they are purged; rows that will never be sent "
+        "(superseded by a newer change, removed by a retirement or a delete, split into smaller batches) go as "
+        "long after they were queued, and so do old snapshots with no rows left (each subject keeps its latest) "
+        "and the subjects of finished dump jobs (and the jobs, but for the latest of each action). Unsent rows "
+        "never go by age, except those of failed batches (``CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS``).")),
+    Setting("CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS", 30, float, 0, 3650, doc=(
+        "How long a failed batch (rows ClickHouse rejected for good, or that ran out of attempts) waits for a "
+        "requeue before its rows are purged, each purge logged as a WARNING (table, rows, batch id, how long "
+        "ago it failed; no row data). Its snapshots are marked \"rejected\"; a verification reports the missing "
+        "rows. Failed deletes (a retirement's) are never purged.")),
     Setting("CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES", 20, int, 1, 10_000, doc=(
         "Courses a dump job's worker claims at a time. A worker killed mid-chunk leaves at most this many "
         "courses to be read again by the next worker.")),

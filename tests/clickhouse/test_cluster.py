@@ -323,7 +323,7 @@ def test_a_batch_split_differently_is_stored_twice_and_the_plugin_never_splits(c
 
     # The plugin through the same session: its own max_insert_block_size wins, one block.
     payload = batch_payload([block_row(order, dump_id=protected) for order in range(1, rows_n + 1)])
-    first._session.params = {"session_id": session_id}  # noqa: SLF001 (the session with the small sizes)
+    first.params = {"session_id": session_id}  # the session with the small sizes
     settings = {row["name"]: row["value"] for row in first.query(
         "SELECT name, value FROM system.settings WHERE name IN ('max_insert_block_size', 'min_insert_block_size_rows')"
     )}

@@ -11,7 +11,6 @@ import time
 import traceback
 
 import pytest
-import requests
 
 from clickhouse_outbox.clickhouse.backends import build_backend
 from clickhouse_outbox.clickhouse.backends.http import MAX_ERROR_CHARS, error_from_response
@@ -134,20 +133,26 @@ def test_unknown_database_is_retryable(clickhouse_server_config):
     assert caught.value.retryable is True
 
 
-def test_connect_timeout_says_where_and_which_timeout(monkeypatch):
-    """A connect timeout cannot be produced on loopback (and this sandbox answers unroutable addresses)."""
-    backend = build_backend({"url": "http://clickhouse.invalid:8123", "database": "event_sink"})
-
-    def post(*args, **kwargs):
-        raise requests.exceptions.ConnectTimeout("timed out")
-
-    monkeypatch.setattr(backend._session, "post", post)
-
-    with pytest.raises(ClickHouseUnavailable) as caught:
-        backend.query("SELECT 1")
+def test_connect_timeout_says_where_and_which_timeout():
+    """A listener whose backlog is full drops new connections' SYNs: connecting hangs, as to an overloaded host."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filler = socket.create_connection(("127.0.0.1", port), timeout=2)  # fills the backlog of 1
+        try:
+            backend = build_backend({"url": f"http://127.0.0.1:{port}", "database": "event_sink",
+                                     "connect_timeout_secs": 1})
+            started = time.monotonic()
+            with pytest.raises(ClickHouseUnavailable) as caught:
+                backend.query("SELECT 1")
+            elapsed = time.monotonic() - started
+        finally:
+            filler.close()
 
     assert caught.value.retryable is True
-    assert "clickhouse.invalid:8123 within connect_timeout_secs=3s" in str(caught.value)
+    assert f"127.0.0.1:{port} within connect_timeout_secs=1s (timed out)" in str(caught.value)
+    assert elapsed < 2  # the connect timeout, and a margin for a loaded machine
 
 
 class TestErrorFromResponse:

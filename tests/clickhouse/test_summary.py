@@ -3,20 +3,22 @@ Trusting what the server says it wrote (X-ClickHouse-Summary).
 
 The 18.16 test server sends no X-ClickHouse-Summary header, and servers before 22.5 send
 one that is all zeros, so these tests feed the decision the headers a current server
-(22.5+) sends, as documented and as captured from one:
+(22.5+) sends, as documented and as captured from one (over HTTP, from a loopback server
+that answers as a current ClickHouse does: tests/misbehaving.like_clickhouse):
     X-ClickHouse-Summary: {"read_rows":"3","read_bytes":"30","written_rows":"3",
                            "written_bytes":"30","total_rows_to_read":"0","result_rows":"3", ...}
 """
 
 import json
+from contextlib import contextmanager
 
 import pytest
-import requests
 
 from clickhouse_outbox.clickhouse.backends.base import ServerInfo, check_written_rows
 from clickhouse_outbox.clickhouse.backends.http import HttpBackend, written_rows_from_summary
 from clickhouse_outbox.clickhouse.errors import WriteMismatch
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS
+from tests.misbehaving import MisbehavingServer, like_clickhouse
 
 
 def summary(written_rows):
@@ -61,60 +63,41 @@ def test_a_malformed_summary_is_ignored(header):
     assert written_rows_from_summary(header) is None
 
 
-class FakeSession:
-    """Stands in for the HTTP session: answers every POST like a 24.8 server would."""
-
-    def __init__(self, summary_header):
-        self.summary_header = summary_header
-        self.headers = {}
-        self.posts = []
-
-    def post(self, url, params=None, data=None, headers=None, timeout=None):
-        self.posts.append(params)
-        response = requests.Response()
-        response.status_code = 200
-        response._content = b""
-        response.headers["X-ClickHouse-Summary"] = self.summary_header
-        return response
-
-    def close(self):
-        pass
-
-
+@contextmanager
 def current_server_backend(summary_header):
-    backend = HttpBackend("http://127.0.0.1:1", database="event_sink")
-    backend._server_info = ServerInfo(version=(24, 8, 4, 13))
-    backend._session = FakeSession(summary_header)
-    return backend
+    """An HttpBackend on a loopback server that answers as ClickHouse 24.8 does, with this summary header."""
+    with MisbehavingServer(like_clickhouse("24.8.4.13", json.loads(summary_header))) as server:
+        backend = HttpBackend(server.url, database="event_sink")
+        backend.server = server
+        yield backend
+        backend.close()
 
 
 def test_insert_on_a_current_server_checks_the_summary_and_sends_its_settings():
-    backend = current_server_backend(summary(2))
-
-    result = backend.insert(COURSE_BLOCKS, b"{}\n{}\n", rows=2, dedup_token="dump:0")
+    with current_server_backend(summary(2)) as backend:
+        result = backend.insert(COURSE_BLOCKS, b"{}\n{}\n", rows=2, dedup_token="dump:0")
 
     assert result.written_rows == 2
-    params = backend._session.posts[0]
+    version_query, insert = backend.server.requests
+    assert b"version()" in version_query.body
+    params = insert.params
     assert params["insert_deduplication_token"] == "dump:0"
     assert params["async_insert"] == "0"
     assert params["wait_end_of_query"] == "1"
 
 
 def test_insert_on_a_current_server_raises_on_a_short_write():
-    backend = current_server_backend(summary(1))
-
-    with pytest.raises(WriteMismatch):
+    with current_server_backend(summary(1)) as backend, pytest.raises(WriteMismatch):
         backend.insert(COURSE_BLOCKS, b"{}\n{}\n", rows=2, dedup_token="dump:0")
 
 
 def test_insert_on_a_current_server_accepts_a_deduplicated_resend():
-    backend = current_server_backend(summary(0))
-
-    assert backend.insert(COURSE_BLOCKS, b"{}\n{}\n", rows=2, dedup_token="dump:0").written_rows == 0
+    with current_server_backend(summary(0)) as backend:
+        assert backend.insert(COURSE_BLOCKS, b"{}\n{}\n", rows=2, dedup_token="dump:0").written_rows == 0
 
 
 def test_a_zero_summary_from_a_server_before_22_5_is_not_trusted():
-    backend = current_server_backend(summary(0))
-    backend._server_info = ServerInfo(version=(21, 8, 15, 7))
+    with current_server_backend(summary(0)) as backend:
+        backend._server_info = ServerInfo(version=(21, 8, 15, 7))
 
-    assert backend.insert(COURSE_BLOCKS, b"{}\n{}\n", rows=2).written_rows is None
+        assert backend.insert(COURSE_BLOCKS, b"{}\n{}\n", rows=2).written_rows is None

@@ -217,38 +217,55 @@ def ch_count(backend, table, where="1"):
     return int(backend.query(sql)[0]["n"])
 
 
-def ch_distinct_rows(backend, table):
+def ch_distinct_rows(backend, table, where="1"):
     """Distinct rows, comparing every column: count() minus this is the number of exact duplicates."""
     columns = ", ".join(f"`{name}`" for name in get_table(table).column_names)
-    sql = f"SELECT count() AS n FROM (SELECT DISTINCT {columns} FROM {qualified_name(backend.database, table)})"
+    sql = (f"SELECT count() AS n FROM (SELECT DISTINCT {columns} FROM {qualified_name(backend.database, table)} "
+           f"WHERE {where})")
     return int(backend.query(sql)[0]["n"])
 
 
-def ch_key_counts(backend, table):
+def ch_key_counts(backend, table, where="1"):
     """Counter of row keys in ClickHouse: key tuple -> copies."""
     columns = ROW_KEYS[table]
     select = ", ".join(f"toString(`{name}`) AS `{name}`" for name in columns)
     group = ", ".join(f"`{name}`" for name in columns)
     rows = backend.query(
-        f"SELECT {select}, count() AS copies FROM {qualified_name(backend.database, table)} GROUP BY {group}"
+        f"SELECT {select}, count() AS copies FROM {qualified_name(backend.database, table)} WHERE {where} "
+        f"GROUP BY {group}"
     )
     return Counter({tuple(row[name] for name in columns): int(row["copies"]) for row in rows})
 
 
-def table_figures(backend, tables=TABLES):
-    """Per table: (queued rows, rows in ClickHouse, distinct rows in ClickHouse)."""
+def not_retired(table, retired):
+    """
+    A filter leaving out the rows of retired users: the outbox keeps no copy of them (a
+    retirement removed them), while ClickHouse keeps those of tables outside
+    EVENT_SINK_CLICKHOUSE_PII_MODELS (course_enrollment, by default) that were sent before.
+    """
+    if not retired or "user_id" not in get_table(table).column_names:
+        return "1"
+    return f"user_id NOT IN ({', '.join(str(int(user_id)) for user_id in retired)})"
+
+
+def table_figures(backend, tables=TABLES, retired=()):
+    """Per table: (queued rows, rows in ClickHouse, distinct rows in ClickHouse), without the rows of `retired` users."""
     return {
-        table.name: (queued_rows(table.name), ch_count(backend, table.name), ch_distinct_rows(backend, table.name))
+        table.name: (queued_rows(table.name), ch_count(backend, table.name, not_retired(table.name, retired)),
+                     ch_distinct_rows(backend, table.name, not_retired(table.name, retired)))
         for table in tables
     }
 
 
-def assert_every_row_exactly_once(backend, tables=TABLES):
-    """Each queued row is in ClickHouse once: same keys, no copy, counts per table as queued."""
-    figures = table_figures(backend, tables)
+def assert_every_row_exactly_once(backend, tables=TABLES, retired=()):
+    """
+    Each queued row is in ClickHouse once: same keys, no copy, counts per table as queued
+    (leaving out the rows of `retired` users, which the outbox no longer holds).
+    """
+    figures = table_figures(backend, tables, retired)
     for table in tables:
         queued = queued_keys(table.name)
-        landed = ch_key_counts(backend, table.name)
+        landed = ch_key_counts(backend, table.name, not_retired(table.name, retired))
         assert set(landed) == set(queued), (table.name, len(set(queued) - set(landed)), len(set(landed) - set(queued)))
         copies = Counter(landed.values())
         assert copies == Counter({1: len(queued)}), (table.name, copies)

@@ -132,7 +132,7 @@ def test_an_outage_with_retirements_during_it_loses_nothing_and_leaves_no_retire
     result, left = drain_until_empty(timeout=90, poll_interval=0.2)
     assert result.ok and not left["pending_entries"] and not left["open_batches"], (result, left)
     assert retired_rows(own_clickhouse, retired) == {"user_profile": 0, "external_id": 0}
-    figures = assert_every_row_exactly_once(own_clickhouse, LEARNER_TABLES)
+    figures = assert_every_row_exactly_once(own_clickhouse, LEARNER_TABLES, retired=[user.pk for user in retired])
     report("learners outage", seed=SEED, failed_drains=attempts, retired=len(retired), **row_figures(figures))
 
 
@@ -221,5 +221,5 @@ def test_four_drainers_with_users_retiring_meanwhile_send_every_row_once(server_
     assert set(codes) <= {0, 1}, [drainer.output() for drainer in drainers]
     run_drainers_until_empty([env], tmp_path)
     assert retired_rows(server_clickhouse, retired) == {"user_profile": 0, "external_id": 0}
-    figures = assert_every_row_exactly_once(server_clickhouse, LEARNER_TABLES)
+    figures = assert_every_row_exactly_once(server_clickhouse, LEARNER_TABLES, retired=[user.pk for user in retired])
     report("learners four drainers", seed=SEED, retired=len(retired), **row_figures(figures))

@@ -81,9 +81,9 @@ def test_a_retirement_deletes_the_users_rows_everywhere_and_keeps_the_others(cli
     assert (retirement.subject, retirement.user_id, retirement.status) == (str(ada.pk), ada.pk, Snapshot.Status.QUEUED)
     assert sorted(retirement.entries.values_list("table", "kind", "row_count")) == [
         ("external_id", Kind.DELETE, 1), ("user_profile", Kind.DELETE, 1)]
-    assert stored_pii() == [entry for entry in stored_pii() if entry.table == "course_enrollment"]  # not a PII table
-    assert not [entry for entry in stored_pii() if entry.table in ("user_profile", "external_id")]
-    assert not Snapshot.objects.filter(user_id=ada.pk, producer__in=["user_profile", "external_id"]).exclude(
+    assert stored_pii() == []  # course_enrollment's usernames too: not in the PII list, but personal data
+    assert not Snapshot.objects.filter(user_id=ada.pk, producer__in=["user_profile", "external_id",
+                                                                     "course_enrollment"]).exclude(
         status=Snapshot.Status.DELETED).exists()
 
     result = drain()
@@ -92,7 +92,7 @@ def test_a_retirement_deletes_the_users_rows_everywhere_and_keeps_the_others(cli
     assert rows(clickhouse, "external_id", f"user_id = {ada.pk}") == []
     assert [row["name"] for row in rows(clickhouse, "user_profile")] == ["Grace Hopper"]
     assert len(rows(clickhouse, "external_id")) == 1
-    assert len(rows(clickhouse, "course_enrollment")) == 1  # not in EVENT_SINK_CLICKHOUSE_PII_MODELS
+    assert len(rows(clickhouse, "course_enrollment")) == 1  # not in EVENT_SINK_CLICKHOUSE_PII_MODELS: kept there
 
     rename(ada, "Ada Again")  # the platform saves the scrubbed profile after retiring: nothing of hers is queued
     assert not queued_rows("user_profile", [OutboxEntry.Status.PENDING])

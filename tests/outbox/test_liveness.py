@@ -163,8 +163,8 @@ def test_a_drain_whose_lock_is_ended_between_claim_and_send_sends_nothing_and_le
     """
     The lock is ended from the server's side right after the drain's claim returns (the claim
     is wrapped to do it then: the moment is made certain, the fault is real). The drain asks
-    for its lock right before the send: it sends nothing, says why, and the batch is taken
-    at once by the next drain, which sends it once.
+    for its lock right before the send: it sends nothing, gives the batch back (its attempt
+    not counted), says why, and the next drain sends it once.
     """
     CourseSnapshotFactory(course__blocks=5)
     real_claim, ended = draining.claim_batch, []
@@ -182,12 +182,13 @@ def test_a_drain_whose_lock_is_ended_between_claim_and_send_sends_nothing_and_le
     assert result.batches_sent == 0 and "its database lock was lost" in str(result)
     assert rows_in_clickhouse(server_clickhouse) == 0  # nothing was sent
     left = Batch.objects.get(pk=ended[0])
-    assert (left.status, Batch.objects.count()) == (Batch.Status.CLAIMED, 1)  # it stopped claiming too
+    # Given back unsent, its attempt not counted; and it stopped claiming too.
+    assert (left.status, left.lease_owner, left.attempts, Batch.objects.count()) == (Batch.Status.RETRY, None, 0, 1)
 
     monkeypatch.setattr(draining, "claim_batch", real_claim)
     again = drain()
     assert again.ok and again.batches_sent == Batch.objects.count() == 3
-    assert Batch.objects.get(pk=left.pk).attempts == 2
+    assert Batch.objects.get(pk=left.pk).attempts == 1
     assert rows_in_clickhouse(server_clickhouse) == sum(Batch.objects.values_list("row_count", flat=True))
 
 

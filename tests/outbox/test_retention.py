@@ -1,32 +1,67 @@
 """
-Retention: sent rows are purged after the retention period; unsent and failed rows never are.
+Retention: sent rows, rows that will never be sent (superseded, removed by a retirement,
+split), emptied snapshots and finished dump jobs' subjects go after the retention period;
+failed batches after their own, longer one, each logged; unsent rows, failed snapshots, each
+subject's latest snapshot and failed deletes stay. The outbox's size stays bounded under a
+steady stream of changes, and a purge reads every table of any size through an index.
 """
 
+import logging
+import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox import purge as purge_module
+from clickhouse_outbox.outbox.clock import db_now
+from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.drain import drain
-from clickhouse_outbox.outbox.purge import purge_sent
+from clickhouse_outbox.outbox.purge import purge
+from clickhouse_outbox.producers.course_structure import take_course_snapshot
+from clickhouse_outbox.receivers import user_retired
+from outbox_project.platform.models import UserProfile
 from tests.factories import BatchFactory, CourseSnapshotFactory, MemorySource, PublishedCourseFactory
+from tests.learners import change_enrollment, enroll, give_external_id, make_learner
+from tests.outbox.helpers import app_tables, as_bytes, drain_until_settled, drift
 
 pytestmark = pytest.mark.django_db
 LONG_AGO = timezone.now() - timedelta(days=30)
+TEXT_FIELDS = {"CharField", "TextField", "BinaryField", "JSONField", "UUIDField"}
 
 
-def test_old_sent_rows_are_purged_and_nothing_else(clickhouse, settings):
+def age_everything(when=LONG_AGO):
+    """Make every row old: as if it was queued, sent, split or failed at `when`."""
+    OutboxEntry.objects.update(created=when)
+    Snapshot.objects.update(created=when)
+    Batch.objects.update(created=when)
+    Batch.objects.filter(status=Batch.Status.SENT).update(sent_at=when)
+    Batch.objects.exclude(last_error_at=None).update(last_error_at=when)
+
+
+def publish_twice(course=None):
+    """A course published twice before a drain: the first snapshot's entries are superseded, never sent."""
+    course = course or PublishedCourseFactory(blocks=5)
+    source = MemorySource([course])
+    first = take_course_snapshot(course.course_key, "published", source=source)
+    latest = take_course_snapshot(course.course_key, "published", source=source)
+    return first, latest
+
+
+def test_old_sent_rows_are_purged_and_unsent_ones_stay(clickhouse, settings):
     settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
     old, recent = CourseSnapshotFactory(), CourseSnapshotFactory()
     drain()
-    Batch.objects.update(sent_at=LONG_AGO)
-    Snapshot.objects.update(created=LONG_AGO)
+    age_everything()
     pending = CourseSnapshotFactory()  # queued, never sent
-    failed = BatchFactory(created=LONG_AGO)
+    failed = BatchFactory(created=LONG_AGO, last_error_at=timezone.now())  # failed a moment ago
     OutboxEntry.objects.create(table="course_blocks", status=OutboxEntry.Status.BATCHED, batch=failed,
                                row_count=1, payload=b"{}\n", created=LONG_AGO)
-    assert purge_sent() == 3
+    purged = purge()
+    assert (purged.sent_batches, purged.failed_batches) == (3, 0)
     assert not Batch.objects.filter(status=Batch.Status.SENT).exists()
     assert Batch.objects.filter(pk=failed.pk).exists() and failed.entries.count() == 1
     assert pending.entries.filter(status=OutboxEntry.Status.PENDING).count() == 3
@@ -38,35 +73,113 @@ def test_recent_sent_rows_stay(clickhouse, settings):
     settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
     CourseSnapshotFactory()
     drain()
-    assert purge_sent() == 0
+    assert not purge()
     assert Batch.objects.filter(status=Batch.Status.SENT).count() == 3
 
 
 def test_purge_works_in_bounded_chunks(clickhouse, settings, monkeypatch):
-    from clickhouse_outbox.outbox import purge
-
-    monkeypatch.setattr(purge, "CHUNK", 2)
+    monkeypatch.setattr(purge_module, "CHUNK", 2)
     for _ in range(3):
         CourseSnapshotFactory()
-    drain()
+    drain()  # a batch per table
     Batch.objects.update(sent_at=LONG_AGO)
-    assert purge_sent(max_chunks=1) == 2
-    assert purge_sent(max_chunks=10) == 1
+    assert purge(max_chunks=1).sent_batches == 2
+    assert purge(max_chunks=10).sent_batches == 1
 
 
-def test_superseded_old_snapshots_without_rows_are_purged_but_not_the_latest(settings):
-    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 1
-    course = PublishedCourseFactory()
-    source = MemorySource([course])
-    from clickhouse_outbox.producers.course_structure import take_course_snapshot
+def test_rows_that_will_never_be_sent_go_after_the_retention_period(chdb_clickhouse, settings):
+    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
+    first, latest = publish_twice()  # superseded: never sent
+    ada = make_learner()
+    assert drain().ok
+    UserProfile.objects.filter(user=ada).update(name="Ada King")
+    UserProfile.objects.get(user=ada).save()
+    user_retired(sender=None, user=ada)  # removed: the sent copy and the pending one, emptied
+    never_sent = OutboxEntry.objects.filter(status__in=[OutboxEntry.Status.SUPERSEDED, OutboxEntry.Status.REMOVED])
+    assert set(never_sent.values_list("status", flat=True)) == {"superseded", "removed"}
+    assert not purge()  # within the retention period: everything stays
+    age_everything()
 
-    first = take_course_snapshot(course.course_key, "published", source=source)
-    latest = take_course_snapshot(course.course_key, "published", source=source)
-    OutboxEntry.objects.filter(status=OutboxEntry.Status.SUPERSEDED).delete()
-    Snapshot.objects.update(created=LONG_AGO)
-    purge_sent()
+    purged = purge()
+
+    assert not never_sent.exists() and purged.entries >= 4
     assert not Snapshot.objects.filter(pk=first.pk).exists()
-    assert Snapshot.objects.filter(pk=latest.pk).exists()
+    assert Snapshot.objects.filter(pk=latest.pk).exists()  # the course's latest stays
+    deleted = Snapshot.objects.filter(producer="user_profile", status=Snapshot.Status.DELETED)
+    assert deleted.count() == 1  # the profile's latest (deleted) snapshot stays, with no row: ids only
+    assert not OutboxEntry.objects.exclude(kind=Kind.DELETE).exists()
+    assert Snapshot.objects.filter(producer="user_retirement").exists()  # the record of the retirement
+
+
+def test_split_batches_and_their_entries_go_after_the_retention_period(chdb_clickhouse, settings):
+    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
+    settings.CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS = 30
+    make_learner()
+    make_learner("grace", "Grace Hopper")
+    course = PublishedCourseFactory(blocks=5)
+    take_course_snapshot(course.course_key, "published", source=MemorySource([course]))
+    drift(chdb_clickhouse, "user_profile", "name", "UInt32")
+    drift(chdb_clickhouse, "course_blocks", "display_name", "UInt32")  # one entry of several lines: split by lines
+    drain_until_settled()
+    assert Batch.objects.filter(status=Batch.Status.SPLIT).count() >= 2
+    assert OutboxEntry.objects.filter(status=OutboxEntry.Status.SPLIT).exists()
+    age_everything(timezone.now() - timedelta(days=8))  # older than the retention, younger than the failed period
+
+    purged = purge()
+
+    assert purged.split_batches >= 2 and purged.failed_batches == 0
+    assert not Batch.objects.filter(status=Batch.Status.SPLIT).exists()
+    assert not OutboxEntry.objects.filter(status=OutboxEntry.Status.SPLIT).exists()
+    assert Batch.objects.filter(status=Batch.Status.FAILED).count() >= 2  # the parts that failed wait for a requeue
+    assert not Batch.objects.filter(status=Batch.Status.FAILED, split_from__isnull=False).exists()  # parents gone
+
+
+def test_failed_batches_go_after_their_own_period_each_logged(chdb_clickhouse, settings, caplog):
+    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
+    settings.CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS = 30
+    ada = make_learner()
+    drift(chdb_clickhouse, "user_profile", "name", "UInt32")
+    drain()
+    failed = Batch.objects.get(status=Batch.Status.FAILED)
+    failed_delete = BatchFactory(table="external_id", kind=Kind.DELETE, last_error_at=LONG_AGO)
+    OutboxEntry.objects.create(table="external_id", kind=Kind.DELETE, status=OutboxEntry.Status.BATCHED,
+                               batch=failed_delete, row_count=1, payload=b'{"column":"user_id","values":[1]}')
+    Batch.objects.filter(pk=failed.pk).update(last_error_at=db_now() - timedelta(days=29))
+    assert not purge()  # 29 days: it waits for a requeue
+
+    Batch.objects.filter(pk=failed.pk).update(last_error_at=db_now() - timedelta(days=31))
+    caplog.set_level(logging.WARNING, logger="clickhouse_outbox.outbox.purge")
+    purged = purge()
+
+    assert purged.failed_batches == 1 and not Batch.objects.filter(pk=failed.pk).exists()
+    assert Batch.objects.filter(pk=failed_delete.pk).exists()  # a retirement's delete is never purged unsent
+    (record,) = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert re.fullmatch(
+        rf"clickhouse_outbox: purged failed batch {failed.pk} of user_profile: 1 row ClickHouse did not take \(error "
+        r"code 27\), failed 31\.0 days ago; CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS is 30", record.getMessage()
+    ), record.getMessage()
+    snapshot = with_delivery(Snapshot.objects.filter(producer="user_profile", user_id=ada.pk)).get()
+    assert (snapshot.status, snapshot.delivery_state) == (Snapshot.Status.REJECTED, State.REJECTED)
+
+
+def test_finished_dump_jobs_subjects_go_and_old_jobs_with_them(settings):
+    from clickhouse_outbox.dumps.jobs import start_job
+    from clickhouse_outbox.dumps.run import run_job
+
+    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
+    for name in ("ada", "grace", "alan"):
+        make_learner(name, name.title())
+    jobs = [run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"])) for _ in range(3)]
+    assert DumpJobItem.objects.count() == 9
+    DumpJob.objects.filter(pk__in=[job.pk for job in jobs[:2]]).update(finished_at=LONG_AGO)
+    running = start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"])
+    DumpJob.objects.filter(pk=jobs[2].pk).update(finished_at=LONG_AGO)
+    DumpJob.objects.filter(pk=running.pk).update(created=LONG_AGO)
+
+    purged = purge()
+
+    assert (purged.dump_items, purged.dump_jobs) == (9, 2)
+    assert list(DumpJob.objects.order_by("id").values_list("id", flat=True)) == [jobs[2].pk, running.pk]
 
 
 def test_drainers_purge_at_most_once_per_interval(clickhouse, settings):
@@ -82,10 +195,124 @@ def test_drainers_purge_at_most_once_per_interval(clickhouse, settings):
         CourseSnapshotFactory()
         drain()
         old = Batch.objects.filter(sent_at=LONG_AGO).count()
-        assert purge_if_due() == old  # this run's turn: the old batches go
+        assert purge_if_due().sent_batches == old  # this run's turn: the old batches go
         Batch.objects.update(sent_at=LONG_AGO)
-        assert purge_if_due() is None  # another run within the interval does not scan again
+        assert purge_if_due() is None  # another run within the interval does not look again
         assert Batch.objects.count() == 3
     finally:
         cache.delete(PURGE_KEY)
-    assert purge_if_due() == 3
+    assert purge_if_due().sent_batches == 3
+
+
+def footprint(excluded_snapshots):
+    """{table: (rows, bytes)} of every table of the app, bytes being its text, binary and JSON values as stored."""
+    sizes = {}
+    for model in app_tables():
+        rows = model.objects.all()
+        if model is Snapshot:
+            rows = rows.exclude(id__in=excluded_snapshots)
+        columns = [field.attname for field in model._meta.concrete_fields if field.get_internal_type() in TEXT_FIELDS]
+        values = list(rows.values_list(*columns)) if columns else [()] * rows.count()
+        stored = sum(len(as_bytes(value)) if not isinstance(value, (bytes, memoryview)) else len(value)
+                     for row in values for value in row)
+        sizes[model._meta.db_table] = (len(values), stored)
+    return sizes
+
+
+def test_the_outbox_stays_bounded_under_a_stream_of_changes(server_clickhouse, settings):
+    """
+    Cycles of changes (a course published twice, two learners renamed twice and changing
+    enrollment, a new learner registered, enrolled, rejected by ClickHouse and retired, a
+    dump job), each drained and purged with a retention of 0 days. Every table's rows and
+    bytes are the same after 5 cycles and after 20; the only rows that grow are each retired
+    learner's record, ids only: their retirement and the deleted latest snapshot of each of
+    their subjects, which keep their rows from being queued again.
+    """
+    from clickhouse_outbox.dumps.jobs import start_job
+    from clickhouse_outbox.dumps.run import run_job
+
+    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 0
+    settings.CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS = 0
+    drift(server_clickhouse, "external_id", "external_user_id", "UInt32")  # every external id is rejected
+    course = PublishedCourseFactory(blocks=10)
+    learners = [make_learner("ada", "Ada Lovelace"), make_learner("grace", "Grace Hopper")]
+    enrollments = [enroll(user) for user in learners]
+    retired = []
+
+    def cycle(n):
+        publish_twice(course)
+        for user, enrollment in zip(learners, enrollments, strict=True):
+            for suffix in ("a", "b"):  # saved twice before the drain: the first is superseded
+                profile = UserProfile.objects.get(user=user)
+                profile.name = f"{user.username} {n}{suffix}"
+                profile.save()
+            change_enrollment(enrollment, mode="verified" if n % 2 else "audit")
+        newcomer = make_learner(f"learner{n}", f"Learner {n}")
+        give_external_id(newcomer)
+        enroll(newcomer)
+        drain_until_settled()
+        UserProfile.objects.filter(user=newcomer).update(name=f"Renamed {n}")
+        UserProfile.objects.get(user=newcomer).save()
+        user_retired(sender=None, user=newcomer)
+        run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))
+        drain_until_settled()
+        purge()
+        retired.append(newcomer.pk)
+
+    def measure():
+        records = Snapshot.objects.filter(user_id__in=retired)
+        assert not OutboxEntry.objects.filter(snapshot__in=records).exists()
+        assert not records.exclude(error="").exists() and not records.exclude(digest="").exists()
+        assert records.count() == 4 * len(retired)  # retirement, profile, enrollment, external id: ids only
+        return footprint(list(records.values_list("id", flat=True)))
+
+    for n in range(5):
+        cycle(n)
+    after_5 = measure()
+    for n in range(5, 20):
+        cycle(n)
+    after_20 = measure()
+
+    assert after_20 == after_5
+    assert not OutboxEntry.objects.exists() and not Batch.objects.exists()  # all sent, rejected or removed: purged
+    assert after_5["clickhouse_outbox_snapshot"][0] == 5  # each subject's latest: a course, two profiles, two enrollments
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's plans follow the indexes alone; the other "
+                    "databases' planners choose by table statistics, and these tables are tiny")
+def test_a_purge_reads_every_table_through_an_index(chdb_clickhouse, settings):
+    """
+    With every kind of row there is to purge, no statement of the purge scans a table
+    (SQLite's EXPLAIN QUERY PLAN says SEARCH ... USING INDEX, not SCAN), nor sorts what it
+    found before taking a chunk of it, except dump jobs: one row per job, and the purge
+    deletes the old ones.
+    """
+    from clickhouse_outbox.dumps.jobs import start_job
+    from clickhouse_outbox.dumps.run import run_job
+
+    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
+    settings.CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS = 7
+    publish_twice()
+    ada, _ = make_learner(), make_learner("grace", "Grace Hopper")
+    drift(chdb_clickhouse, "user_profile", "name", "UInt32")
+    drain_until_settled()
+    user_retired(sender=None, user=ada)
+    run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))
+    age_everything()
+    DumpJob.objects.update(finished_at=LONG_AGO)
+
+    with CaptureQueriesContext(connection) as queries:
+        purged = purge()
+    assert purged.sent_batches and purged.split_batches and purged.failed_batches and purged.entries
+    assert purged.snapshots and purged.dump_items
+
+    scans = []
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            sql = query["sql"]
+            if not re.match(r"(SELECT|UPDATE|DELETE)\b", sql):
+                continue
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            scans += [(detail, sql) for *_, detail in cursor.fetchall()
+                      if re.match(r"SCAN clickhouse_outbox_(?!dumpjob\b)|USE TEMP B-TREE FOR ORDER BY", detail)]
+    assert not scans, scans

@@ -7,8 +7,8 @@ The ClickHouse backend a configuration asks for, chosen by the scheme of its URL
 
 The configuration is parsed (and its problems found) by config.parse, which the system
 checks use too. Backends are reused per thread and per configuration, so an HTTP backend
-keeps its connection pool and what it detected about the server; `reset_backends()` drops
-them.
+keeps its kept-alive connection and what it detected about the server; `reset_backends()`
+drops them.
 """
 
 import hashlib

@@ -1,14 +1,25 @@
 """
 What every ClickHouse backend offers the rest of the plugin, and the SQL they share.
+
+Statements that list values (`col IN (…)`) are sized by bytes, not by the number of values:
+ClickHouse parses at most `max_query_size` bytes of a query (262,144 by default) and answers
+a longer one with a syntax error, so a long list becomes several statements
+(`MAX_STATEMENT_BYTES` each at most) whose results add up to the one statement's.
 """
 
 import re
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from clickhouse_outbox.clickhouse.errors import WriteMismatch
 
 #: The one content encoding a payload may come in besides raw lines (several members allowed).
 GZIP = "gzip"
+
+#: The longest statement with a list of values built here, in bytes of UTF-8: well under
+#: ClickHouse's default max_query_size (262,144), with room for the rest of the statement.
+MAX_STATEMENT_BYTES = 200_000
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,26 @@ class Backend:
     """
 
     database: str
+    #: time.monotonic() after which no request is started (a drain's deadline); None: no limit.
+    stop_at = None
+
+    @contextmanager
+    def starting_until(self, when):
+        """
+        Within the block no request starts after `when` (a time.monotonic() value, or None):
+        one that would raises OutOfTime; one started before runs to its own deadline. So a
+        run ends at most one request deadline after `when`.
+        """
+        previous = self.stop_at
+        self.stop_at = when if previous is None or when is None else min(previous, when)
+        try:
+            yield self
+        finally:
+            self.stop_at = previous
+
+    def out_of_time(self):
+        """True when a request must not start now (see starting_until)."""
+        return self.stop_at is not None and time.monotonic() >= self.stop_at
 
     def server_info(self) -> ServerInfo:
         raise NotImplementedError
@@ -97,8 +128,9 @@ class Backend:
     def delete(self, table, wanted: dict) -> None:
         """
         Delete the rows of `table` whose column holds one of the values ({column: [values]}):
-        one mutation, which ClickHouse applies to the rows it holds when it is created, not
-        to rows inserted after. Deleting again is harmless.
+        a mutation (several when the values make a statement too long: see
+        delete_statements), which ClickHouse applies to the rows it holds when it is
+        created, not to rows inserted after. Deleting again is harmless.
         """
         raise NotImplementedError
 
@@ -148,18 +180,49 @@ def insert_statement(database, table, settings=None):
     return sql + " FORMAT JSONEachRow"
 
 
-def delete_statement(database, table, wanted, settings=None):
-    """`ALTER TABLE db.t DELETE WHERE col IN (...) [OR ...]` for {column: [values]} (numbers or strings)."""
+def delete_statements(database, table, wanted, settings=None, max_bytes=MAX_STATEMENT_BYTES):
+    """
+    `ALTER TABLE db.t DELETE WHERE col IN (...) [SETTINGS ...]` for {column: [values]}
+    (numbers or strings): one statement per column, and more when its values would make
+    one longer than `max_bytes`. Together they delete what one statement with every value
+    would (a row goes if any list names it).
+    """
     if not wanted or not all(wanted.values()):
         raise ValueError("a delete needs at least one value")
-    conditions = " OR ".join(
-        f"{quote_identifier(column)} IN ({', '.join(sql_literal(value) for value in values)})"
-        for column, values in wanted.items()
-    )
-    sql = f"ALTER TABLE {qualified_name(database, table.name)} DELETE WHERE {conditions}"
+    start = f"ALTER TABLE {qualified_name(database, table.name)} DELETE WHERE "
+    end = ""
     if settings:
-        sql += " SETTINGS " + ", ".join(f"{name} = {_setting_value(value)}" for name, value in settings.items())
-    return sql
+        end = " SETTINGS " + ", ".join(f"{name} = {_setting_value(value)}" for name, value in settings.items())
+    statements = []
+    for column, values in wanted.items():
+        prefix = f"{start}{quote_identifier(column)} IN ("
+        room = max_bytes - utf8_length(prefix) - utf8_length(end) - 1
+        for literals in by_bytes([sql_literal(value) for value in values], room):
+            statements.append(f"{prefix}{', '.join(literals)}){end}")
+    return statements
+
+
+def by_bytes(items, room, size=None):
+    """
+    `items` in order, in consecutive lists that each fit `room` bytes once joined by ", "
+    (`size(item)`: an item's bytes, by default its UTF-8 length). An item larger than
+    `room` alone makes a list of its own: the server then says what is wrong with it.
+    """
+    size = size or utf8_length
+    chunk, used = [], 0
+    for item in items:
+        cost = size(item) + (2 if chunk else 0)
+        if chunk and used + cost > room:
+            yield chunk
+            chunk, used, cost = [], 0, size(item)
+        chunk.append(item)
+        used += cost
+    if chunk:
+        yield chunk
+
+
+def utf8_length(text):
+    return len(text.encode("utf-8"))
 
 
 def sql_literal(value):

@@ -25,7 +25,7 @@ from clickhouse_outbox.clickhouse.backends.base import (
     InsertResult,
     ServerInfo,
     check_written_rows,
-    delete_statement,
+    delete_statements,
     insert_statement,
     parse_version,
 )
@@ -34,6 +34,7 @@ from clickhouse_outbox.clickhouse.errors import (
     ClickHouseUnavailable,
     classify,
     code_from_text,
+    withhold_row_text,
 )
 
 # chdb keeps one embedded server per process: sessions from several threads take turns.
@@ -100,14 +101,16 @@ class ChdbBackend(Backend):
             if token_sent:
                 settings["insert_deduplication_token"] = dedup_token
             sql = f"{insert_statement(self.database, table, settings)}\n{data}"
-            result = self._run(sql, "CSV", what=f"the INSERT of {rows} rows into {table.name}")
+            result = self._run(sql, "CSV", what=f"the INSERT of {rows} rows into {table.name}",
+                               personal_data_of=table.name if table.personal_data else None)
         written = _rows_written(result)
         return InsertResult(written_rows=check_written_rows(written, rows=rows, dedup_token_sent=token_sent))
 
     def delete(self, table, wanted):
         # Waited for: the store is closed after each operation, which would cut a mutation short.
-        self._run(delete_statement(self.database, table, wanted, {"mutations_sync": 1}), "CSV",
-                  what=f"the delete from {table.name}")
+        with self.session():
+            for sql in delete_statements(self.database, table, wanted, {"mutations_sync": 1}):
+                self._run(sql, "CSV", what=f"the delete from {table.name}")
 
     def query(self, sql):
         result = self._run(sql, "JSONEachRow", what="the query")
@@ -116,15 +119,23 @@ class ChdbBackend(Backend):
     def command(self, sql):
         self._run(sql, "CSV")
 
-    def _run(self, sql, fmt, what="the statement"):
+    def _run(self, sql, fmt, what="the statement", personal_data_of=None):
+        """
+        Run one statement. For the rows of `personal_data_of` (a table of personal data) the
+        error keeps only what chdb's text says without the rows it quotes, and does not chain
+        chdb's own exception (a logged traceback would print it).
+        """
         with self.session():
             try:
                 return self._session.query(sql, fmt)
             except RuntimeError as exc:  # chdb._exceptions.ChdbError and friends
-                text = _truncate(str(exc).strip())
-                code = code_from_text(text)
-                retryable = classify(code) if code is not None else True
-                raise ClickHouseRejected(f"chdb refused {what}: {text}", code=code, retryable=retryable) from exc
+                failure, text = exc, str(exc)
+            code = code_from_text(text)
+            retryable = classify(code) if code is not None else True
+            if personal_data_of:
+                text, failure = withhold_row_text(text, personal_data_of), None
+            raise ClickHouseRejected(f"chdb refused {what}: {_truncate(text.strip())}", code=code,
+                                     retryable=retryable) from failure
 
     def _open(self):
         try:

@@ -178,9 +178,11 @@ def lease_problems(backend_config, lease_secs):
         return []
     return [Problem(
         E_LEASE,
-        "CLICKHOUSE_OUTBOX_LEASE_SECS must be longer than the ClickHouse connect + read timeouts"
+        "CLICKHOUSE_OUTBOX_LEASE_SECS must be longer than the deadline of one ClickHouse request "
+        "(connect_timeout_secs + timeout_secs)"
         + (f", times the {replicas} replicas a send may try in turn." if replicas > 1 else "."),
-        "Otherwise a slow but live send loses its batch to another drainer; raise the lease.",
+        "A request never takes longer than its deadline, whatever the server does; with a shorter lease a slow "
+        "but live send loses its batch to another drainer. Raise the lease.",
     )]
 
 
@@ -284,8 +286,8 @@ def _seconds(config, key, problems):
         return float(value)
     problems.append(Problem(
         E_TIMEOUT, f"{SETTING_NAME}[{key!r}] must be a number of seconds greater than 0.",
-        f"Write a number, not a string; the defaults are {DEFAULT_BACKEND_CONFIG['timeout_secs']} (timeout_secs, "
-        f"read) and {DEFAULT_BACKEND_CONFIG['connect_timeout_secs']} (connect_timeout_secs).",
+        f"Write a number, not a string; the defaults are {DEFAULT_BACKEND_CONFIG['timeout_secs']} (timeout_secs: all "
+        f"of a request once connected) and {DEFAULT_BACKEND_CONFIG['connect_timeout_secs']} (connect_timeout_secs).",
     ))
     return None
 

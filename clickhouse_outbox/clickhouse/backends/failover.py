@@ -5,10 +5,13 @@ and to the next when that one cannot be reached.
 Each replica is an HttpBackend with the same credentials and database. A request goes to
 the replica that last answered (sticky, so one that is down costs a failed connect once,
 not on every request). When that replica is unavailable (`ClickHouseUnavailable`:
-connection refused, a connect or read timeout, HTTP 502/503/504 from a proxy), the same
-request, the same bytes with the same settings, goes to the next replica, and so on; only
-when every replica failed is the error raised, naming each one. So a batch spends one
-attempt on an outage of every replica, and none while one replica answers.
+connection refused, no connection or no whole answer within the request's deadline, a
+connection broken mid-answer, HTTP 502/503/504 from a proxy), the same request, the same
+bytes with the same settings, goes to the next replica, and so on; only when every replica
+failed is the error raised, naming each one. So a batch spends one attempt on an outage of
+every replica, and none while one replica answers. Each replica's request has its own
+deadline, so a send takes at most that many deadlines; within a run's time
+(`starting_until`), the next replica is not tried once the time is up.
 
 A replica that *answers* with an error (bad data, wrong credentials, a missing table) is
 not failed over: another replica of the same cluster would say the same, and the error is
@@ -22,9 +25,10 @@ tables (`clickhouse_outbox_schema --create --cluster NAME`).
 """
 
 import logging
+from contextlib import ExitStack, contextmanager
 
 from clickhouse_outbox.clickhouse.backends.base import Backend
-from clickhouse_outbox.clickhouse.errors import ClickHouseUnavailable
+from clickhouse_outbox.clickhouse.errors import ClickHouseUnavailable, OutOfTime
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,15 @@ class FailoverBackend(Backend):
     @property
     def address(self):
         return ", ".join(replica.address for replica in self.replicas)
+
+    @contextmanager
+    def starting_until(self, when):
+        """No request starts after `when`, on any replica: once a replica failed, the next is not tried then."""
+        with ExitStack() as stack:
+            stack.enter_context(super().starting_until(when))
+            for replica in self.replicas:
+                stack.enter_context(replica.starting_until(when))
+            yield self
 
     def server_info(self):
         """The current replica's: each replica detects its own, so an insert fits the server it goes to."""
@@ -87,6 +100,10 @@ class FailoverBackend(Backend):
             replica = self.replicas[index]
             try:
                 result = request(replica)
+            except OutOfTime:
+                if not failures:
+                    raise  # nothing was sent: not a failure of any replica
+                raise all_failed(failures, what, untried=count - step) from None
             except ClickHouseUnavailable as exc:
                 failures.append(exc)
                 if step + 1 < count:
@@ -103,11 +120,15 @@ class FailoverBackend(Backend):
         raise all_failed(failures, what)
 
 
-def all_failed(failures, what):
-    """One ClickHouseUnavailable naming every replica and why it failed (each message names its address)."""
+def all_failed(failures, what, untried=0):
+    """
+    One ClickHouseUnavailable naming every replica tried and why it failed (each message
+    names its address), and how many were not tried because the drain's time was up.
+    """
     statuses = {failure.http_status for failure in failures}
+    left = f" ({untried} more not tried: the drain's time was up)" if untried else ""
     return ClickHouseUnavailable(
-        f"No ClickHouse replica could take {what}; tried {len(failures)}: "
+        f"No ClickHouse replica could take {what}; tried {len(failures)}{left}: "
         + "; ".join(str(failure) for failure in failures),
         http_status=statuses.pop() if len(statuses) == 1 else None,
         retryable=True,
