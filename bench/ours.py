@@ -22,6 +22,13 @@ object on stdout.
     verify       a healthy site: --courses generated courses of --blocks blocks dumped and
                  delivered (untimed), then `outbox_verify --producer course_structure` over
                  all of them, timed, with its ClickHouse queries and database statements counted
+    kill_recovery  --repeat times: a course queued (three batches); a drainer process
+                 (`manage.py outbox_drain --until-empty`) whose first INSERT is held by a proxy
+                 that keeps ClickHouse's answer from it (tests/proxy.py); a second drainer that
+                 sends the two other batches, then waits (it looks again every second); the
+                 first SIGKILLed: the time from the SIGKILL to the held batch sent by the
+                 second (polled every 2 ms), with the default 300-second lease, and to the
+                 database showing the dead drainer's lock free
     learners_*, capture
                  issue 19's learner scenarios: bench/ours_learners.py (its docstring)
 """
@@ -32,6 +39,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -67,11 +75,13 @@ from clickhouse_outbox.clickhouse.tables import (  # noqa: E402
     COURSE_OVERVIEWS,
     COURSE_RELATIONSHIPS,
 )
+from clickhouse_outbox import conf  # noqa: E402
 from clickhouse_outbox.dumps.jobs import start_job  # noqa: E402
 from clickhouse_outbox.dumps.run import run_job  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.http import HttpBackend  # noqa: E402
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot  # noqa: E402
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
+from clickhouse_outbox.outbox import liveness  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
 from clickhouse_outbox.outbox.producers import Prepared  # noqa: E402
 from clickhouse_outbox.producers.course_structure import (  # noqa: E402
@@ -462,10 +472,61 @@ def verify_site(args):
     }
 
 
+def kill_recovery(args):
+    """The recovery after a SIGKILLed drainer, --repeat times (see the module's docstring)."""
+    from tests.proxy import FaultProxy  # noqa: PLC0415 (the tests' proxy: standard library only)
+
+    manage = [sys.executable, str(REPO / "manage.py"), "outbox_drain", "--until-empty", "--timeout", "120"]
+    quiet = dict(os.environ, OUTBOX_LOG_LEVEL="WARNING", CLICKHOUSE_TIMEOUT_SECS="240")  # a held send does not time out
+    samples, lock_free, lease_left = [], [], []
+    for attempt in range(args.repeat):
+        empty_outbox()
+        course = generated_course(attempt, 20)
+        take_course_snapshot(course.course_key, "published", source=OneCourse(course))
+        with FaultProxy(settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG["url"], match=b"INSERT") as proxy:
+            proxy.hold_response()
+            dying = subprocess.Popen([*manage], env=dict(quiet, CLICKHOUSE_URL=proxy.url), cwd=REPO,  # noqa: S603
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            other = None
+            try:
+                wait_for(lambda: proxy.matched_exchanges() and Batch.objects.filter(status=Batch.Status.CLAIMED).exists())
+                held = Batch.objects.get(status=Batch.Status.CLAIMED)
+                assert liveness.key_of(held.lease_owner) is not None, "the drainer holds no lock"
+                other = subprocess.Popen([*manage], env=quiet, cwd=REPO,  # noqa: S603
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                wait_for(lambda: Batch.objects.filter(status=Batch.Status.SENT).count() == 2)
+                killed = time.perf_counter()
+                os.kill(dying.pid, signal.SIGKILL)
+                wait_for(lambda: liveness.abandoned({held.lease_owner}))  # noqa: B023 (the database dropped its lock)
+                lock_free.append((time.perf_counter() - killed) * 1000)
+                wait_for(lambda: Batch.objects.filter(pk=held.pk, status=Batch.Status.SENT).exists())  # noqa: B023
+                samples.append((time.perf_counter() - killed) * 1000)
+                sent = Batch.objects.get(pk=held.pk)
+                assert sent.attempts == 2, sent.attempts
+                lease_left.append((held.lease_expires_at - sent.sent_at).total_seconds())
+                assert other.wait(timeout=120) == 0
+            finally:
+                proxy.release_held()
+                for process in (dying, other):
+                    if process is not None and process.poll() is None:
+                        process.kill()
+                    if process is not None:
+                        process.wait()
+    return summary(samples, lease_secs=conf.lease_secs(), lease_left_at_resend_secs=round(min(lease_left), 1),
+                   lock_free_ms={"median": round(statistics.median(lock_free), 1), "max": round(max(lock_free), 1)})
+
+
+def wait_for(condition, timeout=60, poll=0.002):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "kill_recovery: a step did not happen within a minute"
+        time.sleep(poll)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", choices=["reset", "publish", "backlog", "drain", "full_dump", "write_exports",
-                                             "drainer", "dump_worker", "bulk_enroll", "verify",
+                                             "drainer", "dump_worker", "bulk_enroll", "verify", "kill_recovery",
                                              *ours_learners.HANDLERS])
     parser.add_argument("--blocks", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=10)
@@ -495,7 +556,7 @@ def main():
     handler = {"reset": reset, "publish": publish, "backlog": backlog_command, "drain": drain_command,
                "full_dump": full_dump, "write_exports": write_exports, "drainer": drainer,
                "dump_worker": dump_worker, "bulk_enroll": bulk_enroll, "verify": verify_site,
-               **ours_learners.HANDLERS}[args.scenario]
+               "kill_recovery": kill_recovery, **ours_learners.HANDLERS}[args.scenario]
     print(json.dumps(handler(args)))
 
 

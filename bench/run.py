@@ -96,6 +96,10 @@ SCENARIOS = {
     # ClickHouse queries (a few per chunk of CLICKHOUSE_OUTBOX_VERIFY_CHUNK courses) and statements.
     "verify": ("verify a healthy site, {courses:,} courses x {blocks} blocks (outbox_verify)", ["verify"], None,
                {"courses": 5_000, "blocks": 20, "rounds": 1}, {"courses": 1_000, "blocks": 20, "rounds": 1}),
+    # A drainer SIGKILLed while its send is held (its lease: the default 300 s); another
+    # `outbox_drain --until-empty` (which looks again every second) sends its batch: from the kill to sent.
+    "kill_recovery": ("recovery after a SIGKILLed drainer: kill to its batch sent by another (lease 300 s)",
+                      ["kill_recovery"], None, {"repeat": 10, "rounds": 1}, {"repeat": 5, "rounds": 1}),
     # Issue 19, goal 1: per kind of learner change, each in a transaction of its own, the
     # statements with the producers on and off (ours.py capture), SNAPSHOT_AT=publish and =drain.
     "capture": ("learner changes, one transaction each, SNAPSHOT_AT={snapshot_at}: statements the plugin adds",
@@ -233,6 +237,8 @@ def measure(name, quick, databases, server, olx_dir):
                         extra += ["--backlog", str(sizes["backlog"])]
                     result = run_json([*OURS, *ours, *extra], env)
                     samples += result["samples_ms"]
+                    if name == "kill_recovery":
+                        verified.append(result)
                 rss.append(result["peak_rss_mb"])
                 if peer and variant in (None, 1):
                     peer_extra = (["--courses", str(sizes["courses"]), "--blocks", str(sizes["blocks"]), "--repeat", "1"]
@@ -249,7 +255,10 @@ def measure(name, quick, databases, server, olx_dir):
             label = describe(what, sizes, threads=variant, workers=variant)
             rows.append(row(f"{name}" + (f"_{variant}" if variant else ""), label, database, unit, samples, max(rss),
                             peer_samples, max(peer_rss) if peer_rss else None))
-            if verified:
+            if verified and name == "kill_recovery":
+                rows[-1]["kill_runs"] = [{k: v for k, v in r.items() if k in ("lease_secs", "lease_left_at_resend_secs",
+                                                                              "lock_free_ms")} for r in verified]
+            elif verified:
                 rows[-1]["verify_runs"] = [{k: v for k, v in r.items() if k != "peak_rss_mb"} for r in verified]
             if aspects_samples:
                 add_second_peer(rows[-1], aspects_samples, max(aspects_rss), aspects_runs)
@@ -529,6 +538,10 @@ def table(rows):
             lines.append(f"    {run['courses_per_second']:,} courses/s, {run['clickhouse_queries']} ClickHouse queries, "
                          f"{run['database_statements']:,} database statements (chunks of {run['chunk']:,}); "
                          f"{sum(run['rows_held'].values()):,} rows held, delivered in {run['setup_seconds']} s untimed")
+        for run in r.get("kill_runs", []):
+            lines.append(f"    the dead drainer's lock free after {run['lock_free_ms']['median']:,.1f} ms "
+                         f"(max {run['lock_free_ms']['max']:,.1f}); resent with {run['lease_left_at_resend_secs']} s "
+                         f"of its {run['lease_secs']} s lease left")
         if "peer_task_ms" in r:
             lines.append(f"    peer's task: {r['peer_task_ms']['median']:,.2f} ms median "
                          f"({r['peer_task_ms']['min']:,.2f}-{r['peer_task_ms']['max']:,.2f}), one HTTP POST each")

@@ -13,6 +13,9 @@ Modes (switchable while it runs; a request takes the mode current when it starts
     drop(after_commit=True)   forward the request, receive the answer, and close the client's
                               connection instead of delivering it (a lost acknowledgement);
                               with after_commit=False the request never reaches the server
+    hold_response()           forward the request at once, receive the server's answer, and
+                              keep it from the client until release_held(): a send that
+                              stalls for as long as the test wants (the client stays alive)
 
 `match` limits faults to some requests: bytes that the request's first bytes must contain
 (e.g. b"INSERT": ClickHouse's HTTP interface carries the query in the URL), or a function
@@ -80,6 +83,8 @@ class FaultProxy:
         self.match = match
         self.exchanges = []
         self._mode = ("pass", None)
+        self._released = threading.Event()
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self._sockets = set()
         self._rng = random.Random()
@@ -104,6 +109,15 @@ class FaultProxy:
     def drop(self, after_commit=True):
         self._mode = ("drop_after_commit" if after_commit else "drop_before_send", None)
 
+    def hold_response(self):
+        self._released.clear()
+        self._mode = ("hold", None)
+
+    def release_held(self):
+        """Deliver the answers held so far, and pass the next ones through."""
+        self._mode = ("pass", None)
+        self._released.set()
+
     # -- what happened -------------------------------------------------------------------
 
     @property
@@ -121,6 +135,7 @@ class FaultProxy:
         return [exchange.parsed() for exchange in exchanges]
 
     def close(self):
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
@@ -210,6 +225,10 @@ class FaultProxy:
                     if exchange.mode == "delay" and exchange.delay > 0:
                         if closed.wait(exchange.delay):
                             break
+                    if exchange.mode == "hold":
+                        while not self._released.wait(0.05):
+                            if self._closing.is_set():
+                                break
                 client.sendall(chunk)
                 if exchange is not None and exchange.delivered is None:
                     exchange.delivered = time.monotonic()

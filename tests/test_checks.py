@@ -202,7 +202,7 @@ def test_batch_rows_limits_pass(good, value):
 
 @pytest.mark.parametrize("name", sorted(conf.DEFAULTS.keys() - {
     "CLICKHOUSE_OUTBOX_ENABLED", "CLICKHOUSE_OUTBOX_COURSE_SOURCE", "CLICKHOUSE_OUTBOX_OLX_DIR",
-    "CLICKHOUSE_OUTBOX_SNAPSHOT_AT",
+    "CLICKHOUSE_OUTBOX_SNAPSHOT_AT", "CLICKHOUSE_OUTBOX_CLAIM_LOCKS",
 }))
 @pytest.mark.parametrize("value", ["strings", -1, 10**15, False])  # 10**15: past every range (bytes too)
 def test_e010_every_number_setting(good, name, value):
@@ -297,6 +297,18 @@ def test_e013_snapshot_at_is_publish_or_drain(good, value):
 @pytest.mark.parametrize("value", ["publish", "drain"])
 def test_e013_accepts_both_modes(good, value):
     good.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = value
+    assert our_errors() == []
+
+
+@pytest.mark.parametrize("value", ["false", "True", 0, 1, None])
+def test_e014_claim_locks_is_true_or_false(good, value):
+    good.CLICKHOUSE_OUTBOX_CLAIM_LOCKS = value
+    assert [error.id for error in our_errors()] == ["clickhouse_outbox.E014"]
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_e014_accepts_true_and_false(good, value):
+    good.CLICKHOUSE_OUTBOX_CLAIM_LOCKS = value
     assert our_errors() == []
 
 

@@ -15,6 +15,7 @@ from clickhouse_outbox.admin import actions
 from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment
 from clickhouse_outbox.clickhouse.errors import describe_failure
 from clickhouse_outbox.models import Batch, OutboxEntry
+from clickhouse_outbox.outbox import liveness
 
 
 @admin.register(Batch)
@@ -79,7 +80,12 @@ class BatchAdmin(ReadOnlyAdmin):
     def lease(self, batch):
         if batch.status != Batch.Status.CLAIMED:
             return "-"
-        return f"held by drainer {batch.lease_owner} until {moment(batch.lease_expires_at)}"
+        held = f"held by drainer {batch.lease_owner} until {moment(batch.lease_expires_at)}"
+        if liveness.key_of(batch.lease_owner) is None:
+            return held + " (a drainer without a database lock: only the lease's end frees it if that drainer died)"
+        if liveness.abandoned({batch.lease_owner}):
+            return held + "; that drainer is gone (its database lock is free): the next drain takes the batch"
+        return held + "; that drainer is running (it holds its database lock)"
 
     @admin.display(description="last error")
     def short_error(self, batch):

@@ -3,8 +3,9 @@ Handing dump jobs to celery, and picking up the jobs nobody works on.
 
 A job's task works for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then sends itself again
 while courses are left, so one job never holds a worker for hours. If a worker dies (or
-the broker loses the task), the job's claimed courses run out of lease and the periodic
-drain task sends a new task for it: the job resumes where it stopped.
+the broker loses the task), the periodic drain task gives the dead worker's courses back
+(its database lock is gone: see `outbox.liveness`), or waits for their lease to run out,
+and sends a new task for the job: it resumes where it stopped.
 """
 
 import logging
@@ -13,6 +14,7 @@ from django.db.models import Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import DumpJob, DumpJobItem
+from clickhouse_outbox.outbox import liveness
 from clickhouse_outbox.outbox.clock import UtcNow, db_time_in
 from clickhouse_outbox.settings.common import DUMP_TASK
 
@@ -37,23 +39,37 @@ def dispatch(job):
 def resume_stalled():
     """
     Send a task for each active job that no worker holds: none of its subjects is claimed on
-    a live lease, and no task was sent for it within a lease period. Returns the jobs sent.
+    a live lease by a live worker, and no task was sent for it within a lease period, or a
+    worker of it died (its subjects are given back first, so the next run does not count that
+    death again while the task waits for a worker). Returns the jobs sent.
     """
     quiet_since = db_time_in(-conf.lease_secs())
     quiet = Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=quiet_since)
-    candidates = DumpJob.objects.filter(active=True).filter(quiet)
     sent = []
-    for job in candidates:
-        working = DumpJobItem.objects.filter(
-            job=job, status=DumpJobItem.Status.CLAIMED, lease_expires_at__gt=UtcNow()
-        ).exists()
-        if working:
+    for job in DumpJob.objects.filter(active=True):
+        held = DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED, lease_expires_at__gt=UtcNow())
+        owners = set(held.values_list("lease_owner", flat=True).distinct().order_by())
+        abandoned = liveness.abandoned(owners)
+        if owners - abandoned:
+            continue  # a live worker holds some of it
+        due = quiet
+        if abandoned and give_back(job, abandoned):
+            log.warning("clickhouse_outbox: a worker of dump job %s died; its subjects are given back", job.pk)
+            due = Q()  # sent at once, however recently the dead worker's task was
+        elif not DumpJob.objects.filter(pk=job.pk).filter(quiet).exists():
             continue
         # Compare-and-swap on dispatched_at: two beat runs at once send one task.
         # (on the condition itself, not on equality with the time read: SQLite's clock has milliseconds,
         # Django writes microseconds, so the stored text never equals the value read back).
-        if DumpJob.objects.filter(pk=job.pk, active=True).filter(quiet).update(dispatched_at=UtcNow()):
+        if DumpJob.objects.filter(pk=job.pk, active=True).filter(due).update(dispatched_at=UtcNow()):
             log.warning("clickhouse_outbox: dump job %s had no worker; sending it to celery again", job.pk)
             if dispatch(job):
                 sent.append(job)
     return sent
+
+
+def give_back(job, abandoned):
+    """Put the subjects of gone workers back to pending (on the owner read: a worker that claims them first wins)."""
+    return DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED, lease_owner__in=list(abandoned)).update(
+        status=DumpJobItem.Status.PENDING, lease_owner=None, lease_expires_at=None
+    )

@@ -6,13 +6,12 @@ A chunk's subjects (all of one producer) are read and serialized outside any tra
 then written in one transaction that also marks each subject done, only while this worker
 still holds the chunk's leases: a worker that lost one (it stalled, another took over)
 rolls the chunk back, so a subject is queued once per job. A worker killed mid-chunk
-leaves claimed subjects whose lease runs out; the next worker takes them and the job goes
-on where it stopped.
+leaves claimed subjects that the next claim takes at once, its lock being gone (see
+`outbox.liveness`; their lease is the last resort), and the job goes on where it stopped.
 """
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 
 from django.db import DatabaseError, models, transaction
@@ -21,7 +20,7 @@ from django.db.models.functions import Cast
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import liveness, producers
 from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.drain import retry_lock_conflicts
 from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
@@ -104,32 +103,42 @@ def add_items(job, listed):
     )
 
 
-def claimable(job):
-    return DumpJobItem.objects.filter(job=job).filter(
-        Q(status=DumpJobItem.Status.PENDING)
-        | Q(status=DumpJobItem.Status.CLAIMED, lease_expires_at__lte=UtcNow())
-    )
+def claimable(job, abandoned=()):
+    """A job's subjects to claim: pending, or claimed by a worker whose lease ran out or who is gone (`abandoned`)."""
+    free = Q(status=DumpJobItem.Status.PENDING) | Q(status=DumpJobItem.Status.CLAIMED, lease_expires_at__lte=UtcNow())
+    if abandoned:
+        free |= Q(status=DumpJobItem.Status.CLAIMED, lease_owner__in=list(abandoned))
+    return DumpJobItem.objects.filter(job=job).filter(free)
+
+
+def abandoned_owners(job):
+    """Owners of the job's subjects claimed on a live lease whose worker is gone (its lock is free)."""
+    owners = (DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED, lease_expires_at__gt=UtcNow())
+              .values_list("lease_owner", flat=True).distinct().order_by())
+    return liveness.abandoned(set(owners))
 
 
 def claim_items(job, owner, found, size=None):
     """
     Lease the next subjects of a running job to `owner`, in list order, all of one producer
     (up to `size`, or that producer's `dump_chunk`): pending ones, and claimed ones whose
-    worker's lease ran out. A compare-and-swap UPDATE, so any number of workers may claim at
-    once on any database.
+    worker is gone or whose lease ran out. A compare-and-swap UPDATE (on the owner read), so
+    any number of workers may claim at once on any database.
     """
     if not DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.RUNNING).exists():
         return []
+    abandoned = abandoned_owners(job)
     while True:
-        first = claimable(job).order_by("position").values_list("producer", flat=True).first()
+        first = claimable(job, abandoned).order_by("position").values_list("producer", flat=True).first()
         if first is None:
             return []
         try:
             chunk = size or found[first].dump_chunk
         except producers.UnknownProducer:
             chunk = size or 1
-        ids = list(claimable(job).filter(producer=first).order_by("position").values_list("id", flat=True)[:chunk])
-        claimable(job).filter(id__in=ids).update(
+        ids = list(claimable(job, abandoned).filter(producer=first).order_by("position")
+                   .values_list("id", flat=True)[:chunk])
+        claimable(job, abandoned).filter(id__in=ids).update(
             status=DumpJobItem.Status.CLAIMED, lease_owner=owner, lease_expires_at=lease_end()
         )
         rows = list(DumpJobItem.objects.filter(id__in=ids, lease_owner=owner, status=DumpJobItem.Status.CLAIMED)
@@ -288,9 +297,15 @@ def run_job(job, *, max_seconds=None, producers=None, on_item=None, chunk_size=N
     workers hold the rest), or `max_seconds` passed. Subjects claimed but not reached are
     given back. `on_item(outcome)` is called after each subject; `producers` ({name:
     producer}) stands in for registered ones; `chunk_size` overrides each producer's
-    `dump_chunk`. Returns the job, reloaded.
+    `dump_chunk`. Returns the job, reloaded. The worker holds a database lock meanwhile
+    (`outbox.liveness`): if it dies, others take its subjects at once.
     """
-    owner = uuid.uuid4()
+    with liveness.claiming(f"a worker of dump job {job.pk}") as claimer:
+        return work_on(job, claimer, max_seconds, producers, on_item, chunk_size)
+
+
+def work_on(job, claimer, max_seconds, producers, on_item, chunk_size):
+    owner = claimer.owner()
     found = Producers(producers)
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     job.refresh_from_db()
@@ -301,6 +316,8 @@ def run_job(job, *, max_seconds=None, producers=None, on_item=None, chunk_size=N
         job.refresh_from_db()
     try:
         while job.status == DumpJob.Status.RUNNING:
+            if not claimer.holds():  # its lock session was ended: the others take its subjects now
+                break
             rows = retry_lock_conflicts(claim_items, job, owner, found, chunk_size)
             if not rows:
                 finish_if_done(job)

@@ -1,8 +1,10 @@
 """
 Claiming a batch: a short transaction, then no lock is held while the batch is sent.
 
-A claim is a lease that ends at `lease_expires_at`, computed by the database (`UtcNow()`):
-the batch of a drainer that died comes back when its lease ends. Any number of drainers
+A claim names its drainer's lock (`outbox.liveness`): the batch of a drainer that died
+comes back at the next claim, as soon as the database has dropped its lock. It is also a
+lease that ends at `lease_expires_at`, computed by the database (`UtcNow()`): the last
+resort, for a drainer that hangs while it lives or holds no lock. Any number of drainers
 may claim at once. Where the database can skip locked rows (PostgreSQL, MySQL ≥ 8.0.1,
 MariaDB ≥ 10.6) drainers claim with `SELECT ... FOR UPDATE SKIP LOCKED`; elsewhere
 (SQLite, older MySQL) with a compare-and-swap UPDATE whose row count says who won.
@@ -17,6 +19,7 @@ from django.db.models import F, Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox import liveness
 from clickhouse_outbox.outbox.clock import UtcNow, lease_end
 
 # How many entries one claim looks at; a batch stops growing at CLICKHOUSE_OUTBOX_BATCH_ROWS.
@@ -42,17 +45,30 @@ def tables_with_pending_deletes():
     )
 
 
-def due_batches():
+def due_batches(abandoned=()):
     """
-    Batches waiting for their retry time, and claims whose lease has ended. A table's pending
+    Batches waiting for their retry time, claims whose lease has ended, and claims of the
+    `abandoned` owners (their drainer is gone: see abandoned_owners). A table's pending
     deletes do not hold these back: they were made before the delete (no new batch of a table
     with pending deletes is claimed), they send what the delete left of them, and holding
     back the one that waits out a failure of the server would hold back everything.
     """
-    return Batch.objects.filter(
-        Q(status=Batch.Status.RETRY, next_attempt_at__lte=UtcNow())
-        | Q(status=Batch.Status.CLAIMED, lease_expires_at__lte=UtcNow())
+    due = Q(status=Batch.Status.RETRY, next_attempt_at__lte=UtcNow()) | Q(
+        status=Batch.Status.CLAIMED, lease_expires_at__lte=UtcNow()
     )
+    if abandoned:
+        due |= Q(status=Batch.Status.CLAIMED, lease_owner__in=list(abandoned))
+    return Batch.objects.filter(due)
+
+
+def abandoned_owners():
+    """
+    Owners of batches claimed on a live lease whose drainer is gone (its lock is free): a
+    plain read of the few claimed batches, then one question to the database's locks.
+    """
+    owners = (Batch.objects.filter(status=Batch.Status.CLAIMED, lease_expires_at__gt=UtcNow())
+              .values_list("lease_owner", flat=True).distinct().order_by())
+    return liveness.abandoned(set(owners))
 
 
 def take_lease(queryset, owner):
@@ -72,7 +88,8 @@ def give_up(queryset):
         status=Batch.Status.FAILED,
         lease_owner=None,
         lease_expires_at=None,
-        last_error="The lease ran out on every attempt: the drainer died or hung while sending this batch.",
+        last_error="Its drainer died or hung on every attempt while sending this batch (its lock was dropped or its "
+                   "lease ran out).",
         last_error_at=UtcNow(),
         http_status=None,
         error_code=None,
@@ -89,12 +106,16 @@ def reclaim_due_batch(owner):
     """
     Lease the oldest due batch. Every statement goes by primary key once a row is chosen
     (SKIP LOCKED never waits), so drainers finalising their own batches never deadlock with it.
+    A batch of an abandoned owner is taken on the owner it had when read (under the row lock,
+    or in the compare-and-swap), so two drainers never both take it.
     """
     fields = ("id", "status", "lease_owner", "attempts", "attempts_at_requeue")
+    abandoned = abandoned_owners()
     for _ in range(CAS_TRIES):
         if skip_locked():
             with transaction.atomic():
-                candidate = due_batches().select_for_update(skip_locked=True).order_by("id").values(*fields).first()
+                candidate = (due_batches(abandoned).select_for_update(skip_locked=True).order_by("id")
+                             .values(*fields).first())
                 if candidate is None:
                     return None
                 row = Batch.objects.filter(pk=candidate["id"])
@@ -103,7 +124,7 @@ def reclaim_due_batch(owner):
                     continue
                 take_lease(row, owner)
             return Batch.objects.get(pk=candidate["id"])
-        candidate = due_batches().order_by("id").values(*fields).first()
+        candidate = due_batches(abandoned).order_by("id").values(*fields).first()
         if candidate is None:
             return None
         row = Batch.objects.filter(**candidate)  # compare-and-swap: unchanged since it was read

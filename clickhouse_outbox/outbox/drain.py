@@ -12,11 +12,10 @@ short by the run's clock (which would spend an attempt, and may leave a write ha
 
 import logging
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import OperationalError, connections
+from django.db import DatabaseError, OperationalError, connections
 from django.db.models import Q
 
 from clickhouse_outbox.clickhouse.backends import get_backend
@@ -24,6 +23,7 @@ from clickhouse_outbox.clickhouse.errors import ClickHouseError, OutOfTime
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.finalise import give_back, mark_failed, mark_sent
+from clickhouse_outbox.outbox.liveness import claiming
 from clickhouse_outbox.outbox.requested import requests_waiting, take_requested
 from clickhouse_outbox.outbox.send import send_batch
 from clickhouse_outbox.text import about, last_line, plural
@@ -43,11 +43,13 @@ class DrainResult:
     snapshots_taken: int = 0
     #: requested snapshots this run could not take (the subject could not be read): recorded as failed
     snapshots_failed: int = 0
+    #: the run's database lock was lost (its session ended from outside): it stopped claiming
+    lock_lost: bool = False
     errors: list = field(default_factory=list)
 
     @property
     def ok(self):
-        return not (self.batches_retrying or self.batches_failed or self.leases_lost)
+        return not (self.batches_retrying or self.batches_failed or self.leases_lost or self.lock_lost)
 
     def __str__(self):
         text = f"{plural(self.batches_sent, 'batch', 'batches')} ({plural(self.rows_sent, 'row')}) sent"
@@ -61,10 +63,12 @@ class DrainResult:
                              (self.batches_failed, "failed"), (self.leases_lost, "lost to another drainer")):
             if count:
                 text += f", {plural(count, 'batch', 'batches')} {words}"
+        if self.lock_lost:
+            text += "; stopped early: its database lock was lost"
         return text
 
 
-def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1):
+def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1, claimer=None):
     """
     Send due batches until none is due, `max_batches` were handled or `max_seconds` passed.
 
@@ -73,20 +77,29 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1):
     With `threads` > 1, as many loops claim and send at once (each with its own database
     connection and ClickHouse session), so ClickHouse parses one batch while the next is
     claimed and read: a backlog drains faster.
+
+    The run holds a database lock from before its first claim to after its last update
+    (`outbox.liveness`): if the process dies, other drainers take its batches at once.
+    `claimer` is a lock the caller holds across several runs; without one, the run takes its own.
     """
+    if claimer is None:
+        with claiming("a drain run") as own:
+            return drain(max_batches=max_batches, max_seconds=max_seconds, backend=backend, threads=threads,
+                         claimer=own)
     result = DrainResult()
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
         failed = []
-        result.snapshots_taken = take_requested(deadline=deadline, failed=failed)
+        result.snapshots_taken = take_requested(deadline=deadline, failed=failed, claimer=claimer)
         result.snapshots_failed = len(failed)
         result.errors += [f"{about(subject, last_line(str(exc)) or type(exc).__name__)} (the requested {name} "
                           "snapshot could not be taken)" for name, subject, exc in failed]
+        result.lock_lost = claimer.lost
     if threads <= 1:
-        return drain_loop(result, max_batches, deadline, backend)
+        return drain_loop(result, max_batches, deadline, backend, claimer)
     share = None if max_batches is None else max(1, max_batches // threads)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
-        for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None),
+        for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None, claimer),
                              range(threads)):
             merge(result, part)
     return result
@@ -100,16 +113,27 @@ def in_own_connection(step, *args):
         connections.close_all()
 
 
-def drain_loop(result, max_batches, deadline, backend):
-    owner = uuid.uuid4()
+def drain_loop(result, max_batches, deadline, backend, claimer):
+    """
+    Claim, send and finalise until nothing is due. The lock is asked for right before each
+    claim and each send: a run that lost it (its lock session was ended) stops, and gives
+    back a batch it had just claimed.
+    """
+    owner = claimer.owner()
     backend = backend or get_backend()
     handled = 0
     with backend.starting_until(deadline):
         while max_batches is None or handled < max_batches:
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if result.lock_lost or not claimer.holds():
+                lock_lost(result, owner)
+                break
             batch = retry_lock_conflicts(claim_batch, owner)
             if batch is None:
+                break
+            if not claimer.holds():
+                lock_lost(result, owner, batch)
                 break
             handled += 1
             retrying = result.batches_retrying
@@ -118,6 +142,24 @@ def drain_loop(result, max_batches, deadline, backend):
             if result.batches_retrying > retrying:
                 break  # ClickHouse is failing: leave the rest for the next run instead of trying each batch now
     return result
+
+
+def lock_lost(result, owner, batch=None):
+    """
+    Stop the run: its lock is gone, so others may take its claims now. A batch it has just
+    claimed goes back unsent, its attempt not counted (if no other drainer took it already).
+    """
+    left = ""
+    if batch is not None:
+        left = f"; batch {batch.pk} ({batch.table}) is given back, unsent, to another drainer"
+        try:
+            retry_lock_conflicts(give_back, batch, owner)
+        except DatabaseError as exc:  # the database itself is gone: others see the lock free and take it
+            left = f"; batch {batch.pk} ({batch.table}) is left, unsent, to another drainer ({exc})"
+    if not result.lock_lost:
+        result.lock_lost = True
+        result.errors.append(f"this drain run lost its database lock and stopped{left}")
+        log.error("clickhouse_outbox: this drain run lost its database lock: it stops claiming%s", left)
 
 
 def process(batch, owner, backend, result):
@@ -215,11 +257,19 @@ def backlog():
 
 def drain_until_empty(*, timeout, poll_interval=1.0, backend=None, threads=1):
     """Drain, waiting out backoffs, until nothing is pending or open, or `timeout` seconds pass."""
+    with claiming("outbox_drain --until-empty") as claimer:  # one lock for the whole wait
+        return drain_until_done(timeout, poll_interval, backend, threads, claimer)
+
+
+def drain_until_done(timeout, poll_interval, backend, threads, claimer):
     deadline = time.monotonic() + timeout
     total = DrainResult()
     while True:
-        result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend, threads=threads)
+        result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend, threads=threads,
+                       claimer=claimer)
         merge(total, result)
+        if result.lock_lost:  # something ended its lock session: stop and say so rather than go on with a new one
+            return total, backlog()
         left = backlog()
         if not left["pending_entries"] and not left["open_batches"]:
             return total, left
@@ -232,4 +282,5 @@ def merge(total, result):
     for name in ("batches_sent", "rows_sent", "deletes_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost",
                  "snapshots_taken", "snapshots_failed"):
         setattr(total, name, getattr(total, name) + getattr(result, name))
+    total.lock_lost = total.lock_lost or result.lock_lost
     total.errors.extend(result.errors)

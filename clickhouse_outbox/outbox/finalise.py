@@ -2,7 +2,7 @@
 Finalising a batch after its send: sent, retry later, split, or failed.
 
 Every update is conditional on the drainer still holding the lease: a drainer whose lease
-ran out (and whose batch another drainer took) changes nothing. Times come from the
+ran out or whose lock was lost (and whose batch another drainer took) changes nothing. Times come from the
 database (`UtcNow()`), the backoff delay from the attempt count, with jitter.
 """
 
@@ -46,7 +46,8 @@ def mark_sent(batch, owner):
         server_error=False,
     )
     if not done:
-        log.warning("clickhouse_outbox: batch %s was sent after its lease ran out; another drainer owns it", batch.pk)
+        log.warning("clickhouse_outbox: batch %s was sent, but another drainer took it meanwhile (this drainer's "
+                    "lease ran out, or its database lock was lost)", batch.pk)
     return bool(done)
 
 

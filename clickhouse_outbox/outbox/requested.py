@@ -8,19 +8,19 @@ snapshot). The request commits if and only if the change does, as a snapshot wou
 drain takes the requests before it sends: it leases a few, reads and serializes each
 subject through its producer outside any transaction, then fills in the rows of each
 request in one transaction, only while it still holds the lease (a drainer that died
-leaves requests whose lease runs out; the next one takes them). A subject that cannot be
+leaves requests that the next one takes at once, as it takes a dead drainer's batches: see
+`outbox.liveness`; or, failing that, when their lease runs out). A subject that cannot be
 read fails the request, kept with its traceback for `outbox_requeue --failed`, as at the change.
 """
 
 import logging
 import time
-import uuid
 
 from django.db import transaction
 from django.db.models import Q
 
 from clickhouse_outbox.models import Snapshot
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import liveness, producers
 from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
 from clickhouse_outbox.sources.base import SubjectNotFound
@@ -60,9 +60,15 @@ def claim_requests(owner, size=None, overrides=None):
     """
     Lease requests no live drainer holds, oldest first, all of one producer (a
     compare-and-swap): up to `size`, or as many as that producer's dump job takes at once
-    (`dump_chunk`: 20 courses, 1,000 enrollments).
+    (`dump_chunk`: 20 courses, 1,000 enrollments). Requests held by a drainer that is gone
+    (its lock is free) count as free; the swap is on the owner read, so one claimer wins.
     """
-    free = requests_waiting().filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=UtcNow()))
+    held = requests_waiting().filter(lease_expires_at__gt=UtcNow())
+    abandoned = liveness.abandoned(set(held.values_list("lease_owner", flat=True).distinct().order_by()))
+    unheld = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=UtcNow())
+    if abandoned:
+        unheld |= Q(lease_owner__in=list(abandoned))
+    free = requests_waiting().filter(unheld)
     name = free.order_by("id").values_list("producer", flat=True).first()
     if name is None:
         return []
@@ -80,16 +86,22 @@ def chunk_size(name, overrides):
     return max(1, producer.dump_chunk)
 
 
-def take_requested(*, deadline=None, overrides=None, failed=None):
+def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None):
     """
     Take requested snapshots until none is left or the `deadline` (time.monotonic()) passed;
     returns how many. `overrides` ({name: producer}) stands in for registered producers;
     `failed`, a list, gets the (producer, subject, exception) of each one that failed.
+    `claimer` (outbox.liveness) is the drain run's; without one, this call takes its own lock.
     """
-    owner = uuid.uuid4()
+    if claimer is None:
+        with liveness.claiming("a run of requested snapshots") as own:
+            return take_requested(deadline=deadline, overrides=overrides, failed=failed, claimer=own)
+    owner = claimer.owner()
     taken = 0
     failed = [] if failed is None else failed
     while deadline is None or time.monotonic() < deadline:
+        if not claimer.holds():  # its lock session was ended: leave the rest to the others
+            break
         requests = claim_requests(owner, overrides=overrides)
         if not requests:
             break

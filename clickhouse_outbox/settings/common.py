@@ -131,9 +131,20 @@ def plugin_settings(settings):
 
     # .. setting_name: CLICKHOUSE_OUTBOX_LEASE_SECS
     # .. setting_default: 300
-    # .. setting_description: How long a claimed batch belongs to its drainer; after that (the drainer died)
-    #    another drainer takes it. Must exceed ``timeout_secs`` + ``connect_timeout_secs``, times the replicas a
-    #    send may try. A whole number from 1 to 86,400.
+    # .. setting_description: How long a claimed batch belongs to its drainer at most; after that another drainer
+    #    takes it, even from a drainer that still runs (it hangs). A drainer that died is found sooner, by its
+    #    lock (``CLICKHOUSE_OUTBOX_CLAIM_LOCKS``). Must exceed ``timeout_secs`` + ``connect_timeout_secs``, times
+    #    the replicas a send may try. A whole number from 1 to 86,400.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_CLAIM_LOCKS
+    # .. setting_default: True
+    # .. setting_description: Whether each drain run and dump worker holds a database lock for as long as it runs
+    #    (PostgreSQL: an advisory lock; MySQL/MariaDB: ``GET_LOCK``; SQLite: a locked file beside the database
+    #    file), named by what it claims: when its process dies, the database drops the lock and the next claim
+    #    takes its batches, requested snapshots and dump subjects at once instead of after
+    #    ``CLICKHOUSE_OUTBOX_LEASE_SECS``. ``False`` where a lock may not follow its session: a multi-primary
+    #    cluster (Galera is detected and left to leases on its own) or a pooler in transaction mode (PgBouncer);
+    #    claims are then freed by their lease only. ``True`` or ``False``.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_MAX_ATTEMPTS
     # .. setting_default: 12
@@ -169,8 +180,7 @@ def plugin_settings(settings):
     # .. setting_name: CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES
     # .. setting_default: 20
     # .. setting_description: Courses a dump job's worker claims at a time. A worker killed mid-chunk leaves at
-    #    most this many courses to be taken again when their lease (``CLICKHOUSE_OUTBOX_LEASE_SECS``) ends. A
-    #    whole number from 1 to 10,000.
+    #    most this many courses to be read again by the next worker. A whole number from 1 to 10,000.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS
     # .. setting_default: 1000

@@ -145,8 +145,18 @@ SETTINGS = (
     Setting("CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS", 50, float, 0.1, DAY, doc=(
         "How long one drain run may keep claiming batches.")),
     Setting("CLICKHOUSE_OUTBOX_LEASE_SECS", 300, int, 1, DAY, doc=(
-        "How long a claimed batch belongs to its drainer; after that (the drainer died) another drainer takes "
-        "it. Must exceed ``timeout_secs`` + ``connect_timeout_secs``, times the replicas a send may try.")),
+        "How long a claimed batch belongs to its drainer at most; after that another drainer takes it, even "
+        "from a drainer that still runs (it hangs). A drainer that died is found sooner, by its lock "
+        "(``CLICKHOUSE_OUTBOX_CLAIM_LOCKS``). Must exceed ``timeout_secs`` + ``connect_timeout_secs``, times "
+        "the replicas a send may try.")),
+    Setting("CLICKHOUSE_OUTBOX_CLAIM_LOCKS", True, bool, doc=(
+        "Whether each drain run and dump worker holds a database lock for as long as it runs (PostgreSQL: an "
+        "advisory lock; MySQL/MariaDB: ``GET_LOCK``; SQLite: a locked file beside the database file), named by "
+        "what it claims: when its process dies, the database drops the lock and the next claim takes its "
+        "batches, requested snapshots and dump subjects at once instead of after "
+        "``CLICKHOUSE_OUTBOX_LEASE_SECS``. ``False`` where a lock may not follow its session: a multi-primary "
+        "cluster (Galera is detected and left to leases on its own) or a pooler in transaction mode "
+        "(PgBouncer); claims are then freed by their lease only.")),
     Setting("CLICKHOUSE_OUTBOX_MAX_ATTEMPTS", 12, int, 1, 1000, doc=(
         "Sends of a batch before it is marked ``failed``; it then waits for a requeue, or is purged after "
         "``CLICKHOUSE_OUTBOX_FAILED_RETENTION_DAYS``.")),
@@ -167,7 +177,7 @@ SETTINGS = (
         "rows. Failed deletes (a retirement's) are never purged.")),
     Setting("CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES", 20, int, 1, 10_000, doc=(
         "Courses a dump job's worker claims at a time. A worker killed mid-chunk leaves at most this many "
-        "courses to be taken again when their lease (``CLICKHOUSE_OUTBOX_LEASE_SECS``) ends.")),
+        "courses to be read again by the next worker.")),
     Setting("CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS", 1000, int, 1, 100_000, doc=(
         "Enrollments, profiles, external ids or tags a dump job's worker claims, reads (one query) and queues "
         "(one transaction) at a time.")),

@@ -18,6 +18,8 @@ from clickhouse_outbox.dumps.jobs import cancel_job, start_job
 from clickhouse_outbox.dumps.run import Producers, claim_items, plan
 from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.outbox.clock import UtcNow
+from clickhouse_outbox.outbox import liveness
+from tests.claim_locks import end_lock
 from tests.factories import with_source
 from tests.dumps.helpers import add_courses, dump_snapshots_per_course, statuses, wait_until
 
@@ -77,6 +79,26 @@ def test_a_job_whose_worker_died_is_sent_again_once_its_leases_and_the_last_send
                          timeout=15, poll=0.1)
     assert [job.pk for job in resumed] == [job.pk]
     assert resume_stalled() == []
+    assert sent == [job.pk]
+
+
+def test_a_job_whose_worker_is_gone_gets_its_subjects_back_and_is_sent_at_once(sent, olx_source, tmp_path):
+    """
+    The worker's lock is gone (outbox.liveness: its process died) while its courses' lease
+    (300 s) runs and its task was just sent: the pick-up gives its courses back and sends
+    the job at once, once; a job a live worker holds (its lock held) is left alone.
+    """
+    add_courses(olx_source, tmp_path / "exports", 4)
+    job = start_job(DumpJob.Scope.ALL, origin="test")
+    plan(job, with_source(olx_source))
+    DumpJob.objects.filter(pk=job.pk).update(dispatched_at=UtcNow())  # what dispatch() records
+    with liveness.claiming("a worker") as worker:
+        claimed = claim_items(job, worker.owner(), Producers(), 2)
+        assert resume_stalled() == []  # alive: its lock is held
+        end_lock(claimed[0].lease_owner)
+        assert [resumed.pk for resumed in resume_stalled()] == [job.pk]
+    assert statuses(job) == {DumpJobItem.Status.PENDING: 4}
+    assert resume_stalled() == []  # just sent, nothing of a gone worker left: not again
     assert sent == [job.pk]
 
 

@@ -269,13 +269,13 @@ def test_a_worker_that_loses_a_claim_race_goes_on_with_the_courses_left(olx_sour
     real_claimable = run.claimable
     calls = []
 
-    def rival_claims_between_the_read_and_the_update(of_job):
+    def rival_claims_between_the_read_and_the_update(of_job, *abandoned):
         # claim_items reads the next ids (first call), then swaps them (second call): on the
         # worker's first claim another worker claims the same chunk in between.
         calls.append(of_job)
         if len(calls) == 2:
             assert len(claim_items(of_job, rival, Producers(), 2)) == 2
-        return real_claimable(of_job)
+        return real_claimable(of_job, *abandoned)
 
     monkeypatch.setattr(run, "claimable", rival_claims_between_the_read_and_the_update)
     outcomes = []

@@ -3,12 +3,19 @@ Fault test: a celery worker SIGKILLed in the middle of a dump job, and the job r
 
 A real `celery worker` (solo pool) and `celery beat` (django-celery-beat's scheduler,
 sending the drain task every second), as in tests/test_celery_beat.py, work on a job of
-COURSES generated OLX courses with 3-second leases and chunks of CHUNK courses (set in
-their environment as CLICKHOUSE_OUTBOX_* JSON values). This process starts the job
-(start_job + dispatch) and SIGKILLs the worker once a random number of courses (from the
-seed) is done, whatever it is doing then: no finally block, no rollback by the process
-itself. A new worker is started. Nobody sends the job again but the beat's drain task
-(resume_stalled), once the dead worker's leases have run out.
+COURSES generated OLX courses in chunks of CHUNK courses (settings in their environment as
+CLICKHOUSE_OUTBOX_* JSON values). This process starts the job (start_job + dispatch) and
+SIGKILLs the worker once a random number of courses (from the seed) is done: no finally
+block, no rollback by the process itself. A new worker is started. Nobody sends the job
+again but the beat's drain task (resume_stalled). Twice:
+
+* freed by the lock: the workers hold their database locks (outbox.liveness) and the lease
+  is the default 300 s. The kill is made while the worker holds a chunk (it is stopped,
+  looked at, and killed only then). The beat's drain task finds its lock gone, gives its
+  courses back and sends the job again at once: the job ends before the dead worker's
+  lease would have.
+* freed by the lease: locks off, 3-second leases, the kill whatever the worker is doing;
+  the beat sends the job again once the dead worker's leases have run out.
 
 The job must end done with every course queued exactly once: one DumpJobItem done and
 one snapshot with reason "dump" per course. A course the dead worker had claimed but not
@@ -23,11 +30,15 @@ reproduces a run's kill point and courses.
 
 import os
 import random
+import signal
+import sqlite3
 import time
 from collections import Counter
+from contextlib import closing
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 
 from clickhouse_outbox.dumps.dispatch import dispatch
 from clickhouse_outbox.dumps.jobs import job_progress, start_job
@@ -43,8 +54,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.clickhouse_server, pytest.mark.djang
 COURSES = 30
 BLOCKS = 400  # a course takes tens of milliseconds: the whole job takes a single worker a few seconds
 CHUNK = 3
-LEASE_SECS = 3
 WAIT = 120
+#: How the dead worker's courses are freed: its lock (with the default lease), or the lease alone (locks off).
+FREED_BY = {"lock": {"CLICKHOUSE_OUTBOX_LEASE_SECS": 300},
+            "lease": {"CLICKHOUSE_OUTBOX_LEASE_SECS": 3, "CLICKHOUSE_OUTBOX_CLAIM_LOCKS": "false"}}
 SEED = int(os.environ.get("DUMPS_SEED", random.randrange(1_000_000)))
 
 
@@ -58,20 +71,52 @@ def course_statuses(job):
     return Counter(DumpJobItem.objects.filter(job=job).values_list("status", flat=True))
 
 
+def holds_a_chunk(job):
+    """
+    Whether the job has claimed courses, asked without waiting: on SQLite the stopped worker
+    may hold the write lock (then the answer is no, and it runs on).
+    """
+    if connection.vendor != "sqlite":
+        return DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED).exists()
+    with closing(sqlite3.connect(connection.settings_dict["NAME"], timeout=0.05)) as database:
+        try:
+            return database.execute(
+                f"SELECT 1 FROM {DumpJobItem._meta.db_table} WHERE job_id = ? AND status = ? LIMIT 1",  # noqa: S608
+                [job.pk, DumpJobItem.Status.CLAIMED],
+            ).fetchone() is not None
+        except sqlite3.OperationalError:
+            return False
+
+
+def kill_holding_a_chunk(process, job, timeout=WAIT):
+    """SIGKILL the worker at an instant it holds claimed courses: stopped, looked at, killed then (else run on)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            os.kill(process.pid, signal.SIGSTOP)
+            if holds_a_chunk(job):
+                break
+            os.kill(process.pid, signal.SIGCONT)
+            assert time.monotonic() < deadline, "the worker never held a chunk"
+            time.sleep(0.001)
+    finally:
+        process.kill()
+
+
+@pytest.mark.parametrize("freed_by", sorted(FREED_BY))
 def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_course_once(
-    server_clickhouse, clickhouse_server_config, olx_dir, olx_source, tmp_path, celery_broker
+    server_clickhouse, clickhouse_server_config, olx_dir, olx_source, tmp_path, celery_broker, freed_by
 ):
     rng = random.Random(SEED)
     # Not a multiple of the chunk: the kill then mostly lands inside a chunk, with courses claimed
     # (and often one being read or written) rather than between two claims.
     kill_after = rng.choice([n for n in range(3, COURSES // 2 + 1) if n % CHUNK])
-    print(f"\nDUMPS seed={SEED} courses={COURSES} blocks={BLOCKS} chunk={CHUNK} lease={LEASE_SECS}s "
-          f"kill once {kill_after} courses are done")
+    print(f"\nDUMPS seed={SEED} courses={COURSES} blocks={BLOCKS} chunk={CHUNK} freed by the {freed_by} "
+          f"{FREED_BY[freed_by]} kill once {kill_after} courses are done")
     keys = add_courses(olx_source, tmp_path / "exports", COURSES, blocks=BLOCKS, seed=SEED)
     config = dict(clickhouse_server_config, database=server_clickhouse.database)
     env = project_env(config, OLX_COURSES_DIR=olx_dir, OUTBOX_DRAIN_INTERVAL_SECS=1, CELERY_BROKER_URL=celery_broker,
-                      CLICKHOUSE_OUTBOX_LEASE_SECS=LEASE_SECS, CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES=CHUNK,
-                      OUTBOX_LOG_LEVEL="INFO")
+                      CLICKHOUSE_OUTBOX_DUMP_CHUNK_COURSES=CHUNK, OUTBOX_LOG_LEVEL="INFO", **FREED_BY[freed_by])
     cache.delete(LOCK_KEY)
     with celery_processes(tmp_path, env) as processes:
         processes.start_worker("worker")
@@ -88,7 +133,10 @@ def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_c
         done_before_kill = wait_until(enough_done, f"{kill_after} courses to be done", timeout=WAIT, poll=0.01,
                                       while_alive=processes.check_alive)
         process, log = processes.running.pop("worker")
-        process.kill()  # SIGKILL, to the worker this test started
+        if freed_by == "lock":
+            kill_holding_a_chunk(process, job)  # SIGKILL, to the worker this test started
+        else:
+            process.kill()  # SIGKILL, to the worker this test started, whatever it is doing
         process.wait(timeout=30)
         log.close()
         killed_at = time.monotonic()
@@ -96,6 +144,9 @@ def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_c
         at_kill = job_progress(job)
         held = list(DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED)
                     .values_list("subject", flat=True))
+        leases_end = DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED).values_list(
+            "lease_expires_at", flat=True)
+        first_lease_end = min(leases_end, default=None)
         job.refresh_from_db()
         print(f"DUMPS killed the worker {killed_at - started:.2f} s after dispatch: seen {done_before_kill} done, "
               f"{at_kill['done']} done at the kill, {len(held)} claimed by the dead worker")
@@ -123,6 +174,9 @@ def test_a_dump_whose_worker_was_killed_is_resumed_by_the_beat_and_queues_each_c
         # The beat's drain task sent the job again (nothing else did: the dead worker's task was gone).
         resumed = f"dump job {job.pk} had no worker; sending it to celery again"
         assert resumed in processes.log("worker2")
+        if freed_by == "lock":  # at once: its courses' 300 s lease had hardly begun
+            assert held and f"a worker of dump job {job.pk} died; its subjects are given back" in processes.log("worker2")
+            assert job.finished_at < first_lease_end
         assert f"Task {DUMP_TASK}[" in processes.log("worker2")
         print(f"DUMPS job done {resumed_in:.2f} s after the kill; {time.monotonic() - started:.2f} s in all")
 
