@@ -46,7 +46,7 @@ def test_requeue_all_of_a_producer_is_a_dump_job_that_then_delivers(learners, cl
     job = DumpJob.objects.get()
     assert (job.producer_names, job.status, job.description) == (["course_enrollment"], "done", "all enrollments")
     assert f"Dump job {job.pk} done: 5 of 5 enrollments (5 queued)." in out
-    assert dumped(job, "course_enrollment") == [str(pk) for pk in CourseEnrollment.objects.values_list("pk", flat=True)]
+    assert dumped(job, "course_enrollment") == [str(pk) for pk in CourseEnrollment.objects.order_by("pk").values_list("pk", flat=True)]
     assert drain_until_empty(timeout=30)[0].ok
     rows = clickhouse.query(f"SELECT username FROM {qualified_name(clickhouse.database, 'course_enrollment')}")
     assert sorted(row["username"] for row in rows) == [f"user{n}" for n in range(5)]
