@@ -83,7 +83,7 @@ from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, S
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
 from clickhouse_outbox.outbox import liveness  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
-from clickhouse_outbox.outbox.producers import Prepared  # noqa: E402
+from clickhouse_outbox.outbox.registry import Prepared  # noqa: E402
 from clickhouse_outbox.producers.course_structure import (  # noqa: E402
     COURSES,
     snapshot_or_request,

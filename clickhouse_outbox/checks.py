@@ -72,11 +72,11 @@ def check_course_source(app_configs=None, **kwargs):
 def check_producers(app_configs=None, **kwargs):
     """Each producer's switch, the PII tables, and sinks of platform-plugin-aspects writing the same tables."""
     from clickhouse_outbox.clickhouse.tables import all_tables  # noqa: PLC0415 (checks load before the producers)
-    from clickhouse_outbox.outbox import producers  # noqa: PLC0415
+    from clickhouse_outbox.outbox import registry  # noqa: PLC0415
     from clickhouse_outbox.outbox.deletes import RETIREMENT, RETIREMENT_PEER_MODEL  # noqa: PLC0415
 
     errors = []
-    for name in (*producers.names(), RETIREMENT):
+    for name in (*registry.names(), RETIREMENT):
         setting = conf.producer_setting_name(name)
         value = getattr(settings, setting, None)
         if value is not None and not isinstance(value, bool):
@@ -102,7 +102,7 @@ def check_producers(app_configs=None, **kwargs):
                     id="clickhouse_outbox.W032",
                 ))
     peer_installed = apps.is_installed("platform_plugin_aspects")
-    for producer in producers.all_producers() if valid("CLICKHOUSE_OUTBOX_ENABLED") else ():
+    for producer in registry.all_producers() if valid("CLICKHOUSE_OUTBOX_ENABLED") else ():
         if not producer.enabled:
             continue
         peer_setting = conf.peer_setting_name(producer.peer_model)

@@ -25,7 +25,7 @@ from clickhouse_outbox.outbox.payloads import decompress
 class Snapshot(models.Model):
     """
     One reading of a subject (a course, an enrollment, a user's profile, a tag) taken for
-    the outbox by its producer (`outbox.producers`), or one deletion of it.
+    the outbox by its producer (`outbox.registry`), or one deletion of it.
 
     `dump_id` and `time_last_dumped` are fixed here, so every resend of the snapshot's
     rows is byte-identical. A snapshot that could not be taken is kept with status
@@ -346,13 +346,13 @@ class DumpJob(models.Model):
     @property
     def description(self):
         """What the job dumps, in words: 'all courses', 'enrollments changed since 2026-11-01 08:30:00 UTC'."""
-        from clickhouse_outbox.outbox import producers  # noqa: PLC0415 (models load before the producers)
+        from clickhouse_outbox.outbox import registry  # noqa: PLC0415 (models load before the producers)
 
         nouns = []
         for name in self.producer_names:
             try:
-                nouns.append(producers.get(name).noun[1])
-            except producers.UnknownProducer:
+                nouns.append(registry.get(name).noun[1])
+            except registry.UnknownProducer:
                 nouns.append(name)
         what = ", ".join(nouns[:-1]) + f" and {nouns[-1]}" if len(nouns) > 1 else (nouns[0] if nouns else "nothing")
         if self.scope == self.Scope.CHANGED and self.changed_since:

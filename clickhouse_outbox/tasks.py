@@ -14,7 +14,7 @@ from clickhouse_outbox.dumps.dispatch import dispatch, resume_stalled
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import DumpJob, DumpJobItem
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_if_due
 from clickhouse_outbox.settings.common import DRAIN_TASK, DUMP_TASK, VERIFY_TASK, beat_entry
@@ -80,7 +80,7 @@ def verify_outbox():
     The periodic verification (CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS): a verification job of
     every producer that is on, unless a job is under way, worked on like a dump job.
     """
-    names = [producer.name for producer in producers.enabled_producers()]
+    names = [producer.name for producer in registry.enabled_producers()]
     if not names:
         return {"started": False}
     try:

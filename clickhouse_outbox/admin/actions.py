@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from clickhouse_outbox.dumps.dispatch import dispatch
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.requeue import dismiss_unknown, retry_now
 from clickhouse_outbox.outbox.snapshots import queue_subjects
 from clickhouse_outbox.text import about, plural
@@ -24,7 +24,7 @@ REQUEUE_IN_REQUEST = 20
 
 def nouns(names):
     """('course', 'courses') for one producer's names, ('subject', 'subjects') for a mix."""
-    return producers.get(names[0]).noun if len(set(names)) == 1 else ("subject", "subjects")
+    return registry.get(names[0]).noun if len(set(names)) == 1 else ("subject", "subjects")
 
 
 def words(names, count, adjective=""):
@@ -37,7 +37,7 @@ def words(names, count, adjective=""):
 @admin.action(description="Requeue the selected (take a new snapshot)", permissions=["requeue"])
 def requeue_subjects(modeladmin, request, queryset):
     selected = list(queryset)
-    known = set(producers.names())
+    known = set(registry.names())
     chosen = sorted({(snapshot.producer, snapshot.subject) for snapshot in selected if snapshot.producer in known})
     if not chosen:
         modeladmin.message_user(request, "Nothing selected can be requeued (a retirement or a delete is not "
@@ -61,7 +61,7 @@ def requeue_subjects(modeladmin, request, queryset):
         return
     snapshots, failures = [], []
     for name in names:
-        taken, failed = queue_subjects(producers.get(name), [subject for n, subject in chosen if n == name], "admin")
+        taken, failed = queue_subjects(registry.get(name), [subject for n, subject in chosen if n == name], "admin")
         snapshots += taken
         failures += [(name, subject, error) for subject, error in failed]
     # Recorded on each new snapshot: a subject's page, and its history, is its latest snapshot.
@@ -119,9 +119,9 @@ def list_without_state_filter(request):
 @admin.action(description="Dismiss failed snapshots of subjects the source does not know", permissions=["dismiss"])
 def dismiss_snapshots(modeladmin, request, queryset):
     dismissed, kept = dismiss_unknown(queryset)
-    names = sorted({snapshot.producer for snapshot in dismissed if snapshot.producer in producers.names()})
+    names = sorted({snapshot.producer for snapshot in dismissed if snapshot.producer in registry.names()})
     one, unknown = nouns(names) if names else ("subject", "subjects")
-    source = producers.get(names[0]).source_noun if len(names) == 1 else "source"
+    source = registry.get(names[0]).source_noun if len(names) == 1 else "source"
     modeladmin.audit(request, dismissed, f"Dismissed: the {source} does not know the {one}")
     if dismissed:
         modeladmin.message_user(

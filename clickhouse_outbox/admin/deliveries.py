@@ -20,7 +20,7 @@ from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment, state_badge
 from clickhouse_outbox.clickhouse.errors import describe_failure
 from clickhouse_outbox.dumps.jobs import progress_line
 from clickhouse_outbox.models import CourseDelivery, OutboxEntry, Snapshot, SubjectDelivery, Verdict
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.outbox.status import ROW_STATES, outbox_status
@@ -256,8 +256,8 @@ class SubjectDeliveryAdmin(DeliveryAdmin):
 
 def producer_noun(name):
     try:
-        return producers.get(name).noun[0]
-    except producers.UnknownProducer:
+        return registry.get(name).noun[0]
+    except registry.UnknownProducer:
         return "subject"
 
 

@@ -29,7 +29,7 @@ from clickhouse_outbox.dumps.jobs import (
     start_job,
 )
 from clickhouse_outbox.models import DumpJob, DumpJobItem
-from clickhouse_outbox.outbox import producers as registry
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.text import format_age, plural
 
 #: Failed courses listed on a job's page (the rest are counted).

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 
 from clickhouse_outbox.models import DumpJob, DumpJobItem
-from clickhouse_outbox.outbox import producers as registry
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.clock import UtcNow
 from clickhouse_outbox.text import plural
 

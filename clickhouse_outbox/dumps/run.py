@@ -20,7 +20,7 @@ from django.db.models.functions import Cast
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
-from clickhouse_outbox.outbox import liveness, producers
+from clickhouse_outbox.outbox import liveness, registry
 from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.drain import retry_lock_conflicts
 from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
@@ -55,7 +55,7 @@ class Producers:
         self.overrides = dict(overrides or {})
 
     def __getitem__(self, name):
-        return self.overrides.get(name) or producers.get(name)
+        return self.overrides.get(name) or registry.get(name)
 
 
 def plan(job, overrides=None):
@@ -75,7 +75,7 @@ def plan(job, overrides=None):
                 keys = (producer.all_subjects() if job.scope == DumpJob.Scope.ALL
                         else producer.subjects_changed_since(job.changed_since))
                 listed.extend((name, str(key)) for key in keys)
-    except (SubjectSourceError, producers.UnknownProducer) as exc:
+    except (SubjectSourceError, registry.UnknownProducer) as exc:
         DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.QUEUED).update(
             status=DumpJob.Status.FAILED, active=None, error=str(exc), finished_at=UtcNow()
         )
@@ -134,7 +134,7 @@ def claim_items(job, owner, found, size=None):
             return []
         try:
             chunk = size or found[first].dump_chunk
-        except producers.UnknownProducer:
+        except registry.UnknownProducer:
             chunk = size or 1
         ids = list(claimable(job, abandoned).filter(producer=first).order_by("position")
                    .values_list("id", flat=True)[:chunk])
@@ -162,7 +162,7 @@ def take_chunk(rows, owner, found, stop=None, job=None):
     name = rows[0].producer
     try:
         producer = found[name]
-    except producers.UnknownProducer as exc:
+    except registry.UnknownProducer as exc:
         return mark(rows, owner, [Outcome(name, row.subject, DumpJobItem.Status.FAILED, None, str(exc)) for row in rows])
     if job is not None and job.action == DumpJob.Action.VERIFY:
         return verify_chunk(job, rows, owner, producer)

@@ -44,9 +44,9 @@ def aware_datetime(text):
 
 def producer_name(text):
     """A registered producer's name; the error lists the producers there are."""
-    from clickhouse_outbox.outbox import producers  # noqa: PLC0415 (argument types load before the app is ready)
+    from clickhouse_outbox.outbox import registry  # noqa: PLC0415 (argument types load before the app is ready)
 
     try:
-        return producers.get(text.strip()).name
-    except producers.UnknownProducer as exc:
+        return registry.get(text.strip()).name
+    except registry.UnknownProducer as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

@@ -36,7 +36,7 @@ from django.db.models import F, Q, Sum
 from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.tables import all_tables
 from clickhouse_outbox.models import Batch, DumpJobItem, Kind, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,12 @@ def retired(user_ids):
 
 def pii_producers():
     """The producers whose tables are in EVENT_SINK_CLICKHOUSE_PII_MODELS: a retirement deletes their rows in ClickHouse."""
-    return [producer for producer in producers.all_producers() if producer.pii]
+    return [producer for producer in registry.all_producers() if producer.pii]
 
 
 def personal_data_producers():
     """The producers whose rows carry personal data: a retirement removes their rows from the outbox."""
-    return [producer for producer in producers.all_producers() if producer.personal_data]
+    return [producer for producer in registry.all_producers() if producer.personal_data]
 
 
 def retirement_enabled():

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from clickhouse_outbox.models import Snapshot
-from clickhouse_outbox.outbox import liveness, producers
+from clickhouse_outbox.outbox import liveness, registry
 from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
 from clickhouse_outbox.sources.base import SubjectNotFound
@@ -80,8 +80,8 @@ def claim_requests(owner, size=None, overrides=None):
 def chunk_size(name, overrides):
     """How many requests of producer `name` a drainer takes at a time (one for a producer not known here)."""
     try:
-        producer = (overrides or {}).get(name) or producers.get(name)
-    except producers.UnknownProducer:
+        producer = (overrides or {}).get(name) or registry.get(name)
+    except registry.UnknownProducer:
         return 1
     return max(1, producer.dump_chunk)
 
@@ -113,8 +113,8 @@ def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None):
 def fill(name, requests, owner, now, overrides, failed):
     """Read the requested subjects of one producer and queue their rows, or record why they could not be."""
     try:
-        producer = overrides.get(name) or producers.get(name)
-    except producers.UnknownProducer as exc:
+        producer = overrides.get(name) or registry.get(name)
+    except registry.UnknownProducer as exc:
         fail(requests, owner, exc, failed)
         return
     step = max(1, producer.read_at_once)

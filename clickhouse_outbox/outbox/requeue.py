@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F, Max
 
 from clickhouse_outbox.models import Batch, Snapshot
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.clock import UtcNow
 from clickhouse_outbox.sources.base import SubjectNotFound
 
@@ -70,9 +70,9 @@ def dismiss_unknown(snapshots, overrides=None):
     dismissed, kept = [], []
     for snapshot in snapshots.filter(status=Snapshot.Status.FAILED):
         try:
-            producer = (overrides or {}).get(snapshot.producer) or producers.get(snapshot.producer)
+            producer = (overrides or {}).get(snapshot.producer) or registry.get(snapshot.producer)
             producer.knows(snapshot.subject)
-        except (SubjectNotFound, producers.UnknownProducer):
+        except (SubjectNotFound, registry.UnknownProducer):
             dismissed.append(snapshot)
             continue
         except Exception as exc:  # noqa: BLE001 (the source knows it but cannot read it: keep it)

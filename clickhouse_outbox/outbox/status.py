@@ -20,7 +20,7 @@ from django.db.models.functions import Coalesce
 
 from clickhouse_outbox.dumps.jobs import active_job, job_progress
 from clickhouse_outbox.models import Batch, DumpJob, Kind, OutboxEntry, Snapshot, Verdict
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.text import format_age, last_line, plural
@@ -219,7 +219,7 @@ def outbox_status():
         active_dump=job,
         dump_progress=job_progress(job) if job else {},
         deletes=dict(sorted(counts[Kind.DELETE].items())),
-        enabled_producers=[producer.name for producer in producers.enabled_producers()],
+        enabled_producers=[producer.name for producer in registry.enabled_producers()],
         differing=differing_verdicts(),
         last_verified_at=Verdict.objects.aggregate(last=Max("checked_at"))["last"],
     )
@@ -273,8 +273,8 @@ def group_by_producer(failed_snapshots):
 def noun(name):
     """('course', 'courses') for a producer's name; its name when it is not registered."""
     try:
-        return producers.get(name).noun
-    except producers.UnknownProducer:
+        return registry.get(name).noun
+    except registry.UnknownProducer:
         return (f"{name} subject", f"{name} subjects")
 
 

@@ -5,7 +5,7 @@ those events inside the enrollment's own transaction).
 """
 
 from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
 from clickhouse_outbox.serializers.users import enrollment_row
 
@@ -38,4 +38,4 @@ class CourseEnrollment(ModelRowProducer):
         return self.queryset().filter(user_id=user_id, course_id=course_key).first()
 
 
-ENROLLMENTS = producers.register(CourseEnrollment())
+ENROLLMENTS = registry.register(CourseEnrollment())

@@ -7,8 +7,8 @@ import uuid
 
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
 from clickhouse_outbox import conf
-from clickhouse_outbox.outbox import producers, snapshots
-from clickhouse_outbox.outbox.producers import Prepared, Producer
+from clickhouse_outbox.outbox import registry, snapshots
+from clickhouse_outbox.outbox.registry import Prepared, Producer
 from clickhouse_outbox.serializers.course_structure import serialize_course
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources import get_course_source
@@ -110,4 +110,4 @@ def queue_courses(course_keys, reason, *, source=None, on_progress=None):
     return snapshots.queue_subjects(producer(source), course_keys, reason, on_progress=on_progress)
 
 
-COURSES = producers.register(CourseStructure())
+COURSES = registry.register(CourseStructure())

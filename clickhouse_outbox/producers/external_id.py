@@ -4,7 +4,7 @@ username) as its row, queued when it is saved.
 """
 
 from clickhouse_outbox.clickhouse.tables import EXTERNAL_ID
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
 from clickhouse_outbox.serializers.users import external_id_row
 
@@ -24,4 +24,4 @@ class ExternalId(ModelRowProducer):
         return external_id_row(external_id, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
-EXTERNAL_IDS = producers.register(ExternalId())
+EXTERNAL_IDS = registry.register(ExternalId())

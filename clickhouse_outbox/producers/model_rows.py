@@ -9,7 +9,7 @@ import uuid
 
 from django.db import transaction
 
-from clickhouse_outbox.outbox.producers import Prepared, Producer
+from clickhouse_outbox.outbox.registry import Prepared, Producer
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources.base import SubjectNotFound, SubjectSourceError
 from clickhouse_outbox.sources.platform import describe, get_model

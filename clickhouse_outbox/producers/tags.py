@@ -6,7 +6,7 @@ stays in the dashboards).
 """
 
 from clickhouse_outbox.clickhouse.tables import OBJECT_TAG, TAG, TAXONOMY
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import DeletedRowsGo
 from clickhouse_outbox.serializers.tags import object_tag_row, tag_row, taxonomy_row
 
@@ -42,6 +42,6 @@ class ObjectTag(DeletedRowsGo):
         return object_tag_row(object_tag, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
-TAXONOMIES = producers.register(Taxonomy())
-TAGS = producers.register(Tag())
-OBJECT_TAGS = producers.register(ObjectTag())
+TAXONOMIES = registry.register(Taxonomy())
+TAGS = registry.register(Tag())
+OBJECT_TAGS = registry.register(ObjectTag())

@@ -4,7 +4,7 @@ email) as its row, queued when the profile (or the user's username or email) is 
 """
 
 from clickhouse_outbox.clickhouse.tables import USER_PROFILE
-from clickhouse_outbox.outbox import producers
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
 from clickhouse_outbox.serializers.users import profile_row
 
@@ -23,4 +23,4 @@ class UserProfile(ModelRowProducer):
         return profile_row(profile, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
-PROFILES = producers.register(UserProfile())
+PROFILES = registry.register(UserProfile())

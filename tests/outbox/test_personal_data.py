@@ -18,7 +18,7 @@ from clickhouse_outbox import conf
 from clickhouse_outbox.dumps.jobs import start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox import deletes, producers
+from clickhouse_outbox.outbox import deletes, registry
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.producers import user_profile
@@ -146,7 +146,7 @@ def test_a_retirement_leaves_none_of_the_learners_values_in_any_table_of_the_out
 
 def test_every_snapshot_of_a_producer_of_personal_data_names_its_user(clickhouse, settings, monkeypatch):
     """The retirement finds a user's rows by Snapshot.user_id: every path that writes one sets it."""
-    personal = {producer.name for producer in producers.all_producers() if producer.personal_data}
+    personal = {producer.name for producer in registry.all_producers() if producer.personal_data}
     assert personal == {"course_enrollment", "user_profile", "external_id"}
     ada = make_learner()
     give_external_id(ada)

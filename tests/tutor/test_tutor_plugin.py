@@ -111,11 +111,11 @@ def platform_settings(values):
     from django.conf import settings
     from django.test import override_settings
 
-    from clickhouse_outbox.outbox import deletes, producers
+    from clickhouse_outbox.outbox import deletes, registry
 
     names = {"CLICKHOUSE_OUTBOX_ENABLED", "EVENT_SINK_CLICKHOUSE_PII_MODELS",
              conf.producer_setting_name(deletes.RETIREMENT), conf.peer_setting_name(deletes.RETIREMENT_PEER_MODEL)}
-    for producer in producers.all_producers():
+    for producer in registry.all_producers():
         names |= {conf.producer_setting_name(producer.name), conf.peer_setting_name(producer.peer_model)}
     with override_settings(**{name: values[name] for name in names if name in values}):
         for name in names - values.keys():
@@ -126,10 +126,10 @@ def platform_settings(values):
 
 def producers_on(values):
     """The producers the package turns on with a rendered module's settings (user_retirement: retirements delete)."""
-    from clickhouse_outbox.outbox import deletes, producers
+    from clickhouse_outbox.outbox import deletes, registry
 
     with platform_settings(values):
-        on = {producer.name for producer in producers.enabled_producers()}
+        on = {producer.name for producer in registry.enabled_producers()}
         if deletes.retirement_enabled():
             on.add(deletes.RETIREMENT)
         peers_on = {model for model in [*NON_PII.values(), *PII.values()] if conf.peer_enabled(model)}
@@ -377,12 +377,12 @@ def test_unknown_producer_is_refused(render_tutor_env, tutor):
 
 def test_producers_known_to_the_tutor_plugin(tutor_venv):
     """The Tutor plugin's producer names and peer models (it cannot import the package) are the package's."""
-    from clickhouse_outbox.outbox import deletes, producers
+    from clickhouse_outbox.outbox import deletes, registry
 
     code = ("import json\nfrom clickhouse_outbox.tutor import plugin\n"
             "print(json.dumps({'peers': plugin.PEER_MODELS, 'pii': plugin.PII_PRODUCERS}))")
     result = json.loads(run([str(tutor_venv / "python"), "-c", code]).stdout)
-    package = {producer.name: producer.peer_model for producer in producers.all_producers()}
+    package = {producer.name: producer.peer_model for producer in registry.all_producers()}
     package[deletes.RETIREMENT] = deletes.RETIREMENT_PEER_MODEL
     assert result["peers"] == package
     assert sorted(result["pii"]) == sorted(producer.name for producer in deletes.pii_producers())

@@ -12,7 +12,7 @@ from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.clickhouse.schema import check_schema, create_schema, deduplication_warnings
 from clickhouse_outbox.management.options import producer_name
 from clickhouse_outbox.management.output import OutboxCommand
-from clickhouse_outbox.outbox import producers as registry
+from clickhouse_outbox.outbox import registry
 
 
 class Command(OutboxCommand):

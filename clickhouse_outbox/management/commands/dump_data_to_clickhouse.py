@@ -16,7 +16,7 @@ from clickhouse_outbox.management.dumping import run_in_foreground, start_or_joi
 from clickhouse_outbox.management.options import positive_int
 from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
-from clickhouse_outbox.outbox import producers as registry
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.deletes import RETIREMENT_PEER_MODEL
 from clickhouse_outbox.sources.base import SubjectSourceError
 from clickhouse_outbox.text import plural

@@ -13,7 +13,7 @@ from clickhouse_outbox.management.dumping import run_in_foreground, start_or_joi
 from clickhouse_outbox.management.options import aware_datetime, producer_name
 from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob, Verdict
-from clickhouse_outbox.outbox import producers as registry
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.reconcile.repair import deduplicate, missing_tables, recreate_tables, tables_with_duplicates
 from clickhouse_outbox.text import plural
 
