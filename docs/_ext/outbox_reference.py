@@ -1,0 +1,141 @@
+"""
+The reference pages' generated parts, made at build time so they cannot drift from the code:
+
+* ``.. outbox-settings::`` and ``.. outbox-backend-keys::``: the tables of settings, rendered by
+  ``clickhouse_outbox.settings.docs`` from the one table of settings (settings/table.py), the
+  same renderer ``scripts/settings-docs`` uses;
+* ``.. outbox-command:: NAME``: a management command's ``--help``, from the parser the command
+  itself builds (Django set up with the plugin installed and no database).
+"""
+
+import os
+import pkgutil
+
+from docutils import nodes
+from docutils.parsers.rst import Directive
+from docutils.statemachine import StringList
+
+COLUMNS = "100"  # argparse wraps --help to $COLUMNS: fixed, so the page is the same everywhere
+
+
+def setup_django():
+    """Django with the plugin installed, no database: enough to build the commands' parsers."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            INSTALLED_APPS=[
+                "django.contrib.contenttypes",
+                "django.contrib.auth",
+                "django.contrib.admin",
+                "clickhouse_outbox.apps.ClickhouseOutboxConfig",
+            ],
+            DATABASES={},
+        )
+        django.setup()
+
+
+def command_names():
+    """Every management command the plugin ships, by module name."""
+    from clickhouse_outbox.management import commands
+
+    return sorted(module.name for module in pkgutil.iter_modules(commands.__path__) if not module.name.startswith("_"))
+
+
+def command_help(name):
+    """`manage.py NAME --help`, as the command's own parser prints it."""
+    setup_django()
+    from django.core.management import load_command_class
+
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = COLUMNS
+    try:
+        return load_command_class("clickhouse_outbox", name).create_parser("manage.py", name).format_help()
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
+
+
+class GeneratedRst(Directive):
+    """A directive whose content is RST made by `rst()`, parsed in place."""
+
+    source = "generated"
+
+    def rst(self):
+        raise NotImplementedError
+
+    def run(self):
+        node = nodes.container()
+        lines = StringList(self.rst().splitlines(), source=self.source)
+        self.state.nested_parse(lines, self.content_offset, node)
+        return node.children
+
+
+class SettingsTable(GeneratedRst):
+    """Every setting of settings/table.py: name, default, meaning and accepted values."""
+
+    source = "clickhouse_outbox/settings/table.py"
+
+    def rst(self):
+        from clickhouse_outbox.settings import docs
+
+        return docs.readme_tables()[0]
+
+
+class BackendKeysTable(GeneratedRst):
+    """The keys of EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG, from the same table."""
+
+    source = "clickhouse_outbox/settings/table.py"
+
+    def rst(self):
+        from clickhouse_outbox.settings import docs
+
+        return docs.readme_tables()[1]
+
+
+class CommandHelp(Directive):
+    """``.. outbox-command:: NAME``: NAME's --help as a literal block."""
+
+    required_arguments = 1
+
+    def run(self):
+        name = self.arguments[0]
+        if name not in command_names():
+            raise self.error(f"outbox-command: no management command {name!r} in clickhouse_outbox")
+        env = self.state.document.settings.env
+        env.outbox_commands_documented.setdefault(env.docname, set()).add(name)
+        text = command_help(name).rstrip()
+        block = nodes.literal_block(text, text)
+        block["language"] = "text"
+        return [block]
+
+
+def init_env(app, env, docnames):
+    if not hasattr(env, "outbox_commands_documented"):
+        env.outbox_commands_documented = {}
+
+
+def purge_doc(app, env, docname):
+    getattr(env, "outbox_commands_documented", {}).pop(docname, None)
+
+
+def check_every_command(app, env):
+    """A command nobody documented is a build warning (an error under -W)."""
+    from sphinx.util import logging
+
+    documented = set().union(*env.outbox_commands_documented.values())
+    for name in sorted(set(command_names()) - documented):
+        logging.getLogger(__name__).warning("management command %s has no `.. outbox-command::` in the docs", name)
+
+
+def setup(app):
+    app.connect("env-before-read-docs", init_env)
+    app.connect("env-purge-doc", purge_doc)
+    app.add_directive("outbox-settings", SettingsTable)
+    app.add_directive("outbox-backend-keys", BackendKeysTable)
+    app.add_directive("outbox-command", CommandHelp)
+    app.connect("env-check-consistency", check_every_command)
+    return {"version": "1", "parallel_read_safe": False, "parallel_write_safe": True}
