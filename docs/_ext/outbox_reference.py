@@ -5,7 +5,13 @@ The reference pages' generated parts, made at build time so they cannot drift fr
   ``clickhouse_outbox.settings.docs`` from the one table of settings (settings/table.py), the
   same renderer ``scripts/settings-docs`` uses;
 * ``.. outbox-command:: NAME``: a management command's ``--help``, from the parser the command
-  itself builds (Django set up with the plugin installed and no database).
+  itself builds (Django set up with the plugin installed and no database);
+* ``.. outbox-other-commands::``: a section with the ``--help`` of every command the page has
+  not documented yet, so a command added later appears by itself until someone writes its
+  prose.
+
+The build fails (a warning, under ``-W``) if the settings table is rendered nowhere or a
+command is documented nowhere.
 """
 
 import os
@@ -14,6 +20,10 @@ import pkgutil
 from docutils import nodes
 from docutils.parsers.rst import Directive
 from docutils.statemachine import StringList
+from sphinx.util import logging
+from sphinx.util.nodes import nested_parse_with_titles
+
+log = logging.getLogger(__name__)
 
 COLUMNS = "100"  # argparse wraps --help to $COLUMNS: fixed, so the page is the same everywhere
 
@@ -82,7 +92,9 @@ class SettingsTable(GeneratedRst):
     def rst(self):
         from clickhouse_outbox.settings import docs
 
-        return docs.readme_tables()[0]
+        env = self.state.document.settings.env
+        env.outbox_settings_rendered.add(env.docname)
+        return docs.reference_tables()[0]
 
 
 class BackendKeysTable(GeneratedRst):
@@ -93,7 +105,7 @@ class BackendKeysTable(GeneratedRst):
     def rst(self):
         from clickhouse_outbox.settings import docs
 
-        return docs.readme_tables()[1]
+        return docs.reference_tables()[1]
 
 
 class CommandHelp(Directive):
@@ -113,22 +125,40 @@ class CommandHelp(Directive):
         return [block]
 
 
+class OtherCommands(Directive):
+    """``.. outbox-other-commands::``: a section per command not documented above it on the page."""
+
+    def run(self):
+        env = self.state.document.settings.env
+        documented = env.outbox_commands_documented.setdefault(env.docname, set())
+        rest = [name for name in command_names() if name not in documented]
+        lines = []
+        for name in rest:
+            lines += [name, "*" * len(name), "", f".. outbox-command:: {name}", ""]
+        node = nodes.container()
+        nested_parse_with_titles(self.state, StringList(lines, source="clickhouse_outbox/management/commands"), node)
+        return node.children
+
+
 def init_env(app, env, docnames):
     if not hasattr(env, "outbox_commands_documented"):
         env.outbox_commands_documented = {}
+    if not hasattr(env, "outbox_settings_rendered"):
+        env.outbox_settings_rendered = set()
 
 
 def purge_doc(app, env, docname):
     getattr(env, "outbox_commands_documented", {}).pop(docname, None)
+    getattr(env, "outbox_settings_rendered", set()).discard(docname)
 
 
-def check_every_command(app, env):
-    """A command nobody documented is a build warning (an error under -W)."""
-    from sphinx.util import logging
-
-    documented = set().union(*env.outbox_commands_documented.values())
+def check_coverage(app, env):
+    """A command documented nowhere, or a settings table rendered nowhere, is a warning (an error under -W)."""
+    documented = set().union(set(), *env.outbox_commands_documented.values())
     for name in sorted(set(command_names()) - documented):
-        logging.getLogger(__name__).warning("management command %s has no `.. outbox-command::` in the docs", name)
+        log.warning("management command %s has no `.. outbox-command::` in the docs", name)
+    if not env.outbox_settings_rendered:
+        log.warning("the settings table (`.. outbox-settings::`) is rendered on no page")
 
 
 def setup(app):
@@ -137,5 +167,6 @@ def setup(app):
     app.add_directive("outbox-settings", SettingsTable)
     app.add_directive("outbox-backend-keys", BackendKeysTable)
     app.add_directive("outbox-command", CommandHelp)
-    app.connect("env-check-consistency", check_every_command)
+    app.add_directive("outbox-other-commands", OtherCommands)
+    app.connect("env-check-consistency", check_coverage)
     return {"version": "1", "parallel_read_safe": False, "parallel_write_safe": True}
