@@ -13,7 +13,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
 SAMPLE := clickhouse_outbox/sample_course
 
 
-.PHONY: help demo demo-admin docs screenshots bench system-packages test test-sqlite test-mysql test-postgres test-server test-cluster quality tox requirements clean
+.PHONY: help demo demo-admin docs wheel-check screenshots bench system-packages test test-sqlite test-mysql test-postgres test-server test-cluster quality tox requirements clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -118,8 +118,15 @@ test-postgres: $(VENV)/.installed ## The tests that use the outbox database, on 
 quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date, settings docs up to date
 	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py scripts/platform-release docs/conf.py docs/_ext
 	$(PY) scripts/settings-docs --check
+	$(MAKE) -s wheel-check
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run clickhouse_outbox
+
+wheel-check: ## Build the wheel and fail on any packaging warning of setuptools
+	@out=$$(mktemp -d); trap 'rm -rf "$$out" build' EXIT; \
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w "$$out" . >"$$out/log" 2>&1 || { cat "$$out/log"; exit 1; }; \
+	if grep -i 'warning' "$$out/log"; then echo "The wheel builds with packaging warnings (above)." >&2; exit 1; fi; \
+	echo "wheel: $$(basename "$$out"/*.whl), no packaging warning"
 
 tox: $(VENV)/.installed ## Each supported platform release (tox -e ulmo, verawood) and quality
 	$(BIN)/tox
