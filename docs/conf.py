@@ -41,3 +41,5 @@ html_theme_options = {
     "navigation_with_keys": False,
 }
 html_show_sourcelink = False
+html_static_path = ["_static"]
+html_css_files = ["outbox.css"]
