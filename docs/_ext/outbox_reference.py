@@ -16,6 +16,7 @@ command is documented nowhere.
 
 import os
 import pkgutil
+import re
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
@@ -140,6 +141,16 @@ class OtherCommands(Directive):
         return node.children
 
 
+#: A decision record's link to another, as GitHub renders it: `.. _0004: 0004-delivery-and-retries.rst`.
+RECORD_LINK = re.compile(r"^(\.\. _[^:]+: )(\d{4}-[a-z0-9-]+)\.rst$", re.M)
+
+
+def link_records_to_pages(app, docname, source):
+    """The records link to each other's .rst files (for GitHub); in the built docs, to their pages."""
+    if docname.startswith("decisions/"):
+        source[0] = RECORD_LINK.sub(r"\1\2.html", source[0])
+
+
 def init_env(app, env, docnames):
     if not hasattr(env, "outbox_commands_documented"):
         env.outbox_commands_documented = {}
@@ -162,6 +173,7 @@ def check_coverage(app, env):
 
 
 def setup(app):
+    app.connect("source-read", link_records_to_pages)
     app.connect("env-before-read-docs", init_env)
     app.connect("env-purge-doc", purge_doc)
     app.add_directive("outbox-settings", SettingsTable)
