@@ -132,7 +132,7 @@ tox: $(VENV)/.installed ## Each supported platform release (tox -e ulmo, verawoo
 	$(BIN)/tox
 
 requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files (verawood.txt on Python 3.12, through tox)
-	for f in base embedded test quality dev tutor ulmo; do \
+	for f in base embedded test quality dev tutor ulmo doc; do \
 	  $(BIN)/pip-compile -q --allow-unsafe --no-strip-extras --no-emit-index-url --no-emit-find-links \
 	    -o requirements/$$f.txt requirements/$$f.in; done
 	$(BIN)/tox -e pip-compile-verawood
