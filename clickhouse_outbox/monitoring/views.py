@@ -10,7 +10,8 @@ from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from clickhouse_outbox.monitoring.access import ALLOWED, FORBIDDEN, access
 from clickhouse_outbox.monitoring.health import Health, assess
@@ -37,13 +38,14 @@ def metrics(request):
         return refused(verdict)
     registry = CollectorRegistry()
     registry.register(OutboxCollector())
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))  # text format, or OpenMetrics if asked
     try:
-        body = generate_latest(registry)
+        body = encode(registry)
     except DatabaseError as exc:  # the scrape fails (Prometheus marks the target down) and says why, briefly
         log.warning("clickhouse_outbox: the metrics could not be read: %s", type(exc).__name__)
         return HttpResponse(f"the outbox could not be read: {type(exc).__name__}\n", status=503,
                             content_type="text/plain; charset=utf-8")
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(body, content_type=content_type)
 
 
 @never_cache
