@@ -17,7 +17,7 @@ from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Verdict
 from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.producers.course_structure import COURSES
-from tests.factories import CourseSnapshotFactory
+from tests.factories import BatchFactory, CourseSnapshotFactory
 from tests.monitoring.conftest import TOKEN, age_unsent, bearer
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +165,14 @@ def test_signed_in_learners_are_forbidden(learner_client):
 
 def test_only_get(staff_client):
     assert staff_client.post(URL).status_code == 405
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(client, token):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+    BatchFactory(row_count=3)
+    response = client.get(URL, HTTP_ACCEPT="application/openmetrics-text; version=1.0.0", **bearer())
+    assert response["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    families = {family.name: family for family in openmetrics_families(response.content.decode())}
+    [sample] = [s for s in families["clickhouse_outbox_failed_batches"].samples if s.labels == {"kind": "insert"}]
+    assert sample.value == 1
