@@ -76,7 +76,7 @@ class Setting:
             wanted = f"{'a whole number' if self.type is int else 'a number'} from {number(self.low)} to {number(self.high)}"
         return Problem(
             self.id,
-            f"{self.name} is {f'a {type(value).__name__}' if self.secret else shown(value)}; it must be {wanted}.",
+            f"{self.name} is {f'of type {type(value).__name__}' if self.secret else shown(value)}; it must be {wanted}.",
             f"Remove it to use the default, {shown(self.default)}.",
         )
 
