@@ -1,11 +1,11 @@
 """
 What a scrape of /clickhouse_outbox/metrics (and the drain's report) costs on a big outbox:
 `monitoring.readings.read()` and the collector's encoding, timed on an outbox holding
---sent entries already sent (what retention keeps: the bulk of a busy site's outbox), a
+--sizes entries already sent (what retention keeps: the bulk of a busy site's outbox), a
 backlog of --pending entries, and the batches of the last window. Writes the medians to
 bench/monitoring-results.json (--output).
 
-    .venv/bin/python bench/monitoring.py [--databases sqlite,mysql,postgresql] [--sent 1000000]
+    .venv/bin/python bench/monitoring.py [--databases sqlite,mysql,postgresql] [--sizes 10000,1000000]
 
 Uses its own databases (BENCH_MONITORING_*_URL); speed is measured here, never in a test.
 """
@@ -137,7 +137,8 @@ def ensure_database(url):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--databases", default="sqlite,mysql,postgresql")
-    parser.add_argument("--sent", type=int, default=1_000_000, help="entries already sent")
+    parser.add_argument("--sizes", default="10000,1000000", help="entries already sent, one run per size")
+    parser.add_argument("--sent", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--pending", type=int, default=20_000, help="entries waiting")
     parser.add_argument("--recent-batches", type=int, default=200, help="batches sent in the window")
     parser.add_argument("--rounds", type=int, default=20)
@@ -147,22 +148,24 @@ def main():
     if options.child:
         return child(options)
     rows = []
-    for name in options.databases.split(","):
-        url = DATABASES[name]
-        ensure_database(url)
-        env = dict(os.environ, DATABASE_URL=url)
-        args = [sys.executable, __file__, "--child", "--sent", str(options.sent), "--pending", str(options.pending),
-                "--recent-batches", str(options.recent_batches), "--rounds", str(options.rounds)]
-        run = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-        if run.returncode:
-            sys.exit(f"{name}: {run.stderr[-2000:]}")
-        result = json.loads(run.stdout.strip().splitlines()[-1])
-        rows.append({"database": name, **result})
-        print(name, result, flush=True)
+    for sent in options.sizes.split(","):
+        for name in options.databases.split(","):
+            url = DATABASES[name]
+            ensure_database(url)
+            env = dict(os.environ, DATABASE_URL=url)
+            args = [sys.executable, __file__, "--child", "--sent", sent, "--pending", str(options.pending),
+                    "--recent-batches", str(options.recent_batches), "--rounds", str(options.rounds)]
+            run = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+            if run.returncode:
+                sys.exit(f"{name}: {run.stderr[-2000:]}")
+            result = json.loads(run.stdout.strip().splitlines()[-1])
+            rows.append({"database": name, "sent_entries": int(sent), "sent_rows": int(sent) * ROWS_PER_ENTRY,
+                         **result})
+            print(name, sent, result, flush=True)
     Path(options.output).write_text(json.dumps({
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "outbox": {"sent_entries": options.sent, "sent_rows": options.sent * ROWS_PER_ENTRY,
+        "outbox": {"entries_per_batch": ENTRIES_PER_BATCH, "rows_per_entry": ROWS_PER_ENTRY,
                    "pending_entries": options.pending, "recent_batches": options.recent_batches},
         "rows": rows,
     }, indent=2) + "\n")
