@@ -4,9 +4,11 @@ set_custom_attribute (to a recording telemetry backend named in OPENEDX_TELEMETR
 names New Relic's), and StatsD lines received on a real UDP socket on the loopback.
 """
 
+import io
 import socket
 
 import pytest
+from django.core.management import CommandError
 
 from clickhouse_outbox.models import Batch
 from clickhouse_outbox.tasks import drain_outbox
@@ -140,3 +142,19 @@ def test_no_statsd_host_sends_nothing(settings):
     assert push(DrainResult(), None, 0.1) is False
     settings.CLICKHOUSE_OUTBOX_STATSD_HOST = "no-such-host.invalid"
     assert push(DrainResult(), None, 0.1) is False  # logged, never raised into the drain
+
+
+def test_outbox_drain_reports_as_the_task_does(statsd_socket, settings):
+    """Sites without celery beat run outbox_drain from cron (or --loop): it sends the same StatsD metrics."""
+    from django.core.management import call_command
+
+    settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {"url": "http://127.0.0.1:9", "connect_timeout_secs": 1}
+    snapshot = CourseSnapshotFactory(course__blocks=5)
+    with pytest.raises(CommandError):  # ClickHouse unreachable: exit status 1
+        call_command("outbox_drain", stdout=io.StringIO())
+    found = received(statsd_socket)
+    assert found["edx.outbox.drain.runs"] == [(1, "c")]
+    assert found["edx.outbox.drain.batches_retrying"] == [(1, "c")]
+    assert found["edx.outbox.clickhouse_failing"] == [(1, "g")]
+    assert sum(value for name, ((value, _),) in found.items() if name.startswith("edx.outbox.rows.")) == \
+        snapshot.row_count
