@@ -4,16 +4,19 @@ The periodic drain and the optional periodic verification, for celery beat
 """
 
 import logging
+import time
 import uuid
 
 from celery import shared_task
 from django.core.cache import cache
+from edx_django_utils.monitoring import set_custom_attribute
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.dumps.dispatch import dispatch, resume_stalled
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import DumpJob, DumpJobItem
+from clickhouse_outbox.monitoring.report import report_drain
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_if_due
@@ -38,12 +41,18 @@ def drain_outbox():
     Beat may start a run while the last one is still going: the cache lock (an atomic
     `add`, released only by its owner) makes the later one return at once. The claim
     itself keeps overlapping drains safe even where the cache is not shared.
+
+    Each run is reported as custom attributes of the task (and to StatsD where a host is
+    set): `monitoring.report`.
     """
     max_secs = conf.drain_max_secs()
     owner = uuid.uuid4().hex
     if not cache.add(LOCK_KEY, owner, timeout=int(max_secs) + 60):
         log.info("clickhouse_outbox: another drain holds the lock; this run does nothing")
+        set_custom_attribute("clickhouse_outbox.drain_skipped", True)
         return {"skipped": True}
+    set_custom_attribute("clickhouse_outbox.drain_skipped", False)
+    started = time.monotonic()
     try:
         result = drain(max_seconds=max_secs, threads=conf.drain_threads())
         purged = purge_if_due()
@@ -52,6 +61,7 @@ def drain_outbox():
         if cache.get(LOCK_KEY) == owner:
             cache.delete(LOCK_KEY)
     log.info("clickhouse_outbox: drain finished: %s; %s", result, "no purge this run" if purged is None else purged)
+    report_drain(result, time.monotonic() - started)  # custom attributes; StatsD if configured
     return {"skipped": False, "batches_sent": result.batches_sent, "rows_sent": result.rows_sent,
             "batches_retrying": result.batches_retrying, "batches_failed": result.batches_failed}
 

@@ -165,6 +165,10 @@ CACHES = {
     }
 }
 
+# edx-django-utils' telemetry backends for the drain's custom attributes: none in the standalone
+# project (its default, New Relic's, is not installed here; edx-platform sets its own).
+OPENEDX_TELEMETRY = []
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

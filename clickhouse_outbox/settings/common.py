@@ -216,6 +216,44 @@ def plugin_settings(settings):
     # .. setting_description: Batches one drain run (the celery task, ``outbox_drain``) claims and sends at once,
     #    each from a thread with its own database connection. With 2, ClickHouse parses one batch while the next
     #    is read: a backlog drains faster. A whole number from 1 to 16.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_MONITORING_TOKEN
+    # .. setting_default: ""
+    # .. setting_description: A token that opens the metrics (``/clickhouse_outbox/metrics``) and health
+    #    (``/clickhouse_outbox/health``) endpoints to a caller that is not signed-in staff: sent as
+    #    ``Authorization: Bearer <token>`` (never in the URL), compared in constant time. Empty, the default:
+    #    staff only. Use 32 random characters or more; it is never shown or logged. A string.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_HEALTH_MAX_FAILED_BATCHES
+    # .. setting_default: 0
+    # .. setting_description: The health endpoint answers 503 when more batches than this have failed for good
+    #    (inserts or deletes). Its other limit is ``CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS``, the age of the oldest
+    #    unsent row. A whole number from 0 to 1,000,000.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_HEALTH_CHECKS_CLICKHOUSE
+    # .. setting_default: False
+    # .. setting_description: Whether the health endpoint also asks ClickHouse for ``SELECT 1`` (through each
+    #    configured replica's connection, with its timeouts) and answers 503 when it cannot. Off, it sees
+    #    ClickHouse failing only through a batch waiting after a server error. ``True`` or ``False``.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_METRICS_WINDOW_SECS
+    # .. setting_default: 300
+    # .. setting_description: The window of the recent-delivery metrics: rows and batches sent, and their delivery
+    #    latency (from the oldest row's queueing to ClickHouse's acknowledgment), over the last this many seconds.
+    #    A number from 10 to 86,400.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_STATSD_HOST
+    # .. setting_default: ""
+    # .. setting_description: A StatsD (or Telegraf, Datadog agent) host the drain task sends its gauges and
+    #    counters to, over UDP, after each run. Empty, the default: none are sent. A string.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_STATSD_PORT
+    # .. setting_default: 8125
+    # .. setting_description: The StatsD host's UDP port. A whole number from 1 to 65,535.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_STATSD_PREFIX
+    # .. setting_default: "clickhouse_outbox"
+    # .. setting_description: The prefix of every StatsD metric's name. A string.
     # --- end of the generated annotations ---
     if not hasattr(settings, "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"):
         settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = dict(conf.DEFAULT_BACKEND_CONFIG)
