@@ -193,7 +193,7 @@ SETTINGS = (
         "installed by the plugin's settings); 0, the default, for none (the Tutor plugin turns it on, every 300 "
         "s). A sweep reads each table by ranges of primary keys and queues every row that differs from its "
         "latest snapshot: rows written by ``bulk_create``, ``QuerySet.update()`` or raw SQL, which send no "
-        "signal. ``outbox_verify --sweep`` runs one by hand (cron).")),
+        "signal. ``manage.py outbox_sweep`` runs one by hand (cron).")),
     Setting("CLICKHOUSE_OUTBOX_SWEEP_CHUNK", 5000, int, 100, 100_000, doc=(
         "Primary keys a sweep reads at once (one query per range), and the size of the ranges whose digests it "
         "keeps.")),
