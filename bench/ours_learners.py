@@ -366,7 +366,7 @@ def sweep_timed(args):
     from clickhouse_outbox.reconcile.sweep import sweep  # noqa: PLC0415
 
     SweptRange.objects.all().delete()
-    names = list(PRODUCERS)
+    names = args.sweep_producers.split(",")
 
     def run():
         started = time.perf_counter()
@@ -496,5 +496,7 @@ def add_arguments(parser):
     parser.add_argument("--changes", type=int, default=200, help="capture: changes of each kind counted")
     parser.add_argument("--changed", type=int, default=1000,
                         help="learners_sweep: profiles changed by QuerySet.update() before the last sweep")
+    parser.add_argument("--sweep-producers", default=",".join(PRODUCERS),
+                        help="learners_sweep: the producers swept, comma-separated (default: the three learner ones)")
     parser.add_argument("--page", choices=SURFACES, default="learners_and_tags",
                         help="learners_surfaces: the page (or outbox_status) timed")

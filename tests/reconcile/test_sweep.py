@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from clickhouse_outbox.models import DumpJob, Snapshot, SweptRange
-from clickhouse_outbox.reconcile.sweep import REASON, sweep
+from clickhouse_outbox.outbox import registry
+from clickhouse_outbox.reconcile.sweep import REASON, row_digest, sweep
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
 from tests.learners import enroll, make_learner, queued_rows
 
@@ -54,6 +55,13 @@ def test_rows_written_without_a_signal_are_queued_once():
     again = swept()
     assert sum(result.queued for result in again.values()) == 0
     assert sum(result.compared for result in again.values()) == 0  # every range's digest as recorded
+
+
+def test_a_rows_digest_is_the_one_its_snapshot_keeps():
+    profile = UserProfile.objects.select_related("user").get(user=make_learner("ada"))
+    snapshot = Snapshot.objects.filter(producer="user_profile", subject=str(profile.pk)).latest("id")
+    line = registry.get("user_profile").serialize(profile, dump_id="", time_last_dumped="")
+    assert row_digest("user_profile", line) == snapshot.digest
 
 
 def test_a_profile_changed_by_update_is_queued_with_its_new_content():
