@@ -4,8 +4,12 @@ queued once, rows a signal sent are not queued again, a range whose rows did not
 not compared again, and a sweep cut short goes on where it stopped.
 """
 
+import io
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from clickhouse_outbox.models import DumpJob, Snapshot, SweptRange
@@ -147,3 +151,16 @@ def test_the_snapshot_a_signal_took_meanwhile_is_not_overwritten(monkeypatch):
     latest = Snapshot.objects.filter(producer="user_profile", subject=str(profile.pk)).latest("id")
     assert latest.reason != REASON
     assert sweep_snapshots("user_profile") == [str(UserProfile.objects.get(user=users[1]).pk)]
+
+
+def test_outbox_sweep_for_cron_users():
+    bulk_learners(2)
+    out = io.StringIO()
+    call_command("outbox_sweep", "--producer", "user_profile", stdout=out)
+    assert out.getvalue().startswith("user_profile: 2 rows in 1 range read, 1 compared row by row, 2 queued (")
+    out = io.StringIO()
+    call_command("outbox_sweep", "--json", stdout=out)
+    report = json.loads(out.getvalue())
+    assert {row["producer"]: row["queued"] for row in report["producers"]}["user_profile"] == 0
+    with pytest.raises(CommandError, match="course_structure: not swept"):
+        call_command("outbox_sweep", "--producer", "course_structure")
