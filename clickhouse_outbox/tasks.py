@@ -1,5 +1,5 @@
 """
-The periodic drain and the optional periodic verification, for celery beat
+The periodic drain, the optional periodic verification and sweep, for celery beat
 (django-celery-beat), and the task that works on dump jobs and verifications.
 """
 
@@ -20,11 +20,13 @@ from clickhouse_outbox.monitoring.report import report_drain
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_if_due
-from clickhouse_outbox.settings.common import DRAIN_TASK, DUMP_TASK, VERIFY_TASK, beat_entry
+from clickhouse_outbox.reconcile.sweep import sweep
+from clickhouse_outbox.settings.common import DRAIN_TASK, DUMP_TASK, SWEEP_TASK, VERIFY_TASK, beat_entry
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "clickhouse_outbox:drain-lock"
+SWEEP_LOCK_KEY = "clickhouse_outbox:sweep-lock"
 
 
 def beat_schedule_entry():
@@ -99,3 +101,24 @@ def verify_outbox():
         log.info("clickhouse_outbox: no periodic verification this time: %s", exc)
         return {"started": False}
     return run_dump_job(job.pk)
+
+
+@shared_task(name=SWEEP_TASK, ignore_result=True)
+def sweep_outbox():
+    """
+    The periodic sweep (CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS): the learner and tag tables read
+    by key ranges, for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, and every row that differs from
+    what was sent queued (see reconcile.sweep); the next run goes on where this one stopped. One
+    at a time (a cache lock, as the drain's); the drain sends what it queued.
+    """
+    max_secs = conf.drain_max_secs()
+    owner = uuid.uuid4().hex
+    if not cache.add(SWEEP_LOCK_KEY, owner, timeout=int(max_secs) + 60):
+        log.info("clickhouse_outbox: another sweep holds the lock; this run does nothing")
+        return {"skipped": True}
+    try:
+        results = sweep(max_seconds=max_secs)
+    finally:
+        if cache.get(SWEEP_LOCK_KEY) == owner:
+            cache.delete(SWEEP_LOCK_KEY)
+    return {"skipped": False, "producers": [result.as_dict() for result in results]}

@@ -54,6 +54,8 @@ class Producer:
     enabled_by_default = None
     #: Subjects a dump job's worker claims at a time, and reads with one call of `prepare`.
     read_at_once = 1000
+    #: Whether the sweep (reconcile.sweep) reads its table by key ranges for rows written without a signal.
+    sweepable = False
 
     @property
     def dump_chunk(self):

@@ -199,6 +199,19 @@ def plugin_settings(settings):
     #    finds makes ``outbox_status`` exit 1 until repaired. Daily (``86400``) suits most sites. A number from 0
     #    to 2,592,000.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS
+    # .. setting_default: 0
+    # .. setting_description: Seconds between sweeps of the learner and tag tables (a beat entry,
+    #    ``clickhouse_outbox.sweep``, installed by the plugin's settings); 0, the default, for none (the Tutor
+    #    plugin turns it on, every 300 s). A sweep reads each table by ranges of primary keys and queues every row
+    #    that differs from its latest snapshot: rows written by ``bulk_create``, ``QuerySet.update()`` or raw SQL,
+    #    which send no signal. ``manage.py outbox_sweep`` runs one by hand (cron). A number from 0 to 2,592,000.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_SWEEP_CHUNK
+    # .. setting_default: 5000
+    # .. setting_description: Primary keys a sweep reads at once (one query per range), and the size of the ranges
+    #    whose digests it keeps. A whole number from 100 to 100,000.
+
     # .. setting_name: CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS
     # .. setting_default: 900
     # .. setting_description: The default ``--max-age`` of ``outbox_status`` and ``outbox_drain``: when the oldest
@@ -263,6 +276,7 @@ def plugin_settings(settings):
 
     install_beat_entry(settings)
     install_verify_entry(settings)
+    install_sweep_entry(settings)
 
 
 def install_verify_entry(settings):
@@ -284,12 +298,33 @@ def verify_entry(interval):
             "options": {"expires": interval, "expire_seconds": max(1, int(interval))}}
 
 
+def install_sweep_entry(settings):
+    """The periodic sweep, when CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS is above 0 (off by default; the Tutor plugin turns it on)."""
+    interval = getattr(settings, "CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", 0)
+    try:
+        interval = float(interval or 0)
+    except (TypeError, ValueError):
+        return  # a bad value: the system checks report it
+    if interval > 0:
+        schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
+        schedule.setdefault(SWEEP_BEAT_ENTRY, sweep_entry(interval))
+        settings.CELERYBEAT_SCHEDULE = schedule
+
+
+def sweep_entry(interval):
+    """The periodic sweep every `interval` seconds, expiring like the drain's entry."""
+    return {"task": SWEEP_TASK, "schedule": interval,
+            "options": {"expires": interval, "expire_seconds": max(1, int(interval))}}
+
+
 BEAT_ENTRY = "clickhouse_outbox.drain"
 #: The celery tasks' names (tasks.py), here so that the beat entry and the dump dispatcher need not import tasks.
 DRAIN_TASK = "clickhouse_outbox.tasks.drain_outbox"
 DUMP_TASK = "clickhouse_outbox.tasks.run_dump_job"
 VERIFY_TASK = "clickhouse_outbox.tasks.verify_outbox"
 VERIFY_BEAT_ENTRY = "clickhouse_outbox.verify"
+SWEEP_TASK = "clickhouse_outbox.tasks.sweep_outbox"
+SWEEP_BEAT_ENTRY = "clickhouse_outbox.sweep"
 
 
 def beat_entry(interval):

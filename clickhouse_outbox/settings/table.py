@@ -190,6 +190,15 @@ SETTINGS = (
         "Seconds between periodic verifications of every producer that is on (a beat entry, "
         "``clickhouse_outbox.verify``, installed by the plugin's settings); 0, the default, for none. What one "
         "finds makes ``outbox_status`` exit 1 until repaired. Daily (``86400``) suits most sites.")),
+    Setting("CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", 0, float, 0, 30 * DAY, doc=(
+        "Seconds between sweeps of the learner and tag tables (a beat entry, ``clickhouse_outbox.sweep``, "
+        "installed by the plugin's settings); 0, the default, for none (the Tutor plugin turns it on, every 300 "
+        "s). A sweep reads each table by ranges of primary keys and queues every row that differs from its "
+        "latest snapshot: rows written by ``bulk_create``, ``QuerySet.update()`` or raw SQL, which send no "
+        "signal. ``manage.py outbox_sweep`` runs one by hand (cron).")),
+    Setting("CLICKHOUSE_OUTBOX_SWEEP_CHUNK", 5000, int, 100, 100_000, doc=(
+        "Primary keys a sweep reads at once (one query per range), and the size of the ranges whose digests it "
+        "keeps.")),
     Setting("CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS", 900, float, 1, 30 * DAY, doc=(
         "The default ``--max-age`` of ``outbox_status`` and ``outbox_drain``: when the oldest unsent row has waited "
         "longer, they exit with status 2 (delivery is stuck).")),

@@ -40,6 +40,9 @@ PEER_MODELS = {
     "user_retirement": "auth_user",
 }
 RETIREMENT = "user_retirement"
+#: The sweep's interval here (the package's default is 0, off): a few minutes, so a row written
+#: without a signal reaches ClickHouse soon after.
+SWEEP_INTERVAL_SECS = 300
 #: The producers of users' personal data, whose rows a retirement deletes.
 PII_PRODUCERS = ("user_profile", "external_id")
 #: What CLICKHOUSE_OUTBOX_PRODUCERS holds unless set: the course tables, as before there were others.
@@ -50,6 +53,9 @@ hooks.Filters.CONFIG_DEFAULTS.add_items(
         # What `pip install` gets in the image: a version, or a git+https://…@tag URL.
         ("CLICKHOUSE_OUTBOX_PIP_SPEC", f"clickhouse-outbox=={__version__}"),
         ("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", BY_NAME["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"].default),
+        # The sweep of the learner and tag tables (rows written without a signal): off in the
+        # package, on here; 0 turns it off.
+        ("CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", SWEEP_INTERVAL_SECS),
         # The producers to take over besides those of Aspects' sinks that Aspects turns on
         # (see takeover() and the settings patch below); without Aspects, the only ones.
         ("CLICKHOUSE_OUTBOX_PRODUCERS", DEFAULT_PRODUCERS),
@@ -308,6 +314,19 @@ CELERYBEAT_SCHEDULE["clickhouse_outbox.drain"] = {
         "expire_seconds": max(1, int(CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS)),
     },
 }
+CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS = {{ clickhouse_outbox_setting(
+    "CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS) }}
+if CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS > 0:
+    CELERYBEAT_SCHEDULE["clickhouse_outbox.sweep"] = {
+        "task": "clickhouse_outbox.tasks.sweep_outbox",
+        "schedule": CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS,
+        "options": {
+            "expires": CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS,
+            "expire_seconds": max(1, int(CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS)),
+        },
+    }
+else:
+    CELERYBEAT_SCHEDULE.pop("clickhouse_outbox.sweep", None)
 """,
     )
 )
@@ -321,6 +340,7 @@ hooks.Filters.ENV_PATCHES.add_item(
         + """# The drain runs on the cms-worker's beat only.
 try:
     CELERYBEAT_SCHEDULE.pop("clickhouse_outbox.drain", None)
+    CELERYBEAT_SCHEDULE.pop("clickhouse_outbox.sweep", None)
 except NameError:  # the plugin's own settings did not run (not in the image yet)
     pass
 """,
