@@ -13,9 +13,11 @@ import logging
 import traceback
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox.inserts import insert_entries
 from clickhouse_outbox.outbox.payloads import GZIP, compress
 from clickhouse_outbox.outbox.unchanged import digest, history, unchanged
 from clickhouse_outbox.serializers.encoding import chunk_lines
@@ -164,8 +166,7 @@ def write_entries(rows, chunks):
         for row, row_entries in zip(rows, chunks, strict=True)
         for table, count, payload in row_entries
     ]
-    largest = max((len(entry.payload) for entry in entries), default=1)
-    OutboxEntry.objects.bulk_create(entries, batch_size=max(1, STATEMENT_BYTES // largest))
+    insert_entries(entries, statement_bytes=STATEMENT_BYTES)
 
 
 def log_queued(producer, rows, chunks):
@@ -185,23 +186,22 @@ def supersede(older):
     It starts from the subjects' snapshots (the subject index, ids read first so no planner
     can prefer a status index), then their entries by snapshot and status: a publish costs
     the same whatever the backlog. Scanning pending entries instead made SQLite read every
-    pending payload's overflow pages on each publish.
+    pending payload's overflow pages on each publish. Two statements at most: the entries,
+    then the snapshots (failed ones, and queued ones none of whose entries is left).
     """
     queued = [row.id for row in older if row.status == Snapshot.Status.QUEUED]
     failed = [row.id for row in older if row.status == Snapshot.Status.FAILED]
+    retired = Q(id__in=failed) if failed else None
     # A delete is never superseded: a newer snapshot of the same subject does not undo it.
     if queued and OutboxEntry.objects.filter(
         snapshot_id__in=queued, status=OutboxEntry.Status.PENDING, kind=Kind.INSERT
     ).update(status=OutboxEntry.Status.SUPERSEDED):
         # Older snapshots none of whose rows was claimed are superseded as a whole.
-        claimed = set(
-            OutboxEntry.objects.filter(snapshot_id__in=queued)
-            .exclude(status=OutboxEntry.Status.SUPERSEDED)
-            .values_list("snapshot_id", flat=True)
-        )
-        failed += [snapshot_id for snapshot_id in queued if snapshot_id not in claimed]
-    if failed:
-        Snapshot.objects.filter(id__in=failed).update(status=Snapshot.Status.SUPERSEDED)
+        left = OutboxEntry.objects.filter(snapshot=OuterRef("pk")).exclude(status=OutboxEntry.Status.SUPERSEDED)
+        whole = Q(id__in=queued) & ~Exists(left)
+        retired = whole if retired is None else retired | whole
+    if retired is not None:
+        Snapshot.objects.filter(retired).update(status=Snapshot.Status.SUPERSEDED)
 
 
 def record_failed_snapshot(producer, subject, exc, *, dump_id, reason="", user_id=None):

@@ -31,14 +31,19 @@ def digest(prepared, chunks):
     The digest of a prepared snapshot's rows, from its (table, rows, raw lines) chunks, with
     its dump_id and time_last_dumped emptied: equal for the same rows read twice. Every
     serializer writes them as `"dump_id":"…"` and `"time_last_dumped":"…"` (JSON strings
-    hold no raw quote, so the pattern only matches those two keys).
+    hold no raw quote, so the pattern only matches those two keys), side by side as the
+    tables' last two columns: one pass empties both; either left (another layout) is
+    emptied on its own, so the digest is the same whatever the layout.
     """
+    both = f'"dump_id":"{prepared.dump_id}","time_last_dumped":"{prepared.time_last_dumped}"'.encode()
     found = (f'"dump_id":"{prepared.dump_id}"'.encode(), f'"time_last_dumped":"{prepared.time_last_dumped}"'.encode())
     emptied = (b'"dump_id":""', b'"time_last_dumped":""')
     hasher = hashlib.blake2b(digest_size=16)
     for table, count, lines in chunks:
+        lines = lines.replace(both, b'"dump_id":"","time_last_dumped":""')
         for token, empty in zip(found, emptied, strict=True):
-            lines = lines.replace(token, empty)
+            if token in lines:
+                lines = lines.replace(token, empty)
         hasher.update(f"{table}\n{count}\n{len(lines)}\n".encode())
         hasher.update(lines)
     return hasher.hexdigest()

@@ -35,10 +35,11 @@ def serialize_course(course, *, dump_id, time_last_dumped, snapshot_time):
     """
     course_key = str(course.course_key)
     blocks, edges = walk(course)
+    locations = {}  # each block's location as a JSON string, encoded once for its row and its edges
     return {
         COURSE_OVERVIEWS.name: [overview_row(course, course_key, dump_id, time_last_dumped, snapshot_time)],
-        COURSE_BLOCKS.name: block_rows(course, course_key, blocks, dump_id, time_last_dumped),
-        COURSE_RELATIONSHIPS.name: relationship_rows(course_key, edges, dump_id, time_last_dumped),
+        COURSE_BLOCKS.name: block_rows(course, course_key, blocks, dump_id, time_last_dumped, locations),
+        COURSE_RELATIONSHIPS.name: relationship_rows(course_key, edges, dump_id, time_last_dumped, locations),
     }
 
 
@@ -107,12 +108,14 @@ def overview_row(course, course_key, dump_id, time_last_dumped, snapshot_time):
     )
 
 
-def block_rows(course, course_key, blocks, dump_id, time_last_dumped):
+def block_rows(course, course_key, blocks, dump_id, time_last_dumped, locations=None):
     """
     course_blocks lines; this runs for every block inside the publish, so each line is one
     f-string of pieces encoded once: the xblock_data_json text is written already escaped
-    as a JSON string (see `escaped_data`), with its per-type head cached.
+    as a JSON string (see `escaped_data`), with its per-type head cached. Each block's
+    location, encoded, is kept in `locations` for its edges.
     """
+    locations = {} if locations is None else locations
     key = course.course_key
     head = f'{{"org":{encode_string(key.org)},"course_key":{encode_string(course_key)},"location":'
     tail = f',"dump_id":"{dump_id}","time_last_dumped":{encode_string(time_last_dumped)}}}\n'
@@ -134,8 +137,9 @@ def block_rows(course, course_key, blocks, dump_id, time_last_dumped):
             elif block_type == "vertical":
                 unit += 1
             counters = (section, subsection, unit)
+        location = locations[block.location] = encode_string(block.location)
         append(
-            f"{head}{encode_string(block.location)},\"display_name\":{encode_string(block.display_name)}"
+            f"{head}{location},\"display_name\":{encode_string(block.display_name)}"
             f",\"xblock_data_json\":{escaped_data(heads, data_head, block, detached, counters)}"
             f',"order":{order},"edited_on":{encode_string(block.edited_on or "")}{tail}'.encode()
         )
@@ -191,10 +195,15 @@ def xblock_data_json(data_head, block, detached, counters):
     return text + "}"
 
 
-def relationship_rows(course_key, edges, dump_id, time_last_dumped):
+def relationship_rows(course_key, edges, dump_id, time_last_dumped, locations=None):
+    """course_relationships lines; locations are taken encoded from `locations` (block_rows') where there."""
     head = f'{{"course_key":{encode_string(course_key)},"parent_location":'
+    middle = ',"child_location":'
     tail = f',"dump_id":"{dump_id}","time_last_dumped":{encode_string(time_last_dumped)}}}\n'
-    return [
-        f'{head}{encode_string(parent)},"child_location":{encode_string(child)},"order":{position}{tail}'.encode()
-        for parent, child, position in edges
-    ]
+    encoded = {} if locations is None else locations
+    lines = []
+    for parent, child, position in edges:
+        parent_text = encoded.get(parent) or encoded.setdefault(parent, encode_string(parent))
+        child_text = encoded.get(child) or encoded.setdefault(child, encode_string(child))
+        lines.append(f'{head}{parent_text}{middle}{child_text},"order":{position}{tail}'.encode())
+    return lines
