@@ -12,8 +12,7 @@ queued again (`outbox.deletes`).
 import logging
 import traceback
 
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection, transaction
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot
@@ -191,17 +190,38 @@ def supersede(older):
     """
     queued = [row.id for row in older if row.status == Snapshot.Status.QUEUED]
     failed = [row.id for row in older if row.status == Snapshot.Status.FAILED]
-    retired = Q(id__in=failed) if failed else None
-    # A delete is never superseded: a newer snapshot of the same subject does not undo it.
-    if queued and OutboxEntry.objects.filter(
-        snapshot_id__in=queued, status=OutboxEntry.Status.PENDING, kind=Kind.INSERT
-    ).update(status=OutboxEntry.Status.SUPERSEDED):
-        # Older snapshots none of whose rows was claimed are superseded as a whole.
-        left = OutboxEntry.objects.filter(snapshot=OuterRef("pk")).exclude(status=OutboxEntry.Status.SUPERSEDED)
-        whole = Q(id__in=queued) & ~Exists(left)
-        retired = whole if retired is None else retired | whole
-    if retired is not None:
-        Snapshot.objects.filter(retired).update(status=Snapshot.Status.SUPERSEDED)
+    # Written as SQL: the ORM took longer to build these two statements (about 2 ms) than
+    # the database to run them, inside every publish (decision record 0018).
+    quote = connection.ops.quote_name
+    entries, snapshots = quote(OutboxEntry._meta.db_table), quote(Snapshot._meta.db_table)
+    retired, params = [], []
+    if failed:
+        retired.append(f"{snapshots}.{quote('id')} IN ({marks(failed)})")
+        params += failed
+    with connection.cursor() as cursor:
+        # A delete is never superseded: a newer snapshot of the same subject does not undo it.
+        if queued:
+            cursor.execute(
+                f"UPDATE {entries} SET {quote('status')} = %s WHERE {quote('snapshot_id')} IN ({marks(queued)})"
+                f" AND {quote('status')} = %s AND {quote('kind')} = %s",
+                [OutboxEntry.Status.SUPERSEDED.value, *queued, OutboxEntry.Status.PENDING.value, Kind.INSERT.value],
+            )
+            if cursor.rowcount:
+                # Older snapshots none of whose rows was claimed are superseded as a whole.
+                retired.append(
+                    f"({snapshots}.{quote('id')} IN ({marks(queued)}) AND NOT EXISTS (SELECT 1 FROM {entries}"
+                    f" WHERE {entries}.{quote('snapshot_id')} = {snapshots}.{quote('id')}"
+                    f" AND {entries}.{quote('status')} <> %s))"
+                )
+                params += [*queued, OutboxEntry.Status.SUPERSEDED.value]
+        if retired:
+            cursor.execute(f"UPDATE {snapshots} SET {quote('status')} = %s WHERE {' OR '.join(retired)}",
+                           [Snapshot.Status.SUPERSEDED.value, *params])
+
+
+def marks(values):
+    """One placeholder per value."""
+    return ", ".join(["%s"] * len(values))
 
 
 def record_failed_snapshot(producer, subject, exc, *, dump_id, reason="", user_id=None):

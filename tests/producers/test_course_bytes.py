@@ -75,3 +75,27 @@ def test_the_queued_entries_hold_those_bytes_and_the_digest(name):
         stored.setdefault(entry.table, []).extend(entry.lines().splitlines(keepends=True))
     assert fingerprint(stored) == PINNED[name][0]
     assert Snapshot.objects.get(pk=queued.pk).digest == PINNED[name][1]
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_the_digest_of_the_lines_written_as_they_went_is_the_digest_of_the_rows(name):
+    course = course_named(name)
+    emptied = {}
+    rows = serialize_course(course, dump_id=DUMP_ID, time_last_dumped=DUMPED, snapshot_time=SNAPSHOT_TIME,
+                            emptied=emptied)
+    assert set(emptied) == {"course_blocks", "course_relationships"}
+    written = Prepared(str(course.course_key), DUMP_ID, DUMPED, rows=rows, emptied=emptied)
+    plain = Prepared(str(course.course_key), DUMP_ID, DUMPED, rows=rows)
+    assert digest(written, chunk(written)) == digest(plain, chunk(plain)) == PINNED[name][1]
+
+
+def test_a_table_split_into_entries_is_digested_from_its_rows(settings):
+    settings.CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES = 4096  # the blocks in many chunks: the emptied lines do not apply
+    course = course_named("generated")
+    emptied = {}
+    rows = serialize_course(course, dump_id=DUMP_ID, time_last_dumped=DUMPED, snapshot_time=SNAPSHOT_TIME,
+                            emptied=emptied)
+    written = Prepared(str(course.course_key), DUMP_ID, DUMPED, rows=rows, emptied=emptied)
+    plain = Prepared(str(course.course_key), DUMP_ID, DUMPED, rows=rows)
+    assert len(chunk(written)) > 3
+    assert digest(written, chunk(written)) == digest(plain, chunk(plain))
