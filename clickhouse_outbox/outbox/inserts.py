@@ -10,6 +10,8 @@ binary parameter) and on MariaDB/MySQL a payload is a hexadecimal literal; SQLit
 blob natively. The rows are those `bulk_create` writes (decision record 0018).
 """
 
+from contextlib import contextmanager
+
 from django.db import connection
 
 from clickhouse_outbox.models import OutboxEntry
@@ -49,10 +51,13 @@ def insert_entries(entries, *, statement_bytes):
             cursor.execute(head + ", ".join(values), params)
 
 
+@contextmanager
 def server_bound_cursor():
     """
     A cursor of Django's connection (its execute wrappers and query log see it) that binds
     parameters on the server where the driver can (psycopg 3); else Django's own cursor.
+    Its statements are never prepared (unnamed, as a connection pooler in transaction mode
+    such as PgBouncer needs), whatever the connection's prepare_threshold.
     """
     if connection.vendor == "postgresql":
         from django.db.backends.postgresql.psycopg_any import is_psycopg3  # noqa: PLC0415 (PostgreSQL only)
@@ -61,5 +66,13 @@ def server_bound_cursor():
             import psycopg  # noqa: PLC0415
 
             connection.ensure_connection()
-            return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # noqa: SLF001
-    return connection.cursor()
+            raw = connection.connection
+            threshold, raw.prepare_threshold = raw.prepare_threshold, None
+            try:
+                with connection._prepare_cursor(psycopg.Cursor(raw)) as cursor:  # noqa: SLF001
+                    yield cursor
+            finally:
+                raw.prepare_threshold = threshold
+            return
+    with connection.cursor() as cursor:
+        yield cursor

@@ -27,7 +27,7 @@ class CourseTreeError(ValueError):
 
 
 #: The end of every block and edge line with its snapshot's values emptied (see outbox.unchanged.digest).
-EMPTIED_TAIL = ',"dump_id":"","time_last_dumped":""}\n'
+EMPTIED_TAIL = b',"dump_id":"","time_last_dumped":""}\n'
 
 
 def serialize_course(course, *, dump_id, time_last_dumped, snapshot_time, emptied=None):
@@ -50,10 +50,16 @@ def serialize_course(course, *, dump_id, time_last_dumped, snapshot_time, emptie
 
 
 def finish(bodies, tail, table, emptied):
-    """Lines from their bodies (a line without its tail); their emptied form joined into `emptied`."""
-    if emptied is not None and bodies:
-        emptied[table] = (EMPTIED_TAIL.join(bodies) + EMPTIED_TAIL).encode()
-    return [(body + tail).encode() for body in bodies]
+    """
+    Lines from their bodies (a line without its tail); their emptied form joined into
+    `emptied`. Each body is encoded on its own: ASCII lines take the fast path, where one
+    joined text holding a non-ASCII name would be encoded character by character.
+    """
+    encoded = [body.encode() for body in bodies]
+    if emptied is not None and encoded:
+        emptied[table] = EMPTIED_TAIL.join(encoded) + EMPTIED_TAIL
+    tail = tail.encode()
+    return [body + tail for body in encoded]
 
 
 def walk(course):
