@@ -94,7 +94,14 @@ def _entry_update_sql(connection):
             f"WHERE {quote('id')} = %s AND {quote('status')} = %s")
 
 
+def _entries_sql(connection):
+    fields = ("snapshot", "table", "kind", "status", "row_count", "payload", "encoding", "created")
+    table, columns = _names(connection, OutboxEntry, fields)
+    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+
+
 BUILDERS = {
+    "entries": _entries_sql,
     "snapshot": lambda connection: _snapshot_sql(connection, time_as_param=False),
     "snapshot_timed": lambda connection: _snapshot_sql(connection, time_as_param=True),
     "entry": _entry_sql,
@@ -143,6 +150,22 @@ def insert_entry(connection, snapshot_id, table, lines, row_count):
         if connection.features.can_return_columns_from_insert:
             return cursor.fetchone()[0]
         return cursor.lastrowid
+
+
+def insert_entries(connection, table, rows, now):
+    """
+    Pending insert entries of one row each, `rows` being (snapshot id, raw line), created at
+    `now` (the database's time, read by the caller): one executemany, which MySQLdb sends as
+    multi-row INSERTs and psycopg pipelines.
+    """
+    if not rows:
+        return
+    kind, status = Kind.INSERT.value, OutboxEntry.Status.PENDING.value
+    created = _prep(connection, OutboxEntry, "created", now)
+    values = [(snapshot_id, table, kind, status, 1, _prep(connection, OutboxEntry, "payload", lines), "", created)
+              for snapshot_id, lines in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(compiled(connection, "entries"), values)
 
 
 def update_entry(connection, entry_id, lines, row_count):
