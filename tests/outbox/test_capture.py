@@ -9,8 +9,10 @@ queued nor sent, however the change and the retirement interleave. Every databas
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import Count
 
 from clickhouse_outbox.models import OutboxEntry, Snapshot
+from clickhouse_outbox.outbox import changes
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.receivers import user_retired
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
@@ -171,3 +173,31 @@ def test_a_deferred_change_is_one_request_filled_and_sent_by_the_drain(settings,
     assert request.status == Snapshot.Status.QUEUED
     rows = clickhouse.query(f"SELECT mode, dump_id FROM `{clickhouse.database}`.course_enrollment")
     assert [(row["mode"], row["dump_id"]) for row in rows] == [("verified", str(request.dump_id))]
+
+
+def test_the_drain_fills_the_newest_request_of_each_row_and_none_of_a_retired_user(settings, clickhouse):
+    settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain"
+    ada, grace = make_learner(), make_learner("grace", "Grace Hopper")
+    profile = UserProfile.objects.get(user=grace)
+    for city in ("Paris", "Lyon"):
+        changes.forget()  # each its own request
+        profile.city = city
+        profile.save()
+    gone = enroll(ada)
+    Snapshot.objects.create(producer="user_retirement", subject=str(ada.pk), user_id=ada.pk, reason="retired")
+    ghost = Snapshot.objects.create(producer="user_profile", subject="999999", status=Snapshot.Status.REQUESTED)
+    assert Snapshot.objects.filter(producer="user_profile", user_id=grace.pk,
+                                   status=Snapshot.Status.REQUESTED).count() == 3  # made, then saved twice
+
+    result = drain()  # the ghost's request fails (no such profile); the others are sent
+    assert [error for error in result.errors if "no such user profile" in error] == result.errors != []
+    statuses = dict(Snapshot.objects.filter(producer="user_profile", user_id=grace.pk)
+                    .values_list("status").annotate(n=Count("id")))
+    assert statuses == {Snapshot.Status.SUPERSEDED: 2, Snapshot.Status.QUEUED: 1}
+    (sent,) = clickhouse.query(f"SELECT city, dump_id FROM `{clickhouse.database}`.user_profile")
+    filled = Snapshot.objects.get(producer="user_profile", user_id=grace.pk, status=Snapshot.Status.QUEUED)
+    assert (sent["city"], sent["dump_id"]) == ("Lyon", str(filled.dump_id))
+    assert Snapshot.objects.get(producer="course_enrollment", subject=str(gone.pk)).status == Snapshot.Status.DELETED
+    assert not clickhouse.query(f"SELECT id FROM `{clickhouse.database}`.course_enrollment")
+    ghost.refresh_from_db()
+    assert ghost.status == Snapshot.Status.FAILED and "no such user profile" in ghost.error
