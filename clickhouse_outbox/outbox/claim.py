@@ -252,8 +252,13 @@ def obsolete_ones_out(ids, rows):
     one_row = [producer.name for producer in registry.all_producers() if producer.one_row_capture]
     if not ids or not one_row:
         return ids, rows
-    found = list(OutboxEntry.objects.filter(id__in=ids, snapshot__producer__in=one_row).values_list(
-        "id", "row_count", "snapshot_id", "snapshot__producer", "snapshot__subject", "snapshot__user_id"))
+    # By primary key, table by table: a join let SQLite's planner walk the snapshots by producer.
+    entries = list(OutboxEntry.objects.filter(id__in=ids).values_list("id", "row_count", "snapshot_id"))
+    snapshots = {row[0]: row[1:] for row in Snapshot.objects.filter(
+        id__in={snapshot_id for _, _, snapshot_id in entries}, producer__in=one_row,
+    ).values_list("id", "producer", "subject", "user_id")}
+    found = [(entry_id, count, snapshot_id, *snapshots[snapshot_id])
+             for entry_id, count, snapshot_id in entries if snapshot_id in snapshots]
     if len(found) < 2 and not any(user_id is not None for *_, user_id in found):
         return ids, rows
     gone_users = retired({user_id for *_, user_id in found if user_id is not None})
