@@ -19,12 +19,12 @@ import logging
 import uuid
 
 from django.contrib.auth import get_user_model
-from django.db.models.signals import post_delete, post_save, pre_delete
+from django.db.models.signals import post_delete, post_init, post_save, pre_delete
 from django.dispatch import receiver
 from openedx_events.content_authoring.signals import COURSE_IMPORT_COMPLETED, COURSE_RERUN_COMPLETED
 from openedx_events.learning.signals import COURSE_ENROLLMENT_CHANGED, COURSE_ENROLLMENT_CREATED
 
-from clickhouse_outbox.outbox import deletes, snapshots
+from clickhouse_outbox.outbox import changes, deletes, snapshots
 from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
 from clickhouse_outbox.outbox.requested import TAGS_CHANGED
 from clickhouse_outbox.producers.course_enrollment import ENROLLMENTS
@@ -70,21 +70,33 @@ def course_rerun_completed(signal, sender, course, **kwargs):  # pylint: disable
 def enrollment_changed(signal, sender, enrollment, **kwargs):  # pylint: disable=unused-argument
     """
     An enrollment created, activated, deactivated or moved to another mode. The event names
-    the user and the course, not the enrollment: its row (with its user) is found by both,
-    in the sender's transaction, with the query that reads it. (The platform sends CHANGED
-    then CREATED for a new enrollment: the second finds the same rows queued and adds nothing.)
+    the user and the course, not the enrollment: the row the platform saved just before in
+    this transaction is used as it is (`enrollment_saved`); else it is read, with its user.
+    (The platform sends CHANGED then CREATED for a new enrollment: the second finds the row
+    queued by this transaction and adds nothing, see `outbox.changes`.)
     """
     if not ENROLLMENTS.enabled:
         return
     user_id, course_key = enrollment.user.id, enrollment.course.course_key
-    found = ENROLLMENTS.find(user_id, course_key)
+    found = changes.saved_instance(("enrollment", user_id, str(course_key)))
+    if found is None:
+        found = ENROLLMENTS.find(user_id, course_key)
     if found is None:
         error = LookupError(f"no enrollment of user {user_id} in {course_key} (sent by {signal.event_type})")
         log.error("clickhouse_outbox: %s; recorded as a failed snapshot", error)
         record_failed_snapshot(ENROLLMENTS.name, f"user {user_id} in {course_key}", error, dump_id=uuid.uuid4(),
                                reason="enrollment", user_id=user_id)
         return
-    snapshots.take_or_request(ENROLLMENTS, found.pk, "enrollment", found=found)
+    changes.row_saved(ENROLLMENTS, found, "enrollment")
+
+
+def enrollment_saved(sender, instance, **kwargs):  # pylint: disable=unused-argument
+    """
+    The enrollment row saved: kept (no statement) for the event the platform sends next in
+    the same transaction, which Aspects, and so this plugin, take as the change.
+    """
+    if ENROLLMENTS.enabled:
+        changes.note_saved(("enrollment", instance.user_id, str(instance.course_id)), instance)
 
 
 # -- users -----------------------------------------------------------------------------------
@@ -101,22 +113,57 @@ def user_retired(sender, user, **kwargs):  # pylint: disable=unused-argument
 
 def profile_saved(sender, instance, **kwargs):  # pylint: disable=unused-argument
     if PROFILES.enabled:
-        snapshots.take_or_request(PROFILES, instance.pk, "saved")
+        changes.row_saved(PROFILES, instance, "saved")
 
 
 def external_id_saved(sender, instance, **kwargs):  # pylint: disable=unused-argument
     if EXTERNAL_IDS.enabled:
-        snapshots.take_or_request(EXTERNAL_IDS, instance.pk, "saved")
+        changes.row_saved(EXTERNAL_IDS, instance, "saved")
+
+
+#: Where a user instance keeps the username it was read with (post_init): an external id's row holds it.
+LOADED_USERNAME = "_clickhouse_outbox_username"
+
+
+def user_loaded(sender, instance, **kwargs):  # pylint: disable=unused-argument
+    setattr(instance, LOADED_USERNAME, instance.__dict__.get("username"))
 
 
 def user_saved(sender, instance, created=False, update_fields=None, **kwargs):  # pylint: disable=unused-argument
-    """A user's username and email are in their profile's and external ids' rows: queue those again."""
+    """
+    A user's username and email are in their profile's row, the username in their external
+    ids': queue those again, from the profile the user has loaded when it has (no read). The
+    external ids are read only when the username may have changed.
+    """
     if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
         return  # a new user has neither yet; a login changes neither
-    for producer in (PROFILES, EXTERNAL_IDS):
-        if producer.enabled:
-            for subject in producer.subjects_of_user(instance.pk):
-                snapshots.take_or_request(producer, subject, "user saved")
+    if PROFILES.enabled:
+        profiles = user_profiles(instance)
+        for profile in profiles:
+            profile.user = instance
+        changes.user_rows_saved(PROFILES, profiles, "user saved")
+    username_changed = getattr(instance, LOADED_USERNAME, None) != instance.username
+    setattr(instance, LOADED_USERNAME, instance.username)
+    if EXTERNAL_IDS.enabled and username_changed and (update_fields is None or "username" in update_fields):
+        model = EXTERNAL_IDS.model()
+        if model is not None:
+            found = list(model._default_manager.select_related("external_id_type").filter(user_id=instance.pk))
+            for external_id in found:
+                external_id.user = instance
+            changes.user_rows_saved(EXTERNAL_IDS, found, "user saved")
+
+
+def user_profiles(user):
+    """The user's profile: the one loaded with the user (select_related, or read before), else read."""
+    model = PROFILES.model()
+    if model is None:
+        return []
+    accessor = model._meta.get_field("user").remote_field.get_accessor_name()
+    relation = type(user)._meta.get_field(accessor) if accessor else None
+    if relation is not None and relation.is_cached(user):
+        profile = getattr(user, accessor, None)
+        return [] if profile is None else [profile]
+    return list(model._default_manager.filter(user_id=user.pk))
 
 
 def user_deleted(sender, instance, **kwargs):  # pylint: disable=unused-argument
@@ -173,6 +220,7 @@ def connect_model_receivers():
     """Connect the model signals of the platform's models that are installed here (called by AppConfig.ready)."""
     connected = []
     for model_name, signal, handler in (
+        ("course_enrollment", post_save, enrollment_saved),
         ("user_profile", post_save, profile_saved),
         ("external_id", post_save, external_id_saved),
         ("taxonomy", post_save, tagging_saved),
@@ -189,6 +237,7 @@ def connect_model_receivers():
             signal.connect(handler, sender=model, dispatch_uid=f"clickhouse_outbox.{model_name}.{handler.__name__}")
             connected.append(f"{model_name} {handler.__name__}")
     user = get_user_model()
+    post_init.connect(user_loaded, sender=user, dispatch_uid="clickhouse_outbox.user.user_loaded")
     post_save.connect(user_saved, sender=user, dispatch_uid="clickhouse_outbox.user.user_saved")
     post_delete.connect(user_deleted, sender=user, dispatch_uid="clickhouse_outbox.user.user_deleted")
     return connected

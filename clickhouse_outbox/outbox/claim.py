@@ -30,6 +30,9 @@ CAS_TRIES = 5
 
 def claim_batch(owner):
     """The next batch to send, leased to `owner` (a UUID): a due retry first, else new rows."""
+    from clickhouse_outbox.outbox.changes import forget  # noqa: PLC0415
+
+    forget()  # a change after this claim, in the same transaction (a test), is queued anew
     return reclaim_due_batch(owner) or claim_new_batch(owner, tables_with_pending_deletes())
 
 
@@ -200,6 +203,8 @@ def claim_entries(pending, table, kind, owner, tries=CAS_TRIES):
         if skip_locked():
             with transaction.atomic():
                 ids, rows = batch_members(candidates.select_for_update(skip_locked=True)[:MAX_ENTRIES_PER_BATCH])
+                if kind == Kind.INSERT:
+                    ids, rows = obsolete_ones_out(ids, rows)
                 if not ids:
                     continue
                 batch = new_batch(table, rows, owner, kind)
@@ -213,6 +218,10 @@ def claim_entries(pending, table, kind, owner, tries=CAS_TRIES):
         if not ids:
             continue
         with transaction.atomic():
+            if kind == Kind.INSERT:
+                ids, rows = obsolete_ones_out(ids, rows)
+                if not ids:
+                    continue
             batch = new_batch(table, rows, owner, kind)
             won = OutboxEntry.objects.filter(id__in=ids, status=OutboxEntry.Status.PENDING).update(
                 status=OutboxEntry.Status.BATCHED, batch=batch
@@ -227,6 +236,49 @@ def claim_entries(pending, table, kind, owner, tries=CAS_TRIES):
                 remove_again(OutboxEntry.objects.filter(batch=batch).values_list("id", flat=True))
         return Batch.objects.get(pk=batch.pk)
     return None
+
+
+def obsolete_ones_out(ids, rows):
+    """
+    The claimed entries less those never to be sent, checked here rather than in the request
+    (decision record 0015): of a one-row producer's rows queued several times (a learner's
+    profile saved in two requests), only the newest goes, the older ones are superseded; and
+    rows of a user retired after they were queued (a change racing the retirement) are
+    removed. Returns the ids and rows left; the entries taken out stay pending no longer.
+    """
+    from clickhouse_outbox.outbox import registry  # noqa: PLC0415 (the producers register on import)
+    from clickhouse_outbox.outbox.deletes import remove_rows, retired  # noqa: PLC0415
+
+    one_row = [producer.name for producer in registry.all_producers() if producer.one_row_capture]
+    if not ids or not one_row:
+        return ids, rows
+    # By primary key, table by table: a join let SQLite's planner walk the snapshots by producer.
+    entries = list(OutboxEntry.objects.filter(id__in=ids).values_list("id", "row_count", "snapshot_id"))
+    snapshots = {row[0]: row[1:] for row in Snapshot.objects.filter(
+        id__in={snapshot_id for _, _, snapshot_id in entries}, producer__in=one_row,
+    ).values_list("id", "producer", "subject", "user_id")}
+    found = [(entry_id, count, snapshot_id, *snapshots[snapshot_id])
+             for entry_id, count, snapshot_id in entries if snapshot_id in snapshots]
+    if len(found) < 2 and not any(user_id is not None for *_, user_id in found):
+        return ids, rows
+    gone_users = retired({user_id for *_, user_id in found if user_id is not None})
+    newest = {}
+    for _, _, snapshot_id, producer, subject, user_id in found:
+        if user_id not in gone_users:
+            newest[(producer, subject)] = max(snapshot_id, newest.get((producer, subject), 0))
+    superseded = [row for row in found if row[5] not in gone_users and row[2] != newest[(row[3], row[4])]]
+    removed = [row for row in found if row[5] in gone_users]
+    if superseded:
+        OutboxEntry.objects.filter(id__in=[row[0] for row in superseded], status=OutboxEntry.Status.PENDING).update(
+            status=OutboxEntry.Status.SUPERSEDED)
+        Snapshot.objects.filter(id__in=[row[2] for row in superseded], status=Snapshot.Status.QUEUED).update(
+            status=Snapshot.Status.SUPERSEDED)
+    if removed:
+        remove_rows(Snapshot.objects.filter(id__in=[row[2] for row in removed]))
+    out = {row[0] for row in superseded} | {row[0] for row in removed}
+    if not out:
+        return ids, rows
+    return [entry_id for entry_id in ids if entry_id not in out], rows - sum(row[1] for row in found if row[0] in out)
 
 
 def remove_again(delete_entry_ids):

@@ -55,6 +55,9 @@ class Producer:
     peer_model = ""
     #: Default of CLICKHOUSE_OUTBOX_<NAME>_ENABLED: None follows the peer's switch.
     enabled_by_default = None
+    #: A change queues its one row with two INSERTs (`outbox.changes`); its older unsent rows
+    #: are superseded when a drainer claims them, not in the change's transaction.
+    one_row_capture = False
     #: Subjects a dump job's worker claims at a time, and reads with one call of `prepare`.
     read_at_once = 1000
     #: Whether the sweep (reconcile.sweep) reads its table by key ranges for rows written without a signal.

@@ -23,9 +23,14 @@ from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.outbox import liveness, registry
 from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
+from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources.base import SubjectNotFound
 
 log = logging.getLogger(__name__)
+
+#: Requests of a one-row producer (an enrollment, a profile) a drainer fills at a time: one read,
+#: one UPDATE and one multi-row INSERT for all of them.
+FILL_CHUNK = 5000
 
 #: The reason of a course requested again because its tags changed: if the course source does
 #: not know the course (a deleted course kept its tags), there is nothing to update, and the
@@ -74,7 +79,17 @@ def claim_requests(owner, size=None, overrides=None):
         return []
     ids = list(free.filter(producer=name).order_by("id").values_list("id", flat=True)[:size or chunk_size(name, overrides)])
     free.filter(id__in=ids).update(lease_owner=owner, lease_expires_at=lease_end())
-    return list(Snapshot.objects.filter(id__in=ids, lease_owner=owner).order_by("id"))
+    taken = Snapshot.objects.filter(id__in=ids, lease_owner=owner).order_by("id")
+    if one_row(name, overrides):  # filled set-based (fill_rows): what it needs, without a model instance each
+        return list(taken.values_list("pk", "producer", "subject", "reason", "user_id", "dump_id", named=True))
+    return list(taken)
+
+
+def one_row(name, overrides):
+    try:
+        return ((overrides or {}).get(name) or registry.get(name)).one_row_capture
+    except registry.UnknownProducer:
+        return False
 
 
 def chunk_size(name, overrides):
@@ -83,6 +98,8 @@ def chunk_size(name, overrides):
         producer = (overrides or {}).get(name) or registry.get(name)
     except registry.UnknownProducer:
         return 1
+    if producer.one_row_capture:
+        return FILL_CHUNK
     return max(1, producer.dump_chunk)
 
 
@@ -117,6 +134,9 @@ def fill(name, requests, owner, now, overrides, failed):
     except registry.UnknownProducer as exc:
         fail(requests, owner, exc, failed)
         return
+    if producer.one_row_capture:
+        fill_rows(producer, requests, owner, now, failed)
+        return
     step = max(1, producer.read_at_once)
     prepared = []
     for start in range(0, len(requests), step):
@@ -150,3 +170,67 @@ def fail(requests, owner, exc, failed, user_id=None):
         )
         if recorded and status == Snapshot.Status.FAILED:
             failed.append((request.producer, request.subject, exc))
+
+
+def fill_rows(producer, requests, owner, now, failed):
+    """
+    Fill the requests of a one-row producer (decision record 0015), set-based: the rows read
+    with one query, each serialized with its request's own dump_id, then in one transaction
+    (only while `owner` still holds every request) one UPDATE makes them queued and one
+    executemany INSERT writes their entries. Of several requests of the same row only the
+    newest is filled (the older are superseded); a retired user's are marked deleted.
+    """
+    from clickhouse_outbox import db  # noqa: PLC0415 (db imports the models this module's callers load)
+    from clickhouse_outbox.outbox.deletes import retired  # noqa: PLC0415
+
+    newest = {}
+    for request in sorted(requests, key=lambda request: request.pk):
+        newest[request.subject] = request
+    older = [request.pk for request in requests if newest[request.subject] is not request]
+    try:
+        keys = [int(subject) for subject in newest]
+        found = {str(obj.pk): obj for obj in producer.queryset().filter(pk__in=keys)}
+    except Exception as exc:  # noqa: BLE001 (every request of the chunk failed the same way)
+        fail(requests, owner, exc, failed)
+        return
+    time_text = dump_time(now)
+    users = {subject: producer.user_of(obj) for subject, obj in found.items()}
+    gone = retired({user for user in users.values() if user is not None}) if producer.personal_data else frozenset()
+    rows, deleted, missing, broken = [], [], [], []
+    for subject, request in newest.items():
+        obj = found.get(subject)
+        if obj is None:
+            missing.append(request)
+        elif users[subject] in gone:
+            deleted.append(request.pk)
+        else:
+            try:
+                rows.append((request, producer.serialize(obj, dump_id=request.dump_id, time_last_dumped=time_text)))
+            except Exception as exc:  # noqa: BLE001
+                broken.append((request, exc, users[subject]))
+    mine = Snapshot.objects.filter(status=Snapshot.Status.REQUESTED, lease_owner=owner)
+    released = {"lease_owner": None, "lease_expires_at": None}
+    with transaction.atomic():
+        taken = mine.filter(pk__in=[request.pk for request, _ in rows]).update(
+            status=Snapshot.Status.QUEUED, time_last_dumped=time_text, row_count=1,
+            table_rows={producer.table.name: 1}, **released)
+        if taken != len(rows):
+            transaction.set_rollback(True)
+            log.warning("clickhouse_outbox: lost the lease on requested snapshots; another drainer has them")
+            return
+        for request, _ in rows:  # requests made without their user (a requeue in this mode): named now
+            if request.user_id != users[request.subject]:
+                Snapshot.objects.filter(pk=request.pk).update(user_id=users[request.subject])
+        if older:
+            mine.filter(pk__in=older).update(status=Snapshot.Status.SUPERSEDED, **released)
+        if deleted:
+            mine.filter(pk__in=deleted).update(status=Snapshot.Status.DELETED, **released)
+        db.insert_entries(db.connection_for_outbox(), producer.table.name,
+                          [(request.pk, lines) for request, lines in rows], now)
+    log.info("clickhouse_outbox: filled %d requested %s rows (%d superseded, %d of retired users)", len(rows),
+             producer.name, len(older), len(deleted))
+    for request in missing:
+        fail([request], owner, SubjectNotFound(f"{producer.name} {request.subject}: no such {producer.noun[0]}"),
+             failed, user_id=request.user_id)
+    for request, exc, user_id in broken:
+        fail([request], owner, exc, failed, user_id=user_id)

@@ -14,6 +14,7 @@ class CourseEnrollment(ModelRowProducer):
     name = "course_enrollment"
     noun = ("enrollment", "enrollments")
     model_name = "course_enrollment"
+    one_row_capture = True
     table = COURSE_ENROLLMENT
     related = ("user",)
 

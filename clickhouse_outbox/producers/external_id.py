@@ -13,6 +13,7 @@ class ExternalId(ModelRowProducer):
     name = "external_id"
     noun = ("external id", "external ids")
     model_name = "external_id"
+    one_row_capture = True
     table = EXTERNAL_ID
     related = ("user", "external_id_type")
     id_column = None  # the table keeps external_user_id, not the row's id

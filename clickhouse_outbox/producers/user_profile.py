@@ -13,6 +13,7 @@ class UserProfile(ModelRowProducer):
     name = "user_profile"
     noun = ("user profile", "user profiles")
     model_name = "user_profile"
+    one_row_capture = True
     table = USER_PROFILE
     related = ("user",)
 

@@ -66,22 +66,40 @@ def test_an_enrollment_queues_its_row_as_the_peer_writes_it():
     assert (snapshot.user_id, snapshot.reason, snapshot.row_count) == (user.pk, "enrollment", 1)
 
 
-def test_a_signal_that_brings_the_rows_already_queued_writes_nothing_until_they_are_sent(clickhouse):
+def test_a_row_changed_again_in_the_same_transaction_is_queued_once_with_its_last_values(clickhouse):
     enrollment = enroll(make_learner())
     statuses = lambda: list(Snapshot.objects.filter(producer="course_enrollment").order_by("id")  # noqa: E731
                             .values_list("status", flat=True))
-    assert statuses() == [Snapshot.Status.QUEUED]  # CREATED after CHANGED: the same row, not written again
+    assert statuses() == [Snapshot.Status.QUEUED]  # saved, CHANGED, then CREATED: one row queued
     first = snapshot_of("course_enrollment", enrollment.pk)
 
-    change_enrollment(enrollment, mode="verified")  # other rows: a new snapshot supersedes the unsent one
-    assert statuses() == [Snapshot.Status.SUPERSEDED, Snapshot.Status.QUEUED]
-    assert OutboxEntry.objects.get(snapshot=first).status == OutboxEntry.Status.SUPERSEDED
-    assert [row["mode"] for row in queued_rows("course_enrollment")] == ["verified"]
+    change_enrollment(enrollment, mode="verified")  # the same (test's) transaction: its entry is rewritten
+    assert statuses() == [Snapshot.Status.QUEUED]
+    (row,) = queued_rows("course_enrollment")
+    assert (row["mode"], row["dump_id"], row["time_last_dumped"]) == ("verified", str(first.dump_id),
+                                                                      first.time_last_dumped)
 
     assert drain().ok
-    change_enrollment(enrollment)  # the same rows, but those were sent: "send it again" is written
-    assert len(statuses()) == 3
+    change_enrollment(enrollment)  # the same rows, but those were claimed and sent: "send it again" is written
+    assert len(statuses()) == 2
     assert [row["mode"] for row in queued_rows("course_enrollment", [OutboxEntry.Status.PENDING])] == ["verified"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_queued_by_several_transactions_is_sent_once_the_older_superseded_at_the_claim(clickhouse):
+    with transaction.atomic():  # a request (ATOMIC_REQUESTS)
+        enrollment = enroll(make_learner())
+    with transaction.atomic():  # another one
+        change_enrollment(enrollment, mode="verified")
+    older, newer = Snapshot.objects.filter(producer="course_enrollment").order_by("id")
+    assert (older.status, newer.status) == (Snapshot.Status.QUEUED, Snapshot.Status.QUEUED)
+
+    assert drain().ok
+    older.refresh_from_db()
+    assert older.status == Snapshot.Status.SUPERSEDED
+    assert OutboxEntry.objects.get(snapshot=older).status == OutboxEntry.Status.SUPERSEDED
+    rows = clickhouse.query(f"SELECT mode, dump_id FROM `{clickhouse.database}`.course_enrollment")
+    assert [(row["mode"], row["dump_id"]) for row in rows] == [("verified", str(newer.dump_id))]
 
 
 def test_an_unenrollment_queues_the_inactive_row_next_to_the_sent_active_one(clickhouse):
@@ -114,7 +132,7 @@ def test_a_profile_queues_its_row_with_the_users_username_and_email():
     assert snapshot_of("user_profile", profile.pk).user_id == user.pk
 
 
-def test_a_new_email_or_username_queues_the_profile_and_external_ids_again_but_a_login_does_not():
+def test_a_new_email_or_username_queues_the_profile_and_external_ids_again_but_a_login_does_not(clickhouse):
     user = make_learner()
     give_external_id(user)
     before = Snapshot.objects.count()
@@ -122,18 +140,25 @@ def test_a_new_email_or_username_queues_the_profile_and_external_ids_again_but_a
     user.save(update_fields=["last_login"])
     assert Snapshot.objects.count() == before
 
+    snapshots = lambda producer: Snapshot.objects.filter(producer=producer).count()  # noqa: E731
+    external_ids = snapshots("external_id")
     user.email = "countess@example.com"
     user.save()
     assert queued_rows("user_profile")[-1]["email"] == "countess@example.com"
     assert [row["username"] for row in queued_rows("external_id")] == ["ada"]
-    # The external id's row holds the username, not the email: its queued snapshot already has it.
-    assert list(Snapshot.objects.filter(reason="user saved").values_list("producer", flat=True)) == ["user_profile"]
+    # The external id's row holds the username, not the email: it is not read nor queued again.
+    assert snapshots("external_id") == external_ids
 
     user.username = "countess"
     user.save()
     assert [row["username"] for row in queued_rows("external_id")] == ["countess"]
-    assert sorted(Snapshot.objects.filter(reason="user saved").values_list("producer", flat=True)) == [
-        "external_id", "user_profile", "user_profile"]
+    assert queued_rows("user_profile")[-1]["username"] == "countess"
+
+    assert drain().ok  # sent: a change now queues new snapshots
+    user.username = "ada"
+    user.save()
+    assert Snapshot.objects.filter(reason="user saved").values_list("producer", flat=True).count() == 2
+    assert [row["username"] for row in queued_rows("external_id", [OutboxEntry.Status.PENDING])] == ["ada"]
 
 
 def test_an_external_id_queues_its_row():

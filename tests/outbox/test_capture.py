@@ -1,0 +1,203 @@
+"""
+A learner change in the platform's transaction (decision record 0015): at most two
+statements of the plugin's per change (counted with `connection.execute_wrapper`, the
+producers on against off), a row changed several times in one transaction queued once, a
+savepoint that rolls back taking its row out of the memo, and a retired user's rows neither
+queued nor sent, however the change and the retirement interleave. Every database.
+"""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Count
+
+from clickhouse_outbox.models import OutboxEntry, Snapshot
+from clickhouse_outbox.outbox import changes
+from clickhouse_outbox.outbox.drain import drain
+from clickhouse_outbox.receivers import user_retired
+from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
+from tests.learners import COURSE, change_enrollment, enroll, make_learner, queued_rows
+
+pytestmark = pytest.mark.django_db
+
+PRODUCERS = ("course_enrollment", "user_profile", "external_id")
+
+
+class Counter:
+    def __init__(self):
+        self.statements = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+
+def producers_on(settings, on):
+    for name in PRODUCERS:
+        setattr(settings, f"CLICKHOUSE_OUTBOX_{name.upper()}_ENABLED", on)
+
+
+def save_profile(user):
+    profile = user.profile
+    profile.city = "Paris" if profile.city != "Paris" else "Lyon"
+    profile.save()
+
+
+def change_email(user):
+    user.email = f"new-{user.email}"
+    user.save()
+
+
+CHANGES = {
+    "enrollment": lambda user, id_type: enroll(user),
+    "mode change": lambda user, id_type: change_enrollment(CourseEnrollment.objects.get(user=user, course_id=COURSE),
+                                                           mode="verified"),
+    "profile": lambda user, id_type: save_profile(user),
+    "email": lambda user, id_type: change_email(user),
+    "external id": lambda user, id_type: ExternalId.objects.create(user=user, external_id_type=id_type),
+}
+
+
+def counted(change, users, id_type):
+    """The statements of `change` for each user, each in a transaction of its own (a request)."""
+    counts = []
+    for user in users:
+        counter = Counter()
+        with connection.execute_wrapper(counter), transaction.atomic():
+            change(user, id_type)
+        counts.append(len(counter.statements))
+    return counts
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("snapshot_at", ["publish", "drain"])
+def test_a_learner_change_adds_at_most_two_statements_to_its_transaction(settings, snapshot_at):
+    settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = snapshot_at
+    producers_on(settings, True)
+    id_type = ExternalIdType.objects.create(name="lti")
+    users = {side: [make_learner(f"{side}{index}", f"Learner {side}{index}") for index in range(3)]
+             for side in ("on", "off")}
+    users = {side: list(get_user_model().objects.filter(pk__in=[user.pk for user in group]).select_related("profile")
+                        .order_by("pk")) for side, group in users.items()}
+    added = {}
+    for name, change in CHANGES.items():
+        producers_on(settings, False)
+        platform = counted(change, users["off"], id_type)
+        producers_on(settings, True)
+        with_plugin = counted(change, users["on"], id_type)
+        added[name] = max(on - off for on, off in zip(with_plugin, platform, strict=True))
+    assert all(count <= 2 for count in added.values()), added
+    assert added["enrollment"] >= 1 and added["profile"] >= 1  # the rows were queued at all
+    queued = Snapshot.objects.filter(producer__in=PRODUCERS, user_id__in=[user.pk for user in users["on"]])
+    assert queued.filter(producer="course_enrollment").count() == 6  # created, then mode changed: per user
+    assert not Snapshot.objects.filter(user_id__in=[user.pk for user in users["off"]]).exclude(
+        producer="user_profile").exists()
+
+
+def test_an_enrollment_saved_twice_and_announced_twice_in_one_transaction_is_queued_once():
+    user = make_learner()
+    counter = Counter()
+    with connection.execute_wrapper(counter), transaction.atomic():
+        enrollment = enroll(user)  # get_or_create (a savepoint), save(), CHANGED, CREATED
+        change_enrollment(enrollment, mode="verified")  # save(), CHANGED: the queued entry rewritten
+    plugin = [sql for sql in counter.statements if "clickhouse_outbox" in sql]
+    assert len(plugin) == 3, plugin  # the snapshot, its entry, one UPDATE
+    (snapshot,) = Snapshot.objects.filter(producer="course_enrollment")
+    assert [row["mode"] for row in queued_rows("course_enrollment")] == ["verified"]
+    assert queued_rows("course_enrollment")[0]["dump_id"] == str(snapshot.dump_id)
+
+
+def test_a_savepoint_that_rolls_back_takes_its_row_out_of_the_memo():
+    user = make_learner()
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():
+            enroll(user)
+            raise RuntimeError("the enrollment fails after its row was queued")
+        assert not Snapshot.objects.filter(producer="course_enrollment").exists()
+        enrollment = enroll(user)  # the same row again: the memo must not claim it is queued
+    (row,) = queued_rows("course_enrollment")
+    assert row["id"] == enrollment.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_transaction_leaves_nothing_in_the_memo():
+    user = make_learner()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enroll(user)
+        raise RuntimeError
+    with transaction.atomic():
+        enrollment = enroll(user)
+    assert [row["id"] for row in queued_rows("course_enrollment")] == [enrollment.pk]
+
+
+def test_after_a_retirement_nothing_of_the_user_is_queued(clickhouse):
+    user = make_learner()
+    user_retired(sender=None, user=user)
+    profile = UserProfile.objects.get(user=user)
+    profile.name = ""  # the retirement pipeline blanks the profile: saved after the retirement
+    profile.save()
+    enroll(user)
+    assert not OutboxEntry.objects.filter(snapshot__user_id=user.pk, kind="insert").exclude(
+        status=OutboxEntry.Status.REMOVED).exists()
+    assert not Snapshot.objects.filter(user_id=user.pk, producer__in=PRODUCERS, status=Snapshot.Status.QUEUED).exists()
+
+
+def test_rows_queued_by_a_change_that_raced_a_retirement_are_removed_when_claimed_never_sent(clickhouse):
+    ada, grace = make_learner(), make_learner("grace", "Grace Hopper")
+    enroll(ada)
+    enroll(grace)
+    # The change committed after the retirement had removed the user's rows (its transaction
+    # began first): its rows are pending, and the ledger says the user is retired.
+    Snapshot.objects.create(producer="user_retirement", subject=str(ada.pk), user_id=ada.pk, reason="retired")
+    result = drain()
+    assert result.ok
+    for table in ("course_enrollment", "user_profile"):
+        sent = clickhouse.query(f"SELECT user_id FROM `{clickhouse.database}`.{table}")
+        assert [row["user_id"] for row in sent] == [grace.pk], table
+    removed = OutboxEntry.objects.filter(snapshot__user_id=ada.pk, kind="insert")
+    assert set(removed.values_list("status", flat=True)) == {OutboxEntry.Status.REMOVED}
+    assert set(removed.values_list("payload", flat=True)) == {b""}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deferred_change_is_one_request_filled_and_sent_by_the_drain(settings, clickhouse):
+    settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain"
+    user = make_learner()
+    with transaction.atomic():
+        enrollment = enroll(user)
+        change_enrollment(enrollment, mode="verified")
+    (request,) = Snapshot.objects.filter(producer="course_enrollment")
+    assert (request.status, request.user_id) == (Snapshot.Status.REQUESTED, user.pk)
+    assert drain().ok
+    request.refresh_from_db()
+    assert request.status == Snapshot.Status.QUEUED
+    rows = clickhouse.query(f"SELECT mode, dump_id FROM `{clickhouse.database}`.course_enrollment")
+    assert [(row["mode"], row["dump_id"]) for row in rows] == [("verified", str(request.dump_id))]
+
+
+def test_the_drain_fills_the_newest_request_of_each_row_and_none_of_a_retired_user(settings, clickhouse):
+    settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain"
+    ada, grace = make_learner(), make_learner("grace", "Grace Hopper")
+    profile = UserProfile.objects.get(user=grace)
+    for city in ("Paris", "Lyon"):
+        changes.forget()  # each its own request
+        profile.city = city
+        profile.save()
+    gone = enroll(ada)
+    Snapshot.objects.create(producer="user_retirement", subject=str(ada.pk), user_id=ada.pk, reason="retired")
+    ghost = Snapshot.objects.create(producer="user_profile", subject="999999", status=Snapshot.Status.REQUESTED)
+    assert Snapshot.objects.filter(producer="user_profile", user_id=grace.pk,
+                                   status=Snapshot.Status.REQUESTED).count() == 3  # made, then saved twice
+
+    result = drain()  # the ghost's request fails (no such profile); the others are sent
+    assert [error for error in result.errors if "no such user profile" in error] == result.errors != []
+    statuses = dict(Snapshot.objects.filter(producer="user_profile", user_id=grace.pk)
+                    .values_list("status").annotate(n=Count("id")))
+    assert statuses == {Snapshot.Status.SUPERSEDED: 2, Snapshot.Status.QUEUED: 1}
+    (sent,) = clickhouse.query(f"SELECT city, dump_id FROM `{clickhouse.database}`.user_profile")
+    filled = Snapshot.objects.get(producer="user_profile", user_id=grace.pk, status=Snapshot.Status.QUEUED)
+    assert (sent["city"], sent["dump_id"]) == ("Lyon", str(filled.dump_id))
+    assert Snapshot.objects.get(producer="course_enrollment", subject=str(gone.pk)).status == Snapshot.Status.DELETED
+    assert not clickhouse.query(f"SELECT id FROM `{clickhouse.database}`.course_enrollment")
+    ghost.refresh_from_db()
+    assert ghost.status == Snapshot.Status.FAILED and "no such user profile" in ghost.error
