@@ -8,7 +8,7 @@ before the run, are outbox_status's and outbox_verify's to report: a drain that 
 everything exits 0 whatever they say.
 
 (The other cases, ClickHouse down, a batch waiting after a missing table, stale rows,
---until-empty giving up, are in tests/test_status_command.py and tests/test_commands.py.)
+--until-empty giving up, are in tests/commands/test_status.py and tests/commands/test_commands.py.)
 """
 
 import io
@@ -31,7 +31,7 @@ from clickhouse_outbox.sources.olx import folder_name
 from tests.factories import BatchFactory, CourseSnapshotFactory
 from tests.proxy import FaultProxy
 from tests.reconcile.helpers import delete_rows, publish_courses
-from tests.test_status_command import age_rows, command
+from tests.commands.test_status import age_rows, command
 
 pytestmark = pytest.mark.django_db
 

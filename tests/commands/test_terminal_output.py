@@ -30,7 +30,7 @@ from tests.admin.helpers import COURSES, post_action
 from tests.factories import BatchFactory
 from tests.processes import ROOT, project_env
 from tests.reconcile.helpers import delete_rows
-from tests.test_status_command import command
+from tests.commands.test_status import command
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@ manage.py outbox_status: 0 healthy; 1 failed batches, courses that could not be 
 ClickHouse failing, or a verification's unrepaired finding (for as long as that lasts); 2 the
 oldest unsent row is older than --max-age (before 1). And outbox_drain's delivery cases, the
 part of that status about the batches and the age of what waits (the rest of its statuses:
-tests/test_drain_exit_status.py). On real outbox rows, a real ClickHouse (the 18.16 server
+tests/commands/test_drain_exit_status.py). On real outbox rows, a real ClickHouse (the 18.16 server
 and chdb) and, for the exit statuses themselves, `manage.py` in another process.
 """
 
