@@ -19,7 +19,7 @@ from pathlib import Path
 import dj_database_url
 import django
 
-from clickhouse_outbox.settings.common import VERIFY_BEAT_ENTRY, beat_entry, verify_entry
+from clickhouse_outbox.schedule import VERIFY_BEAT_ENTRY, beat_entry, verify_entry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("OUTBOX_DEMO_DIR", BASE_DIR / ".demo"))

@@ -19,10 +19,9 @@ from django.db.models import Q
 from django.db.models.functions import Cast
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.db import UtcNow, db_now, lease_end, retry_lock_conflicts
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
 from clickhouse_outbox.outbox import liveness, registry
-from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
-from clickhouse_outbox.outbox.drain import retry_lock_conflicts
 from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
 from clickhouse_outbox.sources.base import SubjectNotFound, SubjectSourceError
 from clickhouse_outbox.text import last_line

@@ -15,11 +15,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.db.models import Q
 
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.errors import ClickHouseError, OutOfTime
+from clickhouse_outbox.db import retry_lock_conflicts
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.finalise import give_back, mark_failed, mark_sent
@@ -196,35 +197,6 @@ def process(batch, owner, backend, result):
     else:
         result.leases_lost += 1
     return True
-
-
-# What databases say when two transactions collide: MySQL/MariaDB deadlock (1213) and lock
-# wait timeout (1205), PostgreSQL deadlock (40P01) and serialization failure (40001),
-# SQLite's busy database. The statement did nothing; running it again is safe.
-LOCK_CONFLICT_CODES = {1213, 1205, "40P01", "40001"}
-LOCK_CONFLICT_TRIES = 5
-
-
-def is_lock_conflict(exc):
-    cause = exc.__cause__ or exc
-    code = getattr(cause, "sqlstate", None) or (cause.args[0] if cause.args else None)
-    return code in LOCK_CONFLICT_CODES or "database is locked" in str(exc)
-
-
-def retry_lock_conflicts(step, *args):
-    """
-    Run a claim or finalise step, again if the database reports a lock conflict. Each step
-    is one short transaction whose updates are conditional, so a second run is harmless.
-    """
-    for attempt in range(1, LOCK_CONFLICT_TRIES + 1):
-        try:
-            return step(*args)
-        except OperationalError as exc:
-            if attempt == LOCK_CONFLICT_TRIES or not is_lock_conflict(exc):
-                raise
-            log.warning("clickhouse_outbox: %s met a lock conflict (%s); trying again", step.__name__, exc)
-            time.sleep(0.05 * attempt)
-    return None
 
 
 def record_failure(batch, exc, outcome, result):

@@ -19,9 +19,9 @@ import time
 from django.db import transaction
 from django.db.models import Q
 
+from clickhouse_outbox.db import UtcNow, db_now, lease_end
 from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.outbox import liveness, registry
-from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
 from clickhouse_outbox.sources.base import SubjectNotFound
 

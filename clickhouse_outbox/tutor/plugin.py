@@ -4,7 +4,8 @@ image, the LMS and CMS settings (the producers it takes over from Aspects' sinks
 drain on the CMS celery beat, an init task and `do` jobs.
 
 Loaded by Tutor, not by Django: it must import neither Django nor the rest of the package,
-but the settings' table (Django-free), where its defaults come from. Every value from Tutor's
+but the settings' table and the beat schedule's names (both Django-free), where its defaults
+and the drain's task name come from. Every value from Tutor's
 config is written into the settings as a Python literal (`python_literal`), into comments
 escaped to one line, and into the Dockerfile as one quoted shell word: a quote, a line break
 or a crafted value can neither break the file nor run code.
@@ -19,6 +20,7 @@ from tutor import hooks
 from tutor import plugins as tutor_plugins
 
 from clickhouse_outbox import __version__
+from clickhouse_outbox.schedule import BEAT_ENTRY, DRAIN_TASK
 from clickhouse_outbox.settings.table import BY_NAME, DEFAULT_BACKEND_CONFIG
 
 #: Aspects' init tasks run at priorities 92 to 97 (its alembic job creates event_sink's
@@ -218,6 +220,8 @@ hooks.Filters.ENV_TEMPLATE_VARIABLES.add_items(
         ("clickhouse_outbox_aspects_enabled", aspects_enabled),
         ("clickhouse_outbox_takeover", takeover),
         ("clickhouse_outbox_setting", setting_literal),
+        ("clickhouse_outbox_beat_entry", BEAT_ENTRY),
+        ("clickhouse_outbox_drain_task", DRAIN_TASK),
     ]
 )
 hooks.Filters.ENV_TEMPLATE_FILTERS.add_items(
@@ -288,7 +292,7 @@ EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {
 """
 
 # The drain runs on the CMS worker's beat only. The beat entry is the one
-# clickhouse_outbox.settings.common.beat_entry() builds: the plugin's own settings ran
+# clickhouse_outbox.schedule.beat_entry() builds: the plugin's own settings ran
 # before this file's patches, with the platform's interval.
 hooks.Filters.ENV_PATCHES.add_item(
     (
@@ -300,8 +304,8 @@ try:
     CELERYBEAT_SCHEDULE
 except NameError:  # the plugin's own settings did not run (not in the image yet)
     CELERYBEAT_SCHEDULE = {}
-CELERYBEAT_SCHEDULE["clickhouse_outbox.drain"] = {
-    "task": "clickhouse_outbox.tasks.drain_outbox",
+CELERYBEAT_SCHEDULE[{{ clickhouse_outbox_beat_entry|clickhouse_outbox_literal }}] = {
+    "task": {{ clickhouse_outbox_drain_task|clickhouse_outbox_literal }},
     "schedule": CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS,
     "options": {
         "expires": CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS,
@@ -320,7 +324,7 @@ hooks.Filters.ENV_PATCHES.add_item(
         COMMON_SETTINGS
         + """# The drain runs on the cms-worker's beat only.
 try:
-    CELERYBEAT_SCHEDULE.pop("clickhouse_outbox.drain", None)
+    CELERYBEAT_SCHEDULE.pop({{ clickhouse_outbox_beat_entry|clickhouse_outbox_literal }}, None)
 except NameError:  # the plugin's own settings did not run (not in the image yet)
     pass
 """,

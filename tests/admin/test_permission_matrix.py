@@ -24,9 +24,9 @@ from django.urls import reverse
 
 from clickhouse_outbox.dumps.jobs import cancel_job, start_job
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
+from clickhouse_outbox.operations.requeue import latest_snapshots
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
-from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.sources.base import SubjectNotFound
 from tests.admin.helpers import url
 from tests.learners import enroll, make_learner

@@ -22,16 +22,16 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from clickhouse_outbox.clickhouse.backends import build_backend
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.management.commands.outbox_drain import EXIT_STATUS, Command
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.receivers import course_published
 from clickhouse_outbox.sources.olx import folder_name
+from tests.commands.test_status import age_rows, command
 from tests.factories import BatchFactory, CourseSnapshotFactory
 from tests.proxy import FaultProxy
 from tests.reconcile.helpers import delete_rows, publish_courses
-from tests.commands.test_status import age_rows, command
 
 pytestmark = pytest.mark.django_db
 

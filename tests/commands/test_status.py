@@ -20,9 +20,9 @@ from django.core.management import CommandError, call_command
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.claim import claim_batch
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.finalise import mark_failed
 from clickhouse_outbox.producers.course_structure import snapshot_or_record_failure
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR, OlxFolderSource, folder_name

@@ -15,10 +15,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.operations.delivery import State, with_delivery
 from clickhouse_outbox.outbox import purge as purge_module
-from clickhouse_outbox.outbox.clock import db_now
-from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge
 from clickhouse_outbox.producers.course_structure import take_course_snapshot

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clickhouse_outbox import __version__, conf
-from clickhouse_outbox.settings.common import BEAT_ENTRY, beat_entry
+from clickhouse_outbox.schedule import BEAT_ENTRY, beat_entry
 from tests.tutor.conftest import ROOT, run
 
 #: Each test runs the real tutor a few times (about 2 s each); the first builds .tutor-venv.
