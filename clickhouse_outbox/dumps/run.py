@@ -309,7 +309,7 @@ def work_on(job, claimer, max_seconds, producers, on_item, chunk_size):
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     job.refresh_from_db()
     if chunk_size is None and job.action == DumpJob.Action.VERIFY:
-        chunk_size = conf.verify_chunk()  # a chunk is a few aggregate queries, whatever its size
+        chunk_size = conf.verify_chunk_size()  # a chunk is a few aggregate queries, whatever its size
     if job.status == DumpJob.Status.QUEUED:
         plan(job, producers)
         job.refresh_from_db()

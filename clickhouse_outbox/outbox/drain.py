@@ -102,7 +102,7 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1, claime
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
         for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None, claimer),
                              range(threads)):
-            merge(result, part)
+            add_up(result, part)
     return result
 
 
@@ -138,7 +138,7 @@ def drain_loop(result, max_batches, deadline, backend, claimer):
                 break
             handled += 1
             retrying = result.batches_retrying
-            if not process(batch, owner, backend, result):
+            if not send_claimed(batch, owner, backend, result):
                 break  # the run's time was up before the batch's request could start
             if result.batches_retrying > retrying:
                 break  # ClickHouse is failing: leave the rest for the next run instead of trying each batch now
@@ -163,7 +163,7 @@ def lock_lost(result, owner, batch=None):
         log.error("clickhouse_outbox: this drain run lost its database lock: it stops claiming%s", left)
 
 
-def process(batch, owner, backend, result):
+def send_claimed(batch, owner, backend, result):
     """Send a claimed batch and record the outcome; False when time was up before anything was sent."""
     started = time.monotonic()
     try:
@@ -239,7 +239,7 @@ def drain_until_done(timeout, poll_interval, backend, threads, claimer):
     while True:
         result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend, threads=threads,
                        claimer=claimer)
-        merge(total, result)
+        add_up(total, result)
         if result.lock_lost:  # something ended its lock session: stop and say so rather than go on with a new one
             return total, backlog()
         left = backlog()
@@ -250,7 +250,8 @@ def drain_until_done(timeout, poll_interval, backend, threads, claimer):
         time.sleep(poll_interval)
 
 
-def merge(total, result):
+def add_up(total, result):
+    """Add `result`'s counts and errors (a thread's, a run's) to `total`."""
     for name in ("batches_sent", "rows_sent", "deletes_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost",
                  "snapshots_taken", "snapshots_failed"):
         setattr(total, name, getattr(total, name) + getattr(result, name))

@@ -105,17 +105,17 @@ def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None):
         requests = claim_requests(owner, overrides=overrides)
         if not requests:
             break
-        fill(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
+        take_producer_requests(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
         taken += len(requests)
     return taken
 
 
-def fill(name, requests, owner, now, overrides, failed):
+def take_producer_requests(name, requests, owner, now, overrides, failed):
     """Read the requested subjects of one producer and queue their rows, or record why they could not be."""
     try:
         producer = overrides.get(name) or registry.get(name)
     except registry.UnknownProducer as exc:
-        fail(requests, owner, exc, failed)
+        record_failed_requests(requests, owner, exc, failed)
         return
     step = max(1, producer.read_at_once)
     prepared = []
@@ -128,10 +128,10 @@ def fill(name, requests, owner, now, overrides, failed):
             return
         for request, snapshot in zip(requests, prepared, strict=True):
             if snapshot.error is not None:
-                fail([request], owner, snapshot.error, failed, user_id=snapshot.user_id)
+                record_failed_requests([request], owner, snapshot.error, failed, user_id=snapshot.user_id)
 
 
-def fail(requests, owner, exc, failed, user_id=None):
+def record_failed_requests(requests, owner, exc, failed, user_id=None):
     """
     Record why requests could not be taken (each failed one added to `failed`); `user_id`
     names the user whose data the error may quote.
