@@ -14,7 +14,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
 SAMPLE := clickhouse_outbox/sample_course
 
 
-.PHONY: help demo demo-admin screenshots bench system-packages test test-fast test-sqlite test-mysql test-postgres test-server test-cluster quality tox requirements clean
+.PHONY: help demo demo-admin docs wheel-check screenshots bench system-packages test test-fast test-sqlite test-mysql test-postgres test-server test-cluster quality tox requirements clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +28,24 @@ $(VENV)/.installed: $(REQS)
 	touch $@
 
 venv: $(VENV)/.installed ## Create .venv with everything the demo and the tests need
+
+# The docs build in a venv of their own (.venv-docs, requirements/doc.txt) so Sphinx's pins
+# never disturb the main venv's; the package is installed there so the references can be
+# generated from its settings table and its commands' parsers.
+DOCS_VENV := .venv-docs
+DOCS_REQS := requirements/doc.txt setup.py
+
+$(DOCS_VENV)/.installed: $(DOCS_REQS)
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV) || python3 -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -q --upgrade pip wheel
+	$(DOCS_VENV)/bin/pip install -q -r requirements/doc.txt
+	$(DOCS_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+docs: $(DOCS_VENV)/.installed ## Build the Sphinx docs into docs/_build/html, warnings as errors (as Read the Docs and CI)
+	rm -rf docs/_build
+	$(DOCS_VENV)/bin/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	@echo "Docs: docs/_build/html/index.html"
 
 DEMO_ADMIN_PASSWORD ?= admin
 DEMO_PORT ?= 8000
@@ -111,16 +129,24 @@ test-postgres: $(VENV)/.installed ## The tests that use the outbox database, on 
 	set -a; eval "$$(scripts/clickhouse-test-server env)"; eval "$$(scripts/clickhouse-test-cluster env)"; set +a; \
 	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest -p no:cacheprovider -m django_db
 
-quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date
-	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py scripts/platform-release
+quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date, settings docs up to date
+	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py scripts/platform-release docs/conf.py docs/_ext
+	$(PY) scripts/settings-docs --check
+	$(MAKE) -s wheel-check
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run clickhouse_outbox
+
+wheel-check: ## Build the wheel and fail on any packaging warning of setuptools
+	@out=$$(mktemp -d); trap 'rm -rf "$$out" build' EXIT; \
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w "$$out" . >"$$out/log" 2>&1 || { cat "$$out/log"; exit 1; }; \
+	if grep -i 'warning' "$$out/log"; then echo "The wheel builds with packaging warnings (above)." >&2; exit 1; fi; \
+	echo "wheel: $$(basename "$$out"/*.whl), no packaging warning"
 
 tox: $(VENV)/.installed ## Each supported platform release (tox -e ulmo, verawood) and quality
 	$(BIN)/tox
 
 requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files (verawood.txt on Python 3.12, through tox)
-	for f in base embedded test quality dev tutor ulmo; do \
+	for f in base embedded test quality dev tutor ulmo doc; do \
 	  $(BIN)/pip-compile -q --allow-unsafe --no-strip-extras --no-emit-index-url --no-emit-find-links \
 	    -o requirements/$$f.txt requirements/$$f.in; done
 	$(BIN)/tox -e pip-compile-verawood
@@ -128,4 +154,4 @@ requirements: $(VENV)/.installed ## Re-pin requirements/*.txt from the .in files
 clean: ## Remove the venv, demo data and test server and cluster data
 	-scripts/clickhouse-test-server stop
 	-scripts/clickhouse-test-cluster stop
-	rm -rf $(VENV) .demo .clickhouse-test .clickhouse-cluster .test-db .tox
+	rm -rf $(VENV) $(DOCS_VENV) docs/_build .demo .clickhouse-test .clickhouse-cluster .test-db .tox

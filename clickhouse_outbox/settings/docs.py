@@ -1,7 +1,8 @@
 """
 The settings' documentation, written from the table (settings/table.py) so it cannot drift:
-the setting annotations in settings/common.py (which code_annotations and the docs read) and
-the README's tables. `scripts/settings-docs` writes or checks them; a test fails when the
+the setting annotations in settings/common.py (which code_annotations reads) and
+the tables of the docs' settings reference (docs/references/settings.rst renders them when the
+docs are built). `scripts/settings-docs` writes or checks the annotations; a test fails when the
 annotations differ from what this writes.
 """
 
@@ -91,8 +92,8 @@ def list_table(headers, widths, rows):
     return "\n".join(lines) + "\n"
 
 
-def readme_tables():
-    """The README's two tables: the plugin's settings, and EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG's keys."""
+def reference_tables():
+    """The settings reference's two tables: the plugin's settings, and EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG's keys."""
     settings = list_table(
         ["Setting", "Default", "Meaning"], [30, 18, 52],
         [[f"``{setting.name}``", f"``{literal(setting.default)}``", f"{setting.doc} {accepted(setting)}"]

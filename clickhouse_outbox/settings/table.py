@@ -3,7 +3,7 @@ The plugin's settings, each declared once: name, default, type, range and what i
 
 Everything else comes from this table: the defaults installed in edx-platform
 (settings/common.py), the reads with their casts (`conf.value`), the system checks
-(`conf.problems`), the setting annotations and the README's table (scripts/settings-docs),
+(`conf.problems`), the setting annotations (scripts/settings-docs), the docs' settings reference,
 and the Tutor plugin's defaults. It imports nothing, not even Django: Tutor loads it.
 
 To add a setting: one `Setting(...)` below, then `scripts/settings-docs --write`.

@@ -316,3 +316,32 @@ def test_a_purge_reads_every_table_through_an_index(chdb_clickhouse, settings):
             scans += [(detail, sql) for *_, detail in cursor.fetchall()
                       if re.match(r"SCAN clickhouse_outbox_(?!dumpjob\b)|USE TEMP B-TREE FOR ORDER BY", detail)]
     assert not scans, scans
+
+
+def test_a_dismissed_snapshot_goes_once_its_subject_has_a_newer_one_and_stays_as_the_latest(olx_dir, settings):
+    """
+    A dismissed snapshot (a failed one of a subject the source did not know) holds no rows:
+    it goes like any emptied snapshot once a newer snapshot of its subject exists and the
+    period passed; while it is its subject's latest, it stays.
+    """
+    from clickhouse_outbox.operations.requeue import dismiss_unknown
+    from clickhouse_outbox.receivers import course_published
+
+    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
+    course = PublishedCourseFactory(blocks=3)
+    gone = "course-v1:GoneX+Never+2026"
+    for key in (str(course.course_key), gone):
+        course_published(sender=None, course_key=key)  # the course folder is empty: each snapshot fails
+    dismissed, kept = dismiss_unknown(Snapshot.objects.filter(status=Snapshot.Status.FAILED))
+    assert len(dismissed) == 2 and not kept
+    first, latest = publish_twice(course)  # the course is known now: the first is superseded, never sent
+    age_everything()
+
+    purged = purge()
+
+    remaining = dict(Snapshot.objects.values_list("id", "status"))
+    assert [snapshot.id for snapshot in dismissed if snapshot.id in remaining] == [
+        snapshot.id for snapshot in dismissed if snapshot.subject == gone
+    ]  # the course's dismissed snapshot went; the unknown course's, its latest, stays
+    assert first.id not in remaining and remaining[latest.id] == Snapshot.Status.QUEUED
+    assert purged.snapshots == 2 and latest.entries.filter(status=OutboxEntry.Status.PENDING).count() == 3

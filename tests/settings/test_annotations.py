@@ -56,8 +56,8 @@ def test_a_table_that_differs_from_the_annotations_is_caught():
     assert docs.current_block(changed) != docs.annotations()
 
 
-def test_the_readme_tables_list_every_setting_and_key():
-    settings_table, keys_table = docs.readme_tables()
+def test_the_reference_tables_list_every_setting_and_key():
+    settings_table, keys_table = docs.reference_tables()
     for setting in SETTINGS:
         assert f"``{setting.name}``" in settings_table
     for key in DEFAULT_BACKEND_CONFIG:

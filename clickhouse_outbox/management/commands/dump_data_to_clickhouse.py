@@ -70,7 +70,7 @@ class Command(OutboxCommand):
         if name == RETIREMENT_PEER_MODEL:
             raise CommandError(
                 "auth_user is the retirement sink: a retirement is not dumped, its deletes are queued when a user is "
-                "retired (see the README, Retirement)."
+                "retired (see the docs: how-tos, Retire a learner)."
             )
         producer = objects().get(name)
         if producer is None:

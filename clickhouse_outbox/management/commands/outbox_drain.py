@@ -20,7 +20,8 @@ from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.purge import purge_if_due
 from clickhouse_outbox.text import plural
 
-#: What each exit status of outbox_drain means (the README and --help say the same).
+
+#: What each exit status of outbox_drain means (--help says the same, and so the docs' commands reference).
 EXIT_STATUS = {
     HEALTHY: "delivery is healthy: this run sent what was due, no batch failed or waits to retry after an error, "
              "and with --until-empty nothing is left",
