@@ -19,7 +19,12 @@ database and the ClickHouse test server over HTTP:
     learners_surfaces  after a backfill, one --page: the admin's "Learners and tags" change
                        list (as it opens, filtered by producer, by state, a search) or one
                        subject's page through Django's test client, or `outbox_status`, in ms
-    learners_verify    after a backfill: `outbox_verify --producer NAME`, timed
+    learners_verify    after a backfill: `outbox_verify --producer NAME`, timed (learner content
+                       compared too: reconcile/content.py)
+    learners_sweep     after a backfill: the sweep of the three learner tables (reconcile/sweep.py,
+                       what the beat entry runs): the first (every range compared row by row with
+                       the snapshots), a quiet one (nothing changed: what each run costs), and one
+                       after --changed profiles were changed by QuerySet.update() (found, queued)
     learners_drop      the learners, the outbox and the ClickHouse database emptied
     capture            the statements the plugin adds to the platform's transaction per
                        learner change, by kind, counted with the producers on and off
@@ -45,11 +50,12 @@ from django.db import connection, transaction
 
 from bench import learners
 from bench.transactions import StatementCounter, per_item
+from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier
 from clickhouse_outbox.clickhouse.schema import create_schema
 from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT, EXTERNAL_ID, USER_PROFILE
-from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot, Verdict
+from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot, SweptRange, Verdict
 from clickhouse_outbox.serializers.users import enrollment_row, external_id_row, profile_row
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
 
@@ -64,7 +70,8 @@ PRODUCERS = {
 KEYS = {"user_profile": "id", "external_id": "external_user_id", "course_enrollment": "id"}
 FLOOR_CHUNK = 50_000
 #: The outbox's tables, children first.
-OUTBOX_TABLES = [model._meta.db_table for model in (Verdict, DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot)]
+OUTBOX_TABLES = [model._meta.db_table for model in (Verdict, DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot,
+                                                    SweptRange)]
 
 
 def empty_outbox():
@@ -347,6 +354,44 @@ def verify(args):
     }
 
 
+# -- sweep ---------------------------------------------------------------------------------
+
+
+def sweep_timed(args):
+    """
+    The sweep of the learner tables over the backfilled site, in this process as the beat
+    task runs it (no time limit): the first (no range recorded), a quiet one, and one after
+    --changed profiles (spread over the table) were changed by QuerySet.update().
+    """
+    from clickhouse_outbox.reconcile.sweep import sweep  # noqa: PLC0415
+
+    SweptRange.objects.all().delete()
+    names = args.sweep_producers.split(",")
+
+    def run():
+        started = time.perf_counter()
+        results = sweep(names)
+        seconds = time.perf_counter() - started
+        rows = sum(result.rows for result in results)
+        return {"seconds": round(seconds, 3), "rows": rows, "rows_per_second": round(rows / seconds) if seconds else None,
+                "ranges": sum(result.ranges for result in results),
+                "compared": sum(result.compared for result in results),
+                "queued": sum(result.queued for result in results),
+                "by_producer": {result.producer: result.as_dict() for result in results}}
+
+    first = run()
+    quiet = run()
+    total = UserProfile.objects.count()
+    step = max(1, total // max(1, args.changed))
+    ids = list(UserProfile.objects.order_by("pk").values_list("pk", flat=True)[::step][:args.changed])
+    for start in range(0, len(ids), 500):
+        UserProfile.objects.filter(pk__in=ids[start:start + 500]).update(city="Swept")
+    changed = run()
+    return {"users": args.users, "chunk": conf.sweep_chunk(), "first": first, "quiet": quiet,
+            "changed_by_update": len(ids), "after_update": changed, "found_all": changed["queued"] == len(ids),
+            "peak_rss_mb": peak_rss_mb(), "database": connection.vendor}
+
+
 # -- capture: statements per learner change ------------------------------------------------
 
 
@@ -434,7 +479,8 @@ def change_email(user):
 
 
 HANDLERS = {"learners_generate": generate, "learners_floor": floor, "learners_backfill": backfill,
-            "learners_surfaces": surfaces, "learners_verify": verify, "learners_drop": drop, "capture": capture}
+            "learners_surfaces": surfaces, "learners_verify": verify, "learners_sweep": sweep_timed,
+            "learners_drop": drop, "capture": capture}
 
 
 def add_arguments(parser):
@@ -448,5 +494,9 @@ def add_arguments(parser):
     parser.add_argument("--timeout", type=int, default=36_000, help="learners_backfill: outbox_drain's --timeout")
     parser.add_argument("--producer", default="user_profile", help="learners_verify: the producer verified")
     parser.add_argument("--changes", type=int, default=200, help="capture: changes of each kind counted")
+    parser.add_argument("--changed", type=int, default=1000,
+                        help="learners_sweep: profiles changed by QuerySet.update() before the last sweep")
+    parser.add_argument("--sweep-producers", default=",".join(PRODUCERS),
+                        help="learners_sweep: the producers swept, comma-separated (default: the three learner ones)")
     parser.add_argument("--page", choices=SURFACES, default="learners_and_tags",
                         help="learners_surfaces: the page (or outbox_status) timed")

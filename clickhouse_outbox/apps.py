@@ -14,6 +14,9 @@ SETTINGS = {
     "test": {"relative_path": "settings.test"},
 }
 
+#: /clickhouse_outbox/metrics and /clickhouse_outbox/health (monitoring.views).
+URLS = {"namespace": "clickhouse_outbox", "regex": r"^clickhouse_outbox/", "relative_path": "urls"}
+
 
 class ClickhouseOutboxConfig(AppConfig):
     """clickhouse_outbox: Aspects' event_sink tables, queued in an outbox and drained to ClickHouse."""
@@ -23,6 +26,10 @@ class ClickhouseOutboxConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     plugin_app = {
+        "url_config": {
+            "cms.djangoapp": URLS,
+            "lms.djangoapp": URLS,
+        },
         "settings_config": {
             "cms.djangoapp": SETTINGS,
             "lms.djangoapp": SETTINGS,

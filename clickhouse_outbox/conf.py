@@ -226,6 +226,15 @@ def verify_chunk_size():
     return value("CLICKHOUSE_OUTBOX_VERIFY_CHUNK")
 
 
+def sweep_interval_secs():
+    """Seconds between sweeps of the learner and tag tables; 0 (the default) for none."""
+    return value("CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS")
+
+
+def sweep_chunk():
+    return value("CLICKHOUSE_OUTBOX_SWEEP_CHUNK")
+
+
 def verify_interval_secs():
     """Seconds between periodic verifications of every producer's subjects; 0 (the default) for none."""
     return value("CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS")

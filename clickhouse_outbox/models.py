@@ -381,6 +381,7 @@ class Verdict(models.Model):
         MISSING = "missing", "Missing rows"
         DUPLICATES = "duplicates", "Duplicated rows"
         STALE = "stale", "Stale"
+        DIFFERS = "differs", "Content differs from the source"
         UNDELIVERED = "undelivered", "Not delivered yet"
         NEVER = "never", "Never sent by the outbox"
 
@@ -438,3 +439,29 @@ class DumpJobItem(models.Model):
 
     def __str__(self):
         return f"{self.producer} {self.subject} in dump job {self.job_id} ({self.status})"
+
+
+class SweptRange(models.Model):
+    """
+    What the last sweep (`reconcile.sweep`) read of one range of a producer's primary keys:
+    the digest of its rows as our serializers write them (without dump_id and
+    time_last_dumped). A range whose digest is unchanged is not compared row by row again:
+    nothing in it changed, with or without a signal.
+
+    .. no_pii: Key ranges, row counts and a digest.
+    """
+
+    producer = models.CharField(max_length=64)
+    key_from = models.BigIntegerField(help_text="The first primary key of the range.")
+    key_to = models.BigIntegerField(help_text="The last primary key of the range (inclusive).")
+    digest = models.CharField(max_length=32)
+    rows = models.PositiveIntegerField(default=0)
+    queued = models.PositiveIntegerField(default=0, help_text="Rows the last sweep of the range queued (they differed).")
+    swept_at = models.DateTimeField(help_text="Database time.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["producer", "key_from"], name="ch_outbox_swept_range_once")]
+        ordering = ["producer", "key_from"]
+
+    def __str__(self):
+        return f"{self.producer} {self.key_from}-{self.key_to}: {self.rows} rows"

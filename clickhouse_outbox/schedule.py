@@ -1,6 +1,6 @@
 """
-The celery tasks' names and celery beat's entries for them: the periodic drain and the
-periodic verification.
+The celery tasks' names and celery beat's entries for them: the periodic drain, the
+periodic verification and the periodic sweep.
 
 Imports nothing (neither Django nor the rest of the package), so the plugin's settings, the
 tasks, the dump dispatcher and the Tutor plugin (loaded by Tutor, not by Django) share one
@@ -14,6 +14,8 @@ DRAIN_TASK = "clickhouse_outbox.tasks.drain_outbox"
 DUMP_TASK = "clickhouse_outbox.tasks.run_dump_job"
 VERIFY_TASK = "clickhouse_outbox.tasks.verify_outbox"
 VERIFY_BEAT_ENTRY = "clickhouse_outbox.verify"
+SWEEP_TASK = "clickhouse_outbox.tasks.sweep_outbox"
+SWEEP_BEAT_ENTRY = "clickhouse_outbox.sweep"
 
 
 def beat_entry(interval):
@@ -58,4 +60,23 @@ def install_verify_entry(settings):
     if interval > 0:
         schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
         schedule.setdefault(VERIFY_BEAT_ENTRY, verify_entry(interval))
+        settings.CELERYBEAT_SCHEDULE = schedule
+
+
+def sweep_entry(interval):
+    """The periodic sweep every `interval` seconds, expiring like the drain's entry."""
+    return {"task": SWEEP_TASK, "schedule": interval,
+            "options": {"expires": interval, "expire_seconds": max(1, int(interval))}}
+
+
+def install_sweep_entry(settings):
+    """The periodic sweep, when CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS is above 0 (off by default; the Tutor plugin turns it on)."""
+    interval = getattr(settings, "CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", 0)
+    try:
+        interval = float(interval or 0)
+    except (TypeError, ValueError):
+        return  # a bad value: the system checks report it
+    if interval > 0:
+        schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
+        schedule.setdefault(SWEEP_BEAT_ENTRY, sweep_entry(interval))
         settings.CELERYBEAT_SCHEDULE = schedule

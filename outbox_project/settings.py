@@ -19,7 +19,13 @@ from pathlib import Path
 import dj_database_url
 import django
 
-from clickhouse_outbox.schedule import VERIFY_BEAT_ENTRY, beat_entry, verify_entry
+from clickhouse_outbox.schedule import (
+    SWEEP_BEAT_ENTRY,
+    VERIFY_BEAT_ENTRY,
+    beat_entry,
+    sweep_entry,
+    verify_entry,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("OUTBOX_DEMO_DIR", BASE_DIR / ".demo"))
@@ -157,6 +163,11 @@ CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS = float(
 )
 if CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS > 0:  # the periodic verification, when asked (off by default)
     CELERY_BEAT_SCHEDULE[VERIFY_BEAT_ENTRY] = verify_entry(CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS)
+CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS = float(
+    os.environ.get("OUTBOX_SWEEP_INTERVAL_SECS", globals().get("CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", 0))
+)
+if CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS > 0:  # the periodic sweep of the learner and tag tables (off by default)
+    CELERY_BEAT_SCHEDULE[SWEEP_BEAT_ENTRY] = sweep_entry(CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS)
 
 CACHES = {
     "default": {
@@ -164,6 +175,10 @@ CACHES = {
         "LOCATION": os.environ.get("DJANGO_CACHE_LOCATION", "clickhouse_outbox_cache"),
     }
 }
+
+# edx-django-utils' telemetry backends for the drain's custom attributes: none in the standalone
+# project (its default, New Relic's, is not installed here; edx-platform sets its own).
+OPENEDX_TELEMETRY = []
 
 LOGGING = {
     "version": 1,

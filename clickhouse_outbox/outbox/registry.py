@@ -23,7 +23,9 @@ class Prepared:
     A subject read and serialized, not yet queued: its rows (JSONEachRow lines per table), or
     the error reading it raised. `user_id` names the user whose personal data the rows hold
     (producers of personal data), so a retirement finds them; it is set even when serializing
-    failed, as the error may quote the data.
+    failed, as the error may quote the data. `emptied`, where the serializer wrote it as it
+    went: {table: its lines joined, dump_id and time_last_dumped emptied}, the digest's input
+    (`outbox.unchanged`) without a second pass over the rows.
     """
 
     subject: str
@@ -32,6 +34,7 @@ class Prepared:
     rows: dict | None = None
     error: Exception | None = None
     user_id: int | None = None
+    emptied: dict | None = None
 
 
 class Producer:
@@ -54,6 +57,8 @@ class Producer:
     enabled_by_default = None
     #: Subjects a dump job's worker claims at a time, and reads with one call of `prepare`.
     read_at_once = 1000
+    #: Whether the sweep (reconcile.sweep) reads its table by key ranges for rows written without a signal.
+    sweepable = False
 
     @property
     def dump_chunk(self):

@@ -19,6 +19,7 @@ snapshots are skipped there only at READ COMMITTED, the isolation level Django s
 """
 
 import hashlib
+from collections import namedtuple
 
 from django.db import connection
 from django.db.models import Exists, OuterRef
@@ -31,14 +32,24 @@ def digest(prepared, chunks):
     The digest of a prepared snapshot's rows, from its (table, rows, raw lines) chunks, with
     its dump_id and time_last_dumped emptied: equal for the same rows read twice. Every
     serializer writes them as `"dump_id":"…"` and `"time_last_dumped":"…"` (JSON strings
-    hold no raw quote, so the pattern only matches those two keys).
+    hold no raw quote, so the pattern only matches those two keys), side by side as the
+    tables' last two columns: one pass empties both; either left (another layout) is
+    emptied on its own. A table in one chunk whose emptied lines the serializer wrote as it
+    went (`Prepared.emptied`) is hashed from those: the same digest, no pass to empty them.
     """
+    both = f'"dump_id":"{prepared.dump_id}","time_last_dumped":"{prepared.time_last_dumped}"'.encode()
     found = (f'"dump_id":"{prepared.dump_id}"'.encode(), f'"time_last_dumped":"{prepared.time_last_dumped}"'.encode())
     emptied = (b'"dump_id":""', b'"time_last_dumped":""')
+    written = prepared.emptied or {}
     hasher = hashlib.blake2b(digest_size=16)
     for table, count, lines in chunks:
-        for token, empty in zip(found, emptied, strict=True):
-            lines = lines.replace(token, empty)
+        if table in written and count == len(prepared.rows[table]):
+            lines = written[table]
+        else:
+            lines = lines.replace(both, b'"dump_id":"","time_last_dumped":""')
+            for token, empty in zip(found, emptied, strict=True):
+                if token in lines:
+                    lines = lines.replace(token, empty)
         hasher.update(f"{table}\n{count}\n{len(lines)}\n".encode())
         hasher.update(lines)
     return hasher.hexdigest()
@@ -51,11 +62,33 @@ def history(producer, subjects, *, claims=False):
     and status; with `claims`, Snapshot rows that also have their digest and `claimed`,
     whether any of their entries left `pending`.
     """
-    rows = Snapshot.objects.filter(producer=producer, subject__in=subjects).order_by("-id")
     if not claims:
-        return list(rows.values_list("id", "subject", "status", named=True))
+        return subject_snapshots(producer, subjects)
+    rows = Snapshot.objects.filter(producer=producer, subject__in=subjects).order_by("-id")
     taken = OutboxEntry.objects.filter(snapshot=OuterRef("pk")).exclude(status=OutboxEntry.Status.PENDING)
     return list(rows.only("id", "producer", "subject", "status", "digest", "dump_id").annotate(claimed=Exists(taken)))
+
+
+Row = namedtuple("Row", "id subject status")
+
+
+def subject_snapshots(producer, subjects):
+    """
+    `history` without claims, as SQL: the ORM took longer to build this query (about 0.7 ms)
+    than the database to answer it, inside every publish (decision record 0018).
+    """
+    subjects = list(subjects)
+    if not subjects:
+        return []
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {quote('id')}, {quote('subject')}, {quote('status')} FROM {quote(Snapshot._meta.db_table)}"
+            f" WHERE {quote('producer')} = %s AND {quote('subject')} IN ({', '.join(['%s'] * len(subjects))})"
+            f" ORDER BY {quote('id')} DESC",
+            [producer, *subjects],
+        )
+        return [Row(*row) for row in cursor.fetchall()]
 
 
 def unchanged(older, prepared, digests):

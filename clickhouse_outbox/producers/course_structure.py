@@ -77,10 +77,12 @@ def prepare_course(course_key, *, source, now):
     time_last_dumped = dump_time(now)
     try:
         course = source.get_course(course_key)
-        rows = serialize_course(course, dump_id=dump_id, time_last_dumped=time_last_dumped, snapshot_time=now)
+        emptied = {}
+        rows = serialize_course(course, dump_id=dump_id, time_last_dumped=time_last_dumped, snapshot_time=now,
+                                emptied=emptied)
     except Exception as exc:  # noqa: BLE001 (kept, with its traceback, for the caller to raise or record)
         return Prepared(str(course_key), dump_id, time_last_dumped, error=exc)
-    return Prepared(str(course_key), dump_id, time_last_dumped, rows=rows)
+    return Prepared(str(course_key), dump_id, time_last_dumped, rows=rows, emptied=emptied)
 
 
 def producer(source=None):

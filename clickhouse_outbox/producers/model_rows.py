@@ -27,6 +27,7 @@ class ModelRowProducer(Producer):
     model_name = ""
     table = None
     related = ()
+    sweepable = True
 
     @property
     def tables(self):

@@ -9,6 +9,9 @@ A subject gets one verdict, the most urgent of what was found:
     missing      fewer rows than the snapshot holds in some table
     duplicates   some row is there more than once (a resend on a table that does not deduplicate;
                  a ReplacingMergeTree table folds its copies itself, so they are not counted)
+    differs      the rows are all there, but the latest one is not what the source holds now
+                 (learners and tags, whose content is compared: see content.py); a profile changed
+                 by `QuerySet.update()`, which sends no signal
     stale        the rows are all there, but the source changed after the snapshot was taken
     never        the outbox never sent a snapshot of it (it existed before the plugin, say); the
                  rows ClickHouse holds of it all the same (sent by the peer's sink) are counted
@@ -28,11 +31,13 @@ from clickhouse_outbox.clickhouse.cluster import http_replicas
 from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot, Verdict
 from clickhouse_outbox.operations.delivery import State, with_delivery
 from clickhouse_outbox.operations.requeue import latest_snapshots
+from clickhouse_outbox.reconcile.content import content_differences
 from clickhouse_outbox.reconcile.held import TableMissing, held_rows, rows_by_subject
 from clickhouse_outbox.text import format_age, plural
 
 #: Most urgent first; a subject's verdict is the first that applies.
-URGENCY = (Verdict.Kind.ABSENT, Verdict.Kind.MISSING, Verdict.Kind.DUPLICATES, Verdict.Kind.STALE)
+URGENCY = (Verdict.Kind.ABSENT, Verdict.Kind.MISSING, Verdict.Kind.DUPLICATES, Verdict.Kind.DIFFERS,
+           Verdict.Kind.STALE)
 #: What a repair dumps again: every verdict but ok and undelivered.
 TO_REPAIR = frozenset({*URGENCY, Verdict.Kind.NEVER})
 #: A source version this much newer than the snapshot is a newer version; less is the publish itself
@@ -70,6 +75,8 @@ def describe(details):
                 parts.append(f"{table}{where}: {counts['found']:,} of {plural(counts['expected'], 'row')}")
             elif counts["found"] > counts["distinct"]:
                 parts.append(f"{table}{where}: {plural(counts['found'], 'row')}, {counts['distinct']:,} distinct")
+    for table, columns in sorted(details.get("content", {}).items()):
+        parts.append(f"{table}: {', '.join(columns)} {'differs' if len(columns) == 1 else 'differ'} from the source")
     if details.get("source_changed_at"):
         changed, taken = (datetime.fromisoformat(details[key]) for key in ("source_changed_at", "taken_at"))
         parts.append(f"the source changed at {changed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, "
@@ -106,10 +113,22 @@ def verify(producer, subjects, backend, *, each_replica=False, now, job=None):
     for snapshot in compared:
         checks[snapshot.subject] = judge(snapshot, expected[snapshot.subject], found, versions.get(snapshot.subject),
                                          each_replica, folding)
+    if getattr(producer, "sweepable", False):  # one row of a platform table: its content is compared too
+        compare_content(producer, backend, [checks[snapshot.subject] for snapshot in compared])
     held_before(producer, backend, [check for check in checks.values() if check.verdict == Verdict.Kind.NEVER])
     ordered = [checks[subject] for subject in subjects]
     record(producer, ordered, now, job)
     return ordered
+
+
+def compare_content(producer, backend, checks):
+    """Checks whose rows are all there but whose latest row is not the source's now become `differs`."""
+    whole = {check.subject: check for check in checks
+             if check.verdict not in (Verdict.Kind.ABSENT, Verdict.Kind.MISSING, Verdict.Kind.DUPLICATES)}
+    for subject, columns in content_differences(producer, backend, list(whole)).items():
+        check = whole[subject]
+        check.verdict = Verdict.Kind.DIFFERS
+        check.details["content"] = {producer.table.name: columns}
 
 
 def held_before(producer, backend, never):

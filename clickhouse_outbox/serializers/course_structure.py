@@ -26,20 +26,40 @@ class CourseTreeError(ValueError):
     """The course tree handed over by a source is not a tree we can walk."""
 
 
-def serialize_course(course, *, dump_id, time_last_dumped, snapshot_time):
+#: The end of every block and edge line with its snapshot's values emptied (see outbox.unchanged.digest).
+EMPTIED_TAIL = b',"dump_id":"","time_last_dumped":""}\n'
+
+
+def serialize_course(course, *, dump_id, time_last_dumped, snapshot_time, emptied=None):
     """
     All rows of one snapshot of `course` (a PublishedCourse), as JSONEachRow lines per table.
 
     `time_last_dumped` is the snapshot's fixed time string; `snapshot_time` (a datetime)
     stands in for `modified` when the source does not know when the course last changed.
+    Given a dict as `emptied`, the block and edge lines are also written into it, joined,
+    with dump_id and time_last_dumped emptied: the digest's input (`Prepared.emptied`).
     """
     course_key = str(course.course_key)
     blocks, edges = walk(course)
+    locations = {}  # each block's location as a JSON string, encoded once for its row and its edges
     return {
         COURSE_OVERVIEWS.name: [overview_row(course, course_key, dump_id, time_last_dumped, snapshot_time)],
-        COURSE_BLOCKS.name: block_rows(course, course_key, blocks, dump_id, time_last_dumped),
-        COURSE_RELATIONSHIPS.name: relationship_rows(course_key, edges, dump_id, time_last_dumped),
+        COURSE_BLOCKS.name: block_rows(course, course_key, blocks, dump_id, time_last_dumped, locations, emptied),
+        COURSE_RELATIONSHIPS.name: relationship_rows(course_key, edges, dump_id, time_last_dumped, locations, emptied),
     }
+
+
+def finish(bodies, tail, table, emptied):
+    """
+    Lines from their bodies (a line without its tail); their emptied form joined into
+    `emptied`. Each body is encoded on its own: ASCII lines take the fast path, where one
+    joined text holding a non-ASCII name would be encoded character by character.
+    """
+    encoded = [body.encode() for body in bodies]
+    if emptied is not None and encoded:
+        emptied[table] = EMPTIED_TAIL.join(encoded) + EMPTIED_TAIL
+    tail = tail.encode()
+    return [body + tail for body in encoded]
 
 
 def walk(course):
@@ -107,20 +127,22 @@ def overview_row(course, course_key, dump_id, time_last_dumped, snapshot_time):
     )
 
 
-def block_rows(course, course_key, blocks, dump_id, time_last_dumped):
+def block_rows(course, course_key, blocks, dump_id, time_last_dumped, locations=None, emptied=None):
     """
     course_blocks lines; this runs for every block inside the publish, so each line is one
     f-string of pieces encoded once: the xblock_data_json text is written already escaped
-    as a JSON string (see `escaped_data`), with its per-type head cached.
+    as a JSON string (see `escaped_data`), with its per-type head cached. Each block's
+    location, encoded, is kept in `locations` for its edges.
     """
+    locations = {} if locations is None else locations
     key = course.course_key
     head = f'{{"org":{encode_string(key.org)},"course_key":{encode_string(course_key)},"location":'
     tail = f',"dump_id":"{dump_id}","time_last_dumped":{encode_string(time_last_dumped)}}}\n'
     data_head = f'{{"course": {encode_ascii(key.course)}, "run": {encode_ascii(key.run)}, "block_type": '
     heads = {}
     section = subsection = unit = 0
-    lines = []
-    append = lines.append
+    bodies = []
+    append = bodies.append
     for order, block in enumerate(blocks, start=1):
         block_type = block.block_type
         detached = block_type in DETACHED_BLOCK_TYPES
@@ -134,12 +156,13 @@ def block_rows(course, course_key, blocks, dump_id, time_last_dumped):
             elif block_type == "vertical":
                 unit += 1
             counters = (section, subsection, unit)
+        location = locations[block.location] = encode_string(block.location)
         append(
-            f"{head}{encode_string(block.location)},\"display_name\":{encode_string(block.display_name)}"
+            f"{head}{location},\"display_name\":{encode_string(block.display_name)}"
             f",\"xblock_data_json\":{escaped_data(heads, data_head, block, detached, counters)}"
-            f',"order":{order},"edited_on":{encode_string(block.edited_on or "")}{tail}'.encode()
+            f',"order":{order},"edited_on":{encode_string(block.edited_on or "")}'
         )
-    return lines
+    return finish(bodies, tail, COURSE_BLOCKS.name, emptied)
 
 
 def escaped_data(heads, data_head, block, detached, counters):
@@ -191,10 +214,15 @@ def xblock_data_json(data_head, block, detached, counters):
     return text + "}"
 
 
-def relationship_rows(course_key, edges, dump_id, time_last_dumped):
+def relationship_rows(course_key, edges, dump_id, time_last_dumped, locations=None, emptied=None):
+    """course_relationships lines; locations are taken encoded from `locations` (block_rows') where there."""
     head = f'{{"course_key":{encode_string(course_key)},"parent_location":'
+    middle = ',"child_location":'
     tail = f',"dump_id":"{dump_id}","time_last_dumped":{encode_string(time_last_dumped)}}}\n'
-    return [
-        f'{head}{encode_string(parent)},"child_location":{encode_string(child)},"order":{position}{tail}'.encode()
-        for parent, child, position in edges
-    ]
+    encoded = {} if locations is None else locations
+    bodies = []
+    for parent, child, position in edges:
+        parent_text = encoded.get(parent) or encoded.setdefault(parent, encode_string(parent))
+        child_text = encoded.get(child) or encoded.setdefault(child, encode_string(child))
+        bodies.append(f'{head}{parent_text}{middle}{child_text},"order":{position}')
+    return finish(bodies, tail, COURSE_RELATIONSHIPS.name, emptied)

@@ -7,7 +7,7 @@ scripts/settings-docs from settings/table.py (a test fails when they differ).
 """
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.schedule import install_beat_entry, install_verify_entry
+from clickhouse_outbox.schedule import install_beat_entry, install_sweep_entry, install_verify_entry
 
 
 def plugin_settings(settings):
@@ -200,6 +200,19 @@ def plugin_settings(settings):
     #    finds makes ``outbox_status`` exit 1 until repaired. Daily (``86400``) suits most sites. A number from 0
     #    to 2,592,000.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS
+    # .. setting_default: 0
+    # .. setting_description: Seconds between sweeps of the learner and tag tables (a beat entry,
+    #    ``clickhouse_outbox.sweep``, installed by the plugin's settings); 0, the default, for none (the Tutor
+    #    plugin turns it on, every 300 s). A sweep reads each table by ranges of primary keys and queues every row
+    #    that differs from its latest snapshot: rows written by ``bulk_create``, ``QuerySet.update()`` or raw SQL,
+    #    which send no signal. ``manage.py outbox_sweep`` runs one by hand (cron). A number from 0 to 2,592,000.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_SWEEP_CHUNK
+    # .. setting_default: 5000
+    # .. setting_description: Primary keys a sweep reads at once (one query per range), and the size of the ranges
+    #    whose digests it keeps. A whole number from 100 to 100,000.
+
     # .. setting_name: CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS
     # .. setting_default: 900
     # .. setting_description: The default ``--max-age`` of ``outbox_status`` and ``outbox_drain``: when the oldest
@@ -217,6 +230,44 @@ def plugin_settings(settings):
     # .. setting_description: Batches one drain run (the celery task, ``outbox_drain``) claims and sends at once,
     #    each from a thread with its own database connection. With 2, ClickHouse parses one batch while the next
     #    is read: a backlog drains faster. A whole number from 1 to 16.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_MONITORING_TOKEN
+    # .. setting_default: ""
+    # .. setting_description: A token that opens the metrics (``/clickhouse_outbox/metrics``) and health
+    #    (``/clickhouse_outbox/health``) endpoints to a caller that is not signed-in staff: sent as
+    #    ``Authorization: Bearer <token>`` (never in the URL), compared in constant time. Empty, the default:
+    #    staff only. Use 32 random characters or more; it is never shown or logged. A string.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_HEALTH_MAX_FAILED_BATCHES
+    # .. setting_default: 0
+    # .. setting_description: The health endpoint answers 503 when more batches than this have failed for good
+    #    (inserts or deletes). Its other limit is ``CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS``, the age of the oldest
+    #    unsent row. A whole number from 0 to 1,000,000.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_HEALTH_CHECKS_CLICKHOUSE
+    # .. setting_default: False
+    # .. setting_description: Whether the health endpoint also asks ClickHouse for ``SELECT 1`` (through each
+    #    configured replica's connection, with its timeouts) and answers 503 when it cannot. Off, it sees
+    #    ClickHouse failing only through a batch waiting after a server error. ``True`` or ``False``.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_METRICS_WINDOW_SECS
+    # .. setting_default: 300
+    # .. setting_description: The window of the recent-delivery metrics: rows and batches sent, and their delivery
+    #    latency (from the oldest row's queueing to ClickHouse's acknowledgment), over the last this many seconds.
+    #    A number from 10 to 86,400.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_STATSD_HOST
+    # .. setting_default: ""
+    # .. setting_description: A StatsD (or Telegraf, Datadog agent) host the drain task sends its gauges and
+    #    counters to, over UDP, after each run. Empty, the default: none are sent. A string.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_STATSD_PORT
+    # .. setting_default: 8125
+    # .. setting_description: The StatsD host's UDP port. A whole number from 1 to 65,535.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_STATSD_PREFIX
+    # .. setting_default: "clickhouse_outbox"
+    # .. setting_description: The prefix of every StatsD metric's name. A string.
     # --- end of the generated annotations ---
     if not hasattr(settings, "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG"):
         settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = dict(conf.DEFAULT_BACKEND_CONFIG)
@@ -226,3 +277,4 @@ def plugin_settings(settings):
 
     install_beat_entry(settings)
     install_verify_entry(settings)
+    install_sweep_entry(settings)

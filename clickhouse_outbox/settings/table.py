@@ -33,7 +33,8 @@ class Problem:
 class Setting:
     """
     One setting: `type` is bool, int, float or str; numbers lie in [low, high]; `choices`, when
-    given, are the only values; `none_is_default` reads None as the default (an unset folder).
+    given, are the only values; `none_is_default` reads None as the default (an unset folder); a
+    `secret` one's value is never shown in a message (a token).
     """
 
     name: str
@@ -44,6 +45,7 @@ class Setting:
     doc: str = ""
     choices: tuple = ()
     none_is_default: bool = False
+    secret: bool = False
     id: str = field(init=False)
 
     def __post_init__(self):
@@ -74,7 +76,7 @@ class Setting:
             wanted = f"{'a whole number' if self.type is int else 'a number'} from {number(self.low)} to {number(self.high)}"
         return Problem(
             self.id,
-            f"{self.name} is {shown(value)}; it must be {wanted}.",
+            f"{self.name} is {f'of type {type(value).__name__}' if self.secret else shown(value)}; it must be {wanted}.",
             f"Remove it to use the default, {shown(self.default)}.",
         )
 
@@ -188,6 +190,15 @@ SETTINGS = (
         "Seconds between periodic verifications of every producer that is on (a beat entry, "
         "``clickhouse_outbox.verify``, installed by the plugin's settings); 0, the default, for none. What one "
         "finds makes ``outbox_status`` exit 1 until repaired. Daily (``86400``) suits most sites.")),
+    Setting("CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", 0, float, 0, 30 * DAY, doc=(
+        "Seconds between sweeps of the learner and tag tables (a beat entry, ``clickhouse_outbox.sweep``, "
+        "installed by the plugin's settings); 0, the default, for none (the Tutor plugin turns it on, every 300 "
+        "s). A sweep reads each table by ranges of primary keys and queues every row that differs from its "
+        "latest snapshot: rows written by ``bulk_create``, ``QuerySet.update()`` or raw SQL, which send no "
+        "signal. ``manage.py outbox_sweep`` runs one by hand (cron).")),
+    Setting("CLICKHOUSE_OUTBOX_SWEEP_CHUNK", 5000, int, 100, 100_000, doc=(
+        "Primary keys a sweep reads at once (one query per range), and the size of the ranges whose digests it "
+        "keeps.")),
     Setting("CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS", 900, float, 1, 30 * DAY, doc=(
         "The default ``--max-age`` of ``outbox_status`` and ``outbox_drain``: when the oldest unsent row has waited "
         "longer, they exit with status 2 (delivery is stuck).")),
@@ -200,6 +211,28 @@ SETTINGS = (
         "Batches one drain run (the celery task, ``outbox_drain``) claims and sends at once, each from a thread "
         "with its own database connection. With 2, ClickHouse parses one batch while the next is read: a "
         "backlog drains faster.")),
+    Setting("CLICKHOUSE_OUTBOX_MONITORING_TOKEN", "", str, secret=True, doc=(
+        "A token that opens the metrics (``/clickhouse_outbox/metrics``) and health (``/clickhouse_outbox/health``) "
+        "endpoints to a caller that is not signed-in staff: sent as ``Authorization: Bearer <token>`` (never in "
+        "the URL), compared in constant time. Empty, the default: staff only. Use 32 random characters or more; "
+        "it is never shown or logged.")),
+    Setting("CLICKHOUSE_OUTBOX_HEALTH_MAX_FAILED_BATCHES", 0, int, 0, 1_000_000, doc=(
+        "The health endpoint answers 503 when more batches than this have failed for good (inserts or deletes). "
+        "Its other limit is ``CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS``, the age of the oldest unsent row.")),
+    Setting("CLICKHOUSE_OUTBOX_HEALTH_CHECKS_CLICKHOUSE", False, bool, doc=(
+        "Whether the health endpoint also asks ClickHouse for ``SELECT 1`` (through each configured replica's "
+        "connection, with its timeouts) and answers 503 when it cannot. Off, it sees ClickHouse failing only "
+        "through a batch waiting after a server error.")),
+    Setting("CLICKHOUSE_OUTBOX_METRICS_WINDOW_SECS", 300, float, 10, DAY, doc=(
+        "The window of the recent-delivery metrics: rows and batches sent, and their delivery latency (from "
+        "the oldest row's queueing to ClickHouse's acknowledgment), over the last this many seconds.")),
+    Setting("CLICKHOUSE_OUTBOX_STATSD_HOST", "", str, doc=(
+        "A StatsD (or Telegraf, Datadog agent) host the drain task sends its gauges and counters to, over UDP, "
+        "after each run. Empty, the default: none are sent.")),
+    Setting("CLICKHOUSE_OUTBOX_STATSD_PORT", 8125, int, 1, 65535, doc=(
+        "The StatsD host's UDP port.")),
+    Setting("CLICKHOUSE_OUTBOX_STATSD_PREFIX", "clickhouse_outbox", str, doc=(
+        "The prefix of every StatsD metric's name.")),
 )
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}

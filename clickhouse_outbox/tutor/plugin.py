@@ -20,7 +20,7 @@ from tutor import hooks
 from tutor import plugins as tutor_plugins
 
 from clickhouse_outbox import __version__
-from clickhouse_outbox.schedule import BEAT_ENTRY, DRAIN_TASK
+from clickhouse_outbox.schedule import BEAT_ENTRY, DRAIN_TASK, SWEEP_BEAT_ENTRY, SWEEP_TASK
 from clickhouse_outbox.settings.table import BY_NAME, DEFAULT_BACKEND_CONFIG
 
 #: Aspects' init tasks run at priorities 92 to 97 (its alembic job creates event_sink's
@@ -42,6 +42,9 @@ PEER_MODELS = {
     "user_retirement": "auth_user",
 }
 RETIREMENT = "user_retirement"
+#: The sweep's interval here (the package's default is 0, off): a few minutes, so a row written
+#: without a signal reaches ClickHouse soon after.
+SWEEP_INTERVAL_SECS = 300
 #: The producers of users' personal data, whose rows a retirement deletes.
 PII_PRODUCERS = ("user_profile", "external_id")
 #: What CLICKHOUSE_OUTBOX_PRODUCERS holds unless set: the course tables, as before there were others.
@@ -52,6 +55,9 @@ hooks.Filters.CONFIG_DEFAULTS.add_items(
         # What `pip install` gets in the image: a version, or a git+https://…@tag URL.
         ("CLICKHOUSE_OUTBOX_PIP_SPEC", f"clickhouse-outbox=={__version__}"),
         ("CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", BY_NAME["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"].default),
+        # The sweep of the learner and tag tables (rows written without a signal): off in the
+        # package, on here; 0 turns it off.
+        ("CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", SWEEP_INTERVAL_SECS),
         # The producers to take over besides those of Aspects' sinks that Aspects turns on
         # (see takeover() and the settings patch below); without Aspects, the only ones.
         ("CLICKHOUSE_OUTBOX_PRODUCERS", DEFAULT_PRODUCERS),
@@ -222,6 +228,8 @@ hooks.Filters.ENV_TEMPLATE_VARIABLES.add_items(
         ("clickhouse_outbox_setting", setting_literal),
         ("clickhouse_outbox_beat_entry", BEAT_ENTRY),
         ("clickhouse_outbox_drain_task", DRAIN_TASK),
+        ("clickhouse_outbox_sweep_beat_entry", SWEEP_BEAT_ENTRY),
+        ("clickhouse_outbox_sweep_task", SWEEP_TASK),
     ]
 )
 hooks.Filters.ENV_TEMPLATE_FILTERS.add_items(
@@ -312,6 +320,19 @@ CELERYBEAT_SCHEDULE[{{ clickhouse_outbox_beat_entry|clickhouse_outbox_literal }}
         "expire_seconds": max(1, int(CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS)),
     },
 }
+CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS = {{ clickhouse_outbox_setting(
+    "CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS) }}
+if CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS > 0:
+    CELERYBEAT_SCHEDULE[{{ clickhouse_outbox_sweep_beat_entry|clickhouse_outbox_literal }}] = {
+        "task": {{ clickhouse_outbox_sweep_task|clickhouse_outbox_literal }},
+        "schedule": CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS,
+        "options": {
+            "expires": CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS,
+            "expire_seconds": max(1, int(CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS)),
+        },
+    }
+else:
+    CELERYBEAT_SCHEDULE.pop({{ clickhouse_outbox_sweep_beat_entry|clickhouse_outbox_literal }}, None)
 """,
     )
 )
@@ -325,6 +346,7 @@ hooks.Filters.ENV_PATCHES.add_item(
         + """# The drain runs on the cms-worker's beat only.
 try:
     CELERYBEAT_SCHEDULE.pop({{ clickhouse_outbox_beat_entry|clickhouse_outbox_literal }}, None)
+    CELERYBEAT_SCHEDULE.pop({{ clickhouse_outbox_sweep_beat_entry|clickhouse_outbox_literal }}, None)
 except NameError:  # the plugin's own settings did not run (not in the image yet)
     pass
 """,

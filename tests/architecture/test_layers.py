@@ -39,10 +39,12 @@ LAYERS = (
      ("dumps",)),
     ("operations", "operators' reports and actions: status, delivery state, requeue",
      ("operations",)),
-    ("reconcile", "verification and repair against what ClickHouse holds",
+    ("reconcile", "verification, repair and the sweep, against what ClickHouse holds",
      ("reconcile",)),
+    ("monitoring", "the outbox's readings for the sites' monitoring: metrics, attributes, health",
+     ("monitoring",)),
     ("entry points", "what Django, celery, Tutor, operators and the tests call",
-     ("admin", "management", "tasks", "receivers", "checks", "apps", "settings", "tutor", "testing")),
+     ("admin", "management", "tasks", "receivers", "checks", "apps", "urls", "settings", "tutor", "testing")),
 )
 
 #: Imports known to go the wrong way, (importer, imported) relative to the package, each

@@ -200,10 +200,8 @@ def test_batch_rows_limits_pass(good, value):
     assert ids() == []
 
 
-@pytest.mark.parametrize("name", sorted(conf.DEFAULTS.keys() - {
-    "CLICKHOUSE_OUTBOX_ENABLED", "CLICKHOUSE_OUTBOX_COURSE_SOURCE", "CLICKHOUSE_OUTBOX_OLX_DIR",
-    "CLICKHOUSE_OUTBOX_SNAPSHOT_AT", "CLICKHOUSE_OUTBOX_CLAIM_LOCKS",
-}))
+@pytest.mark.parametrize("name", sorted(setting.name for setting in conf.SETTINGS
+                                         if setting.type in (int, float) and not setting.choices))
 @pytest.mark.parametrize("value", ["strings", -1, 10**15, False])  # 10**15: past every range (bytes too)
 def test_e010_every_number_setting(good, name, value):
     setattr(good, name, value)
@@ -310,6 +308,15 @@ def test_e014_claim_locks_is_true_or_false(good, value):
 def test_e014_accepts_true_and_false(good, value):
     good.CLICKHOUSE_OUTBOX_CLAIM_LOCKS = value
     assert our_errors() == []
+
+
+@pytest.mark.parametrize("name", sorted(setting.name for setting in conf.SETTINGS
+                                         if setting.type in (bool, str) and not setting.choices))
+def test_e014_every_boolean_and_string_setting(good, name):
+    setattr(good, name, 12345)
+    errors = our_errors()
+    assert [error.id for error in errors] == ["clickhouse_outbox.E014"]
+    assert name in errors[0].msg
 
 
 # -- producers -----------------------------------------------------------------------------

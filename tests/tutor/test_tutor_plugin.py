@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from clickhouse_outbox import __version__, conf
-from clickhouse_outbox.schedule import BEAT_ENTRY, beat_entry
+from clickhouse_outbox.schedule import BEAT_ENTRY, SWEEP_BEAT_ENTRY, beat_entry, sweep_entry
+
 from tests.tutor.conftest import ROOT, run
 
 #: Each test runs the real tutor a few times (about 2 s each); the first builds .tutor-venv.
@@ -35,6 +36,8 @@ PII = {"user_profile": "user_profile", "external_id": "external_id", "user_retir
 ASPECTS_DEFAULT = NON_PII
 #: The drain's interval unless a Tutor setting says otherwise: the package's own default.
 DEFAULT_INTERVAL = conf.DEFAULTS["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"]
+#: The sweep's interval the Tutor plugin sets (tutor/plugin.py SWEEP_INTERVAL_SECS; the package's default is 0).
+SWEEP_INTERVAL_SECS = 300
 
 
 def probe(tutor):
@@ -177,8 +180,11 @@ def assert_common_deployment(env_dir, settings, hooks, interval):
         if service == "cms":
             assert values["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"] == interval, name
             assert schedule[BEAT_ENTRY] == beat_entry(interval), name
+            # The sweep, off in the package, on here (rows written without a signal reach ClickHouse).
+            assert schedule[SWEEP_BEAT_ENTRY] == sweep_entry(SWEEP_INTERVAL_SECS), name
         else:
             assert BEAT_ENTRY not in schedule, f"lms {name}: the LMS has the drain's beat entry"
+            assert SWEEP_BEAT_ENTRY not in schedule, f"lms {name}: the LMS has the sweep's beat entry"
     command = worker_command(env_dir, "cms")
     assert command[:3] == ["celery", "--app=cms.celery", "worker"]
     assert "--beat" in command

@@ -15,6 +15,7 @@ from django.db import DatabaseError
 from clickhouse_outbox import conf
 from clickhouse_outbox.management.options import positive_int, positive_seconds
 from clickhouse_outbox.management.output import OutboxCommand
+from clickhouse_outbox.monitoring.report import report_drain
 from clickhouse_outbox.operations.status import FAILURES, HEALTHY, STALE, outbox_status
 from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.purge import purge_if_due
@@ -82,8 +83,10 @@ class Command(OutboxCommand):
             self.stdout.write(f"Draining every {interval:g}s; stop with Ctrl-C.")
             try:
                 while True:
+                    started = time.monotonic()
                     result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs(),
                                    threads=threads)
+                    report_drain(result, time.monotonic() - started)  # as the task: StatsD if a host is set
                     if result.batches_sent or result.errors:
                         self.report(result)
                     self.purge()
@@ -91,7 +94,9 @@ class Command(OutboxCommand):
             except KeyboardInterrupt:
                 self.stdout.write("Stopped.")
             return
+        started = time.monotonic()
         result = drain(max_batches=options["max_batches"], max_seconds=conf.drain_max_secs(), threads=threads)
+        report_drain(result, time.monotonic() - started)
         self.report(result)
         self.purge()
         self.exit_with_status(result, max_age)

@@ -19,7 +19,8 @@ from clickhouse_outbox.text import plural
 
 HEALTHY, DIFFERS, STALE_ONLY = 0, 1, 2
 #: What makes the exit status 1; stale alone makes it 2.
-DIFFERENCES = (Verdict.Kind.ABSENT, Verdict.Kind.MISSING, Verdict.Kind.DUPLICATES, Verdict.Kind.NEVER)
+DIFFERENCES = (Verdict.Kind.ABSENT, Verdict.Kind.MISSING, Verdict.Kind.DUPLICATES, Verdict.Kind.DIFFERS,
+               Verdict.Kind.NEVER)
 
 
 def exit_code(counts):
@@ -33,11 +34,13 @@ class Command(OutboxCommand):
         "Verify that ClickHouse holds what the outbox delivered: for each subject (every course, enrollment, "
         "profile... of the producers that are on, or of --producer, or the named ones, or those changed since a "
         "time), its latest delivered snapshot against the rows ClickHouse holds for that dump_id, table by table: "
-        "missing rows, duplicated rows, none at all; and whether the source has a newer version (stale). A few "
+        "missing rows, duplicated rows, none at all; for learners and tags, whether the latest row is what the "
+        "source holds now (differs: a row changed by QuerySet.update()); and whether the source has a newer "
+        "version (stale). A few "
         "aggregate queries per chunk of subjects. Runs as a job (progress; resumed by celery workers if this "
         "command stops). --repair then dumps again every subject that differs; --deduplicate runs OPTIMIZE ... "
         "FINAL DEDUPLICATE on the tables holding duplicates. Exit status: 0 all ok (or not delivered yet); 1 rows "
-        "missing, duplicated or never sent; 2 only stale subjects."
+        "missing, duplicated, differing from the source or never sent; 2 only stale subjects."
     )
     origin = "outbox_verify"
 
