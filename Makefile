@@ -1,4 +1,5 @@
 # clickhouse_outbox: `make demo` runs the whole pipeline on embedded defaults;
+# `make test-fast` runs the tests that need no ClickHouse server (Python only, SQLite, a few minutes);
 # `make test` runs the whole suite (it starts the ClickHouse test server and test cluster itself).
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
@@ -13,7 +14,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
 SAMPLE := clickhouse_outbox/sample_course
 
 
-.PHONY: help demo demo-admin docs wheel-check screenshots bench system-packages test test-sqlite test-mysql test-postgres test-server test-cluster quality tox requirements clean
+.PHONY: help demo demo-admin docs wheel-check screenshots bench system-packages test test-fast test-sqlite test-mysql test-postgres test-server test-cluster quality tox requirements clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -102,10 +103,23 @@ system-packages: ## Install the Debian packages the tests need (as root; otherwi
 test: system-packages $(VENV)/.installed test-server test-cluster ## The whole suite, on SQLite, MariaDB and PostgreSQL
 	$(MAKE) test-sqlite test-mysql test-postgres
 
-test-sqlite: $(VENV)/.installed ## Everything, with the outbox on SQLite
+# The tests a machine with only Python runs: no ClickHouse server, no cluster, nothing slow.
+# tests/conftest.py marks every test by the fixtures it requests, so none can forget its mark.
+FAST := not clickhouse_server and not clickhouse_cluster and not slow
+# The server's and cluster's variables are unset, so a test that reaches for them fails here.
+NO_SERVER_ENV := $(foreach name,URL USERNAME PASSWORD,-u CLICKHOUSE_TEST_$(name)) \
+	$(foreach name,URLS USERNAME PASSWORD NAME,-u CLICKHOUSE_CLUSTER_$(name))
+
+test-fast: $(VENV)/.installed ## The tests that need no ClickHouse server or cluster and are not slow, on SQLite (no server started)
+	mkdir -p $(TEST_DB_DIR)
+	env $(NO_SERVER_ENV) DATABASE_URL=sqlite:///$(TEST_DB_DIR)/fast.sqlite3 \
+	  $(BIN)/pytest -p no:cacheprovider -m "$(FAST)" -q
+
+# AFTER_FAST=1 (CI, after `make test-fast`): only what test-fast left out, not the same tests twice.
+test-sqlite: $(VENV)/.installed ## Everything, with the outbox on SQLite (AFTER_FAST=1: only what test-fast leaves out)
 	mkdir -p $(TEST_DB_DIR)
 	set -a; eval "$$(scripts/clickhouse-test-server env)"; eval "$$(scripts/clickhouse-test-cluster env)"; set +a; \
-	DATABASE_URL=sqlite:///$(TEST_DB_DIR)/outbox.sqlite3 $(BIN)/pytest -p no:cacheprovider
+	DATABASE_URL=sqlite:///$(TEST_DB_DIR)/outbox.sqlite3 $(BIN)/pytest -p no:cacheprovider $(if $(AFTER_FAST),-m "not ($(FAST))")
 
 test-mysql: $(VENV)/.installed ## The tests that use the outbox database, on MariaDB/MySQL
 	set -a; eval "$$(scripts/clickhouse-test-server env)"; eval "$$(scripts/clickhouse-test-cluster env)"; set +a; \

@@ -42,7 +42,7 @@ def fill(sent, pending, recent_batches):
 
     from django.db import connection
 
-    from clickhouse_outbox.outbox.clock import db_now
+    from clickhouse_outbox.db import db_now
 
     quote = connection.ops.quote_name
     token = {"postgresql": "md5(CAST(i AS TEXT))::uuid", "mysql": "UUID()"}.get(connection.vendor, "printf('%%032x', i)")

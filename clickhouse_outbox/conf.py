@@ -221,7 +221,8 @@ def pii_tables():
     return tuple(DEFAULT_PII_MODELS if value is None else value)
 
 
-def verify_chunk():
+def verify_chunk_size():
+    """Subjects a verification compares at once (CLICKHOUSE_OUTBOX_VERIFY_CHUNK)."""
     return value("CLICKHOUSE_OUTBOX_VERIFY_CHUNK")
 
 

@@ -1,183 +1,88 @@
 """
-The outbox's own rows written as SQL compiled once per connection vendor, for the learner
-changes that run inside the platform's transactions by the thousand (a bulk enroll): Django's
-`Model.save()` costs more in Python than the INSERT itself, and its RETURNING cannot read the
-database's clock.
+The outbox database's clock and lock conflicts, for every layer above.
 
-A one-row change is two INSERTs and nothing else (decision record 0015):
-
-    the snapshot     INSERT ... SELECT ... WHERE NOT EXISTS (the user's retirement)
-                     RETURNING id, time_last_dumped (the database's clock, as the row's text)
-    its entry        INSERT ... VALUES (the JSONEachRow line, raw) RETURNING id
-
-The retirement check is in the INSERT itself: a retired user's rows are never queued, and no
-statement is spent to know it. Where the database cannot return columns from an INSERT (MySQL;
-MariaDB ≥ 10.5 can) the id comes from the cursor and the time from one `db_now()` per
-transaction (`outbox.changes` keeps it).
+Leases, backoff and snapshot times come from the database clock, which all CMS processes and
+drainers share, never from one worker's clock. A short conditional step that meets a lock
+conflict (a deadlock, a lock wait timeout, a busy SQLite) is run again.
 """
 
-from django.db import connections
+import logging
+import time
+from datetime import datetime, timedelta, timezone
 
-from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.deletes import RETIREMENT
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
+from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
 
-#: The database's UTC clock as `time_last_dumped` text ("%Y-%m-%d %H:%M:%S.%f+00:00", serializers.encoding.dump_time).
-TIME_TEXT = {
-    "postgresql": "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US\"+00:00\"')",
-    "mysql": "DATE_FORMAT(UTC_TIMESTAMP(6), '%%Y-%%m-%%d %%H:%%i:%%s.%%f+00:00')",
-    # SQLite's clock has milliseconds: padded to the microseconds every other row has.
-    "sqlite": "(STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'now') || '000+00:00')",
-}
-#: The database's UTC clock as a value of a DateTimeField (Django stores UTC; naive on SQLite and MySQL).
-NOW = {
-    "postgresql": "clock_timestamp()",
-    "mysql": "UTC_TIMESTAMP(6)",
-    "sqlite": "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f000', 'now')",
-}
+from clickhouse_outbox import conf
 
-_COMPILED = {}
+log = logging.getLogger(__name__)
 
-
-def compiled(connection, name):
-    """The SQL of statement `name` for `connection`'s vendor and features, built once."""
-    key = (connection.vendor, connection.features.can_return_columns_from_insert, name)
-    sql = _COMPILED.get(key)
-    if sql is None:
-        sql = _COMPILED[key] = BUILDERS[name](connection)
-    return sql
-
-
-def _names(connection, model, fields):
-    quote = connection.ops.quote_name
-    return quote(model._meta.db_table), ", ".join(quote(model._meta.get_field(name).column) for name in fields)
-
-
-def _param(connection, model, name):
-    """A placeholder; PostgreSQL is told the column's type (a SELECT list gives it none to infer)."""
-    if connection.vendor != "postgresql":
-        return "%s"
-    return f"CAST(%s AS {model._meta.get_field(name).db_type(connection)})"
-
-
-SNAPSHOT_FIELDS = ("producer", "subject", "user_id", "reason", "status", "dump_id", "row_count", "table_rows",
-                   "time_last_dumped", "digest", "error", "created")
-
-
-def _snapshot_sql(connection, *, time_as_param):
-    table, columns = _names(connection, Snapshot, SNAPSHOT_FIELDS)
-    quote = connection.ops.quote_name
-    params = ", ".join(_param(connection, Snapshot, name) for name in SNAPSHOT_FIELDS[:8])
-    time_text = "%s" if time_as_param else TIME_TEXT[connection.vendor]
-    dual = " FROM DUAL" if connection.vendor == "mysql" else ""
-    sql = (
-        f"INSERT INTO {table} ({columns}) SELECT {params}, {time_text}, '', '', {NOW[connection.vendor]}{dual} "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {table} {quote('r')} WHERE {quote('r')}.{quote('producer')} = "
-        f"'{RETIREMENT}' AND {quote('r')}.{quote('subject')} = %s)"
-    )
-    if connection.features.can_return_columns_from_insert:
-        sql += f" RETURNING {quote('id')}, {quote('time_last_dumped')}"
-    return sql
-
-
-def _entry_sql(connection):
-    fields = ("snapshot", "table", "kind", "status", "row_count", "payload", "encoding", "created")
-    table, columns = _names(connection, OutboxEntry, fields)
-    sql = f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, {NOW[connection.vendor]})"
-    if connection.features.can_return_columns_from_insert:
-        sql += f" RETURNING {connection.ops.quote_name('id')}"
-    return sql
-
-
-def _entry_update_sql(connection):
-    quote = connection.ops.quote_name
-    return (f"UPDATE {quote(OutboxEntry._meta.db_table)} SET {quote('payload')} = %s, {quote('row_count')} = %s "
-            f"WHERE {quote('id')} = %s AND {quote('status')} = %s")
-
-
-def _entries_sql(connection):
-    fields = ("snapshot", "table", "kind", "status", "row_count", "payload", "encoding", "created")
-    table, columns = _names(connection, OutboxEntry, fields)
-    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
-
-
-BUILDERS = {
-    "entries": _entries_sql,
-    "snapshot": lambda connection: _snapshot_sql(connection, time_as_param=False),
-    "snapshot_timed": lambda connection: _snapshot_sql(connection, time_as_param=True),
-    "entry": _entry_sql,
-    "entry_update": _entry_update_sql,
+_NOW_SQL = {
+    "postgresql": "SELECT clock_timestamp()",
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+    "sqlite": "SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'now')",
 }
 
 
-def _prep(connection, model, name, value):
-    return model._meta.get_field(name).get_db_prep_save(value, connection)
+def db_now(using=DEFAULT_DB_ALIAS):
+    """The database's current UTC time, as an aware datetime."""
+    conn = connections[using]
+    with conn.cursor() as cursor:
+        cursor.execute(_NOW_SQL.get(conn.vendor, "SELECT CURRENT_TIMESTAMP"))
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
-def insert_snapshot(connection, *, producer, subject, user_id, reason, status, dump_id, row_count, table_rows,
-                    time_text=None, guard_user=None):
+class UtcNow(Now):
     """
-    One Snapshot row; returns (id, time_last_dumped), or None when `guard_user` is retired
-    (nothing written). `time_text` is needed only where `needs_time()`: else the database's clock.
+    Django's Now(), but in UTC on MySQL/MariaDB too, where CURRENT_TIMESTAMP follows the
+    session's time zone while Django stores datetimes in UTC.
     """
-    values = [producer, subject, user_id, reason, status, _prep(connection, Snapshot, "dump_id", dump_id), row_count,
-              _prep(connection, Snapshot, "table_rows", table_rows)]
-    returning = connection.features.can_return_columns_from_insert
-    if not returning:
-        values.append(time_text)
-    # No user to guard: the retirement of user "" never exists.
-    values.append("" if guard_user is None else str(guard_user))
-    with connection.cursor() as cursor:
-        cursor.execute(compiled(connection, "snapshot" if returning else "snapshot_timed"), values)
-        if returning:
-            row = cursor.fetchone()
-            return None if row is None else (row[0], row[1])
-        if cursor.rowcount == 0:
-            return None
-        return cursor.lastrowid, time_text
+
+    def as_mysql(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra_context)
 
 
-def needs_time(connection):
-    """Whether `insert_snapshot` must be given the time (the database cannot return it)."""
-    return not connection.features.can_return_columns_from_insert
+def db_time_in(seconds):
+    """The database's time `seconds` from now (negative: ago), as an expression for filters and updates."""
+    return ExpressionWrapper(UtcNow() + timedelta(seconds=seconds), output_field=DateTimeField())
 
 
-def insert_entry(connection, snapshot_id, table, lines, row_count):
-    """One pending insert entry holding `lines` raw (a row or two: too short to gain from gzip); returns its id."""
-    values = [snapshot_id, table, Kind.INSERT.value, OutboxEntry.Status.PENDING.value, row_count,
-              _prep(connection, OutboxEntry, "payload", lines), ""]
-    with connection.cursor() as cursor:
-        cursor.execute(compiled(connection, "entry"), values)
-        if connection.features.can_return_columns_from_insert:
-            return cursor.fetchone()[0]
-        return cursor.lastrowid
+def lease_end():
+    """When a lease taken now ends: CLICKHOUSE_OUTBOX_LEASE_SECS from now, in database time."""
+    return db_time_in(conf.lease_secs())
 
 
-def insert_entries(connection, table, rows, now):
+# What databases say when two transactions collide: MySQL/MariaDB deadlock (1213) and lock
+# wait timeout (1205), PostgreSQL deadlock (40P01) and serialization failure (40001),
+# SQLite's busy database. The statement did nothing; running it again is safe.
+LOCK_CONFLICT_CODES = {1213, 1205, "40P01", "40001"}
+LOCK_CONFLICT_TRIES = 5
+
+
+def is_lock_conflict(exc):
+    cause = exc.__cause__ or exc
+    code = getattr(cause, "sqlstate", None) or (cause.args[0] if cause.args else None)
+    return code in LOCK_CONFLICT_CODES or "database is locked" in str(exc)
+
+
+def retry_lock_conflicts(step, *args):
     """
-    Pending insert entries of one row each, `rows` being (snapshot id, raw line), created at
-    `now` (the database's time, read by the caller): one executemany, which MySQLdb sends as
-    multi-row INSERTs and psycopg pipelines.
+    Run a claim or finalise step (the drain's, a dump job's), again if the database reports a
+    lock conflict. Each step is one short transaction whose updates are conditional, so a
+    second run is harmless.
     """
-    if not rows:
-        return
-    kind, status = Kind.INSERT.value, OutboxEntry.Status.PENDING.value
-    created = _prep(connection, OutboxEntry, "created", now)
-    values = [(snapshot_id, table, kind, status, 1, _prep(connection, OutboxEntry, "payload", lines), "", created)
-              for snapshot_id, lines in rows]
-    with connection.cursor() as cursor:
-        cursor.executemany(compiled(connection, "entries"), values)
-
-
-def update_entry(connection, entry_id, lines, row_count):
-    """Replace the rows of a pending entry this transaction wrote; False if it is not pending any more."""
-    values = [_prep(connection, OutboxEntry, "payload", lines), row_count, entry_id, OutboxEntry.Status.PENDING.value]
-    with connection.cursor() as cursor:
-        cursor.execute(compiled(connection, "entry_update"), values)
-        return cursor.rowcount == 1
-
-
-def connection_for_outbox():
-    """The connection the outbox's models are written through (the platform's transaction)."""
-    from django.db import router  # noqa: PLC0415
-
-    return connections[router.db_for_write(Snapshot)]
+    for attempt in range(1, LOCK_CONFLICT_TRIES + 1):
+        try:
+            return step(*args)
+        except OperationalError as exc:
+            if attempt == LOCK_CONFLICT_TRIES or not is_lock_conflict(exc):
+                raise
+            log.warning("clickhouse_outbox: %s met a lock conflict (%s); trying again", step.__name__, exc)
+            time.sleep(0.05 * attempt)
+    return None

@@ -19,7 +19,8 @@ from django.db import models
 from django.utils import timezone
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.outbox.payloads import decompress
+from clickhouse_outbox.outbox import registry
+from clickhouse_outbox.serializers.payloads import decompress
 
 
 class Snapshot(models.Model):
@@ -186,7 +187,7 @@ class OutboxEntry(models.Model):
     lines; or (`kind` delete) to delete, as JSON {"column": ..., "values": [...]}.
 
     `payload` is binary: the lines as one gzip member (`encoding` "gzip", see
-    `outbox.payloads`), or raw (entries written before payloads were compressed, and
+    `serializers.payloads`), or raw (entries written before payloads were compressed, and
     deletes). The bytes go to ClickHouse exactly as stored.
 
     .. pii: The payloads of the producers of personal data (user_profile, external_id and
@@ -239,7 +240,7 @@ class OutboxEntry(models.Model):
 class CourseDelivery(Snapshot):
     """
     The latest snapshot of each course, seen as that course's delivery to ClickHouse: the
-    admin's course view (see `outbox.delivery` for how its state is derived).
+    admin's course view (see `operations.delivery` for how its state is derived).
 
     .. no_pii: A view of Snapshot.
     """
@@ -346,8 +347,6 @@ class DumpJob(models.Model):
     @property
     def description(self):
         """What the job dumps, in words: 'all courses', 'enrollments changed since 2026-11-01 08:30:00 UTC'."""
-        from clickhouse_outbox.outbox import registry  # noqa: PLC0415 (models load before the producers)
-
         nouns = []
         for name in self.producer_names:
             try:

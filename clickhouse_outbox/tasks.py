@@ -21,7 +21,7 @@ from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge_if_due
 from clickhouse_outbox.reconcile.sweep import sweep
-from clickhouse_outbox.settings.common import DRAIN_TASK, DUMP_TASK, SWEEP_TASK, VERIFY_TASK, beat_entry
+from clickhouse_outbox.schedule import DRAIN_TASK, DUMP_TASK, SWEEP_TASK, VERIFY_TASK, beat_entry
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import dj_database_url
 import django
 
-from clickhouse_outbox.settings.common import (
+from clickhouse_outbox.schedule import (
     SWEEP_BEAT_ENTRY,
     VERIFY_BEAT_ENTRY,
     beat_entry,

@@ -11,6 +11,26 @@ from clickhouse_outbox.clickhouse.backends import reset_backends
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR
 
 
+# A test that requests one of these fixtures, directly or through another fixture, needs that
+# service: the hook below marks it, so `-m "not clickhouse_server and not clickhouse_cluster"`
+# (make test-fast) leaves it out and no test can forget its mark. A fixture that asks for the
+# server only at run time (request.getfixturevalue) marks its own params instead (`clickhouse`, `backend`).
+NEEDS_SERVICE = {
+    "clickhouse_server_config": "clickhouse_server",  # the shared test server (CLICKHOUSE_TEST_*)
+    "own_clickhouse_server": "clickhouse_server",  # a server of its own: needs Debian's clickhouse-server
+    "cluster_config": "clickhouse_cluster",  # the replicated test cluster (CLICKHOUSE_CLUSTER_*)
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test by the services its fixtures need (see NEEDS_SERVICE)."""
+    for item in items:
+        requested = set(getattr(item, "fixturenames", ()))
+        for mark in sorted({mark for fixture, mark in NEEDS_SERVICE.items() if fixture in requested}):
+            if item.get_closest_marker(mark) is None:
+                item.add_marker(mark)
+
+
 @pytest.fixture(autouse=True)
 def _celery_broker_in_memory():
     """

@@ -13,8 +13,8 @@ from django.utils.html import format_html
 from clickhouse_outbox.dumps.dispatch import dispatch
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry
+from clickhouse_outbox.operations.requeue import dismiss_unknown, retry_now
 from clickhouse_outbox.outbox import registry
-from clickhouse_outbox.outbox.requeue import dismiss_unknown, retry_now
 from clickhouse_outbox.outbox.snapshots import queue_subjects
 from clickhouse_outbox.text import about, plural
 

@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html
 
-from clickhouse_outbox.outbox.delivery import State
+from clickhouse_outbox.operations.delivery import State
 from clickhouse_outbox.text import format_age
 
 APP = "clickhouse_outbox"

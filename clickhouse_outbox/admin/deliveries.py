@@ -20,10 +20,10 @@ from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment, state_badge
 from clickhouse_outbox.clickhouse.errors import describe_failure
 from clickhouse_outbox.dumps.jobs import progress_line
 from clickhouse_outbox.models import CourseDelivery, OutboxEntry, Snapshot, SubjectDelivery, Verdict
+from clickhouse_outbox.operations.delivery import State, with_delivery
+from clickhouse_outbox.operations.requeue import latest_snapshots
+from clickhouse_outbox.operations.status import ROW_STATES, outbox_status
 from clickhouse_outbox.outbox import registry
-from clickhouse_outbox.outbox.delivery import State, with_delivery
-from clickhouse_outbox.outbox.requeue import latest_snapshots
-from clickhouse_outbox.outbox.status import ROW_STATES, outbox_status
 from clickhouse_outbox.producers.course_structure import PRODUCER
 from clickhouse_outbox.reconcile.verify import TO_REPAIR, describe
 from clickhouse_outbox.text import format_age, last_line, plural

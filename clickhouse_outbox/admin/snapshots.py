@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from clickhouse_outbox.admin import actions
 from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment, state_badge
 from clickhouse_outbox.models import Snapshot
-from clickhouse_outbox.outbox.delivery import with_delivery
+from clickhouse_outbox.operations.delivery import with_delivery
 
 
 @admin.register(Snapshot)

@@ -9,14 +9,15 @@ and sends a new task for the job: it resumes where it stopped.
 """
 
 import logging
+
 from celery import current_app
 from django.db.models import Q
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.db import UtcNow, db_time_in
 from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.outbox import liveness
-from clickhouse_outbox.outbox.clock import UtcNow, db_time_in
-from clickhouse_outbox.settings.common import DUMP_TASK
+from clickhouse_outbox.schedule import DUMP_TASK
 
 log = logging.getLogger(__name__)
 

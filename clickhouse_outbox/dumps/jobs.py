@@ -7,9 +7,9 @@ courses" at once get one job and a clear message.
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
+from clickhouse_outbox.db import UtcNow
 from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.outbox import registry
-from clickhouse_outbox.outbox.clock import UtcNow
 from clickhouse_outbox.text import plural
 
 #: What a dump dumps unless told: courses (the admin's dump, dump_courses_to_clickhouse).

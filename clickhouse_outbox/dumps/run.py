@@ -19,10 +19,9 @@ from django.db.models import Q
 from django.db.models.functions import Cast
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.db import UtcNow, db_now, lease_end, retry_lock_conflicts
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
 from clickhouse_outbox.outbox import liveness, registry
-from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
-from clickhouse_outbox.outbox.drain import retry_lock_conflicts
 from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
 from clickhouse_outbox.sources.base import SubjectNotFound, SubjectSourceError
 from clickhouse_outbox.text import last_line
@@ -310,7 +309,7 @@ def work_on(job, claimer, max_seconds, producers, on_item, chunk_size):
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     job.refresh_from_db()
     if chunk_size is None and job.action == DumpJob.Action.VERIFY:
-        chunk_size = conf.verify_chunk()  # a chunk is a few aggregate queries, whatever its size
+        chunk_size = conf.verify_chunk_size()  # a chunk is a few aggregate queries, whatever its size
     if job.status == DumpJob.Status.QUEUED:
         plan(job, producers)
         job.refresh_from_db()

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 from clickhouse_outbox.clickhouse.tables import all_tables
 from clickhouse_outbox.models import Kind
 from clickhouse_outbox.monitoring.readings import STATES, read
-from clickhouse_outbox.outbox.status import DIFFERING
+from clickhouse_outbox.operations.status import DIFFERING
 
 PREFIX = "clickhouse_outbox"
 

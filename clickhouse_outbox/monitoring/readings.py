@@ -15,8 +15,8 @@ from django.db.models import Count, Min, OuterRef, Subquery, Sum
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Batch, DumpJob, Kind, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
-from clickhouse_outbox.outbox.status import (
+from clickhouse_outbox.db import db_now
+from clickhouse_outbox.operations.status import (
     differing_verdicts,
     last_sent_at,
     row_counts,

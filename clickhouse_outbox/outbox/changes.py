@@ -2,7 +2,7 @@
 Capturing a learner change (an enrollment, a profile, an external id) in the platform's
 transaction with as few statements as it can take: the row is serialized from the model
 instance the platform just saved, and queued with two INSERTs of precompiled SQL
-(`clickhouse_outbox.db`): the snapshot (which checks the retirement ledger as it inserts)
+(`outbox.row_inserts`): the snapshot (which checks the retirement ledger as it inserts)
 and its entry. With CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain", one INSERT of a request.
 
 What the course path does per change is moved out of the request (decision record 0015):
@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from clickhouse_outbox import conf, db
+from clickhouse_outbox import conf
+from clickhouse_outbox.outbox import row_inserts
 from clickhouse_outbox.models import Snapshot
-from clickhouse_outbox.outbox.clock import db_now
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
 from clickhouse_outbox.serializers.encoding import dump_time
 
@@ -97,7 +98,7 @@ def forget(connection=None):
     Empty the memo: a drainer run in the same transaction as changes (a test, a shell) has
     claimed what it held, so a later change of the same row must queue it again.
     """
-    connection = connection or db.connection_for_outbox()
+    connection = connection or row_inserts.connection_for_outbox()
     memo = getattr(connection, MEMO_ATTRIBUTE, None)
     if memo is not None:
         memo.clear()
@@ -133,7 +134,7 @@ def row_saved(producer, instance, reason):
     caller's transaction, or, with SNAPSHOT_AT = "drain", request it. Returns the snapshot id,
     or None when nothing was queued (its user is retired).
     """
-    connection = db.connection_for_outbox()
+    connection = row_inserts.connection_for_outbox()
     if not connection.in_atomic_block:  # autocommit: the snapshot and its entry still go together
         with transaction.atomic(using=connection.alias):
             return row_saved(producer, instance, reason)
@@ -149,7 +150,7 @@ def user_rows_saved(producer, instances, reason):
 
 def request_row(producer, subject, reason, *, user_id=None):
     """Ask the drain to queue the row `subject` (one INSERT); a second request in the transaction adds nothing."""
-    connection = db.connection_for_outbox()
+    connection = row_inserts.connection_for_outbox()
     if not connection.in_atomic_block:
         with transaction.atomic(using=connection.alias):
             return request_row(producer, subject, reason, user_id=user_id)
@@ -159,7 +160,7 @@ def request_row(producer, subject, reason, *, user_id=None):
     queued = held(connection, memo, key)
     if queued is not None:
         return queued.snapshot_id
-    inserted = db.insert_snapshot(
+    inserted = row_inserts.insert_snapshot(
         connection, producer=producer.name, subject=subject, user_id=user_id, reason=reason,
         status=Snapshot.Status.REQUESTED, dump_id=uuid.uuid4(), row_count=0, table_rows={},
         time_text="", guard_user=user_id if producer.personal_data else None,
@@ -185,15 +186,15 @@ def capture(connection, producer, instance, reason):
             return failed(producer, subject, reason, exc, user_id)
         if lines == queued.lines:
             return queued.snapshot_id
-        if db.update_entry(connection, queued.entry_id, lines, 1):
+        if row_inserts.update_entry(connection, queued.entry_id, lines, 1):
             queued.lines = lines
             return queued.snapshot_id
         del memo.rows[key]  # claimed or removed meanwhile (a drain in this transaction): queue it anew
     dump_id = uuid.uuid4()
-    inserted = db.insert_snapshot(
+    inserted = row_inserts.insert_snapshot(
         connection, producer=producer.name, subject=subject, user_id=user_id, reason=reason,
         status=Snapshot.Status.QUEUED, dump_id=dump_id, row_count=1, table_rows={producer.table.name: 1},
-        time_text=transaction_time(connection, memo) if db.needs_time(connection) else None,
+        time_text=transaction_time(connection, memo) if row_inserts.needs_time(connection) else None,
         guard_user=user_id if producer.personal_data else None,
     )
     if inserted is None:
@@ -205,7 +206,7 @@ def capture(connection, producer, instance, reason):
     except Exception as exc:  # noqa: BLE001
         Snapshot.objects.filter(pk=snapshot_id).delete()
         return failed(producer, subject, reason, exc, user_id)
-    entry_id = db.insert_entry(connection, snapshot_id, producer.table.name, lines, 1)
+    entry_id = row_inserts.insert_entry(connection, snapshot_id, producer.table.name, lines, 1)
     memo.rows[key] = Queued(current_marker(connection, memo), snapshot_id, dump_id, time_text, entry_id, lines)
     return snapshot_id
 
@@ -244,7 +245,7 @@ def note_saved(key, instance):
     Keep an instance the platform saved, for the event that follows it in the same
     transaction (which names the row by other fields): no statement.
     """
-    connection = db.connection_for_outbox()
+    connection = row_inserts.connection_for_outbox()
     if not connection.in_atomic_block:
         return
     memo = memo_of(connection)
@@ -253,7 +254,7 @@ def note_saved(key, instance):
 
 def saved_instance(key):
     """The instance `note_saved` kept under `key` in this transaction, or None."""
-    connection = db.connection_for_outbox()
+    connection = row_inserts.connection_for_outbox()
     memo = getattr(connection, MEMO_ATTRIBUTE, None)
     if memo is None:
         return None

@@ -18,9 +18,9 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.db import UtcNow, lease_end
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import liveness
-from clickhouse_outbox.outbox.clock import UtcNow, lease_end
 
 # How many entries one claim looks at; a batch stops growing at CLICKHOUSE_OUTBOX_BATCH_ROWS.
 MAX_ENTRIES_PER_BATCH = 1000

@@ -15,11 +15,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.db.models import Q
 
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.errors import ClickHouseError, OutOfTime
+from clickhouse_outbox.db import retry_lock_conflicts
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.finalise import give_back, mark_failed, mark_sent
@@ -101,7 +102,7 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1, claime
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-drain") as pool:
         for part in pool.map(lambda _: in_own_connection(drain_loop, DrainResult(), share, deadline, None, claimer),
                              range(threads)):
-            merge(result, part)
+            add_up(result, part)
     return result
 
 
@@ -137,7 +138,7 @@ def drain_loop(result, max_batches, deadline, backend, claimer):
                 break
             handled += 1
             retrying = result.batches_retrying
-            if not process(batch, owner, backend, result):
+            if not send_claimed(batch, owner, backend, result):
                 break  # the run's time was up before the batch's request could start
             if result.batches_retrying > retrying:
                 break  # ClickHouse is failing: leave the rest for the next run instead of trying each batch now
@@ -162,7 +163,7 @@ def lock_lost(result, owner, batch=None):
         log.error("clickhouse_outbox: this drain run lost its database lock: it stops claiming%s", left)
 
 
-def process(batch, owner, backend, result):
+def send_claimed(batch, owner, backend, result):
     """Send a claimed batch and record the outcome; False when time was up before anything was sent."""
     started = time.monotonic()
     try:
@@ -196,35 +197,6 @@ def process(batch, owner, backend, result):
     else:
         result.leases_lost += 1
     return True
-
-
-# What databases say when two transactions collide: MySQL/MariaDB deadlock (1213) and lock
-# wait timeout (1205), PostgreSQL deadlock (40P01) and serialization failure (40001),
-# SQLite's busy database. The statement did nothing; running it again is safe.
-LOCK_CONFLICT_CODES = {1213, 1205, "40P01", "40001"}
-LOCK_CONFLICT_TRIES = 5
-
-
-def is_lock_conflict(exc):
-    cause = exc.__cause__ or exc
-    code = getattr(cause, "sqlstate", None) or (cause.args[0] if cause.args else None)
-    return code in LOCK_CONFLICT_CODES or "database is locked" in str(exc)
-
-
-def retry_lock_conflicts(step, *args):
-    """
-    Run a claim or finalise step, again if the database reports a lock conflict. Each step
-    is one short transaction whose updates are conditional, so a second run is harmless.
-    """
-    for attempt in range(1, LOCK_CONFLICT_TRIES + 1):
-        try:
-            return step(*args)
-        except OperationalError as exc:
-            if attempt == LOCK_CONFLICT_TRIES or not is_lock_conflict(exc):
-                raise
-            log.warning("clickhouse_outbox: %s met a lock conflict (%s); trying again", step.__name__, exc)
-            time.sleep(0.05 * attempt)
-    return None
 
 
 def record_failure(batch, exc, outcome, result):
@@ -267,7 +239,7 @@ def drain_until_done(timeout, poll_interval, backend, threads, claimer):
     while True:
         result = drain(max_seconds=max(deadline - time.monotonic(), 0.001), backend=backend, threads=threads,
                        claimer=claimer)
-        merge(total, result)
+        add_up(total, result)
         if result.lock_lost:  # something ended its lock session: stop and say so rather than go on with a new one
             return total, backlog()
         left = backlog()
@@ -278,7 +250,8 @@ def drain_until_done(timeout, poll_interval, backend, threads, claimer):
         time.sleep(poll_interval)
 
 
-def merge(total, result):
+def add_up(total, result):
+    """Add `result`'s counts and errors (a thread's, a run's) to `total`."""
     for name in ("batches_sent", "rows_sent", "deletes_sent", "batches_retrying", "batches_split", "batches_failed", "leases_lost",
                  "snapshots_taken", "snapshots_failed"):
         setattr(total, name, getattr(total, name) + getattr(result, name))

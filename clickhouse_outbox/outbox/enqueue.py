@@ -4,7 +4,7 @@ Queueing a snapshot's rows, inside the caller's transaction.
 One change is a handful of statements: the updates that supersede older rows of the same
 subject that no drainer has claimed yet (so ten publishes in a minute send one snapshot),
 the snapshot, and its entries (one per table, split only when large), each entry's lines
-compressed (`outbox.payloads`). A signal's snapshot with the rows of its subject's latest,
+compressed (`serializers.payloads`). A signal's snapshot with the rows of its subject's latest,
 unsent one is not written at all (`outbox.unchanged`). The rows of a retired user are never
 queued again (`outbox.deletes`).
 """
@@ -17,9 +17,9 @@ from django.db import connection, transaction
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.inserts import insert_entries
-from clickhouse_outbox.outbox.payloads import GZIP, compress
 from clickhouse_outbox.outbox.unchanged import digest, history, unchanged
 from clickhouse_outbox.serializers.encoding import chunk_lines
+from clickhouse_outbox.serializers.payloads import GZIP, compress
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from django.db.models import DateTimeField, ExpressionWrapper, F
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.errors import is_server_wide
+from clickhouse_outbox.db import UtcNow
 from clickhouse_outbox.models import Batch, OutboxEntry
-from clickhouse_outbox.outbox.clock import UtcNow
-from clickhouse_outbox.outbox.payloads import GZIP, compress, decompress
+from clickhouse_outbox.serializers.payloads import GZIP, compress, decompress
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from django.db import transaction
 from django.db.models import Q
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, Kind, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.text import format_age, plural
 
 log = logging.getLogger(__name__)

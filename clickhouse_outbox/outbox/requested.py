@@ -19,9 +19,9 @@ import time
 from django.db import transaction
 from django.db.models import Q
 
+from clickhouse_outbox.db import UtcNow, db_now, lease_end
 from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.outbox import liveness, registry
-from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources.base import SubjectNotFound
@@ -122,17 +122,17 @@ def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None):
         requests = claim_requests(owner, overrides=overrides)
         if not requests:
             break
-        fill(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
+        take_producer_requests(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
         taken += len(requests)
     return taken
 
 
-def fill(name, requests, owner, now, overrides, failed):
+def take_producer_requests(name, requests, owner, now, overrides, failed):
     """Read the requested subjects of one producer and queue their rows, or record why they could not be."""
     try:
         producer = overrides.get(name) or registry.get(name)
     except registry.UnknownProducer as exc:
-        fail(requests, owner, exc, failed)
+        record_failed_requests(requests, owner, exc, failed)
         return
     if producer.one_row_capture:
         fill_rows(producer, requests, owner, now, failed)
@@ -148,10 +148,10 @@ def fill(name, requests, owner, now, overrides, failed):
             return
         for request, snapshot in zip(requests, prepared, strict=True):
             if snapshot.error is not None:
-                fail([request], owner, snapshot.error, failed, user_id=snapshot.user_id)
+                record_failed_requests([request], owner, snapshot.error, failed, user_id=snapshot.user_id)
 
 
-def fail(requests, owner, exc, failed, user_id=None):
+def record_failed_requests(requests, owner, exc, failed, user_id=None):
     """
     Record why requests could not be taken (each failed one added to `failed`); `user_id`
     names the user whose data the error may quote.
@@ -180,7 +180,7 @@ def fill_rows(producer, requests, owner, now, failed):
     executemany INSERT writes their entries. Of several requests of the same row only the
     newest is filled (the older are superseded); a retired user's are marked deleted.
     """
-    from clickhouse_outbox import db  # noqa: PLC0415 (db imports the models this module's callers load)
+    from clickhouse_outbox.outbox import row_inserts  # noqa: PLC0415 (row_inserts imports the models this module's callers load)
     from clickhouse_outbox.outbox.deletes import retired  # noqa: PLC0415
 
     newest = {}
@@ -191,7 +191,7 @@ def fill_rows(producer, requests, owner, now, failed):
         keys = [int(subject) for subject in newest]
         found = {str(obj.pk): obj for obj in producer.queryset().filter(pk__in=keys)}
     except Exception as exc:  # noqa: BLE001 (every request of the chunk failed the same way)
-        fail(requests, owner, exc, failed)
+        record_failed_requests(requests, owner, exc, failed)
         return
     time_text = dump_time(now)
     users = {subject: producer.user_of(obj) for subject, obj in found.items()}
@@ -225,12 +225,12 @@ def fill_rows(producer, requests, owner, now, failed):
             mine.filter(pk__in=older).update(status=Snapshot.Status.SUPERSEDED, **released)
         if deleted:
             mine.filter(pk__in=deleted).update(status=Snapshot.Status.DELETED, **released)
-        db.insert_entries(db.connection_for_outbox(), producer.table.name,
-                          [(request.pk, lines) for request, lines in rows], now)
+        row_inserts.insert_entries(row_inserts.connection_for_outbox(), producer.table.name,
+                                   [(request.pk, lines) for request, lines in rows], now)
     log.info("clickhouse_outbox: filled %d requested %s rows (%d superseded, %d of retired users)", len(rows),
              producer.name, len(older), len(deleted))
     for request in missing:
-        fail([request], owner, SubjectNotFound(f"{producer.name} {request.subject}: no such {producer.noun[0]}"),
-             failed, user_id=request.user_id)
+        record_failed_requests([request], owner, SubjectNotFound(f"{producer.name} {request.subject}: no such {producer.noun[0]}"),
+                               failed, user_id=request.user_id)
     for request, exc, user_id in broken:
-        fail([request], owner, exc, failed, user_id=user_id)
+        record_failed_requests([request], owner, exc, failed, user_id=user_id)

@@ -13,7 +13,7 @@ from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.clickhouse.tables import get_table
 from clickhouse_outbox.models import Kind, OutboxEntry
 from clickhouse_outbox.outbox.deletes import parse_delete
-from clickhouse_outbox.outbox.payloads import GZIP, gzip_body
+from clickhouse_outbox.serializers.payloads import GZIP, gzip_body
 
 
 def batch_entries(batch):

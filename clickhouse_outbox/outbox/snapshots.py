@@ -13,7 +13,7 @@ import uuid
 from django.db import transaction
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.outbox.clock import db_now
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
 from clickhouse_outbox.outbox.requested import request_snapshot
 from clickhouse_outbox.sources.base import SubjectNotFound

@@ -33,7 +33,7 @@ from django.db.models import Max
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import DumpJob, Snapshot, SweptRange
 from clickhouse_outbox.outbox import registry
-from clickhouse_outbox.outbox.clock import UtcNow, db_now
+from clickhouse_outbox.db import UtcNow, db_now
 from clickhouse_outbox.outbox.enqueue import enqueue
 from clickhouse_outbox.serializers.encoding import dump_time
 

@@ -29,8 +29,8 @@ from django.db.models import Sum
 
 from clickhouse_outbox.clickhouse.cluster import http_replicas
 from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot, Verdict
-from clickhouse_outbox.outbox.delivery import State, with_delivery
-from clickhouse_outbox.outbox.requeue import latest_snapshots
+from clickhouse_outbox.operations.delivery import State, with_delivery
+from clickhouse_outbox.operations.requeue import latest_snapshots
 from clickhouse_outbox.reconcile.content import content_differences
 from clickhouse_outbox.reconcile.held import TableMissing, held_rows, rows_by_subject
 from clickhouse_outbox.text import format_age, plural

@@ -3,7 +3,7 @@ Production settings: values from the deployment's YAML (ENV_TOKENS / Tutor's set
 """
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.settings.common import beat_entry, install_beat_entry, install_verify_entry
+from clickhouse_outbox.schedule import beat_entry, install_beat_entry, install_verify_entry
 
 
 def plugin_settings(settings):

@@ -4,7 +4,8 @@ image, the LMS and CMS settings (the producers it takes over from Aspects' sinks
 drain on the CMS celery beat, an init task and `do` jobs.
 
 Loaded by Tutor, not by Django: it must import neither Django nor the rest of the package,
-but the settings' table (Django-free), where its defaults come from. Every value from Tutor's
+but the settings' table and the beat schedule's names (both Django-free), where its defaults
+and the drain's task name come from. Every value from Tutor's
 config is written into the settings as a Python literal (`python_literal`), into comments
 escaped to one line, and into the Dockerfile as one quoted shell word: a quote, a line break
 or a crafted value can neither break the file nor run code.
@@ -19,6 +20,7 @@ from tutor import hooks
 from tutor import plugins as tutor_plugins
 
 from clickhouse_outbox import __version__
+from clickhouse_outbox.schedule import BEAT_ENTRY, DRAIN_TASK, SWEEP_BEAT_ENTRY, SWEEP_TASK
 from clickhouse_outbox.settings.table import BY_NAME, DEFAULT_BACKEND_CONFIG
 
 #: Aspects' init tasks run at priorities 92 to 97 (its alembic job creates event_sink's
@@ -224,6 +226,10 @@ hooks.Filters.ENV_TEMPLATE_VARIABLES.add_items(
         ("clickhouse_outbox_aspects_enabled", aspects_enabled),
         ("clickhouse_outbox_takeover", takeover),
         ("clickhouse_outbox_setting", setting_literal),
+        ("clickhouse_outbox_beat_entry", BEAT_ENTRY),
+        ("clickhouse_outbox_drain_task", DRAIN_TASK),
+        ("clickhouse_outbox_sweep_beat_entry", SWEEP_BEAT_ENTRY),
+        ("clickhouse_outbox_sweep_task", SWEEP_TASK),
     ]
 )
 hooks.Filters.ENV_TEMPLATE_FILTERS.add_items(
@@ -294,7 +300,7 @@ EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {
 """
 
 # The drain runs on the CMS worker's beat only. The beat entry is the one
-# clickhouse_outbox.settings.common.beat_entry() builds: the plugin's own settings ran
+# clickhouse_outbox.schedule.beat_entry() builds: the plugin's own settings ran
 # before this file's patches, with the platform's interval.
 hooks.Filters.ENV_PATCHES.add_item(
     (
@@ -306,8 +312,8 @@ try:
     CELERYBEAT_SCHEDULE
 except NameError:  # the plugin's own settings did not run (not in the image yet)
     CELERYBEAT_SCHEDULE = {}
-CELERYBEAT_SCHEDULE["clickhouse_outbox.drain"] = {
-    "task": "clickhouse_outbox.tasks.drain_outbox",
+CELERYBEAT_SCHEDULE[{{ clickhouse_outbox_beat_entry|clickhouse_outbox_literal }}] = {
+    "task": {{ clickhouse_outbox_drain_task|clickhouse_outbox_literal }},
     "schedule": CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS,
     "options": {
         "expires": CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS,
@@ -317,8 +323,8 @@ CELERYBEAT_SCHEDULE["clickhouse_outbox.drain"] = {
 CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS = {{ clickhouse_outbox_setting(
     "CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS) }}
 if CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS > 0:
-    CELERYBEAT_SCHEDULE["clickhouse_outbox.sweep"] = {
-        "task": "clickhouse_outbox.tasks.sweep_outbox",
+    CELERYBEAT_SCHEDULE[{{ clickhouse_outbox_sweep_beat_entry|clickhouse_outbox_literal }}] = {
+        "task": {{ clickhouse_outbox_sweep_task|clickhouse_outbox_literal }},
         "schedule": CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS,
         "options": {
             "expires": CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS,
@@ -326,7 +332,7 @@ if CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS > 0:
         },
     }
 else:
-    CELERYBEAT_SCHEDULE.pop("clickhouse_outbox.sweep", None)
+    CELERYBEAT_SCHEDULE.pop({{ clickhouse_outbox_sweep_beat_entry|clickhouse_outbox_literal }}, None)
 """,
     )
 )
@@ -339,8 +345,8 @@ hooks.Filters.ENV_PATCHES.add_item(
         COMMON_SETTINGS
         + """# The drain runs on the cms-worker's beat only.
 try:
-    CELERYBEAT_SCHEDULE.pop("clickhouse_outbox.drain", None)
-    CELERYBEAT_SCHEDULE.pop("clickhouse_outbox.sweep", None)
+    CELERYBEAT_SCHEDULE.pop({{ clickhouse_outbox_beat_entry|clickhouse_outbox_literal }}, None)
+    CELERYBEAT_SCHEDULE.pop({{ clickhouse_outbox_sweep_beat_entry|clickhouse_outbox_literal }}, None)
 except NameError:  # the plugin's own settings did not run (not in the image yet)
     pass
 """,

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import Batch, CourseDelivery, DumpJob, DumpJobItem, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from tests.admin import pages
 from tests.admin.helpers import BATCHES, COURSES, SNAPSHOTS, fail_for_good, post_action, refused_drain, url

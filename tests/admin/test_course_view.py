@@ -11,11 +11,11 @@ import django
 import pytest
 from django.db.models import F
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
+from clickhouse_outbox.operations.requeue import dismiss_unknown, retry_now
 from clickhouse_outbox.outbox.claim import claim_batch
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
-from clickhouse_outbox.outbox.requeue import dismiss_unknown, retry_now
 from clickhouse_outbox.text import last_line
 from tests.admin import pages
 from tests.admin.helpers import BATCHES, COURSES, ENTRIES, WRONG_PASSWORD, fail_for_good, refused_drain, url

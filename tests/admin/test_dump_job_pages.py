@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import DumpJob, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.sources.olx import folder_name
 from tests.admin import pages
 from tests.admin.helpers import COURSES, DUMP_JOBS, post_action, url

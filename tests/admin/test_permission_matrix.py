@@ -24,9 +24,9 @@ from django.urls import reverse
 
 from clickhouse_outbox.dumps.jobs import cancel_job, start_job
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
+from clickhouse_outbox.operations.requeue import latest_snapshots
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
-from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.sources.base import SubjectNotFound
 from tests.admin.helpers import url
 from tests.learners import enroll, make_learner
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.django_db
 
 # -- the declaration: what each list, view and action needs ------------------------------
 
-MODELS = ("snapshot", "coursedelivery", "subjectdelivery", "batch", "outboxentry", "dumpjob", "dumpjobitem", "verdict")
+MODELS = ("snapshot", "coursedelivery", "subjectdelivery", "batch", "outboxentry", "dumpjob", "dumpjobitem", "verdict", "sweptrange")
 VIEW_PERMISSIONS = frozenset(f"view_{model}" for model in MODELS)
 MODEL_PERMISSIONS = frozenset(f"{verb}_{model}" for verb in ("add", "change", "delete") for model in MODELS)
 ACTION_PERMISSIONS = ("requeue_course", "retry_batch", "dismiss_snapshot", "start_dumpjob", "cancel_dumpjob",

@@ -14,8 +14,8 @@ from django.utils.html import escape
 from clickhouse_outbox.dumps.jobs import start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import Batch, CourseDelivery, DumpJob, OutboxEntry, Snapshot
+from clickhouse_outbox.operations.requeue import latest_snapshots
 from clickhouse_outbox.outbox.drain import drain
-from clickhouse_outbox.outbox.requeue import latest_snapshots
 from tests.admin import pages
 from tests.admin.helpers import COURSES, drain_with_password, url
 

@@ -24,7 +24,7 @@ from clickhouse_outbox.clickhouse.backends.http import MAX_INSERT_BLOCK_SIZE
 from clickhouse_outbox.clickhouse.cluster import check_cluster_schema
 from clickhouse_outbox.clickhouse.schema import REPLICATED_TABLE_PATH, TYPE_FALLBACKS, create_schema, create_table_sql
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, all_tables
-from clickhouse_outbox.outbox.payloads import compress, gzip_body
+from clickhouse_outbox.serializers.payloads import compress, gzip_body
 from tests.clickhouse_fixtures import replica_backend_config
 
 from .conftest import block_row, encode_rows

@@ -18,10 +18,10 @@ from collections import Counter
 import pytest
 from django.db import connection, transaction
 
+from clickhouse_outbox.db import retry_lock_conflicts
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.dumps.run import Producers, claim_items, plan, run_job, take_chunk
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
-from clickhouse_outbox.outbox.drain import retry_lock_conflicts
 from clickhouse_outbox.producers.course_structure import take_course_snapshot
 from tests.dumps.helpers import add_courses, course_rows, dump_snapshots_per_course, wait_until
 from tests.factories import MemorySource, as_courses, with_source

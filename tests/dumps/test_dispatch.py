@@ -12,16 +12,16 @@ import uuid
 import pytest
 
 from clickhouse_outbox import conf, tasks
+from clickhouse_outbox.db import UtcNow
 from clickhouse_outbox.dumps import dispatch as dispatching
 from clickhouse_outbox.dumps.dispatch import resume_stalled
 from clickhouse_outbox.dumps.jobs import cancel_job, start_job
 from clickhouse_outbox.dumps.run import Producers, claim_items, plan
 from clickhouse_outbox.models import DumpJob, DumpJobItem
-from clickhouse_outbox.outbox.clock import UtcNow
 from clickhouse_outbox.outbox import liveness
 from tests.claim_locks import end_lock
-from tests.factories import with_source
 from tests.dumps.helpers import add_courses, dump_snapshots_per_course, statuses, wait_until
+from tests.factories import with_source
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.dumps import run
 from clickhouse_outbox.dumps.jobs import (
     DumpAlreadyActive,
@@ -39,10 +40,8 @@ from clickhouse_outbox.dumps.run import (
     take_chunk,
 )
 from clickhouse_outbox.models import DumpJob, DumpJobItem, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
-from clickhouse_outbox.outbox.requeue import failed_subjects
-from clickhouse_outbox.producers.course_structure import take_course_snapshot
-from clickhouse_outbox.producers.course_structure import PRODUCER
+from clickhouse_outbox.operations.requeue import failed_subjects
+from clickhouse_outbox.producers.course_structure import PRODUCER, take_course_snapshot
 from clickhouse_outbox.sources.base import CourseSource
 from clickhouse_outbox.sources.olx import OlxFolderSource
 from tests.dumps.helpers import (

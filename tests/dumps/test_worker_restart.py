@@ -2,7 +2,7 @@
 Fault test: a celery worker SIGKILLed in the middle of a dump job, and the job resumed.
 
 A real `celery worker` (solo pool) and `celery beat` (django-celery-beat's scheduler,
-sending the drain task every second), as in tests/test_celery_beat.py, work on a job of
+sending the drain task every second), as in tests/tasks/test_celery_beat.py, work on a job of
 COURSES generated OLX courses in chunks of CHUNK courses (settings in their environment as
 CLICKHOUSE_OUTBOX_* JSON values). This process starts the job (start_job + dispatch) and
 SIGKILLs the worker once a random number of courses (from the seed) is done: no finally

@@ -16,7 +16,6 @@ from django.db import connection
 from django.db.models import F, Sum
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
-from clickhouse_outbox.outbox.payloads import decompress
 from clickhouse_outbox.clickhouse.tables import (
     COURSE_BLOCKS,
     COURSE_ENROLLMENT,
@@ -27,6 +26,7 @@ from clickhouse_outbox.clickhouse.tables import (
     get_table,
 )
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry
+from clickhouse_outbox.serializers.payloads import decompress
 from tests.processes import ROOT
 
 TABLES = (COURSE_OVERVIEWS, COURSE_BLOCKS, COURSE_RELATIONSHIPS)

@@ -26,10 +26,10 @@ import time
 import pytest
 from django.db import connection
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, OutboxEntry
 from clickhouse_outbox.outbox import liveness
 from clickhouse_outbox.outbox.claim import claim_batch
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain_until_empty
 from tests.claim_locks import end_lock
 from tests.factories import CourseSnapshotFactory

@@ -13,7 +13,7 @@ from django.db import connection
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.outbox.drain import drain_until_empty
-from clickhouse_outbox.settings.common import SWEEP_BEAT_ENTRY, SWEEP_TASK, install_sweep_entry
+from clickhouse_outbox.schedule import SWEEP_BEAT_ENTRY, SWEEP_TASK, install_sweep_entry
 from clickhouse_outbox.tasks import drain_outbox, sweep_outbox
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
 from tests.learners import enroll, give_external_id, make_learner, tag_object, tagging_model, taxonomy_with_tags

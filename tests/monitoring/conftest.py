@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
+from clickhouse_outbox.db import db_now
 
 TOKEN = "monitoring-token-3b1f0c9e5a7d4e2f8c6b"
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.clickhouse.tables import all_tables
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Verdict
-from clickhouse_outbox.outbox.clock import db_now
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.producers.course_structure import COURSES
 from tests.factories import BatchFactory, CourseSnapshotFactory

@@ -12,8 +12,8 @@ from django.apps import apps
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.clickhouse.schema import create_table_sql
 from clickhouse_outbox.clickhouse.tables import Column, get_table
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 
 

@@ -11,18 +11,18 @@ import pytest
 from django.db import connection, connections, transaction
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
+from clickhouse_outbox.clickhouse.tables import get_table
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.operations.status import outbox_status
 from clickhouse_outbox.outbox import deletes
 from clickhouse_outbox.outbox.claim import claim_batch
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.finalise import mark_sent
-from clickhouse_outbox.outbox.payloads import GZIP, decompress
 from clickhouse_outbox.outbox.send import batch_payload
-from clickhouse_outbox.clickhouse.tables import get_table
-from clickhouse_outbox.outbox.status import outbox_status
 from clickhouse_outbox.producers.user_profile import PROFILES
 from clickhouse_outbox.receivers import user_retired
+from clickhouse_outbox.serializers.payloads import GZIP, decompress
 from outbox_project.platform.models import UserProfile
 from tests.learners import COURSE, enroll, give_external_id, make_learner, queued_rows, tag_object, taxonomy_with_tags
 
@@ -248,7 +248,7 @@ def test_rows_a_concurrent_transaction_wrote_for_a_retired_user_are_removed_when
     """
     if connection.vendor == "sqlite":
         pytest.skip("SQLite runs one write transaction at a time: the two cannot overlap")
-    from clickhouse_outbox.outbox.clock import db_now as now
+    from clickhouse_outbox.db import db_now as now
     from clickhouse_outbox.outbox.enqueue import enqueue
 
     ada = make_learner()

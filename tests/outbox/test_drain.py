@@ -14,13 +14,13 @@ from django.utils import timezone
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.clickhouse.errors import DATA_ERROR_CODES
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, COURSE_OVERVIEWS, COURSE_RELATIONSHIPS
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, OutboxEntry
+from clickhouse_outbox.operations.requeue import retry_now
 from clickhouse_outbox.outbox import claim
 from clickhouse_outbox.outbox.claim import claim_batch
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.finalise import backoff_delay, mark_sent
-from clickhouse_outbox.outbox.requeue import retry_now
 from tests.factories import CourseSnapshotFactory
 
 pytestmark = pytest.mark.django_db

@@ -18,9 +18,9 @@ from clickhouse_outbox.clickhouse.errors import ClickHouseError
 from clickhouse_outbox.clickhouse.tables import get_table
 from clickhouse_outbox.models import Batch, OutboxEntry
 from clickhouse_outbox.outbox.drain import drain
-from clickhouse_outbox.outbox.payloads import GZIP
 from clickhouse_outbox.outbox.send import batch_payload
 from clickhouse_outbox.receivers import user_retired
+from clickhouse_outbox.serializers.payloads import GZIP
 from outbox_project.platform.models import UserProfile
 from tests.outbox.helpers import drain_until_settled, drift
 

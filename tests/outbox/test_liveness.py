@@ -17,6 +17,7 @@ import uuid
 import pytest
 from django.db import connection
 
+from clickhouse_outbox.db import retry_lock_conflicts
 from clickhouse_outbox.dumps.jobs import start_job
 from clickhouse_outbox.dumps.run import Producers, claim_items, plan
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, Snapshot
@@ -94,7 +95,7 @@ def test_a_batch_is_taken_once_whatever_the_number_of_drainers_that_find_its_dra
             with liveness.claiming("a rival") as rival:
                 owner = rival.owner()
                 start.wait(WAIT)
-                while (got := draining.retry_lock_conflicts(claim_batch, owner)) is not None:
+                while (got := retry_lock_conflicts(claim_batch, owner)) is not None:
                     taken.append(got.pk)
                 done.wait(WAIT)  # alive, with its lock, until every rival has claimed what it could
         except Exception as exc:  # noqa: BLE001 (reported by the test)

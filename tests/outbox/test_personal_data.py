@@ -15,11 +15,11 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.dumps.jobs import start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import changes, deletes, registry
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.producers import user_profile
 from clickhouse_outbox.receivers import user_retired

@@ -20,10 +20,10 @@ from openedx_events.content_authoring.signals import COURSE_IMPORT_COMPLETED
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.models import OutboxEntry, Snapshot
+from clickhouse_outbox.operations.status import outbox_status
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty
 from clickhouse_outbox.outbox.enqueue import fill_requested
 from clickhouse_outbox.outbox.requested import claim_requests, take_requested
-from clickhouse_outbox.outbox.status import outbox_status
 from clickhouse_outbox.producers.course_structure import COURSES, prepare_course
 from clickhouse_outbox.receivers import course_published
 from clickhouse_outbox.sources import get_course_source

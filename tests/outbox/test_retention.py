@@ -15,10 +15,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.operations.delivery import State, with_delivery
 from clickhouse_outbox.outbox import purge as purge_module
-from clickhouse_outbox.outbox.clock import db_now
-from clickhouse_outbox.outbox.delivery import State, with_delivery
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.outbox.purge import purge
 from clickhouse_outbox.producers.course_structure import take_course_snapshot
@@ -324,7 +324,7 @@ def test_a_dismissed_snapshot_goes_once_its_subject_has_a_newer_one_and_stays_as
     it goes like any emptied snapshot once a newer snapshot of its subject exists and the
     period passed; while it is its subject's latest, it stays.
     """
-    from clickhouse_outbox.outbox.requeue import dismiss_unknown
+    from clickhouse_outbox.operations.requeue import dismiss_unknown
     from clickhouse_outbox.receivers import course_published
 
     settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 
 from clickhouse_outbox.models import DumpJob, Verdict
 from clickhouse_outbox.outbox.drain import drain_until_empty
-from clickhouse_outbox.settings.common import VERIFY_BEAT_ENTRY, VERIFY_TASK, install_verify_entry
+from clickhouse_outbox.schedule import VERIFY_BEAT_ENTRY, VERIFY_TASK, install_verify_entry
 from clickhouse_outbox.tasks import verify_outbox
 from tests.processes import celery_processes, project_env
 from tests.reconcile.helpers import delete_rows, publish_courses, verify

@@ -18,9 +18,9 @@ import pytest
 from clickhouse_outbox.clickhouse.backends.base import GZIP, qualified_name
 from clickhouse_outbox.clickhouse.schema import check_schema, deduplication_warnings, table_engines
 from clickhouse_outbox.clickhouse.tables import all_tables, get_table
-from clickhouse_outbox.outbox.payloads import compress
 from clickhouse_outbox.serializers.course_structure import serialize_course
 from clickhouse_outbox.serializers.encoding import dump_time
+from clickhouse_outbox.serializers.payloads import compress
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR, read_olx_export
 
 from .aspects_migrations import (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clickhouse_outbox import __version__, conf
-from clickhouse_outbox.settings.common import BEAT_ENTRY, SWEEP_BEAT_ENTRY, beat_entry, sweep_entry
+from clickhouse_outbox.schedule import BEAT_ENTRY, SWEEP_BEAT_ENTRY, beat_entry, sweep_entry
 
 from tests.tutor.conftest import ROOT, run
 

@@ -16,9 +16,9 @@ from clickhouse_outbox import conf
 from clickhouse_outbox.management.options import positive_int, positive_seconds
 from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.monitoring.report import report_drain
+from clickhouse_outbox.operations.status import FAILURES, HEALTHY, STALE, outbox_status
 from clickhouse_outbox.outbox.drain import drain, drain_until_empty
 from clickhouse_outbox.outbox.purge import purge_if_due
-from clickhouse_outbox.outbox.status import FAILURES, HEALTHY, STALE, outbox_status
 from clickhouse_outbox.text import plural
 
 

@@ -10,8 +10,8 @@ from clickhouse_outbox.management.dumping import run_in_foreground, start_or_joi
 from clickhouse_outbox.management.options import aware_datetime, producer_name
 from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
+from clickhouse_outbox.operations.requeue import failed_subjects, retry_now
 from clickhouse_outbox.outbox import registry
-from clickhouse_outbox.outbox.requeue import failed_subjects, retry_now
 from clickhouse_outbox.outbox.snapshots import queue_subjects
 from clickhouse_outbox.producers.course_structure import PRODUCER as COURSES
 from clickhouse_outbox.text import about, plural

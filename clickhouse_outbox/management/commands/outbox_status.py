@@ -10,7 +10,7 @@ from clickhouse_outbox import conf
 from clickhouse_outbox.dumps.jobs import progress_line
 from clickhouse_outbox.management.options import positive_seconds
 from clickhouse_outbox.management.output import OutboxCommand
-from clickhouse_outbox.outbox.status import ROW_STATES, outbox_status
+from clickhouse_outbox.operations.status import ROW_STATES, outbox_status
 from clickhouse_outbox.text import format_age, plural
 
 

@@ -1,7 +1,7 @@
 """
 Stand-in for edx-platform's `xmodule.modulestore.django`: only the signal the plugin's
 `signals_config` names. edx-platform is not installable outside the platform, so the
-wiring test imports this instead (tests/test_plugin.py puts tests/standins on sys.path
+wiring test imports this instead (tests/plugin/test_wiring.py puts tests/standins on sys.path
 for that test only).
 
 The platform defines it as `COURSE_PUBLISHED = Signal()` and sends it with

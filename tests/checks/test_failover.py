@@ -6,7 +6,7 @@ tries every replica in turn.
 
 import pytest
 
-from tests.test_checks import GOOD_BACKEND, good, ids, our_errors  # noqa: F401 (good: a fixture)
+from tests.checks.test_checks import GOOD_BACKEND, good, ids, our_errors  # noqa: F401 (good: a fixture)
 
 SECRET = "S3cret-Pa55word"
 REPLICAS = ["http://ch-1:8123", "http://ch-2:8123"]

@@ -8,7 +8,7 @@ before the run, are outbox_status's and outbox_verify's to report: a drain that 
 everything exits 0 whatever they say.
 
 (The other cases, ClickHouse down, a batch waiting after a missing table, stale rows,
---until-empty giving up, are in tests/test_status_command.py and tests/test_commands.py.)
+--until-empty giving up, are in tests/commands/test_status.py and tests/commands/test_commands.py.)
 """
 
 import io
@@ -22,16 +22,16 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from clickhouse_outbox.clickhouse.backends import build_backend
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.management.commands.outbox_drain import EXIT_STATUS, Command
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.receivers import course_published
 from clickhouse_outbox.sources.olx import folder_name
+from tests.commands.test_status import age_rows, command
 from tests.factories import BatchFactory, CourseSnapshotFactory
 from tests.proxy import FaultProxy
 from tests.reconcile.helpers import delete_rows, publish_courses
-from tests.test_status_command import age_rows, command
 
 pytestmark = pytest.mark.django_db
 

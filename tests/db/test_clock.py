@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.outbox.claim import claim_batch
-from clickhouse_outbox.outbox.clock import db_now
 from tests.factories import CourseSnapshotFactory
 
 pytestmark = pytest.mark.django_db

@@ -19,18 +19,18 @@ from xml.sax.saxutils import quoteattr
 import pytest
 from django.contrib.auth.models import Permission
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, Snapshot
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.receivers import course_published
 from clickhouse_outbox.sources.olx import folder_name
 from clickhouse_outbox.testing.generator import write_course_export
 from clickhouse_outbox.text import printable
 from tests.admin import pages
 from tests.admin.helpers import COURSES, post_action
+from tests.commands.test_status import command
 from tests.factories import BatchFactory
 from tests.processes import ROOT, project_env
 from tests.reconcile.helpers import delete_rows
-from tests.test_status_command import command
 
 pytestmark = pytest.mark.django_db
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import F, Max
 
+from clickhouse_outbox.db import UtcNow
 from clickhouse_outbox.models import Batch, Snapshot
 from clickhouse_outbox.outbox import registry
-from clickhouse_outbox.outbox.clock import UtcNow
 from clickhouse_outbox.sources.base import SubjectNotFound
 
 

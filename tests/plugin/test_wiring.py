@@ -29,7 +29,7 @@ from clickhouse_outbox.producers.course_structure import PRODUCER
 
 PROJECT = "cms.djangoapp"
 APP_CONFIG_PATH = "clickhouse_outbox.apps.ClickhouseOutboxConfig"
-STANDINS_DIR = Path(__file__).resolve().parent / "standins"
+STANDINS_DIR = Path(__file__).resolve().parent.parent / "standins"
 DISPATCH_UID = "clickhouse_outbox.course_published"
 
 #: The sample course's rows per table: 1 overview; 46 tree blocks + 6 detached blocks;

@@ -18,11 +18,11 @@ from datetime import datetime
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Sum, Value
 from django.db.models.functions import Coalesce
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.dumps.jobs import active_job, job_progress
 from clickhouse_outbox.models import Batch, DumpJob, Kind, OutboxEntry, Snapshot, Verdict
+from clickhouse_outbox.operations.requeue import latest_snapshots
 from clickhouse_outbox.outbox import registry
-from clickhouse_outbox.outbox.clock import db_now
-from clickhouse_outbox.outbox.requeue import latest_snapshots
 from clickhouse_outbox.text import format_age, last_line, plural
 
 HEALTHY, FAILURES, STALE = 0, 1, 2

@@ -3,7 +3,7 @@ manage.py outbox_status: 0 healthy; 1 failed batches, courses that could not be 
 ClickHouse failing, or a verification's unrepaired finding (for as long as that lasts); 2 the
 oldest unsent row is older than --max-age (before 1). And outbox_drain's delivery cases, the
 part of that status about the batches and the age of what waits (the rest of its statuses:
-tests/test_drain_exit_status.py). On real outbox rows, a real ClickHouse (the 18.16 server
+tests/commands/test_drain_exit_status.py). On real outbox rows, a real ClickHouse (the 18.16 server
 and chdb) and, for the exit statuses themselves, `manage.py` in another process.
 """
 
@@ -20,9 +20,9 @@ from django.core.management import CommandError, call_command
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.clickhouse.errors import ClickHouseError
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.claim import claim_batch
-from clickhouse_outbox.outbox.clock import db_now
 from clickhouse_outbox.outbox.finalise import mark_failed
 from clickhouse_outbox.producers.course_structure import snapshot_or_record_failure
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR, OlxFolderSource, folder_name

@@ -1,0 +1,183 @@
+"""
+The outbox's own rows written as SQL compiled once per connection vendor, for the learner
+changes that run inside the platform's transactions by the thousand (a bulk enroll): Django's
+`Model.save()` costs more in Python than the INSERT itself, and its RETURNING cannot read the
+database's clock.
+
+A one-row change is two INSERTs and nothing else (decision record 0015):
+
+    the snapshot     INSERT ... SELECT ... WHERE NOT EXISTS (the user's retirement)
+                     RETURNING id, time_last_dumped (the database's clock, as the row's text)
+    its entry        INSERT ... VALUES (the JSONEachRow line, raw) RETURNING id
+
+The retirement check is in the INSERT itself: a retired user's rows are never queued, and no
+statement is spent to know it. Where the database cannot return columns from an INSERT (MySQL;
+MariaDB ≥ 10.5 can) the id comes from the cursor and the time from one `db_now()` per
+transaction (`outbox.changes` keeps it).
+"""
+
+from django.db import connections
+
+from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox.deletes import RETIREMENT
+
+#: The database's UTC clock as `time_last_dumped` text ("%Y-%m-%d %H:%M:%S.%f+00:00", serializers.encoding.dump_time).
+TIME_TEXT = {
+    "postgresql": "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US\"+00:00\"')",
+    "mysql": "DATE_FORMAT(UTC_TIMESTAMP(6), '%%Y-%%m-%%d %%H:%%i:%%s.%%f+00:00')",
+    # SQLite's clock has milliseconds: padded to the microseconds every other row has.
+    "sqlite": "(STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'now') || '000+00:00')",
+}
+#: The database's UTC clock as a value of a DateTimeField (Django stores UTC; naive on SQLite and MySQL).
+NOW = {
+    "postgresql": "clock_timestamp()",
+    "mysql": "UTC_TIMESTAMP(6)",
+    "sqlite": "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f000', 'now')",
+}
+
+_COMPILED = {}
+
+
+def compiled(connection, name):
+    """The SQL of statement `name` for `connection`'s vendor and features, built once."""
+    key = (connection.vendor, connection.features.can_return_columns_from_insert, name)
+    sql = _COMPILED.get(key)
+    if sql is None:
+        sql = _COMPILED[key] = BUILDERS[name](connection)
+    return sql
+
+
+def _names(connection, model, fields):
+    quote = connection.ops.quote_name
+    return quote(model._meta.db_table), ", ".join(quote(model._meta.get_field(name).column) for name in fields)
+
+
+def _param(connection, model, name):
+    """A placeholder; PostgreSQL is told the column's type (a SELECT list gives it none to infer)."""
+    if connection.vendor != "postgresql":
+        return "%s"
+    return f"CAST(%s AS {model._meta.get_field(name).db_type(connection)})"
+
+
+SNAPSHOT_FIELDS = ("producer", "subject", "user_id", "reason", "status", "dump_id", "row_count", "table_rows",
+                   "time_last_dumped", "digest", "error", "created")
+
+
+def _snapshot_sql(connection, *, time_as_param):
+    table, columns = _names(connection, Snapshot, SNAPSHOT_FIELDS)
+    quote = connection.ops.quote_name
+    params = ", ".join(_param(connection, Snapshot, name) for name in SNAPSHOT_FIELDS[:8])
+    time_text = "%s" if time_as_param else TIME_TEXT[connection.vendor]
+    dual = " FROM DUAL" if connection.vendor == "mysql" else ""
+    sql = (
+        f"INSERT INTO {table} ({columns}) SELECT {params}, {time_text}, '', '', {NOW[connection.vendor]}{dual} "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} {quote('r')} WHERE {quote('r')}.{quote('producer')} = "
+        f"'{RETIREMENT}' AND {quote('r')}.{quote('subject')} = %s)"
+    )
+    if connection.features.can_return_columns_from_insert:
+        sql += f" RETURNING {quote('id')}, {quote('time_last_dumped')}"
+    return sql
+
+
+def _entry_sql(connection):
+    fields = ("snapshot", "table", "kind", "status", "row_count", "payload", "encoding", "created")
+    table, columns = _names(connection, OutboxEntry, fields)
+    sql = f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, {NOW[connection.vendor]})"
+    if connection.features.can_return_columns_from_insert:
+        sql += f" RETURNING {connection.ops.quote_name('id')}"
+    return sql
+
+
+def _entry_update_sql(connection):
+    quote = connection.ops.quote_name
+    return (f"UPDATE {quote(OutboxEntry._meta.db_table)} SET {quote('payload')} = %s, {quote('row_count')} = %s "
+            f"WHERE {quote('id')} = %s AND {quote('status')} = %s")
+
+
+def _entries_sql(connection):
+    fields = ("snapshot", "table", "kind", "status", "row_count", "payload", "encoding", "created")
+    table, columns = _names(connection, OutboxEntry, fields)
+    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+
+
+BUILDERS = {
+    "entries": _entries_sql,
+    "snapshot": lambda connection: _snapshot_sql(connection, time_as_param=False),
+    "snapshot_timed": lambda connection: _snapshot_sql(connection, time_as_param=True),
+    "entry": _entry_sql,
+    "entry_update": _entry_update_sql,
+}
+
+
+def _prep(connection, model, name, value):
+    return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def insert_snapshot(connection, *, producer, subject, user_id, reason, status, dump_id, row_count, table_rows,
+                    time_text=None, guard_user=None):
+    """
+    One Snapshot row; returns (id, time_last_dumped), or None when `guard_user` is retired
+    (nothing written). `time_text` is needed only where `needs_time()`: else the database's clock.
+    """
+    values = [producer, subject, user_id, reason, status, _prep(connection, Snapshot, "dump_id", dump_id), row_count,
+              _prep(connection, Snapshot, "table_rows", table_rows)]
+    returning = connection.features.can_return_columns_from_insert
+    if not returning:
+        values.append(time_text)
+    # No user to guard: the retirement of user "" never exists.
+    values.append("" if guard_user is None else str(guard_user))
+    with connection.cursor() as cursor:
+        cursor.execute(compiled(connection, "snapshot" if returning else "snapshot_timed"), values)
+        if returning:
+            row = cursor.fetchone()
+            return None if row is None else (row[0], row[1])
+        if cursor.rowcount == 0:
+            return None
+        return cursor.lastrowid, time_text
+
+
+def needs_time(connection):
+    """Whether `insert_snapshot` must be given the time (the database cannot return it)."""
+    return not connection.features.can_return_columns_from_insert
+
+
+def insert_entry(connection, snapshot_id, table, lines, row_count):
+    """One pending insert entry holding `lines` raw (a row or two: too short to gain from gzip); returns its id."""
+    values = [snapshot_id, table, Kind.INSERT.value, OutboxEntry.Status.PENDING.value, row_count,
+              _prep(connection, OutboxEntry, "payload", lines), ""]
+    with connection.cursor() as cursor:
+        cursor.execute(compiled(connection, "entry"), values)
+        if connection.features.can_return_columns_from_insert:
+            return cursor.fetchone()[0]
+        return cursor.lastrowid
+
+
+def insert_entries(connection, table, rows, now):
+    """
+    Pending insert entries of one row each, `rows` being (snapshot id, raw line), created at
+    `now` (the database's time, read by the caller): one executemany, which MySQLdb sends as
+    multi-row INSERTs and psycopg pipelines.
+    """
+    if not rows:
+        return
+    kind, status = Kind.INSERT.value, OutboxEntry.Status.PENDING.value
+    created = _prep(connection, OutboxEntry, "created", now)
+    values = [(snapshot_id, table, kind, status, 1, _prep(connection, OutboxEntry, "payload", lines), "", created)
+              for snapshot_id, lines in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(compiled(connection, "entries"), values)
+
+
+def update_entry(connection, entry_id, lines, row_count):
+    """Replace the rows of a pending entry this transaction wrote; False if it is not pending any more."""
+    values = [_prep(connection, OutboxEntry, "payload", lines), row_count, entry_id, OutboxEntry.Status.PENDING.value]
+    with connection.cursor() as cursor:
+        cursor.execute(compiled(connection, "entry_update"), values)
+        return cursor.rowcount == 1
+
+
+def connection_for_outbox():
+    """The connection the outbox's models are written through (the platform's transaction)."""
+    from django.db import router  # noqa: PLC0415
+
+    return connections[router.db_for_write(Snapshot)]

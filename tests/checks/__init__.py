@@ -1,0 +1,1 @@
+"""The Django system checks of the settings (clickhouse_outbox/checks.py)."""

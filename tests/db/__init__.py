@@ -1,0 +1,1 @@
+"""The outbox database's clock and lock conflicts (clickhouse_outbox/db.py)."""

@@ -1,0 +1,1 @@
+"""The Open edX plugin wiring (apps.py, settings, the receivers connected)."""

@@ -1,0 +1,1 @@
+"""The standalone project (outbox_project), set up as `make demo` does."""

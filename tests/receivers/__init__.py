@@ -1,0 +1,1 @@
+"""The openedx-events receivers (receivers.py)."""

@@ -1,0 +1,1 @@
+"""The serializers: rows against the data contract."""

@@ -1,0 +1,1 @@
+"""The celery tasks: the periodic drain, run in this process and by real celery processes."""
