@@ -12,6 +12,8 @@ from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.clock import UtcNow
 from clickhouse_outbox.text import plural
 
+#: Items created per INSERT when a job's subjects are listed.
+LIST_BATCH = 1000
 #: What a dump dumps unless told: courses (the admin's dump, dump_courses_to_clickhouse).
 DEFAULT_PRODUCERS = ("course_structure",)
 
@@ -56,12 +58,20 @@ def start_job(scope, *, origin, producers=DEFAULT_PRODUCERS, changed_since=None,
                 requested_by=user, active=True, action=action, repair=repair, replicas=replicas,
             )
             if scope == DumpJob.Scope.SELECTED:
-                from clickhouse_outbox.dumps.run import add_items  # noqa: PLC0415 (run imports the drain)
-
                 add_items(job, [(name, str(subject)) for name, subject in subjects])
     except IntegrityError:
         raise DumpAlreadyActive(active_job()) from None
     return job
+
+
+def add_items(job, listed):
+    """A job's (producer, subject) items, in order, each once."""
+    unique = list(dict.fromkeys(listed))
+    DumpJobItem.objects.bulk_create(
+        [DumpJobItem(job=job, producer=name, subject=subject, position=index)
+         for index, (name, subject) in enumerate(unique)],
+        batch_size=LIST_BATCH,
+    )
 
 
 def active_job():

@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.db.models.functions import Cast
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.dumps.jobs import add_items
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
 from clickhouse_outbox.outbox import liveness, registry
 from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
@@ -33,8 +34,21 @@ log = logging.getLogger(__name__)
 REASON = "dump"
 #: How often a worker looks whether its job was cancelled while it reads a chunk.
 CANCEL_CHECK_SECS = 2.0
-#: Items created per INSERT when a job's subjects are listed.
-LIST_BATCH = 1000
+
+
+#: What a job of another action than DUMP does with a chunk of claimed subjects, by action:
+#: `(job, rows, producer) -> [Outcome]` (marked by the runner). Registered by the module that
+#: builds on dumps (reconcile registers VERIFY), so dumps never imports it.
+CHUNK_ACTIONS = {}
+#: What runs once a job of an action is done: `(job) -> None` (a verification's repair).
+DONE_ACTIONS = {}
+
+
+def register_action(action, *, chunk, done=None):
+    """Make the runner take the chunks of jobs of `action` with `chunk`, and call `done` when one ends."""
+    CHUNK_ACTIONS[action] = chunk
+    if done is not None:
+        DONE_ACTIONS[action] = done
 
 
 @dataclass
@@ -91,16 +105,6 @@ def plan(job, overrides=None):
             add_items(job, listed)
     log.info("clickhouse_outbox: dump job %s started: %s", job.pk, job.description)
     return True
-
-
-def add_items(job, listed):
-    """A job's (producer, subject) items, in order, each once."""
-    unique = list(dict.fromkeys(listed))
-    DumpJobItem.objects.bulk_create(
-        [DumpJobItem(job=job, producer=name, subject=subject, position=index)
-         for index, (name, subject) in enumerate(unique)],
-        batch_size=LIST_BATCH,
-    )
 
 
 def claimable(job, abandoned=()):
@@ -164,8 +168,10 @@ def take_chunk(rows, owner, found, stop=None, job=None):
         producer = found[name]
     except registry.UnknownProducer as exc:
         return mark(rows, owner, [Outcome(name, row.subject, DumpJobItem.Status.FAILED, None, str(exc)) for row in rows])
-    if job is not None and job.action == DumpJob.Action.VERIFY:
-        return verify_chunk(job, rows, owner, producer)
+    if job is not None and job.action in CHUNK_ACTIONS:
+        outcomes = CHUNK_ACTIONS[job.action](job, rows, producer)
+        with transaction.atomic():
+            return mark(rows, owner, outcomes)
     now = db_now()
     prepared = []
     step = max(1, producer.read_at_once)
@@ -208,20 +214,6 @@ def record(producer, rows, prepared, owner):
             outcomes.append(Outcome(producer.name, row.subject, DumpJobItem.Status.FAILED, failed,
                                     last_line(failed.error)))
     return mark(rows, owner, outcomes)
-
-
-def verify_chunk(job, rows, owner, producer):
-    """Verify claimed subjects (all of one producer): done when ok, failed when there is something to repair."""
-    from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: PLC0415
-    from clickhouse_outbox.reconcile.verify import TO_REPAIR, verify  # noqa: PLC0415 (reconcile builds on dumps)
-
-    checks = verify(producer, [row.subject for row in rows], get_backend(),
-                    each_replica=job.replicas == DumpJob.Replicas.EACH, now=db_now(), job=job)
-    outcomes = [Outcome(producer.name, check.subject,
-                        DumpJobItem.Status.FAILED if check.verdict in TO_REPAIR else DumpJobItem.Status.DONE,
-                        None, check.summary()) for check in checks]
-    with transaction.atomic():
-        return mark(rows, owner, outcomes)
 
 
 def mark(rows, owner, outcomes):
@@ -284,10 +276,8 @@ def finish_if_done(job):
     ))
     if done:
         log.info("clickhouse_outbox: job %s is done: %s", job.pk, job.description)
-        if job.action == DumpJob.Action.VERIFY and job.repair:
-            from clickhouse_outbox.reconcile.repair import start_repair  # noqa: PLC0415
-
-            start_repair(job)
+        if job.action in DONE_ACTIONS:
+            DONE_ACTIONS[job.action](job)
     return done
 
 
