@@ -13,7 +13,7 @@ from celery import current_app
 from django.db.models import Q
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.models import DumpJob, DumpJobItem
+from clickhouse_outbox.models import DumpCursor, DumpJob, DumpJobItem
 from clickhouse_outbox.outbox import liveness
 from clickhouse_outbox.outbox.clock import UtcNow, db_time_in
 from clickhouse_outbox.settings.common import DUMP_TASK
@@ -49,6 +49,8 @@ def resume_stalled():
     for job in DumpJob.objects.filter(active=True):
         held = DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED, lease_expires_at__gt=UtcNow())
         owners = set(held.values_list("lease_owner", flat=True).distinct().order_by())
+        owners |= set(DumpCursor.objects.filter(job=job, finished=False, lease_expires_at__gt=UtcNow())
+                      .exclude(lease_owner__isnull=True).values_list("lease_owner", flat=True).distinct().order_by())
         abandoned = liveness.abandoned(owners)
         if owners - abandoned:
             continue  # a live worker holds some of it
@@ -69,7 +71,10 @@ def resume_stalled():
 
 
 def give_back(job, abandoned):
-    """Put the subjects of gone workers back to pending (on the owner read: a worker that claims them first wins)."""
-    return DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED, lease_owner__in=list(abandoned)).update(
-        status=DumpJobItem.Status.PENDING, lease_owner=None, lease_expires_at=None
+    """Put the subjects (and cursors) of gone workers back to pending (on the owner read: a worker that claims them first wins)."""
+    cursors = DumpCursor.objects.filter(job=job, lease_owner__in=list(abandoned)).update(
+        lease_owner=None, lease_expires_at=None
     )
+    return cursors + DumpJobItem.objects.filter(
+        job=job, status=DumpJobItem.Status.CLAIMED, lease_owner__in=list(abandoned)
+    ).update(status=DumpJobItem.Status.PENDING, lease_owner=None, lease_expires_at=None)

@@ -7,6 +7,7 @@ courses" at once get one job and a clear message.
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
+from clickhouse_outbox.dumps import ranges
 from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.clock import UtcNow
@@ -89,12 +90,14 @@ def cancel_job(job):
 
 
 def job_progress(job):
-    """{"total", "done", "failed", "left"} subjects of the job (derived from its items)."""
+    """{"total", "done", "failed", "left"} subjects of the job (derived from its items), and rows of its key ranges."""
     counts = dict(job.items.values_list("status").annotate(n=Count("id")).order_by())
     done = counts.get(DumpJobItem.Status.DONE, 0)
     failed = counts.get(DumpJobItem.Status.FAILED, 0)
     left = counts.get(DumpJobItem.Status.PENDING, 0) + counts.get(DumpJobItem.Status.CLAIMED, 0)
-    return {"total": done + failed + left, "done": done, "failed": failed, "left": left}
+    walked = ranges.progress(job)  # rows of the tables walked by key range: the total is estimated
+    return {"total": done + failed + left + walked["total"], "done": done + walked["done"], "failed": failed,
+            "left": left + walked["left"]}
 
 
 def job_noun(job):

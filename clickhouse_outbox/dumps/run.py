@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.db.models.functions import Cast
 
 from clickhouse_outbox import conf
+from clickhouse_outbox.dumps import ranges
 from clickhouse_outbox.dumps.jobs import add_items
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
 from clickhouse_outbox.outbox import liveness, registry
@@ -82,10 +83,13 @@ def plan(job, overrides=None):
     found = Producers(overrides)
     try:
         listed = None
+        by_range = ranges.key_range_producers(job, found)
         if job.scope != DumpJob.Scope.SELECTED:  # selected subjects were listed when the job was started
             listed = []
             for name in job.producer_names:
                 producer = found[name]
+                if name in by_range:
+                    continue  # walked by key range: nothing is listed (dumps.ranges)
                 keys = (producer.all_subjects() if job.scope == DumpJob.Scope.ALL
                         else producer.subjects_changed_since(job.changed_since))
                 listed.extend((name, str(key)) for key in keys)
@@ -103,6 +107,7 @@ def plan(job, overrides=None):
             return False
         if listed is not None:
             add_items(job, listed)
+        ranges.add_cursors(job, found, by_range)
     log.info("clickhouse_outbox: dump job %s started: %s", job.pk, job.description)
     return True
 
@@ -269,7 +274,7 @@ def finish_if_done(job):
     left = DumpJobItem.objects.filter(
         job=job, status__in=[DumpJobItem.Status.PENDING, DumpJobItem.Status.CLAIMED]
     ).exists()
-    if left:
+    if left or ranges.unfinished(job):
         return False
     done = bool(DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.RUNNING).update(
         status=DumpJob.Status.DONE, active=None, finished_at=UtcNow()
@@ -305,6 +310,8 @@ def work_on(job, claimer, max_seconds, producers, on_item, chunk_size):
         plan(job, producers)
         job.refresh_from_db()
     try:
+        if job.status == DumpJob.Status.RUNNING and not walk_ranges(job, claimer, owner, found, on_item, deadline):
+            return finished(job)
         while job.status == DumpJob.Status.RUNNING:
             if not claimer.holds():  # its lock session was ended: the others take its subjects now
                 break
@@ -317,10 +324,37 @@ def work_on(job, claimer, max_seconds, producers, on_item, chunk_size):
             job.refresh_from_db(fields=["status"])
     finally:
         release(job, owner)
+    return finished(job)
+
+
+def finished(job):
+    """The job reloaded, marked done first if nothing is left of it."""
     job.refresh_from_db()
     if job.status == DumpJob.Status.RUNNING and finish_if_done(job):
         job.refresh_from_db()
     return job
+
+
+def walk_ranges(job, claimer, owner, found, on_item, deadline):
+    """Work through the job's key ranges (`dumps.ranges`); False if time ran out, it was cancelled or the lock lost."""
+    checked = time.monotonic()
+    stopped = False
+
+    def stop():
+        nonlocal checked, stopped
+        now = time.monotonic()
+        if (deadline is not None and now >= deadline) or not claimer.holds():
+            stopped = True
+        elif now - checked >= CANCEL_CHECK_SECS:
+            checked = now
+            stopped = not DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.RUNNING).exists()
+        return stopped
+
+    def chunk_done(name, rows, seconds):
+        if on_item:
+            on_item(Outcome(name, f"{rows:,} rows", DumpJobItem.Status.DONE, None))
+
+    return ranges.walk(job, owner, found, stop=stop, on_chunk=chunk_done) and not stopped
 
 
 def work_through(job, rows, owner, found, on_item, deadline):

@@ -54,6 +54,8 @@ class Producer:
     enabled_by_default = None
     #: Subjects a dump job's worker claims at a time, and reads with one call of `prepare`.
     read_at_once = 1000
+    #: Whether a whole-table dump walks its table by key range (`dumps.ranges`) instead of listing subjects.
+    dumps_by_key_range = False
 
     @property
     def dump_chunk(self):

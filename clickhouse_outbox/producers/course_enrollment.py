@@ -7,7 +7,7 @@ those events inside the enrollment's own transaction).
 from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import enrollment_row
+from clickhouse_outbox.serializers.users import ENROLLMENT_VALUES, enrollment_row, enrollment_values_row
 
 
 class CourseEnrollment(ModelRowProducer):
@@ -16,6 +16,9 @@ class CourseEnrollment(ModelRowProducer):
     model_name = "course_enrollment"
     table = COURSE_ENROLLMENT
     related = ("user",)
+
+    values_fields = ENROLLMENT_VALUES
+    values_row = staticmethod(enrollment_values_row)
 
     def user_of(self, enrollment):
         return enrollment.user_id

@@ -6,7 +6,7 @@ email) as its row, queued when the profile (or the user's username or email) is 
 from clickhouse_outbox.clickhouse.tables import USER_PROFILE
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import profile_row
+from clickhouse_outbox.serializers.users import PROFILE_VALUES, profile_row, profile_values_row
 
 
 class UserProfile(ModelRowProducer):
@@ -15,6 +15,9 @@ class UserProfile(ModelRowProducer):
     model_name = "user_profile"
     table = USER_PROFILE
     related = ("user",)
+
+    values_fields = PROFILE_VALUES
+    values_row = staticmethod(profile_values_row)
 
     def user_of(self, profile):
         return profile.user_id
