@@ -465,6 +465,7 @@ class DumpCursor(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "producer"], name="ch_outbox_dump_cursor_once")]
         ordering = ["job", "id"]
+        default_permissions = ()  # shown through its job
 
     def __str__(self):
         return f"{self.producer} up to key {self.last_key} in dump job {self.job_id}"
@@ -491,6 +492,7 @@ class DumpChunk(models.Model):
     class Meta:
         indexes = [models.Index(fields=["producer", "key_from"], name="ch_outbox_dump_chunk_keys")]
         ordering = ["producer", "key_from"]
+        default_permissions = ()  # shown through its snapshot and job
 
     def __str__(self):
         return f"{self.producer} keys {self.key_from}-{self.key_to} ({self.rows} rows)"

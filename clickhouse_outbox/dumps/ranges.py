@@ -33,6 +33,7 @@ from clickhouse_outbox.models import DumpChunk, DumpCursor, DumpJob, Kind, Outbo
 from clickhouse_outbox.outbox import liveness
 from clickhouse_outbox.outbox.clock import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.deletes import RETIREMENT
+from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
 from clickhouse_outbox.outbox.payloads import GZIP, compress
 from clickhouse_outbox.serializers.encoding import dump_time
 
@@ -121,16 +122,15 @@ def take_range(cursor, producer, owner, size=None):
     key_from, key_to = cursor.last_key + 1, rows[-1]["id"]
     dump_id = chunk_dump_id(cursor.job_id, producer.name, key_from, key_to)
     when = dump_time(now)
-    encode = producer.values_row
-    lines = [encode(row, dump_id=dump_id, time_last_dumped=when) for row in rows]
-    users = [row.get(producer.user_field) for row in rows] if producer.personal_data else None
+    lines, users, failed = encode(producer, rows, dump_id, when)
     del rows
     with transaction.atomic():
-        if users is not None:
+        if producer.personal_data:
             # Retirements that committed since the read's snapshot of the database was taken.
             recent = set(retired_users().filter(created__gte=now - RETIRED_MARGIN).values_list("user_id", flat=True))
             if recent:
                 lines = [line for line, user in zip(lines, users, strict=True) if user not in recent]
+                failed = [failure for failure in failed if failure[2] not in recent]
         advanced = DumpCursor.objects.filter(pk=cursor.pk, lease_owner=owner, last_key=cursor.last_key).update(
             last_key=key_to, rows_done=F("rows_done") + len(lines), chunks=F("chunks") + 1,
             lease_expires_at=lease_end(),
@@ -142,8 +142,27 @@ def take_range(cursor, producer, owner, size=None):
             return None
         if lines:
             queue_chunk(cursor.job_id, producer, key_from, key_to, dump_id, when, lines)
+        for key, exc, user_id in failed:  # for outbox_requeue --failed, as a subject's failed snapshot is
+            record_failed_snapshot(producer.name, str(key), exc, dump_id=uuid.uuid4(), reason=REASON, user_id=user_id)
+    if failed:
+        log.error("clickhouse_outbox: %d %s of keys %s-%s could not be encoded; recorded as failed snapshots",
+                  len(failed), producer.noun[1], key_from, key_to)
     cursor.last_key = key_to
     return len(lines)
+
+
+def encode(producer, rows, dump_id, when):
+    """(lines, their users, failures as (key, error, user)): a row that cannot be encoded fails alone."""
+    lines, users, failed = [], [], []
+    for row in rows:
+        user = row.get(producer.user_field) if producer.personal_data else None
+        try:
+            lines.append(producer.values_row(row, dump_id=dump_id, time_last_dumped=when))
+        except Exception as exc:  # noqa: BLE001 (recorded as the subject's failed snapshot, with the error)
+            failed.append((row["id"], exc, user))
+            continue
+        users.append(user)
+    return lines, users, failed
 
 
 def queue_chunk(job_id, producer, key_from, key_to, dump_id, when, lines):

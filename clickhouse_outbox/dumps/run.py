@@ -310,7 +310,8 @@ def work_on(job, claimer, max_seconds, producers, on_item, chunk_size):
         plan(job, producers)
         job.refresh_from_db()
     try:
-        if job.status == DumpJob.Status.RUNNING and not walk_ranges(job, claimer, owner, found, on_item, deadline):
+        if job.status == DumpJob.Status.RUNNING and not walk_ranges(job, claimer, owner, found, on_item, deadline,
+                                                                     chunk_size):
             return finished(job)
         while job.status == DumpJob.Status.RUNNING:
             if not claimer.holds():  # its lock session was ended: the others take its subjects now
@@ -335,7 +336,7 @@ def finished(job):
     return job
 
 
-def walk_ranges(job, claimer, owner, found, on_item, deadline):
+def walk_ranges(job, claimer, owner, found, on_item, deadline, chunk_size=None):
     """Work through the job's key ranges (`dumps.ranges`); False if time ran out, it was cancelled or the lock lost."""
     checked = time.monotonic()
     stopped = False
@@ -354,7 +355,7 @@ def walk_ranges(job, claimer, owner, found, on_item, deadline):
         if on_item:
             on_item(Outcome(name, f"{rows:,} rows", DumpJobItem.Status.DONE, None))
 
-    return ranges.walk(job, owner, found, stop=stop, on_chunk=chunk_done) and not stopped
+    return ranges.walk(job, owner, found, stop=stop, on_chunk=chunk_done, size=chunk_size) and not stopped
 
 
 def work_through(job, rows, owner, found, on_item, deadline):

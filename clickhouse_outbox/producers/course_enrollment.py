@@ -18,13 +18,15 @@ class CourseEnrollment(ModelRowProducer):
     related = ("user",)
 
     values_fields = ENROLLMENT_VALUES
-    values_row = staticmethod(enrollment_values_row)
 
     def user_of(self, enrollment):
         return enrollment.user_id
 
     def serialize(self, enrollment, *, dump_id, time_last_dumped):
         return enrollment_row(enrollment, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+    def values_row(self, row, *, dump_id, time_last_dumped):
+        return enrollment_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
     def subject_of(self, user_id, course_key):
         """The enrollment of `user_id` in `course_key` (as an event names it), or None."""

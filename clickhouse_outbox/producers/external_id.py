@@ -19,13 +19,15 @@ class ExternalId(ModelRowProducer):
     key_column = "external_user_id"
 
     values_fields = EXTERNAL_ID_VALUES
-    values_row = staticmethod(external_id_values_row)
 
     def user_of(self, external_id):
         return external_id.user_id
 
     def serialize(self, external_id, *, dump_id, time_last_dumped):
         return external_id_row(external_id, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+    def values_row(self, row, *, dump_id, time_last_dumped):
+        return external_id_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 EXTERNAL_IDS = registry.register(ExternalId())

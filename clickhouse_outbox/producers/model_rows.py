@@ -119,17 +119,19 @@ class ModelRowProducer(Producer):
 
     # -- whole-table dumps by key range (dumps.ranges) ------------------------------------
 
-    #: The `.values()` fields a row is encoded from, joins included, and the function that
-    #: encodes one such dict as this producer's line (`row(values, dump_id=, time_last_dumped=)`);
-    #: a producer that sets them is dumped whole by key range, one query and one entry per chunk.
+    #: The `.values()` fields a row is encoded from, joins included, by `values_row` (the same
+    #: line as `serialize`); a producer that sets them is dumped whole by key range, one query
+    #: and one entry per chunk.
     values_fields = ()
-    values_row = None
+
+    def values_row(self, row, *, dump_id, time_last_dumped):
+        raise NotImplementedError
     #: The column of the table that tells rows apart (a chunk's rows share a dump_id).
     key_column = "id"
 
     @property
     def dumps_by_key_range(self):
-        return bool(self.values_fields) and self.values_row is not None
+        return bool(self.values_fields)
 
     def rows_after(self, after, limit, *, excluded_users=None):
         """

@@ -17,13 +17,15 @@ class UserProfile(ModelRowProducer):
     related = ("user",)
 
     values_fields = PROFILE_VALUES
-    values_row = staticmethod(profile_values_row)
 
     def user_of(self, profile):
         return profile.user_id
 
     def serialize(self, profile, *, dump_id, time_last_dumped):
         return profile_row(profile, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+    def values_row(self, row, *, dump_id, time_last_dumped):
+        return profile_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 PROFILES = registry.register(UserProfile())
