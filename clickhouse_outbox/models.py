@@ -269,8 +269,9 @@ class DumpJob(models.Model):
     A full dump in the background: a snapshot of every subject of one or several producers
     (every course the source knows, every enrollment...), or of those changed since a time,
     or of a list, taken in chunks by celery workers or by a management command. Its subjects
-    are listed once (`DumpJobItem`), so a job that a dead worker left resumes where it
-    stopped; `active` is unique, so two jobs never run at once. A finished job's subjects
+    are listed once (`DumpJobItem`), or, for a whole-table dump of a learner table, walked by
+    key range from a cursor (`DumpCursor`, `dumps.ranges`), so a job that a dead worker left
+    resumes where it stopped; `active` is unique, so two jobs never run at once. A finished job's subjects
     are purged after CLICKHOUSE_OUTBOX_RETENTION_DAYS, and the job with them unless it is
     the latest of its action.
 
