@@ -55,7 +55,7 @@ demo: $(VENV)/.installed ## Run the pipeline end to end on SQLite + chdb with th
 	@time ( set -e; \
 	$(PY) manage.py migrate -v 0 && \
 	$(PY) manage.py clickhouse_outbox_schema --create && \
-	$(PY) manage.py outbox_requeue --all --producer taxonomy --producer tag && \
+	$(PY) manage.py outbox_backfill && \
 	$(PY) manage.py outbox_load_olx $(SAMPLE) && \
 	$(PY) manage.py demo_learners course-v1:OpenedX+DemoX+2026_T1 && \
 	$(PY) manage.py outbox_drain --until-empty --timeout 120 && \

@@ -55,7 +55,17 @@ from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_identifier
 from clickhouse_outbox.clickhouse.schema import create_schema
 from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT, EXTERNAL_ID, USER_PROFILE
-from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot, SweptRange, Verdict
+from clickhouse_outbox.models import (
+    Batch,
+    DumpChunk,
+    DumpCursor,
+    DumpJob,
+    DumpJobItem,
+    OutboxEntry,
+    Snapshot,
+    SweptRange,
+    Verdict,
+)
 from clickhouse_outbox.serializers.users import enrollment_row, external_id_row, profile_row
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
 
@@ -70,8 +80,8 @@ PRODUCERS = {
 KEYS = {"user_profile": "id", "external_id": "external_user_id", "course_enrollment": "id"}
 FLOOR_CHUNK = 50_000
 #: The outbox's tables, children first.
-OUTBOX_TABLES = [model._meta.db_table for model in (Verdict, DumpJobItem, DumpJob, OutboxEntry, Batch, Snapshot,
-                                                    SweptRange)]
+OUTBOX_TABLES = [model._meta.db_table for model in (Verdict, DumpChunk, DumpCursor, DumpJobItem, DumpJob, OutboxEntry,
+                                                    Batch, Snapshot, SweptRange)]
 
 
 def empty_outbox():

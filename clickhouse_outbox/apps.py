@@ -68,3 +68,4 @@ class ClickhouseOutboxConfig(AppConfig):
         for module in producers.MODULES:
             import_module(module)
         receivers.connect_model_receivers()
+        import_module("clickhouse_outbox.reconcile.jobs")  # registers verifications with the dump job runner

@@ -221,6 +221,10 @@ def pii_tables():
     return tuple(DEFAULT_PII_MODELS if value is None else value)
 
 
+def backfill_chunk_rows():
+    return value("CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS")
+
+
 def verify_chunk_size():
     """Subjects a verification compares at once (CLICKHOUSE_OUTBOX_VERIFY_CHUNK)."""
     return value("CLICKHOUSE_OUTBOX_VERIFY_CHUNK")

@@ -270,8 +270,9 @@ class DumpJob(models.Model):
     A full dump in the background: a snapshot of every subject of one or several producers
     (every course the source knows, every enrollment...), or of those changed since a time,
     or of a list, taken in chunks by celery workers or by a management command. Its subjects
-    are listed once (`DumpJobItem`), so a job that a dead worker left resumes where it
-    stopped; `active` is unique, so two jobs never run at once. A finished job's subjects
+    are listed once (`DumpJobItem`), or, for a whole-table dump of a learner table, walked by
+    key range from a cursor (`DumpCursor`, `dumps.ranges`), so a job that a dead worker left
+    resumes where it stopped; `active` is unique, so two jobs never run at once. A finished job's subjects
     are purged after CLICKHOUSE_OUTBOX_RETENTION_DAYS, and the job with them unless it is
     the latest of its action.
 
@@ -465,3 +466,60 @@ class SweptRange(models.Model):
 
     def __str__(self):
         return f"{self.producer} {self.key_from}-{self.key_to}: {self.rows} rows"
+
+
+class DumpCursor(models.Model):
+    """
+    Where the whole-table dump of one producer by a job stands (producers that walk their
+    table by key range: `dumps.ranges`): every row with a key up to `last_key` is queued.
+    One worker at a time advances it, under a lease like a subject's; the chunk it queues
+    and the cursor's advance are one transaction, so a worker killed mid-chunk leaves the
+    cursor where the last queued chunk ended and the next worker goes on from there.
+
+    .. no_pii: Keys and counts only.
+    """
+
+    job = models.ForeignKey(DumpJob, on_delete=models.CASCADE, related_name="cursors")
+    producer = models.CharField(max_length=64)
+    last_key = models.BigIntegerField(default=0, help_text="Every row with a key up to this one is queued.")
+    rows_done = models.BigIntegerField(default=0)
+    rows_estimate = models.BigIntegerField(default=0, help_text="The table's rows when the job started.")
+    chunks = models.PositiveIntegerField(default=0)
+    finished = models.BooleanField(default=False)
+    lease_owner = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "producer"], name="ch_outbox_dump_cursor_once")]
+        ordering = ["job", "id"]
+        default_permissions = ()  # shown through its job
+
+    def __str__(self):
+        return f"{self.producer} up to key {self.last_key} in dump job {self.job_id}"
+
+
+class DumpChunk(models.Model):
+    """
+    One key range of a whole-table dump (`key_from` to `key_to`, both included), queued as
+    one snapshot whose one entry holds the range's rows (they share its dump_id). A
+    retirement finds the chunks holding a user's rows by the user's keys and takes those
+    lines out of them (`outbox.chunk_rows`); a verification counts a subject the outbox sent
+    in a chunk by the chunk's snapshot.
+
+    .. no_pii: Keys and counts only (the rows are in the snapshot's entry).
+    """
+
+    job = models.ForeignKey(DumpJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="chunks")
+    producer = models.CharField(max_length=64)
+    key_from = models.BigIntegerField()
+    key_to = models.BigIntegerField()
+    snapshot = models.OneToOneField(Snapshot, on_delete=models.CASCADE, related_name="chunk")
+    rows = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["producer", "key_from"], name="ch_outbox_dump_chunk_keys")]
+        ordering = ["producer", "key_from"]
+        default_permissions = ()  # shown through its snapshot and job
+
+    def __str__(self):
+        return f"{self.producer} keys {self.key_from}-{self.key_to} ({self.rows} rows)"

@@ -72,13 +72,14 @@ def drain_outbox():
 def run_dump_job(job_id):
     """
     Work on a dump job for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then send this task
-    again while courses are left unclaimed. Any number of these may run on one job.
+    again while courses (or key ranges of a whole-table dump) are left unclaimed. Any number of these may run on one job.
     """
     job = DumpJob.objects.filter(pk=job_id, active=True).first()
     if job is None:
         return {"job": job_id, "active": False}
     job = run_job(job, max_seconds=conf.drain_max_secs())
-    unclaimed = job.items.filter(status=DumpJobItem.Status.PENDING).exists()
+    unclaimed = (job.items.filter(status=DumpJobItem.Status.PENDING).exists()
+                 or job.cursors.filter(finished=False, lease_owner__isnull=True).exists())  # key ranges left
     if job.active and (unclaimed or job.status == DumpJob.Status.QUEUED):
         dispatch(job)
     elif job.repair_job_id and job.repair_job.active:  # a verification that found differences: its repair

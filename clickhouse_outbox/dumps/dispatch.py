@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.db import UtcNow, db_time_in
-from clickhouse_outbox.models import DumpJob, DumpJobItem
+from clickhouse_outbox.models import DumpCursor, DumpJob, DumpJobItem
 from clickhouse_outbox.outbox import liveness
 from clickhouse_outbox.schedule import DUMP_TASK
 
@@ -50,6 +50,8 @@ def resume_stalled():
     for job in DumpJob.objects.filter(active=True):
         held = DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED, lease_expires_at__gt=UtcNow())
         owners = set(held.values_list("lease_owner", flat=True).distinct().order_by())
+        owners |= set(DumpCursor.objects.filter(job=job, finished=False, lease_expires_at__gt=UtcNow())
+                      .exclude(lease_owner__isnull=True).values_list("lease_owner", flat=True).distinct().order_by())
         abandoned = liveness.abandoned(owners)
         if owners - abandoned:
             continue  # a live worker holds some of it
@@ -70,7 +72,10 @@ def resume_stalled():
 
 
 def give_back(job, abandoned):
-    """Put the subjects of gone workers back to pending (on the owner read: a worker that claims them first wins)."""
-    return DumpJobItem.objects.filter(job=job, status=DumpJobItem.Status.CLAIMED, lease_owner__in=list(abandoned)).update(
-        status=DumpJobItem.Status.PENDING, lease_owner=None, lease_expires_at=None
+    """Put the subjects (and cursors) of gone workers back to pending (on the owner read: a worker that claims them first wins)."""
+    cursors = DumpCursor.objects.filter(job=job, lease_owner__in=list(abandoned)).update(
+        lease_owner=None, lease_expires_at=None
     )
+    return cursors + DumpJobItem.objects.filter(
+        job=job, status=DumpJobItem.Status.CLAIMED, lease_owner__in=list(abandoned)
+    ).update(status=DumpJobItem.Status.PENDING, lease_owner=None, lease_expires_at=None)

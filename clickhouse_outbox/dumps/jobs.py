@@ -8,10 +8,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 
 from clickhouse_outbox.db import UtcNow
+from clickhouse_outbox.dumps import ranges
 from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.text import plural
 
+#: Items created per INSERT when a job's subjects are listed.
+LIST_BATCH = 1000
 #: What a dump dumps unless told: courses (the admin's dump, dump_courses_to_clickhouse).
 DEFAULT_PRODUCERS = ("course_structure",)
 
@@ -56,12 +59,20 @@ def start_job(scope, *, origin, producers=DEFAULT_PRODUCERS, changed_since=None,
                 requested_by=user, active=True, action=action, repair=repair, replicas=replicas,
             )
             if scope == DumpJob.Scope.SELECTED:
-                from clickhouse_outbox.dumps.run import add_items  # noqa: PLC0415 (run imports the drain)
-
                 add_items(job, [(name, str(subject)) for name, subject in subjects])
     except IntegrityError:
         raise DumpAlreadyActive(active_job()) from None
     return job
+
+
+def add_items(job, listed):
+    """A job's (producer, subject) items, in order, each once."""
+    unique = list(dict.fromkeys(listed))
+    DumpJobItem.objects.bulk_create(
+        [DumpJobItem(job=job, producer=name, subject=subject, position=index)
+         for index, (name, subject) in enumerate(unique)],
+        batch_size=LIST_BATCH,
+    )
 
 
 def active_job():
@@ -79,12 +90,14 @@ def cancel_job(job):
 
 
 def job_progress(job):
-    """{"total", "done", "failed", "left"} subjects of the job (derived from its items)."""
+    """{"total", "done", "failed", "left"} subjects of the job (derived from its items), and rows of its key ranges."""
     counts = dict(job.items.values_list("status").annotate(n=Count("id")).order_by())
     done = counts.get(DumpJobItem.Status.DONE, 0)
     failed = counts.get(DumpJobItem.Status.FAILED, 0)
     left = counts.get(DumpJobItem.Status.PENDING, 0) + counts.get(DumpJobItem.Status.CLAIMED, 0)
-    return {"total": done + failed + left, "done": done, "failed": failed, "left": left}
+    walked = ranges.progress(job)  # rows of the tables walked by key range: the total is estimated
+    return {"total": done + failed + left + walked["total"], "done": done + walked["done"], "failed": failed,
+            "left": left + walked["left"]}
 
 
 def job_noun(job):

@@ -20,6 +20,8 @@ from django.db.models.functions import Cast
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.db import UtcNow, db_now, lease_end, retry_lock_conflicts
+from clickhouse_outbox.dumps import ranges
+from clickhouse_outbox.dumps.jobs import add_items
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
 from clickhouse_outbox.outbox import liveness, registry
 from clickhouse_outbox.outbox.enqueue import enqueue, record_failed_snapshot
@@ -32,8 +34,21 @@ log = logging.getLogger(__name__)
 REASON = "dump"
 #: How often a worker looks whether its job was cancelled while it reads a chunk.
 CANCEL_CHECK_SECS = 2.0
-#: Items created per INSERT when a job's subjects are listed.
-LIST_BATCH = 1000
+
+
+#: What a job of another action than DUMP does with a chunk of claimed subjects, by action:
+#: `(job, rows, producer) -> [Outcome]` (marked by the runner). Registered by the module that
+#: builds on dumps (reconcile registers VERIFY), so dumps never imports it.
+CHUNK_ACTIONS = {}
+#: What runs once a job of an action is done: `(job) -> None` (a verification's repair).
+DONE_ACTIONS = {}
+
+
+def register_action(action, *, chunk, done=None):
+    """Make the runner take the chunks of jobs of `action` with `chunk`, and call `done` when one ends."""
+    CHUNK_ACTIONS[action] = chunk
+    if done is not None:
+        DONE_ACTIONS[action] = done
 
 
 @dataclass
@@ -67,10 +82,13 @@ def plan(job, overrides=None):
     found = Producers(overrides)
     try:
         listed = None
+        by_range = ranges.key_range_producers(job, found)
         if job.scope != DumpJob.Scope.SELECTED:  # selected subjects were listed when the job was started
             listed = []
             for name in job.producer_names:
                 producer = found[name]
+                if name in by_range:
+                    continue  # walked by key range: nothing is listed (dumps.ranges)
                 keys = (producer.all_subjects() if job.scope == DumpJob.Scope.ALL
                         else producer.subjects_changed_since(job.changed_since))
                 listed.extend((name, str(key)) for key in keys)
@@ -88,18 +106,9 @@ def plan(job, overrides=None):
             return False
         if listed is not None:
             add_items(job, listed)
+        ranges.add_cursors(job, found, by_range)
     log.info("clickhouse_outbox: dump job %s started: %s", job.pk, job.description)
     return True
-
-
-def add_items(job, listed):
-    """A job's (producer, subject) items, in order, each once."""
-    unique = list(dict.fromkeys(listed))
-    DumpJobItem.objects.bulk_create(
-        [DumpJobItem(job=job, producer=name, subject=subject, position=index)
-         for index, (name, subject) in enumerate(unique)],
-        batch_size=LIST_BATCH,
-    )
 
 
 def claimable(job, abandoned=()):
@@ -163,8 +172,10 @@ def take_chunk(rows, owner, found, stop=None, job=None):
         producer = found[name]
     except registry.UnknownProducer as exc:
         return mark(rows, owner, [Outcome(name, row.subject, DumpJobItem.Status.FAILED, None, str(exc)) for row in rows])
-    if job is not None and job.action == DumpJob.Action.VERIFY:
-        return verify_chunk(job, rows, owner, producer)
+    if job is not None and job.action in CHUNK_ACTIONS:
+        outcomes = CHUNK_ACTIONS[job.action](job, rows, producer)
+        with transaction.atomic():
+            return mark(rows, owner, outcomes)
     now = db_now()
     prepared = []
     step = max(1, producer.read_at_once)
@@ -207,20 +218,6 @@ def record(producer, rows, prepared, owner):
             outcomes.append(Outcome(producer.name, row.subject, DumpJobItem.Status.FAILED, failed,
                                     last_line(failed.error)))
     return mark(rows, owner, outcomes)
-
-
-def verify_chunk(job, rows, owner, producer):
-    """Verify claimed subjects (all of one producer): done when ok, failed when there is something to repair."""
-    from clickhouse_outbox.clickhouse.backends import get_backend  # noqa: PLC0415
-    from clickhouse_outbox.reconcile.verify import TO_REPAIR, verify  # noqa: PLC0415 (reconcile builds on dumps)
-
-    checks = verify(producer, [row.subject for row in rows], get_backend(),
-                    each_replica=job.replicas == DumpJob.Replicas.EACH, now=db_now(), job=job)
-    outcomes = [Outcome(producer.name, check.subject,
-                        DumpJobItem.Status.FAILED if check.verdict in TO_REPAIR else DumpJobItem.Status.DONE,
-                        None, check.summary()) for check in checks]
-    with transaction.atomic():
-        return mark(rows, owner, outcomes)
 
 
 def mark(rows, owner, outcomes):
@@ -276,17 +273,15 @@ def finish_if_done(job):
     left = DumpJobItem.objects.filter(
         job=job, status__in=[DumpJobItem.Status.PENDING, DumpJobItem.Status.CLAIMED]
     ).exists()
-    if left:
+    if left or ranges.unfinished(job):
         return False
     done = bool(DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.RUNNING).update(
         status=DumpJob.Status.DONE, active=None, finished_at=UtcNow()
     ))
     if done:
         log.info("clickhouse_outbox: job %s is done: %s", job.pk, job.description)
-        if job.action == DumpJob.Action.VERIFY and job.repair:
-            from clickhouse_outbox.reconcile.repair import start_repair  # noqa: PLC0415
-
-            start_repair(job)
+        if job.action in DONE_ACTIONS:
+            DONE_ACTIONS[job.action](job)
     return done
 
 
@@ -314,6 +309,9 @@ def work_on(job, claimer, max_seconds, producers, on_item, chunk_size):
         plan(job, producers)
         job.refresh_from_db()
     try:
+        if job.status == DumpJob.Status.RUNNING and not walk_ranges(job, claimer, owner, found, on_item, deadline,
+                                                                     chunk_size):
+            return finished(job)
         while job.status == DumpJob.Status.RUNNING:
             if not claimer.holds():  # its lock session was ended: the others take its subjects now
                 break
@@ -326,10 +324,37 @@ def work_on(job, claimer, max_seconds, producers, on_item, chunk_size):
             job.refresh_from_db(fields=["status"])
     finally:
         release(job, owner)
+    return finished(job)
+
+
+def finished(job):
+    """The job reloaded, marked done first if nothing is left of it."""
     job.refresh_from_db()
     if job.status == DumpJob.Status.RUNNING and finish_if_done(job):
         job.refresh_from_db()
     return job
+
+
+def walk_ranges(job, claimer, owner, found, on_item, deadline, chunk_size=None):
+    """Work through the job's key ranges (`dumps.ranges`); False if time ran out, it was cancelled or the lock lost."""
+    checked = time.monotonic()
+    stopped = False
+
+    def stop():
+        nonlocal checked, stopped
+        now = time.monotonic()
+        if (deadline is not None and now >= deadline) or not claimer.holds():
+            stopped = True
+        elif now - checked >= CANCEL_CHECK_SECS:
+            checked = now
+            stopped = not DumpJob.objects.filter(pk=job.pk, status=DumpJob.Status.RUNNING).exists()
+        return stopped
+
+    def chunk_done(name, rows, seconds):
+        if on_item:
+            on_item(Outcome(name, f"{rows:,} rows", DumpJobItem.Status.DONE, None))
+
+    return ranges.walk(job, owner, found, stop=stop, on_chunk=chunk_done, size=chunk_size) and not stopped
 
 
 def work_through(job, rows, owner, found, on_item, deadline):

@@ -283,11 +283,19 @@ def obsolete_ones_out(ids, rows):
 
 def remove_again(delete_entry_ids):
     """Remove the deleted rows queued since each delete was (a dump that read them before): see outbox.deletes."""
-    from clickhouse_outbox.outbox.deletes import remove_rows, scope_of  # noqa: PLC0415 (deletes uses models only)
+    from clickhouse_outbox.outbox.chunk_rows import remove_user_from_chunks  # noqa: PLC0415
+    from clickhouse_outbox.outbox.deletes import (  # noqa: PLC0415 (deletes uses models only)
+        RETIREMENT,
+        personal_data_producers,
+        remove_rows,
+        scope_of,
+    )
 
     snapshot_ids = set(OutboxEntry.objects.filter(id__in=list(delete_entry_ids)).values_list("snapshot_id", flat=True))
     for snapshot in Snapshot.objects.filter(id__in=snapshot_ids):
         remove_rows(scope_of(snapshot))
+        if snapshot.producer == RETIREMENT and snapshot.user_id is not None:  # chunks written while it committed
+            remove_user_from_chunks(snapshot.user_id, personal_data_producers())
 
 
 def new_batch(table, rows, owner, kind=Kind.INSERT):

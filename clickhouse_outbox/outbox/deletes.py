@@ -11,7 +11,8 @@ In the transaction of the change (the retirement, the delete):
    data that names the user (`user_scope`), whatever EVENT_SINK_CLICKHOUSE_PII_MODELS says,
    and the text that may quote their data goes too: a failed snapshot's error, a dump
    subject's error, and ClickHouse's error on the batches that carried their rows (and the
-   batches those were split from). So the database keeps none of the user's data, only ids;
+   batches those were split from). The chunks of whole-table dumps holding their rows lose
+   those lines (`outbox.chunk_rows`). So the database keeps none of the user's data, only ids;
 2. a delete entry per table: `ALTER TABLE t DELETE WHERE column IN (values)` once sent (for
    a retirement, each table of EVENT_SINK_CLICKHOUSE_PII_MODELS, while retirement is on).
 
@@ -37,6 +38,8 @@ from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.tables import all_tables
 from clickhouse_outbox.models import Batch, DumpJobItem, Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import registry
+from clickhouse_outbox.outbox.batch_errors import OPEN_BATCHES, clear_batch_errors
+from clickhouse_outbox.outbox.chunk_rows import remove_user_from_chunks
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,6 @@ RETIREMENT_PEER_MODEL = "auth_user"
 #: The column a retirement deletes by, in every PII table.
 USER_COLUMN = "user_id"
 #: Batch states whose bytes may still be sent: they shrink when rows are removed from them.
-OPEN_BATCHES = (Batch.Status.CLAIMED, Batch.Status.RETRY, Batch.Status.FAILED)
-
-
 def retired(user_ids):
     """The users among `user_ids` who have been retired (their retirement is recorded for good)."""
     subjects = [str(user_id) for user_id in user_ids]
@@ -99,7 +99,7 @@ def retire_user(user_id, *, reason="retired"):
     user_id = int(user_id)
     tables = retirement_tables() if retirement_enabled() else []
     with transaction.atomic(savepoint=False):
-        removed = remove_rows(user_scope(user_id))
+        removed = remove_rows(user_scope(user_id)) + remove_user_from_chunks(user_id, personal_data_producers())
         snapshot = queue_deletes(
             RETIREMENT, str(user_id), [(table, USER_COLUMN, [user_id]) for table in tables],
             reason=reason, user_id=user_id,
@@ -204,26 +204,3 @@ def remove_rows(snapshots):
     )
     DumpJobItem.objects.filter(snapshot_id__in=snapshot_ids).exclude(error="").update(error="")
     return removed
-
-
-#: What a batch's error becomes when a retirement or a delete removed rows it carried.
-ERROR_CLEARED = ("The error text was cleared: this batch carried rows that a retirement or a delete removed "
-                 "(ClickHouse's error code and HTTP status are kept).")
-
-
-def clear_batch_errors(batch_ids):
-    """
-    Replace ClickHouse's error text on `batch_ids` and on the batches they were split from
-    (the parent's error may quote any row of its children): it may quote the removed rows.
-    A split halves a batch, so the chain is short (about log2 of a batch's rows).
-    """
-    seen, frontier = set(batch_ids), set(batch_ids)
-    while frontier:
-        parents = set(Batch.objects.filter(id__in=frontier, split_from__isnull=False)
-                      .values_list("split_from_id", flat=True)) - seen
-        seen |= parents
-        frontier = parents
-    if seen:
-        Batch.objects.filter(id__in=seen).exclude(last_error="").exclude(last_error=ERROR_CLEARED).update(
-            last_error=ERROR_CLEARED
-        )

@@ -62,6 +62,8 @@ class Producer:
     read_at_once = 1000
     #: Whether the sweep (reconcile.sweep) reads its table by key ranges for rows written without a signal.
     sweepable = False
+    #: Whether a whole-table dump walks its table by key range (`dumps.ranges`) instead of listing subjects.
+    dumps_by_key_range = False
 
     @property
     def dump_chunk(self):

@@ -7,7 +7,7 @@ those events inside the enrollment's own transaction).
 from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import enrollment_row
+from clickhouse_outbox.serializers.users import ENROLLMENT_VALUES, enrollment_row, enrollment_values_row
 
 
 class CourseEnrollment(ModelRowProducer):
@@ -18,11 +18,16 @@ class CourseEnrollment(ModelRowProducer):
     table = COURSE_ENROLLMENT
     related = ("user",)
 
+    values_fields = ENROLLMENT_VALUES
+
     def user_of(self, enrollment):
         return enrollment.user_id
 
     def serialize(self, enrollment, *, dump_id, time_last_dumped):
         return enrollment_row(enrollment, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+    def values_row(self, row, *, dump_id, time_last_dumped):
+        return enrollment_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
     def subject_of(self, user_id, course_key):
         """The enrollment of `user_id` in `course_key` (as an event names it), or None."""

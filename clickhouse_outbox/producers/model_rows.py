@@ -118,6 +118,37 @@ class ModelRowProducer(Producer):
     def all_subjects(self):
         return [str(pk) for pk in self.queryset().order_by("pk").values_list("pk", flat=True)]
 
+    # -- whole-table dumps by key range (dumps.ranges) ------------------------------------
+
+    #: The `.values()` fields a row is encoded from, joins included, by `values_row` (the same
+    #: line as `serialize`); a producer that sets them is dumped whole by key range, one query
+    #: and one entry per chunk.
+    values_fields = ()
+
+    def values_row(self, row, *, dump_id, time_last_dumped):
+        raise NotImplementedError
+    #: The column of the table that tells rows apart (a chunk's rows share a dump_id).
+    key_column = "id"
+
+    @property
+    def dumps_by_key_range(self):
+        return bool(self.values_fields)
+
+    def rows_after(self, after, limit, *, excluded_users=None):
+        """
+        Up to `limit` rows with a primary key above `after`, in key order, as `.values()`
+        dicts (one query, joins for usernames); `excluded_users` a queryset of user ids whose
+        rows are left out (the retired).
+        """
+        rows = self.queryset().select_related(None).filter(pk__gt=after)
+        if excluded_users is not None and self.personal_data:
+            rows = rows.exclude(**{f"{self.user_field}__in": excluded_users})
+        return list(rows.order_by("pk").values(*self.values_fields)[:limit])
+
+    def estimated_rows(self):
+        """How many rows a whole-table dump goes through (a count, once per job)."""
+        return self.queryset().select_related(None).count()
+
 
 class DeletedRowsGo(ModelRowProducer):
     """A producer whose deleted rows are deleted from its table too, by `id` (the peer never sends deletes)."""

@@ -6,7 +6,7 @@ email) as its row, queued when the profile (or the user's username or email) is 
 from clickhouse_outbox.clickhouse.tables import USER_PROFILE
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import profile_row
+from clickhouse_outbox.serializers.users import PROFILE_VALUES, profile_row, profile_values_row
 
 
 class UserProfile(ModelRowProducer):
@@ -17,11 +17,16 @@ class UserProfile(ModelRowProducer):
     table = USER_PROFILE
     related = ("user",)
 
+    values_fields = PROFILE_VALUES
+
     def user_of(self, profile):
         return profile.user_id
 
     def serialize(self, profile, *, dump_id, time_last_dumped):
         return profile_row(profile, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+    def values_row(self, row, *, dump_id, time_last_dumped):
+        return profile_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 PROFILES = registry.register(UserProfile())

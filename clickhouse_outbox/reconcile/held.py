@@ -29,7 +29,7 @@ class TableMissing(Exception):
     """The table does not exist where it was looked for (its rows count as none)."""
 
 
-def held_rows(backend, table, dump_ids, subject_column=None, subjects=(), max_bytes=MAX_STATEMENT_BYTES):
+def held_rows(backend, table, dump_ids, subject_column=None, subjects=(), max_bytes=MAX_STATEMENT_BYTES, row_key=None):
     """
     {dump_id: (rows, distinct rows)} that `backend` holds in `table` for `dump_ids`; a
     dump_id it holds nothing of is left out. Filtering on the subjects as well
@@ -41,7 +41,8 @@ def held_rows(backend, table, dump_ids, subject_column=None, subjects=(), max_by
     filtered = bool(subject_column and subjects)
     if filtered and len(subjects) != len(dump_ids):
         raise ValueError("held_rows needs the subject of each dump_id")
-    distinct = f"uniqExact({', '.join(map(quote_identifier, table.row_key))})" if table.row_key else "1"
+    row_key = row_key or table.row_key  # a chunk's rows (many subjects, one dump_id) are told apart by their key
+    distinct = f"uniqExact({', '.join(map(quote_identifier, row_key))})" if row_key else "1"
     start = (f"SELECT toString(dump_id) AS dump_id, count() AS n, {distinct} AS k "
              f"FROM {qualified_name(backend.database, table.name)} WHERE ")
     end = " GROUP BY dump_id"

@@ -13,6 +13,8 @@ A subject gets one verdict, the most urgent of what was found:
                  (learners and tags, whose content is compared: see content.py); a profile changed
                  by `QuerySet.update()`, which sends no signal
     stale        the rows are all there, but the source changed after the snapshot was taken
+    (a subject sent in a chunk of a whole-table dump, not in a snapshot of its own, has the
+    chunk's verdict: the chunk's rows are counted by its dump_id, as a snapshot's are)
     never        the outbox never sent a snapshot of it (it existed before the plugin, say); the
                  rows ClickHouse holds of it all the same (sent by the peer's sink) are counted
     undelivered  its latest snapshot is not delivered yet: nothing to compare (not a failure)
@@ -21,6 +23,7 @@ A subject gets one verdict, the most urgent of what was found:
 Each check is a few aggregate queries per chunk, whatever its size: see held.py.
 """
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -28,7 +31,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from clickhouse_outbox.clickhouse.cluster import http_replicas
-from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot, Verdict
+from clickhouse_outbox.models import DumpChunk, Kind, OutboxEntry, Snapshot, Verdict
 from clickhouse_outbox.operations.delivery import State, with_delivery
 from clickhouse_outbox.operations.requeue import latest_snapshots
 from clickhouse_outbox.reconcile.content import content_differences
@@ -115,6 +118,8 @@ def verify(producer, subjects, backend, *, each_replica=False, now, job=None):
                                          each_replica, folding)
     if getattr(producer, "sweepable", False):  # one row of a platform table: its content is compared too
         compare_content(producer, backend, [checks[snapshot.subject] for snapshot in compared])
+    never = [subject for subject, check in checks.items() if check.verdict == Verdict.Kind.NEVER]
+    checks.update(in_chunks(producer, never, replicas, each_replica, folding))
     held_before(producer, backend, [check for check in checks.values() if check.verdict == Verdict.Kind.NEVER])
     ordered = [checks[subject] for subject in subjects]
     record(producer, ordered, now, job)
@@ -129,6 +134,57 @@ def compare_content(producer, backend, checks):
         check = whole[subject]
         check.verdict = Verdict.Kind.DIFFERS
         check.details["content"] = {producer.table.name: columns}
+
+
+def covering_chunks(producer, subjects):
+    """{subject: snapshot id} of the newest chunk of a whole-table dump whose key range holds each subject (if any)."""
+    if not getattr(producer, "dumps_by_key_range", False) or not subjects:
+        return {}
+    keys = sorted(int(subject) for subject in subjects)
+    chunks = (DumpChunk.objects.filter(producer=producer.name, key_to__gte=keys[0], key_from__lte=keys[-1])
+              .order_by("snapshot_id").values_list("key_from", "key_to", "snapshot_id"))
+    covered = {}
+    for key_from, key_to, snapshot_id in chunks:  # newest last: it wins
+        start = bisect_left(keys, key_from)
+        for key in keys[start:bisect_right(keys, key_to)]:
+            covered[str(key)] = snapshot_id
+    return covered
+
+
+def in_chunks(producer, subjects, replicas, each_replica, folding):
+    """
+    A Check per subject the outbox sent in a chunk of a whole-table dump (`dumps.ranges`), not
+    in a snapshot of its own: the chunk's verdict (its rows share one dump_id, counted as a
+    snapshot's are), undelivered while the chunk is.
+    """
+    covered = covering_chunks(producer, subjects)
+    if not covered:
+        return {}
+    chunks = {snapshot.pk: snapshot for snapshot in with_delivery(Snapshot.objects.filter(pk__in=set(covered.values())))}
+    delivered = [snapshot for snapshot in chunks.values() if snapshot.delivery_state in (State.DELIVERED, State.REJECTED)]
+    found = {}
+    for replica in replicas:
+        tables = {}
+        for table in producer.tables:
+            try:
+                tables[table.name] = held_rows(replica, table, [str(snapshot.dump_id) for snapshot in delivered],
+                                               row_key=(producer.key_column,))
+            except TableMissing as exc:
+                tables[table.name] = exc
+        found[getattr(replica, "address", "")] = tables
+    verdicts = {snapshot.pk: judge(snapshot, expected_rows(snapshot), found, None, each_replica, folding)
+                for snapshot in delivered}
+    checks = {}
+    for subject, snapshot_id in covered.items():
+        snapshot = chunks[snapshot_id]
+        if snapshot_id in verdicts:
+            chunk = verdicts[snapshot_id]
+            checks[subject] = Check(subject, chunk.verdict, snapshot, {**chunk.details, "chunk": snapshot.subject})
+        elif snapshot.delivery_state in (State.DELETED, State.DISMISSED, State.SUPERSEDED):
+            checks[subject] = Check(subject, Verdict.Kind.OK, snapshot, {"note": snapshot.delivery_state})
+        else:
+            checks[subject] = Check(subject, Verdict.Kind.UNDELIVERED, snapshot)
+    return checks
 
 
 def held_before(producer, backend, never):

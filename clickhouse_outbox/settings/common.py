@@ -188,6 +188,13 @@ def plugin_settings(settings):
     # .. setting_description: Enrollments, profiles, external ids or tags a dump job's worker claims, reads (one
     #    query) and queues (one transaction) at a time. A whole number from 1 to 100,000.
 
+    # .. setting_name: CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS
+    # .. setting_default: 20000
+    # .. setting_description: Rows of a whole-table dump of enrollments, profiles or external ids read (one query,
+    #    by key range), queued (one outbox entry, compressed) and sent (one INSERT) at a time. Its compressed rows
+    #    (about 100 bytes each) must fit in the database's ``max_allowed_packet``. A whole number from 1 to
+    #    200,000.
+
     # .. setting_name: CLICKHOUSE_OUTBOX_VERIFY_CHUNK
     # .. setting_default: 1000
     # .. setting_description: Subjects a verification compares at once: one aggregate query per table (and

@@ -183,6 +183,10 @@ SETTINGS = (
     Setting("CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS", 1000, int, 1, 100_000, doc=(
         "Enrollments, profiles, external ids or tags a dump job's worker claims, reads (one query) and queues "
         "(one transaction) at a time.")),
+    Setting("CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS", 20_000, int, 1, 200_000, doc=(
+        "Rows of a whole-table dump of enrollments, profiles or external ids read (one query, by key range), "
+        "queued (one outbox entry, compressed) and sent (one INSERT) at a time. Its compressed rows (about "
+        "100 bytes each) must fit in the database's ``max_allowed_packet``.")),
     Setting("CLICKHOUSE_OUTBOX_VERIFY_CHUNK", 1000, int, 1, 100_000, doc=(
         "Subjects a verification compares at once: one aggregate query per table (and replica) for each "
         "chunk.")),

@@ -357,7 +357,9 @@ except NameError:  # the plugin's own settings did not run (not in the image yet
 # one embedded. Extra beats (scaled workers) only start drains that find the lock taken.
 hooks.Filters.CMS_WORKER_COMMAND.add_items(["--beat", "--schedule=/tmp/cms-celerybeat-schedule"])
 
-# After Tutor's cms init (which migrates) and Aspects' (which creates event_sink's tables).
+# After Tutor's cms init (which migrates) and Aspects' (which creates event_sink's tables). The
+# first backfill (what existed before: users, enrollments, the system taxonomy, courses) is
+# queued once for the CMS worker; a later init finds every producer dumped and starts nothing.
 hooks.Filters.CLI_DO_INIT_TASKS.add_item(
     (
         "cms",
@@ -367,6 +369,7 @@ hooks.Filters.CLI_DO_INIT_TASKS.add_item(
 {%- else %}
 ./manage.py cms clickhouse_outbox_schema --create
 {%- endif %}
+./manage.py cms outbox_backfill --queue
 """,
     ),
     priority=INIT_TASK_PRIORITY,

@@ -6,12 +6,13 @@ job code (a job, its items, chunks written one transaction each), then delivered
 """
 
 import io
+import json
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
-from clickhouse_outbox.models import DumpJob, DumpJobItem, Snapshot
+from clickhouse_outbox.models import DumpChunk, DumpJob, DumpJobItem, Snapshot
 from clickhouse_outbox.outbox.drain import drain_until_empty
 from clickhouse_outbox.receivers import user_retired
 from outbox_project.platform.models import CourseEnrollment, UserProfile
@@ -37,8 +38,11 @@ def learners(settings):
 
 
 def dumped(job, producer):
-    return sorted(job.items.filter(producer=producer, status=DumpJobItem.Status.DONE).values_list("subject", flat=True),
-                  key=int)
+    """The subjects a job queued: its items done, and the rows of its chunks (a whole-table dump walks key ranges)."""
+    items = job.items.filter(producer=producer, status=DumpJobItem.Status.DONE).values_list("subject", flat=True)
+    chunked = [str(json.loads(line)["id"]) for chunk in DumpChunk.objects.filter(job=job, producer=producer)
+               for entry in chunk.snapshot.entries.all() for line in entry.lines().splitlines()]
+    return sorted([*items, *chunked], key=int)
 
 
 def test_requeue_all_of_a_producer_is_a_dump_job_that_then_delivers(learners, clickhouse):
@@ -59,9 +63,9 @@ def test_several_producers_in_one_job_each_in_chunks_of_its_own(learners, settin
     job = DumpJob.objects.get()
     assert job.producer_names == ["user_profile", "external_id", "course_enrollment"]
     assert len(dumped(job, "user_profile")) == len(dumped(job, "course_enrollment")) == 5
-    assert not job.items.filter(producer="external_id").exists()  # nobody has one
+    assert not dumped(job, "external_id")  # nobody has one
     reasons = set(Snapshot.objects.values_list("producer", "reason"))
-    assert reasons == {("user_profile", "dump"), ("course_enrollment", "dump")}
+    assert reasons == {("user_profile", "backfill"), ("course_enrollment", "backfill")}  # one chunk each
 
 
 def test_requeue_named_subjects_of_a_producer_and_a_typo(learners):
@@ -113,7 +117,9 @@ def test_a_retired_users_profile_is_not_dumped(learners):
     user_retired(sender=None, user=learners[0])
     run("dump_data_to_clickhouse", "--object", "user_profile")
     job = DumpJob.objects.get()
-    item = job.items.get(subject=str(UserProfile.objects.get(user=learners[0]).pk))
+    profiles = [str(pk) for pk in UserProfile.objects.order_by("pk").values_list("pk", flat=True)]
+    assert dumped(job, "user_profile") == profiles[1:]
+    run("dump_data_to_clickhouse", "--object", "user_profile", "--ids", profiles[0])  # selected: says why
+    item = DumpJob.objects.latest("id").items.get(subject=profiles[0])
     assert (item.status, item.error, item.snapshot_id) == (DumpJobItem.Status.DONE, "not queued: its user was retired",
                                                           None)
-    assert Snapshot.objects.filter(producer="user_profile", reason="dump").count() == 4

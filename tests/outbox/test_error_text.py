@@ -90,7 +90,7 @@ def test_rows_of_other_tables_keep_the_whole_message(clickhouse):
 
 
 def test_a_retirement_clears_the_error_of_every_batch_that_carried_the_users_rows(clickhouse):
-    from clickhouse_outbox.outbox.deletes import ERROR_CLEARED
+    from clickhouse_outbox.outbox.batch_errors import ERROR_CLEARED
 
     ada, _ = learner(ADA, ADA_PROFILE), learner(GRACE, GRACE_PROFILE)
     drift(clickhouse, "user_profile", "name", "UInt32")

@@ -82,6 +82,16 @@ def fail_to_serialize(profile, **kwargs):
     raise ValueError(f"cannot encode the profile of {profile.name!r} <{profile.user.email}>")
 
 
+def fail_to_encode(row, **kwargs):
+    """The same error from the encoder of a whole-table dump's rows (`.values()` dicts)."""
+    raise ValueError(f"cannot encode the profile of {row['name']!r} <{row['user__email']}>")
+
+
+def break_profile_serializers(monkeypatch):
+    monkeypatch.setattr(user_profile, "profile_row", fail_to_serialize)
+    monkeypatch.setattr(user_profile, "profile_values_row", fail_to_encode)
+
+
 @pytest.fixture
 def default_pii_list(settings):
     if hasattr(settings, "EVENT_SINK_CLICKHOUSE_PII_MODELS"):
@@ -109,11 +119,13 @@ def test_a_retirement_leaves_none_of_the_learners_values_in_any_table_of_the_out
     assert Batch.objects.filter(table="course_enrollment", status=Batch.Status.SPLIT).exists()
     assert Batch.objects.filter(table="course_enrollment", status=Batch.Status.FAILED).count() == 2
 
-    monkeypatch.setattr(user_profile, "profile_row", fail_to_serialize)
+    break_profile_serializers(monkeypatch)
     profile.save()  # a failed snapshot, its traceback quoting the data
-    failed_dump = run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))
+    run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))  # by key range: failed snapshots
+    failed_dump = run_job(start_job(DumpJob.Scope.SELECTED, origin="test", subjects=[("user_profile", str(profile.pk))]))
     monkeypatch.undo()
-    assert Snapshot.objects.filter(producer="user_profile", status=Snapshot.Status.FAILED).count() == 3  # Zed's twice
+    assert Snapshot.objects.filter(producer="user_profile", status=Snapshot.Status.FAILED).count() == 4  # Zed's 3 times
+    assert Snapshot.objects.filter(producer="user_profile", reason="backfill", error__contains="Ñandú").exists()
     assert failed_dump.items.filter(error__contains="Ñandú").exists()
     run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile", "external_id", "course_enrollment"]))
     run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"], action=DumpJob.Action.VERIFY))
@@ -156,7 +168,7 @@ def test_every_snapshot_of_a_producer_of_personal_data_names_its_user(clickhouse
     UserProfile.objects.get(user=ada).save()  # a request, filled by the drain
     drain()
     run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=sorted(personal)))
-    monkeypatch.setattr(user_profile, "profile_row", fail_to_serialize)
+    break_profile_serializers(monkeypatch)
     UserProfile.objects.get(user=ada).save()  # a request that fails when taken
     drain()
     settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "publish"
@@ -164,7 +176,11 @@ def test_every_snapshot_of_a_producer_of_personal_data_names_its_user(clickhouse
     run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))  # ...and in a dump
     monkeypatch.undo()
 
-    snapshots = Snapshot.objects.filter(producer__in=personal)
+    # A chunk of a whole-table dump holds many users' rows: a retirement finds it by the users' keys.
+    chunks = Snapshot.objects.filter(producer__in=personal, chunk__isnull=False)
+    assert set(chunks.values_list("producer", flat=True)) == personal
+    assert not chunks.exclude(user_id=None).exists()
+    snapshots = Snapshot.objects.filter(producer__in=personal, chunk__isnull=True)
     assert set(snapshots.values_list("status", flat=True)) >= {Snapshot.Status.QUEUED, Snapshot.Status.FAILED}
     assert snapshots.filter(status=Snapshot.Status.FAILED).count() == 3
     assert not snapshots.exclude(user_id=ada.pk).exists(), list(snapshots.exclude(user_id=ada.pk).values(

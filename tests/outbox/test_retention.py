@@ -169,7 +169,7 @@ def test_finished_dump_jobs_subjects_go_and_old_jobs_with_them(settings):
     settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
     for name in ("ada", "grace", "alan"):
         make_learner(name, name.title())
-    jobs = [run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"])) for _ in range(3)]
+    jobs = [run_job(dump_profiles()) for _ in range(3)]
     assert DumpJobItem.objects.count() == 9
     DumpJob.objects.filter(pk__in=[job.pk for job in jobs[:2]]).update(finished_at=LONG_AGO)
     running = start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"])
@@ -204,6 +204,14 @@ def test_drainers_purge_at_most_once_per_interval(clickhouse, settings):
     assert purge_if_due().sent_batches == 3
 
 
+def dump_profiles():
+    """A dump job of every profile, listed (a whole-table dump walks key ranges and lists none: dumps.ranges)."""
+    from clickhouse_outbox.dumps.jobs import start_job
+
+    profiles = UserProfile.objects.order_by("pk").values_list("pk", flat=True)
+    return start_job(DumpJob.Scope.SELECTED, origin="test", subjects=[("user_profile", str(pk)) for pk in profiles])
+
+
 def footprint(excluded_snapshots):
     """{table: (rows, bytes)} of every table of the app, bytes being its text, binary and JSON values as stored."""
     sizes = {}
@@ -228,7 +236,6 @@ def test_the_outbox_stays_bounded_under_a_stream_of_changes(server_clickhouse, s
     learner's record, ids only: their retirement and the deleted latest snapshot of each of
     their subjects, which keep their rows from being queued again.
     """
-    from clickhouse_outbox.dumps.jobs import start_job
     from clickhouse_outbox.dumps.run import run_job
 
     settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 0
@@ -254,7 +261,7 @@ def test_the_outbox_stays_bounded_under_a_stream_of_changes(server_clickhouse, s
         UserProfile.objects.filter(user=newcomer).update(name=f"Renamed {n}")
         UserProfile.objects.get(user=newcomer).save()
         user_retired(sender=None, user=newcomer)
-        run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))
+        run_job(dump_profiles())
         drain_until_settled()
         purge()
         retired.append(newcomer.pk)
@@ -287,7 +294,6 @@ def test_a_purge_reads_every_table_through_an_index(chdb_clickhouse, settings):
     found before taking a chunk of it, except dump jobs: one row per job, and the purge
     deletes the old ones.
     """
-    from clickhouse_outbox.dumps.jobs import start_job
     from clickhouse_outbox.dumps.run import run_job
 
     settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
@@ -297,7 +303,7 @@ def test_a_purge_reads_every_table_through_an_index(chdb_clickhouse, settings):
     drift(chdb_clickhouse, "user_profile", "name", "UInt32")
     drain_until_settled()
     user_retired(sender=None, user=ada)
-    run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))
+    run_job(dump_profiles())
     age_everything()
     DumpJob.objects.update(finished_at=LONG_AGO)
 

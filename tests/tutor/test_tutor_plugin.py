@@ -259,6 +259,7 @@ def test_with_aspects(render_tutor_env, tutor, plugins):
     assert our_init_task(hooks) == [
         "./manage.py cms migrate clickhouse_outbox",
         "./manage.py cms clickhouse_outbox_schema --check",
+        "./manage.py cms outbox_backfill --queue",
     ]
     aspects_services = [task["service"] for task in hooks["init_tasks"]]
     assert {"clickhouse", "aspects"} <= set(aspects_services), "Aspects' init tasks are missing"
@@ -354,6 +355,7 @@ def test_without_aspects(render_tutor_env, tutor):
     assert our_init_task(hooks) == [
         "./manage.py cms migrate clickhouse_outbox",
         "./manage.py cms clickhouse_outbox_schema --create",
+        "./manage.py cms outbox_backfill --queue",
     ]
     assert not any(task["service"] in ("clickhouse", "aspects") for task in hooks["init_tasks"])
 

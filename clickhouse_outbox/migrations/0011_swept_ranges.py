@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('clickhouse_outbox', '0009_retention_and_personal_data'),
+        ('clickhouse_outbox', '0010_key_range_dumps'),
     ]
 
     operations = [

@@ -1,0 +1,206 @@
+"""
+Whole-table dumps of the learner tables by key range (dumps.ranges): no subject listed, one
+query, one snapshot and one entry per chunk, a cursor per producer that a stopped worker's
+successor resumes from, retired users' rows never queued and taken out of queued chunks,
+and every row in ClickHouse once. On the database of the run (SQLite, MariaDB, PostgreSQL).
+"""
+
+import uuid
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from clickhouse_outbox.clickhouse.backends.base import qualified_name
+from clickhouse_outbox.dumps import ranges
+from clickhouse_outbox.dumps.jobs import job_progress, start_job
+from clickhouse_outbox.dumps.run import run_job
+from clickhouse_outbox.models import DumpChunk, DumpCursor, DumpJob, DumpJobItem, OutboxEntry, Snapshot, Verdict
+from clickhouse_outbox.outbox import registry
+from clickhouse_outbox.outbox.drain import drain
+from clickhouse_outbox.receivers import user_retired
+from outbox_project.platform.models import CourseEnrollment, ExternalId, UserProfile
+from tests.learners import enroll, give_external_id, make_learner
+
+pytestmark = pytest.mark.django_db
+
+LEARNERS = ("user_profile", "external_id", "course_enrollment")
+COURSES = ["course-v1:Range+R1+2026", "course-v1:Range+R2+2026", "course-v1:Range+R3+2026"]
+
+
+def site_before_install(count):
+    """`count` learners with a profile, an external id and up to three enrollments, and an empty outbox."""
+    from opaque_keys.edx.keys import CourseKey
+
+    users = []
+    for index in range(count):
+        user = make_learner(f"range{index}", f"Learner {index}", city="Ümlautville" if index % 3 else None)
+        give_external_id(user)
+        for course in COURSES[: 1 + index % 3]:
+            enroll(user, CourseKey.from_string(course))
+        users.append(user)
+    Snapshot.objects.all().delete()  # made before install: the outbox saw none of it
+    return users
+
+
+def source_rows():
+    return {"user_profile": UserProfile.objects.count(), "external_id": ExternalId.objects.count(),
+            "course_enrollment": CourseEnrollment.objects.count()}
+
+
+def queued_lines(producer):
+    return [line for entry in OutboxEntry.objects.filter(snapshot__producer=producer)
+            for line in entry.lines().splitlines()]
+
+
+def test_values_rows_are_the_rows_the_object_serializers_give():
+    """A chunk's line of a row is byte for byte the line its own snapshot would hold."""
+    site_before_install(4)
+    dump_id, when = uuid.uuid4(), "2026-12-06 04:00:00.000000+00:00"
+    for name in LEARNERS:
+        producer = registry.get(name)
+        values = producer.rows_after(0, 100)
+        objects = {obj.pk: obj for obj in producer.queryset()}
+        assert values and len(values) == len(objects)
+        for row in values:
+            assert producer.values_row(row, dump_id=dump_id, time_last_dumped=when) == producer.serialize(
+                objects[row["id"]], dump_id=dump_id, time_last_dumped=when)
+
+
+def test_a_whole_table_dump_lists_nothing_and_queues_one_entry_per_chunk(settings):
+    settings.CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS = 4
+    site_before_install(9)
+    expected = source_rows()
+    job = run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=list(LEARNERS)))
+    assert job.status == DumpJob.Status.DONE
+    assert not DumpJobItem.objects.filter(job=job).exists()
+    for name in LEARNERS:
+        chunks = list(DumpChunk.objects.filter(job=job, producer=name).order_by("key_from"))
+        assert len(chunks) == -(-expected[name] // 4)
+        assert all(OutboxEntry.objects.filter(snapshot=chunk.snapshot).count() == 1 for chunk in chunks)
+        # The ranges follow each other without a gap or an overlap.
+        assert [c.key_from for c in chunks[1:]] == [c.key_to + 1 for c in chunks[:-1]]
+        lines = queued_lines(name)
+        assert len(lines) == expected[name] == sum(chunk.rows for chunk in chunks)
+        cursor = DumpCursor.objects.get(job=job, producer=name)
+        assert cursor.finished and cursor.rows_done == cursor.rows_estimate == expected[name]
+    assert job_progress(job) == {"total": sum(expected.values()), "done": sum(expected.values()), "failed": 0,
+                                 "left": 0}
+
+
+def test_a_chunk_is_read_with_the_same_queries_whatever_its_size(settings):
+    """Set-based: one read per chunk (joins, no query per row), and the same few writes."""
+    site_before_install(12)
+    counts = []
+    for size in (2, 20):
+        Snapshot.objects.all().delete()
+        job = start_job(DumpJob.Scope.ALL, origin="test", producers=["course_enrollment"])
+        DumpJob.objects.filter(pk=job.pk).update(status=DumpJob.Status.RUNNING)
+        ranges.add_cursors(job, {"course_enrollment": registry.get("course_enrollment")}, ["course_enrollment"])
+        owner = uuid.uuid4()
+        cursor = ranges.claim_cursor(job, owner)
+        with CaptureQueriesContext(connection) as queries:
+            assert ranges.take_range(cursor, registry.get("course_enrollment"), owner, size) == size
+        counts.append(len(queries))
+        DumpJob.objects.filter(pk=job.pk).update(status=DumpJob.Status.CANCELLED, active=None)
+    assert counts[0] == counts[1] <= 10
+
+
+def test_a_stopped_worker_is_resumed_where_it_stopped(settings):
+    """A worker stops after some chunks (its time is up); the next goes on from the cursor: each row once."""
+    settings.CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS = 3
+    site_before_install(10)
+    expected = source_rows()
+    job = start_job(DumpJob.Scope.ALL, origin="test", producers=list(LEARNERS))
+    job = run_job(job, max_seconds=0)  # one chunk, then its time is up
+    assert job.status == DumpJob.Status.RUNNING
+    done = job_progress(job)
+    assert 0 < done["done"] < done["total"] and done["left"] == done["total"] - done["done"]
+    assert not DumpCursor.objects.filter(job=job).exclude(lease_owner=None).exists()  # given back
+    job = run_job(job)
+    assert job.status == DumpJob.Status.DONE
+    for name in LEARNERS:
+        lines = queued_lines(name)
+        assert len(lines) == len(set(lines)) == expected[name]
+
+
+def test_a_cursor_taken_over_meanwhile_writes_nothing():
+    site_before_install(3)
+    job = start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"])
+    DumpJob.objects.filter(pk=job.pk).update(status=DumpJob.Status.RUNNING)
+    producer = registry.get("user_profile")
+    ranges.add_cursors(job, {"user_profile": producer}, ["user_profile"])
+    owner = uuid.uuid4()
+    cursor = ranges.claim_cursor(job, owner)
+    DumpCursor.objects.filter(pk=cursor.pk).update(lease_owner=uuid.uuid4())  # another worker's now
+    assert ranges.take_range(cursor, producer, owner, 2) is None
+    assert not Snapshot.objects.exists()
+    assert DumpCursor.objects.get(pk=cursor.pk).last_key == 0
+
+
+def test_retired_users_rows_are_never_queued_and_leave_queued_chunks(settings):
+    settings.CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS = 5
+    users = site_before_install(6)
+    with transaction.atomic():
+        user_retired(sender=None, user=users[0])  # retired before the dump
+    job = run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=list(LEARNERS)))
+    assert job.status == DumpJob.Status.DONE
+    for name in LEARNERS:
+        assert not any(f'"username":"{users[0].username}"' in line.decode() for line in queued_lines(name))
+    assert any(f'"username":"{users[1].username}"' in line.decode() for line in queued_lines("user_profile"))
+    before = {name: len(queued_lines(name)) for name in LEARNERS}
+    with transaction.atomic():
+        user_retired(sender=None, user=users[1])  # retired after their rows were queued in chunks
+    for name in LEARNERS:
+        lines = queued_lines(name)
+        assert not any(f'"username":"{users[1].username}"'.encode() in line for line in lines)
+        assert len(lines) < before[name]
+        chunks = Snapshot.objects.filter(producer=name, reason=ranges.REASON)
+        assert sum(chunks.values_list("row_count", flat=True)) == len(lines)
+
+
+def test_rows_of_a_user_retired_between_the_read_and_the_write_are_dropped(settings, monkeypatch):
+    users = site_before_install(3)
+    producer = registry.get("user_profile")
+    real = producer.rows_after
+
+    def read_then_retire(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        with transaction.atomic():
+            user_retired(sender=None, user=users[2])  # commits after the read, before the write
+        return rows
+
+    monkeypatch.setattr(producer, "rows_after", read_then_retire)
+    job = run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))
+    assert job.status == DumpJob.Status.DONE
+    lines = queued_lines("user_profile")
+    assert len(lines) == 2 and not any(users[2].username.encode() in line for line in lines)
+
+
+@pytest.mark.clickhouse_server
+def test_every_row_lands_once_and_verifies(settings, server_clickhouse):
+    settings.CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS = 7
+    site_before_install(12)
+    expected = source_rows()
+    run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=list(LEARNERS)))
+    while drain().batches_sent:
+        pass
+    for name in LEARNERS:
+        table = registry.get(name).tables[0]
+        key = "external_user_id" if name == "external_id" else "id"
+        row = server_clickhouse.query(f"SELECT count() AS n, uniqExact({key}) AS k "
+                                      f"FROM {qualified_name(server_clickhouse.database, table.name)}")[0]
+        assert (int(row["n"]), int(row["k"])) == (expected[name], expected[name])
+    verification = run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=list(LEARNERS),
+                                     action=DumpJob.Action.VERIFY))
+    assert verification.status == DumpJob.Status.DONE
+    verdicts = Verdict.objects.filter(job=verification)
+    assert verdicts.count() == sum(expected.values())
+    assert set(verdicts.values_list("verdict", flat=True)) == {Verdict.Kind.OK}, list(verdicts.values_list("subject", "details"))[:3]
+    # A chunk's rows that ClickHouse lost are reported for each subject of the chunk.
+    table = registry.get("course_enrollment").tables[0]
+    server_clickhouse.command(f"DROP TABLE {qualified_name(server_clickhouse.database, table.name)}")
+    run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["course_enrollment"],
+                      action=DumpJob.Action.VERIFY))
+    assert set(Verdict.objects.filter(producer="course_enrollment").values_list("verdict", flat=True)) == {
+        Verdict.Kind.ABSENT}

@@ -1,0 +1,56 @@
+"""
+A clean start (issue 19, goal 4): on a site just migrated (openedx-core's migrations made the
+system taxonomy; learners registered before the plugin was installed), `outbox_backfill` (the
+Tutor init task's last step, and the README's) sends what existed once, and `outbox_verify`
+exits 0 with nothing done by hand; run again, it starts nothing.
+"""
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from clickhouse_outbox.dumps.initial import never_dumped
+from clickhouse_outbox.models import DumpJob, Snapshot
+from clickhouse_outbox.outbox.drain import drain
+from tests.learners import enroll, give_external_id, make_learner, tagging_model
+from tests.reconcile.helpers import verify
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.clickhouse_server
+def test_a_new_site_verifies_clean_after_the_first_backfill(server_clickhouse, olx_source):
+    assert tagging_model("Taxonomy").objects.exists(), "openedx-core's migrations make the system taxonomy"
+    for index in range(3):
+        user = make_learner(f"early{index}")
+        give_external_id(user)
+        enroll(user)
+    Snapshot.objects.all().delete()  # registered before the plugin was installed: the outbox saw nothing
+    code, report = verify()
+    assert code == 1, report  # never sent: the system taxonomy, the learners
+
+    out = io.StringIO()
+    call_command("outbox_backfill", stdout=out, stderr=io.StringIO())
+    assert "done" in out.getvalue()
+    assert never_dumped() == []
+    while drain().batches_sent:
+        pass
+    code, report = verify()
+    assert code == 0, report
+
+    jobs = DumpJob.objects.count()
+    out = io.StringIO()
+    call_command("outbox_backfill", stdout=out)
+    assert "Nothing to backfill" in out.getvalue()
+    assert DumpJob.objects.count() == jobs  # no new dump
+
+
+def test_queued_for_celery_when_asked(olx_source):
+    out = io.StringIO()
+    call_command("outbox_backfill", "--queue", stdout=out)
+    job = DumpJob.objects.get()
+    assert job.status == DumpJob.Status.QUEUED and job.origin == "outbox_backfill"
+    assert set(job.producer_names) == set(never_dumped())
+    call_command("outbox_backfill", "--queue", stdout=io.StringIO())  # under way: joined, not started twice
+    assert DumpJob.objects.count() == 1
