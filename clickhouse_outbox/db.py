@@ -100,7 +100,13 @@ def _entries_sql(connection):
     return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
 
 
+def _name_user_sql(connection):
+    quote = connection.ops.quote_name
+    return f"UPDATE {quote(Snapshot._meta.db_table)} SET {quote('user_id')} = %s WHERE {quote('id')} = %s"
+
+
 BUILDERS = {
+    "name_user": _name_user_sql,
     "entries": _entries_sql,
     "snapshot": lambda connection: _snapshot_sql(connection, time_as_param=False),
     "snapshot_timed": lambda connection: _snapshot_sql(connection, time_as_param=True),
@@ -162,10 +168,17 @@ def insert_entries(connection, table, rows, now):
         return
     kind, status = Kind.INSERT.value, OutboxEntry.Status.PENDING.value
     created = _prep(connection, OutboxEntry, "created", now)
-    values = [(snapshot_id, table, kind, status, 1, _prep(connection, OutboxEntry, "payload", lines), "", created)
-              for snapshot_id, lines in rows]
+    binary = connection.Database.Binary  # what BinaryField's get_db_prep_value gives, without its calls per row
+    values = [(snapshot_id, table, kind, status, 1, binary(lines), "", created) for snapshot_id, lines in rows]
     with connection.cursor() as cursor:
         cursor.executemany(compiled(connection, "entries"), values)
+
+
+def name_users(connection, pairs):
+    """Set the user of snapshots, `pairs` being (user id, snapshot id): one executemany."""
+    if pairs:
+        with connection.cursor() as cursor:
+            cursor.executemany(compiled(connection, "name_user"), pairs)
 
 
 def update_entry(connection, entry_id, lines, row_count):

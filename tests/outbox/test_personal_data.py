@@ -82,6 +82,11 @@ def fail_to_serialize(profile, **kwargs):
     raise ValueError(f"cannot encode the profile of {profile.name!r} <{profile.user.email}>")
 
 
+def fail_to_serialize_values(pk, user_id, name, username, email, *values, **kwargs):
+    """The same fault where the deferred drain serializes a profile from plain values."""
+    raise ValueError(f"cannot encode the profile of {name!r} <{email}>")
+
+
 @pytest.fixture
 def default_pii_list(settings):
     if hasattr(settings, "EVENT_SINK_CLICKHOUSE_PII_MODELS"):
@@ -157,6 +162,7 @@ def test_every_snapshot_of_a_producer_of_personal_data_names_its_user(clickhouse
     drain()
     run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=sorted(personal)))
     monkeypatch.setattr(user_profile, "profile_row", fail_to_serialize)
+    monkeypatch.setattr(user_profile, "profile_line", fail_to_serialize_values)
     UserProfile.objects.get(user=ada).save()  # a request that fails when taken
     drain()
     settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "publish"
