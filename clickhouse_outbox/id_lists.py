@@ -7,9 +7,13 @@ requests a drainer fills at a time cost more than the statements themselves.
 from django.db.models.expressions import RawSQL
 
 
-def among(queryset, ids, field="pk"):
-    """`queryset` filtered on `field` IN `ids` (each made an int, so nothing but digits reaches the SQL)."""
+def among(queryset, ids, field="pk", *, as_text=False):
+    """
+    `queryset` filtered on `field` IN `ids`, each made an int so that nothing but digits
+    reaches the SQL; `as_text`: `field` is a text column holding ids (a Snapshot's subject).
+    """
     ids = [int(pk) for pk in ids]
     if not ids:
         return queryset.none()
-    return queryset.filter(**{f"{field}__in": RawSQL(", ".join(map(str, ids)), ())})
+    listed = ", ".join(f"'{pk}'" for pk in ids) if as_text else ", ".join(map(str, ids))
+    return queryset.filter(**{f"{field}__in": RawSQL(listed, ())})

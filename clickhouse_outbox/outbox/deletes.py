@@ -35,6 +35,7 @@ from django.db.models import F, Q, Sum
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.tables import all_tables
+from clickhouse_outbox.id_lists import among
 from clickhouse_outbox.models import Batch, DumpJobItem, Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import registry
 
@@ -51,11 +52,9 @@ OPEN_BATCHES = (Batch.Status.CLAIMED, Batch.Status.RETRY, Batch.Status.FAILED)
 
 def retired(user_ids):
     """The users among `user_ids` who have been retired (their retirement is recorded for good)."""
-    subjects = [str(user_id) for user_id in user_ids]
-    return frozenset(
-        int(subject)
-        for subject in Snapshot.objects.filter(producer=RETIREMENT, subject__in=subjects).values_list("subject", flat=True)
-    )
+    ledger = Snapshot.objects.filter(producer=RETIREMENT)
+    return frozenset(int(subject) for subject in among(ledger, user_ids, "subject", as_text=True)
+                     .values_list("subject", flat=True))
 
 
 def pii_producers():

@@ -22,7 +22,7 @@ from tests.learners import give_external_id
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PRODUCERS = ("course_enrollment", "user_profile", "external_id")
-ODD_TEXT = 'Ñandú "quoted" \\ back\tslash\n€ 𝄞 \x00\x1f end'
+ODD_TEXT = 'Ñandú "quoted" \\ back\tslash\n€ 𝄞 \x01\x1f end'
 
 
 def site():
