@@ -34,6 +34,7 @@ object on stdout.
 """
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -44,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -80,6 +82,7 @@ from clickhouse_outbox.dumps.jobs import start_job  # noqa: E402
 from clickhouse_outbox.dumps.run import run_job  # noqa: E402
 from clickhouse_outbox.clickhouse.backends.http import HttpBackend  # noqa: E402
 from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, OutboxEntry, Snapshot  # noqa: E402
+from clickhouse_outbox.outbox import drain as drain_module  # noqa: E402
 from clickhouse_outbox.outbox.drain import backlog, drain, drain_until_empty  # noqa: E402
 from clickhouse_outbox.outbox import liveness  # noqa: E402
 from clickhouse_outbox.outbox.enqueue import enqueue  # noqa: E402
@@ -361,6 +364,35 @@ def set_enrollments_on(value):
     settings.CLICKHOUSE_OUTBOX_COURSE_ENROLLMENT_ENABLED = value
 
 
+class FillTimer:
+    seconds = 0.0
+    rows = 0
+
+
+@contextlib.contextmanager
+def timed_fill():
+    """
+    The time the drain spends in `take_requested` (claiming, reading, serializing and writing
+    the requests' rows), and the rows it took: the deferred fill's rate, apart from the send.
+    """
+    timer, original = FillTimer(), drain_module.take_requested
+    lock = threading.Lock()
+
+    def take_requested(**kwargs):
+        started = time.perf_counter()
+        taken = original(**kwargs)
+        with lock:
+            timer.seconds += time.perf_counter() - started
+            timer.rows += taken
+        return taken
+
+    drain_module.take_requested = take_requested
+    try:
+        yield timer
+    finally:
+        drain_module.take_requested = original
+
+
 def bulk_enroll(args):
     from tests.learners import enroll  # noqa: PLC0415 (what edx-platform's CourseEnrollment.enroll does)
 
@@ -381,7 +413,8 @@ def bulk_enroll(args):
 
     before = enrollment_rows_in_clickhouse()
     started = time.perf_counter()
-    result, left = drain_until_empty(timeout=3600, poll_interval=0.05, threads=args.threads)
+    with timed_fill() as fill:
+        result, left = drain_until_empty(timeout=3600, poll_interval=0.05, threads=args.threads)
     drain_seconds = time.perf_counter() - started
     assert not result.errors, result.errors[-3:]
     assert not left["pending_entries"] and not left["open_batches"], left
@@ -406,6 +439,9 @@ def bulk_enroll(args):
         "drain_rows_per_second": round(delivered / drain_seconds),
         "drain_batches": result.batches_sent,
         "drain_snapshots_taken": result.snapshots_taken,
+        # The deferred drain's own part: its time taking requests (claim, read, serialize, write), in the drain.
+        **({"fill_seconds": round(fill.seconds, 3), "fill_rows": fill.rows,
+            "fill_rows_per_second": round(fill.rows / fill.seconds)} if fill.rows else {}),
         "peak_rss_mb": rss_after_drain,
         "rss_after_transaction_mb": rss_after_transaction,
     }

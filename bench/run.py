@@ -314,6 +314,12 @@ def measure_bulk_enroll(name, quick, databases, server):
             tasks = [sample for r in peer_runs for sample in r["task_samples_ms"]]
             drain_row["peer_task_ms"] = {**{k: v for k, v in stats(tasks).items() if k != "samples"}, "tasks": len(tasks)}
         rows.append(drain_row)
+        if all("fill_rows_per_second" in r for r in runs):  # the deferred drain's fill alone (goal 1: ≥ 20,000 rows/s)
+            fill_row = row(f"{name}_fill", f"{label}: the drain's fill of the requests (claim, read, serialize, "
+                           "write), within the drain", database, "rows/s", [r["fill_rows_per_second"] for r in runs],
+                           max(r["peak_rss_mb"] for r in runs), [], None)
+            fill_row["ours_fill_seconds"] = stats([r["fill_seconds"] for r in runs])
+            rows.append(fill_row)
     return rows
 
 
@@ -735,7 +741,8 @@ def goals_table(results):
     deferred = next(iter(by.get("bulk_enroll_deferred", {}).values()), {}).get("what", "")
     deferred = deferred.removeprefix("bulk enroll, ").split(" in one")[0]
     add(f"1. Deferred mode: the drain fills the requests of that bulk enroll ({deferred})", "≥ 20,000 rows/s",
-        {db: f"{r['ours']['median']:,.0f} rows/s" for db, r in by.get("bulk_enroll_deferred_drain", {}).items()})
+        {db: f"{r['ours']['median']:,.0f} rows/s" for db, r in
+         (by.get("bulk_enroll_deferred_fill") or by.get("bulk_enroll_deferred_drain", {})).items()})
     sizes = sorted({r["users"] for r in rows if r.get("group") == "backfill" and "users" in r})
     for users in sizes:
         cells = {}

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 
 from clickhouse_outbox import conf
@@ -86,3 +87,18 @@ def retry_lock_conflicts(step, *args):
             log.warning("clickhouse_outbox: %s met a lock conflict (%s); trying again", step.__name__, exc)
             time.sleep(0.05 * attempt)
     return None
+
+
+def among(queryset, ids, field="pk", *, as_text=False):
+    """
+    `queryset` filtered on `field` IN `ids`, written into the SQL as integers: Django's
+    `pk__in=[...]` prepares and resolves each value (about 3 µs apiece), which for the 5,000
+    requests a drainer fills at a time cost more than the statements themselves. Each id is
+    made an int, so nothing but digits reaches the SQL; `as_text`: `field` is a text column
+    holding ids (a Snapshot's subject).
+    """
+    ids = [int(pk) for pk in ids]
+    if not ids:
+        return queryset.none()
+    listed = ", ".join(f"'{pk}'" for pk in ids) if as_text else ", ".join(map(str, ids))
+    return queryset.filter(**{f"{field}__in": RawSQL(listed, ())})

@@ -8,6 +8,7 @@ command needs the types, engine, partition and sort key to create and check the 
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,9 @@ class Table:
     row_key: tuple = ()
     personal_data: bool = False
 
-    @property
+    @cached_property
     def column_names(self):
+        """Built once: each learner row a drain fills is encoded against it."""
         return tuple(column.name for column in self.columns)
 
 

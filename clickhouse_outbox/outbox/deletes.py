@@ -36,6 +36,7 @@ from django.db.models import F, Q, Sum
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.tables import all_tables
+from clickhouse_outbox.db import among
 from clickhouse_outbox.models import Batch, DumpJobItem, Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.batch_errors import OPEN_BATCHES, clear_batch_errors
@@ -51,11 +52,9 @@ USER_COLUMN = "user_id"
 #: Batch states whose bytes may still be sent: they shrink when rows are removed from them.
 def retired(user_ids):
     """The users among `user_ids` who have been retired (their retirement is recorded for good)."""
-    subjects = [str(user_id) for user_id in user_ids]
-    return frozenset(
-        int(subject)
-        for subject in Snapshot.objects.filter(producer=RETIREMENT, subject__in=subjects).values_list("subject", flat=True)
-    )
+    ledger = Snapshot.objects.filter(producer=RETIREMENT)
+    return frozenset(int(subject) for subject in among(ledger, user_ids, "subject", as_text=True)
+                     .values_list("subject", flat=True))
 
 
 def pii_producers():

@@ -19,7 +19,7 @@ import time
 from django.db import transaction
 from django.db.models import Q
 
-from clickhouse_outbox.db import UtcNow, db_now, lease_end
+from clickhouse_outbox.db import UtcNow, among, db_now, lease_end
 from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.outbox import liveness, registry
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
@@ -78,8 +78,8 @@ def claim_requests(owner, size=None, overrides=None):
     if name is None:
         return []
     ids = list(free.filter(producer=name).order_by("id").values_list("id", flat=True)[:size or chunk_size(name, overrides)])
-    free.filter(id__in=ids).update(lease_owner=owner, lease_expires_at=lease_end())
-    taken = Snapshot.objects.filter(id__in=ids, lease_owner=owner).order_by("id")
+    among(free, ids).update(lease_owner=owner, lease_expires_at=lease_end())
+    taken = among(Snapshot.objects.filter(lease_owner=owner), ids).order_by("id")
     if one_row(name, overrides):  # filled set-based (fill_rows): what it needs, without a model instance each
         return list(taken.values_list("pk", "producer", "subject", "reason", "user_id", "dump_id", named=True))
     return list(taken)
@@ -174,11 +174,13 @@ def record_failed_requests(requests, owner, exc, failed, user_id=None):
 
 def fill_rows(producer, requests, owner, now, failed):
     """
-    Fill the requests of a one-row producer (decision record 0015), set-based: the rows read
-    with one query, each serialized with its request's own dump_id, then in one transaction
-    (only while `owner` still holds every request) one UPDATE makes them queued and one
-    executemany INSERT writes their entries. Of several requests of the same row only the
-    newest is filled (the older are superseded); a retired user's are marked deleted.
+    Fill the requests of a one-row producer (decision record 0015), set-based on plain values:
+    the rows read with one query as `values_list()` tuples (`producer.rows_of`, its user's
+    columns joined), each serialized with its request's own dump_id (`serialize_values`, the
+    same bytes as the producer's serializer), then in one transaction (only while `owner`
+    still holds every request) one UPDATE makes them queued and one executemany INSERT writes
+    their entries. Of several requests of the same row only the newest is filled (the older
+    are superseded); a retired user's are marked deleted.
     """
     from clickhouse_outbox.outbox import row_inserts  # noqa: PLC0415 (row_inserts imports the models this module's callers load)
     from clickhouse_outbox.outbox.deletes import retired  # noqa: PLC0415
@@ -188,45 +190,45 @@ def fill_rows(producer, requests, owner, now, failed):
         newest[request.subject] = request
     older = [request.pk for request in requests if newest[request.subject] is not request]
     try:
-        keys = [int(subject) for subject in newest]
-        found = {str(obj.pk): obj for obj in producer.queryset().filter(pk__in=keys)}
+        found = producer.rows_of([int(subject) for subject in newest])
     except Exception as exc:  # noqa: BLE001 (every request of the chunk failed the same way)
         record_failed_requests(requests, owner, exc, failed)
         return
     time_text = dump_time(now)
-    users = {subject: producer.user_of(obj) for subject, obj in found.items()}
-    gone = retired({user for user in users.values() if user is not None}) if producer.personal_data else frozenset()
-    rows, deleted, missing, broken = [], [], [], []
+    gone = retired({row[1] for row in found.values() if row[1] is not None}) if producer.personal_data else frozenset()
+    serialize = producer.serialize_values
+    rows, named, deleted, missing, broken = [], [], [], [], []
     for subject, request in newest.items():
-        obj = found.get(subject)
-        if obj is None:
+        row = found.get(subject)
+        if row is None:
             missing.append(request)
-        elif users[subject] in gone:
+        elif row[1] in gone:
             deleted.append(request.pk)
         else:
             try:
-                rows.append((request, producer.serialize(obj, dump_id=request.dump_id, time_last_dumped=time_text)))
+                rows.append((request.pk, serialize(row, dump_id=request.dump_id, time_last_dumped=time_text)))
             except Exception as exc:  # noqa: BLE001
-                broken.append((request, exc, users[subject]))
+                broken.append((request, exc, row[1]))
+                continue
+            if request.user_id != row[1]:  # a request made without its user (a requeue in this mode): named now
+                named.append((row[1], request.pk))
     mine = Snapshot.objects.filter(status=Snapshot.Status.REQUESTED, lease_owner=owner)
     released = {"lease_owner": None, "lease_expires_at": None}
     with transaction.atomic():
-        taken = mine.filter(pk__in=[request.pk for request, _ in rows]).update(
+        taken = among(mine, [pk for pk, _ in rows]).update(
             status=Snapshot.Status.QUEUED, time_last_dumped=time_text, row_count=1,
             table_rows={producer.table.name: 1}, **released)
         if taken != len(rows):
             transaction.set_rollback(True)
             log.warning("clickhouse_outbox: lost the lease on requested snapshots; another drainer has them")
             return
-        for request, _ in rows:  # requests made without their user (a requeue in this mode): named now
-            if request.user_id != users[request.subject]:
-                Snapshot.objects.filter(pk=request.pk).update(user_id=users[request.subject])
+        connection = row_inserts.connection_for_outbox()
+        row_inserts.name_users(connection, named)
         if older:
-            mine.filter(pk__in=older).update(status=Snapshot.Status.SUPERSEDED, **released)
+            among(mine, older).update(status=Snapshot.Status.SUPERSEDED, **released)
         if deleted:
-            mine.filter(pk__in=deleted).update(status=Snapshot.Status.DELETED, **released)
-        row_inserts.insert_entries(row_inserts.connection_for_outbox(), producer.table.name,
-                                   [(request.pk, lines) for request, lines in rows], now)
+            among(mine, deleted).update(status=Snapshot.Status.DELETED, **released)
+        row_inserts.insert_entries(connection, producer.table.name, rows, now)
     log.info("clickhouse_outbox: filled %d requested %s rows (%d superseded, %d of retired users)", len(rows),
              producer.name, len(older), len(deleted))
     for request in missing:

@@ -6,7 +6,7 @@ username) as its row, queued when it is saved.
 from clickhouse_outbox.clickhouse.tables import EXTERNAL_ID
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import EXTERNAL_ID_VALUES, external_id_row, external_id_values_row
+from clickhouse_outbox.serializers.users import EXTERNAL_ID_VALUES, external_id_line, external_id_row, external_id_values_row
 
 
 class ExternalId(ModelRowProducer):
@@ -16,6 +16,7 @@ class ExternalId(ModelRowProducer):
     one_row_capture = True
     table = EXTERNAL_ID
     related = ("user", "external_id_type")
+    values = ("id", "user_id", "external_user_id", "external_id_type__name", "user__username")
     id_column = None  # the table keeps external_user_id, not the row's id
     key_column = "external_user_id"
 
@@ -29,6 +30,9 @@ class ExternalId(ModelRowProducer):
 
     def values_row(self, row, *, dump_id, time_last_dumped):
         return external_id_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+    def serialize_values(self, row, *, dump_id, time_last_dumped):
+        return external_id_line(*row, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 EXTERNAL_IDS = registry.register(ExternalId())

@@ -24,14 +24,24 @@ def text(value):
 
 def enrollment_row(enrollment, *, dump_id, time_last_dumped):
     """A CourseEnrollment (with its user) as a course_enrollment line."""
+    return enrollment_line(enrollment.id, enrollment.user_id, str(enrollment.course_id), enrollment.created,
+                           enrollment.is_active, enrollment.mode, enrollment.user.username,
+                           dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+
+def enrollment_line(pk, user_id, course_key, created, is_active, mode, username, *, dump_id, time_last_dumped):
+    """
+    The course_enrollment line of an enrollment given as plain values (`course_key` as text):
+    the drain fills requests from `values_list()` rows through it, the change from an instance.
+    """
     return encode_row(COURSE_ENROLLMENT.column_names, (
-        enrollment.id,
-        str(enrollment.course_id),
-        drf_datetime(enrollment.created),
-        bool(enrollment.is_active),
-        text(enrollment.mode),
-        enrollment.user.username,
-        enrollment.user_id,
+        pk,
+        course_key,
+        drf_datetime(created),
+        bool(is_active),
+        text(mode),
+        username,
+        user_id,
         str(dump_id),
         time_last_dumped,
     ))
@@ -40,15 +50,31 @@ def enrollment_row(enrollment, *, dump_id, time_last_dumped):
 def profile_row(profile, *, dump_id, time_last_dumped):
     """A UserProfile (with its user) as a user_profile line."""
     user = profile.user
+    return profile_line(profile.id, profile.user_id, profile.name, user.username, user.email,
+                        *(getattr(profile, name) for name in PROFILE_TEXT), profile.profile_image_uploaded_at,
+                        profile.phone_number, dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+
+#: The values `profile_line` takes, in its order, as `values_list()` names them from a UserProfile.
+PROFILE_VALUES = ("id", "user_id", "name", "user__username", "user__email", *PROFILE_TEXT,
+                  "profile_image_uploaded_at", "phone_number")
+
+
+def profile_line(pk, user_id, name, username, email, *values, dump_id, time_last_dumped):
+    """
+    The user_profile line of a profile given as plain values (`PROFILE_VALUES`: the PROFILE_TEXT
+    columns, then profile_image_uploaded_at and phone_number).
+    """
+    *texts, uploaded_at, phone_number = values
     return encode_row(USER_PROFILE.column_names, (
-        profile.id,
-        profile.user_id,
-        text(profile.name),
-        user.username,
-        user.email,
-        *(text(getattr(profile, name)) for name in PROFILE_TEXT),
-        drf_datetime(profile.profile_image_uploaded_at),
-        text(profile.phone_number),
+        pk,
+        user_id,
+        text(name),
+        username,
+        email,
+        *map(text, texts),
+        drf_datetime(uploaded_at),
+        text(phone_number),
         str(dump_id),
         time_last_dumped,
     ))
@@ -56,11 +82,18 @@ def profile_row(profile, *, dump_id, time_last_dumped):
 
 def external_id_row(external_id, *, dump_id, time_last_dumped):
     """An ExternalId (with its type and user) as an external_id line."""
+    return external_id_line(external_id.id, external_id.user_id, external_id.external_user_id,
+                            external_id.external_id_type.name, external_id.user.username,
+                            dump_id=dump_id, time_last_dumped=time_last_dumped)
+
+
+def external_id_line(pk, user_id, external_user_id, type_name, username, *, dump_id, time_last_dumped):
+    """The external_id line of an external id given as plain values (`pk` is not a column of the table)."""
     return encode_row(EXTERNAL_ID.column_names, (
-        str(external_id.external_user_id),
-        external_id.external_id_type.name,
-        external_id.user.username,
-        external_id.user_id,
+        str(external_user_id),
+        type_name,
+        username,
+        user_id,
         str(dump_id),
         time_last_dumped,
     ))
@@ -70,31 +103,21 @@ def external_id_row(external_id, *, dump_id, time_last_dumped):
 
 #: The `.values()` fields each row function below reads (joins for the username and the type's name).
 ENROLLMENT_VALUES = ("id", "course_id", "created", "is_active", "mode", "user__username", "user_id")
-PROFILE_VALUES = ("id", "user_id", "name", "user__username", "user__email", *PROFILE_TEXT,
-                  "profile_image_uploaded_at", "phone_number")
 EXTERNAL_ID_VALUES = ("id", "external_user_id", "external_id_type__name", "user__username", "user_id")
 
 
 def enrollment_values_row(row, *, dump_id, time_last_dumped):
     """`enrollment_row` of a dict of ENROLLMENT_VALUES: the same line."""
-    return encode_row(COURSE_ENROLLMENT.column_names, (
-        row["id"], str(row["course_id"]), drf_datetime(row["created"]), bool(row["is_active"]), text(row["mode"]),
-        row["user__username"], row["user_id"], str(dump_id), time_last_dumped,
-    ))
+    return enrollment_line(row["id"], row["user_id"], str(row["course_id"]), row["created"], row["is_active"],
+                           row["mode"], row["user__username"], dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 def profile_values_row(row, *, dump_id, time_last_dumped):
     """`profile_row` of a dict of PROFILE_VALUES: the same line."""
-    return encode_row(USER_PROFILE.column_names, (
-        row["id"], row["user_id"], text(row["name"]), row["user__username"], row["user__email"],
-        *(text(row[name]) for name in PROFILE_TEXT),
-        drf_datetime(row["profile_image_uploaded_at"]), text(row["phone_number"]), str(dump_id), time_last_dumped,
-    ))
+    return profile_line(*(row[name] for name in PROFILE_VALUES), dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 def external_id_values_row(row, *, dump_id, time_last_dumped):
     """`external_id_row` of a dict of EXTERNAL_ID_VALUES: the same line."""
-    return encode_row(EXTERNAL_ID.column_names, (
-        str(row["external_user_id"]), row["external_id_type__name"], row["user__username"], row["user_id"],
-        str(dump_id), time_last_dumped,
-    ))
+    return external_id_line(row["id"], row["user_id"], row["external_user_id"], row["external_id_type__name"],
+                            row["user__username"], dump_id=dump_id, time_last_dumped=time_last_dumped)

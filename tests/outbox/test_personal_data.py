@@ -90,6 +90,12 @@ def fail_to_encode(row, **kwargs):
 def break_profile_serializers(monkeypatch):
     monkeypatch.setattr(user_profile, "profile_row", fail_to_serialize)
     monkeypatch.setattr(user_profile, "profile_values_row", fail_to_encode)
+    monkeypatch.setattr(user_profile, "profile_line", fail_to_serialize_values)
+
+
+def fail_to_serialize_values(pk, user_id, name, username, email, *values, **kwargs):
+    """The same fault where the deferred drain serializes a profile from plain values."""
+    raise ValueError(f"cannot encode the profile of {name!r} <{email}>")
 
 
 @pytest.fixture

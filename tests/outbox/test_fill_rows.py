@@ -1,0 +1,112 @@
+"""
+The deferred drain fills learner requests set-based (decision record 0015): the rows read as
+`values_list()` tuples and serialized without a model instance. Its lines must be the bytes
+the producer's own serializer writes for the same row's instance (what a change in publish
+mode queues): non-ASCII text, NULLs, booleans, dates with and without microseconds. And the
+guarantees of the fill: a request made without its user is named, an unknown row's request
+fails, the newest of a row's requests is filled and the older superseded. Every database;
+no ClickHouse (the fill only writes the outbox).
+"""
+
+from datetime import datetime, timezone
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from clickhouse_outbox.models import OutboxEntry, Snapshot
+from clickhouse_outbox.outbox import registry, requested
+from clickhouse_outbox.serializers.payloads import decompress
+from outbox_project.platform.models import CourseEnrollment, UserProfile
+from tests.learners import give_external_id
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PRODUCERS = ("course_enrollment", "user_profile", "external_id")
+ODD_TEXT = 'Ñandú "quoted" \\ back\tslash\n€ 𝄞 \x01\x1f end'
+
+
+def site():
+    """Learners whose rows hold every kind of value the serializers encode."""
+    user_model = get_user_model()
+    zed = user_model.objects.create(username="zéd_ñandú", email="zéd@exämple.com")
+    ada = user_model.objects.create(username="ada", email="ada@example.com")
+    UserProfile.objects.create(  # every nullable column NULL, the text ones empty
+        user=ada, gender=None, level_of_education=None, mailing_address=None, city=None, country=None, state=None,
+        goals=None, bio=None, phone_number=None, year_of_birth=None, profile_image_uploaded_at=None)
+    UserProfile.objects.create(
+        user=zed, name=ODD_TEXT, meta='{"a": "ü", "b": [1, null]}', courseware="course.xml", language="日本語",
+        location="Zürich", year_of_birth=1815, gender="f", level_of_education="p", mailing_address=ODD_TEXT,
+        city="Åre", country="SE", state="", goals="∑ goals", bio=ODD_TEXT * 3, phone_number="+46 (0) 1",
+        profile_image_uploaded_at=datetime(2026, 2, 3, 4, 5, 6, 789012, tzinfo=timezone.utc))
+    for user, key, active, created in (
+        (zed, "course-v1:ÉcoleX+Été+2026", True, datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        (zed, "course-v1:LearnX+L101+2026", False, datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=timezone.utc)),
+        (ada, "course-v1:LearnX+L101+2026", True, None),
+    ):
+        enrollment = CourseEnrollment.objects.create(user=user, course_id=key, is_active=active, mode="vérifié")
+        CourseEnrollment.objects.filter(pk=enrollment.pk).update(created=created)  # auto_now_add: set after
+    give_external_id(zed, kind="lti_ñ")
+    give_external_id(ada)
+    return zed, ada
+
+
+def request_all(producer, *, named=True):
+    """A request for every row of `producer`, as changes in deferred mode make them (or a requeue: no user)."""
+    return [Snapshot.objects.create(producer=producer.name, subject=str(pk), user_id=user_id if named else None,
+                                    reason="test", status=Snapshot.Status.REQUESTED)
+            for pk, user_id in producer.queryset().values_list("pk", "user_id")]
+
+
+@pytest.mark.parametrize("name", PRODUCERS)
+def test_the_fill_writes_the_bytes_the_producers_serializer_writes(name):
+    site()
+    producer = registry.get(name)
+    requests = request_all(producer)
+    assert requested.take_requested() == len(requests) >= 2
+
+    instances = {str(obj.pk): obj for obj in producer.queryset()}
+    for request in requests:
+        request.refresh_from_db()
+        assert request.status == Snapshot.Status.QUEUED
+        (entry,) = OutboxEntry.objects.filter(snapshot=request)
+        expected = producer.serialize(instances[request.subject], dump_id=request.dump_id,
+                                      time_last_dumped=request.time_last_dumped)
+        assert decompress(entry.payload, entry.encoding) == expected, request.subject
+
+
+def test_the_values_path_and_the_instance_path_agree_row_for_row():
+    """The same comparison without the drain, for every producer at once: a row left out fails it."""
+    site()
+    for name in PRODUCERS:
+        producer = registry.get(name)
+        instances = {str(obj.pk): obj for obj in producer.queryset()}
+        rows = producer.rows_of([int(pk) for pk in instances])
+        assert rows.keys() == instances.keys()
+        for subject, obj in instances.items():
+            dump_id, time_text = "6f1c0c6e-0000-4000-8000-000000000001", "2026-12-06 06:00:00.000001+00:00"
+            assert (producer.serialize_values(rows[subject], dump_id=dump_id, time_last_dumped=time_text)
+                    == producer.serialize(obj, dump_id=dump_id, time_last_dumped=time_text)), (name, subject)
+
+
+def test_requests_without_their_user_are_named_and_an_unknown_rows_request_fails():
+    zed, ada = site()
+    producer = registry.get("course_enrollment")
+    first = producer.queryset().order_by("pk").first()
+    older = Snapshot.objects.create(producer=producer.name, subject=str(first.pk), user_id=first.user_id,
+                                    reason="test", status=Snapshot.Status.REQUESTED)
+    requests = request_all(producer, named=False)  # then a requeue in deferred mode, which names no user
+    ghost = Snapshot.objects.create(producer=producer.name, subject="987654", reason="test",
+                                    status=Snapshot.Status.REQUESTED)
+    failed = []
+    requested.take_requested(failed=failed)
+
+    assert [(name, subject) for name, subject, _ in failed] == [(producer.name, "987654")]
+    ghost.refresh_from_db()
+    assert ghost.status == Snapshot.Status.FAILED and "no such enrollment" in ghost.error
+    older.refresh_from_db()
+    assert older.status == Snapshot.Status.SUPERSEDED
+    owners = dict(producer.queryset().values_list("pk", "user_id"))
+    filled = Snapshot.objects.filter(producer=producer.name, status=Snapshot.Status.QUEUED)
+    assert sorted(filled.values_list("subject", "user_id")) == sorted((str(pk), user) for pk, user in owners.items())
+    assert set(filled.values_list("pk", flat=True)) == {request.pk for request in requests}
+    assert {zed.pk, ada.pk} == set(filled.values_list("user_id", flat=True))
