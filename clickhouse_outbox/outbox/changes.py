@@ -29,6 +29,7 @@ from clickhouse_outbox.outbox import row_inserts
 from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.db import db_now
 from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
+from clickhouse_outbox.outbox.unchanged import EMPTIED, row_digest
 from clickhouse_outbox.serializers.encoding import dump_time
 
 log = logging.getLogger(__name__)
@@ -191,21 +192,24 @@ def capture(connection, producer, instance, reason):
             return queued.snapshot_id
         del memo.rows[key]  # claimed or removed meanwhile (a drain in this transaction): queue it anew
     dump_id = uuid.uuid4()
+    try:  # serialized before the snapshot is written: its digest (what the sweep compares) goes in the INSERT
+        emptied = producer.serialize(instance, dump_id="", time_last_dumped="")
+    except Exception as exc:  # noqa: BLE001
+        return failed(producer, subject, reason, exc, user_id)
     inserted = row_inserts.insert_snapshot(
         connection, producer=producer.name, subject=subject, user_id=user_id, reason=reason,
         status=Snapshot.Status.QUEUED, dump_id=dump_id, row_count=1, table_rows={producer.table.name: 1},
         time_text=transaction_time(connection, memo) if row_inserts.needs_time(connection) else None,
-        guard_user=user_id if producer.personal_data else None,
+        guard_user=user_id if producer.personal_data else None, digest=row_digest(producer.table.name, emptied),
     )
     if inserted is None:
         log.info("clickhouse_outbox: %s %s (%s) not queued: its user is retired", producer.name, subject, reason)
         return None
     snapshot_id, time_text = inserted
-    try:
+    # A JSON string holds no raw quote, so the first `"dump_id":""` is the column itself.
+    lines = emptied.replace(EMPTIED, f'"dump_id":"{dump_id}","time_last_dumped":"{time_text}"'.encode(), 1)
+    if lines == emptied:  # another layout: serialized again with the values
         lines = producer.serialize(instance, dump_id=dump_id, time_last_dumped=time_text)
-    except Exception as exc:  # noqa: BLE001
-        Snapshot.objects.filter(pk=snapshot_id).delete()
-        return failed(producer, subject, reason, exc, user_id)
     entry_id = row_inserts.insert_entry(connection, snapshot_id, producer.table.name, lines, 1)
     memo.rows[key] = Queued(current_marker(connection, memo), snapshot_id, dump_id, time_text, entry_id, lines)
     return snapshot_id

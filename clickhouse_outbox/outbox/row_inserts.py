@@ -70,7 +70,7 @@ def _snapshot_sql(connection, *, time_as_param):
     time_text = "%s" if time_as_param else TIME_TEXT[connection.vendor]
     dual = " FROM DUAL" if connection.vendor == "mysql" else ""
     sql = (
-        f"INSERT INTO {table} ({columns}) SELECT {params}, {time_text}, '', '', {NOW[connection.vendor]}{dual} "
+        f"INSERT INTO {table} ({columns}) SELECT {params}, {time_text}, %s, '', {NOW[connection.vendor]}{dual} "
         f"WHERE NOT EXISTS (SELECT 1 FROM {table} {quote('r')} WHERE {quote('r')}.{quote('producer')} = "
         f"'{RETIREMENT}' AND {quote('r')}.{quote('subject')} = %s)"
     )
@@ -129,16 +129,18 @@ def _prep(connection, model, name, value):
 
 
 def insert_snapshot(connection, *, producer, subject, user_id, reason, status, dump_id, row_count, table_rows,
-                    time_text=None, guard_user=None):
+                    time_text=None, guard_user=None, digest=""):
     """
     One Snapshot row; returns (id, time_last_dumped), or None when `guard_user` is retired
     (nothing written). `time_text` is needed only where `needs_time()`: else the database's clock.
+    `digest`: `outbox.unchanged.row_digest` of the row, which the sweep compares with the source.
     """
     values = [producer, subject, user_id, reason, status, _prep(connection, Snapshot, "dump_id", dump_id), row_count,
               _prep(connection, Snapshot, "table_rows", table_rows)]
     returning = connection.features.can_return_columns_from_insert
     if not returning:
         values.append(time_text)
+    values.append(digest)
     # No user to guard: the retirement of user "" never exists.
     values.append("" if guard_user is None else str(guard_user))
     with connection.cursor() as cursor:

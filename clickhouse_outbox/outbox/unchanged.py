@@ -55,6 +55,22 @@ def digest(prepared, chunks):
     return hasher.hexdigest()
 
 
+def row_digest(table, line):
+    """
+    `digest` of a one-row snapshot whose line has dump_id and time_last_dumped empty already
+    (nothing left to empty): the same value, without its replaces. One-row changes store it
+    (`outbox.changes`), and the sweep compares it with the source's rows.
+    """
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(f"{table}\n1\n{len(line)}\n".encode())
+    hasher.update(line)
+    return hasher.hexdigest()
+
+
+#: A line's dump_id and time_last_dumped, emptied: the two last columns of every learner table.
+EMPTIED = b'"dump_id":"","time_last_dumped":""'
+
+
 def history(producer, subjects, *, claims=False):
     """
     The subjects' snapshots, newest first, by the subject index (a status in the filter can

@@ -35,6 +35,7 @@ from clickhouse_outbox.models import DumpJob, Snapshot, SweptRange
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.db import UtcNow, db_now
 from clickhouse_outbox.outbox.enqueue import enqueue
+from clickhouse_outbox.outbox.unchanged import row_digest
 from clickhouse_outbox.serializers.encoding import dump_time
 
 log = logging.getLogger(__name__)
@@ -195,17 +196,6 @@ def row_digests(producer, rows):
             continue
         digests[row.pk] = row_digest(table, line)
     return digests, failed
-
-
-def row_digest(table, line):
-    """
-    `outbox.unchanged.digest` of a one-row snapshot whose line has dump_id and time_last_dumped
-    empty already (nothing left to empty): the same value, without its replaces.
-    """
-    hasher = hashlib.blake2b(digest_size=16)
-    hasher.update(f"{table}\n1\n{len(line)}\n".encode())
-    hasher.update(line)
-    return hasher.hexdigest()
 
 
 def queue_differing(producer, rows, digests, before):
