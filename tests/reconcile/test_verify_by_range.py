@@ -11,6 +11,8 @@ from clickhouse_outbox.dumps.jobs import progress_line
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Verdict
 from clickhouse_outbox.outbox.drain import drain_until_empty
 from outbox_project.platform.models import UserProfile
+from tests.admin import pages
+from tests.admin.helpers import url
 from tests.learners import make_learner
 from tests.reconcile.helpers import delete_rows, differ, verify
 
@@ -27,7 +29,8 @@ def profiles(clickhouse, settings):
     return list(UserProfile.objects.filter(user__in=users).order_by("pk"))
 
 
-def test_a_whole_table_verification_keeps_no_verdict_of_an_ok_subject_and_finds_what_differs(profiles, clickhouse):
+def test_a_whole_table_verification_keeps_no_verdict_of_an_ok_subject_and_finds_what_differs(profiles, clickhouse,
+                                                                                               admin_client):
     changed, lost = profiles[3], profiles[8]
     UserProfile.objects.filter(pk=changed.pk).update(city="Lyon")  # no signal
     delete_rows(clickhouse, "user_profile", f"id = {lost.pk}")
@@ -46,6 +49,11 @@ def test_a_whole_table_verification_keeps_no_verdict_of_an_ok_subject_and_finds_
     assert (cursor.chunks, cursor.rows_done, cursor.rows_ok, cursor.rows_to_repair, cursor.finished) == (
         3, LEARNERS, LEARNERS - 2, 2, True)
     assert progress_line(job) == f"{LEARNERS} of {LEARNERS} user profiles ({LEARNERS - 2} ok, 2 to repair)"
+    page = admin_client.get(url("dumpjob_change", job.pk))
+    assert f"{LEARNERS - 2} ok, 2 to repair" in pages.readonly_field(page, "progress")
+    differs = pages.readonly_field(page, "failed_courses")
+    assert f"{changed.pk}: content differs from the source: user_profile: city differs" in differs
+    assert f"{lost.pk}: not in clickhouse: user_profile: 0 of 1 row" in differs
 
     code, report = verify("--producer", "user_profile", "--repair")
     repair = DumpJob.objects.get(pk=report["repair_job"])
