@@ -470,8 +470,9 @@ class SweptRange(models.Model):
 
 class DumpCursor(models.Model):
     """
-    Where the whole-table dump of one producer by a job stands (producers that walk their
-    table by key range: `dumps.ranges`): every row with a key up to `last_key` is queued.
+    Where the whole-table dump (or verification) of one producer by a job stands (producers
+    that walk their table by key range: `dumps.ranges`): every row with a key up to
+    `last_key` is queued (or checked).
     One worker at a time advances it, under a lease like a subject's; the chunk it queues
     and the cursor's advance are one transaction, so a worker killed mid-chunk leaves the
     cursor where the last queued chunk ended and the next worker goes on from there.
@@ -485,6 +486,9 @@ class DumpCursor(models.Model):
     rows_done = models.BigIntegerField(default=0)
     rows_estimate = models.BigIntegerField(default=0, help_text="The table's rows when the job started.")
     chunks = models.PositiveIntegerField(default=0)
+    #: A verification's: subjects found ok (no Verdict is kept of them) and to repair, of `rows_done` checked.
+    rows_ok = models.BigIntegerField(default=0, help_text="A verification's subjects found ok (no verdict kept).")
+    rows_to_repair = models.BigIntegerField(default=0, help_text="A verification's subjects found to repair.")
     finished = models.BooleanField(default=False)
     lease_owner = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True)

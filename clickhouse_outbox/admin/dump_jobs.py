@@ -30,6 +30,7 @@ from clickhouse_outbox.dumps.jobs import (
 )
 from clickhouse_outbox.models import DumpJob, DumpJobItem
 from clickhouse_outbox.outbox import registry
+from clickhouse_outbox.reconcile.verify import TO_REPAIR, Check
 from clickhouse_outbox.text import format_age, plural
 
 #: Failed courses listed on a job's page (the rest are counted).
@@ -238,10 +239,16 @@ class DumpJobAdmin(ReadOnlyAdmin):
     @admin.display(description="what failed (a verification: what differs)")
     def failed_courses(self, job):
         failed = job.items.filter(status=DumpJobItem.Status.FAILED).order_by("position")
+        listed = list(failed.values_list("subject", "error")[:FAILED_SHOWN])
         count = failed.count()
+        if job.action == DumpJob.Action.VERIFY:  # tables verified by key range keep verdicts, not items
+            differ = job.verdicts.filter(producer__in=job.cursors.values("producer"), verdict__in=TO_REPAIR)
+            count += differ.count()
+            listed += [(verdict.subject, Check(verdict.subject, verdict.verdict, details=verdict.details).summary())
+                       for verdict in differ.order_by("producer", "id")[:max(FAILED_SHOWN - len(listed), 0)]]
         if not count:
             return "-"
-        items = format_html_join("", "<li>{}: {}</li>", failed.values_list("subject", "error")[:FAILED_SHOWN])
+        items = format_html_join("", "<li>{}: {}</li>", listed)
         more = f" and {count - FAILED_SHOWN:,} more" if count > FAILED_SHOWN else ""
         return format_html("<ul>{}</ul>{}", items, more)
 

@@ -96,7 +96,8 @@ def job_progress(job):
     failed = counts.get(DumpJobItem.Status.FAILED, 0)
     left = counts.get(DumpJobItem.Status.PENDING, 0) + counts.get(DumpJobItem.Status.CLAIMED, 0)
     walked = ranges.progress(job)  # rows of the tables walked by key range: the total is estimated
-    return {"total": done + failed + left + walked["total"], "done": done + walked["done"], "failed": failed,
+    return {"total": done + failed + left + walked["total"], "done": done + walked["done"],
+            "failed": failed + walked["failed"],
             "left": left + walked["left"]}
 
 

@@ -48,9 +48,15 @@ CHUNK_NAMESPACE = uuid.UUID("5f0c7a52-61b6-4d0e-9c51-8d0f2b7f8e11")
 RETIRED_MARGIN = timedelta(minutes=10)
 
 
+#: How a job of another action than DUMP takes a key range, by action: `(cursor, producer,
+#: owner, size) -> keys taken, 0 when the table is done, None when the cursor was lost` (as
+#: `take_range`). Registered by the module that builds on dumps (reconcile: VERIFY).
+RANGE_ACTIONS = {}
+
+
 def key_range_producers(job, found):
-    """The names of `job`'s producers dumped by key range: a whole-table dump (not a verification)."""
-    if job.action != DumpJob.Action.DUMP or job.scope != DumpJob.Scope.ALL:
+    """The names of `job`'s producers walked by key range: a whole-table dump, or a whole-table action registered."""
+    if job.scope != DumpJob.Scope.ALL or (job.action != DumpJob.Action.DUMP and job.action not in RANGE_ACTIONS):
         return []
     return [name for name in job.producer_names if getattr(found[name], "dumps_by_key_range", False)]
 
@@ -180,12 +186,18 @@ def queue_chunk(job_id, producer, key_from, key_to, dump_id, when, lines):
              key_from, key_to, job_id, len(lines))
 
 
+def taker(job):
+    """What takes a key range of `job`: queue it (a dump), or the action's registered one."""
+    return RANGE_ACTIONS.get(job.action, take_range)
+
+
 def walk(job, owner, found, *, stop, on_chunk=None, size=None):
     """
     Work through `job`'s cursors, one at a time, until none is left to claim or `stop()`
     says so; the cursor held is given back when stopping. `on_chunk(producer, rows)` after
     each chunk. Returns False if it stopped early.
     """
+    take = taker(job)
     try:
         while True:
             cursor = claim_cursor(job, owner)
@@ -194,7 +206,7 @@ def walk(job, owner, found, *, stop, on_chunk=None, size=None):
             producer = found[cursor.producer]
             while True:
                 started = time.monotonic()
-                queued = take_range(cursor, producer, owner, size)
+                queued = take(cursor, producer, owner, size)
                 if queued is None:
                     break  # another worker holds it now
                 if on_chunk:
@@ -212,10 +224,12 @@ def cursor_finished(cursor):
 
 
 def progress(job):
-    """{"total", "done", "left"} rows of `job`'s cursors (`total` estimated when the job started)."""
-    total = done = left = 0
-    for estimate, rows, finished in job.cursors.values_list("rows_estimate", "rows_done", "finished"):
-        done += rows
+    """{"total", "done", "failed", "left"} rows of `job`'s cursors (`total` estimated when the job started; `failed`: a verification's to repair)."""
+    total = done = failed = left = 0
+    for estimate, rows, to_repair, finished in job.cursors.values_list("rows_estimate", "rows_done", "rows_to_repair",
+                                                                       "finished"):
+        done += rows - to_repair
+        failed += to_repair
         total += rows if finished else max(estimate, rows)
         left += 0 if finished else max(estimate - rows, 0)
-    return {"total": total, "done": done, "left": left}
+    return {"total": total, "done": done, "failed": failed, "left": left}

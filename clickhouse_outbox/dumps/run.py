@@ -44,11 +44,17 @@ CHUNK_ACTIONS = {}
 DONE_ACTIONS = {}
 
 
-def register_action(action, *, chunk, done=None):
-    """Make the runner take the chunks of jobs of `action` with `chunk`, and call `done` when one ends."""
+def register_action(action, *, chunk, done=None, key_range=None):
+    """
+    Make the runner take the chunks of jobs of `action` with `chunk`, call `done` when one
+    ends, and, for a job of every subject, walk the tables of producers dumped by key range
+    with `key_range` (as `ranges.take_range`) instead of listing their subjects.
+    """
     CHUNK_ACTIONS[action] = chunk
     if done is not None:
         DONE_ACTIONS[action] = done
+    if key_range is not None:
+        ranges.RANGE_ACTIONS[action] = key_range
 
 
 @dataclass

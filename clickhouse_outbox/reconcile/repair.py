@@ -1,6 +1,7 @@
 """
 What a verification that found differences does about them: a dump job of every subject
-whose verdict is not ok (a new snapshot each: the dashboards read the newest); when asked,
+whose verdict is not ok (its failed subjects; of a table verified by key range, its verdicts
+to repair: a new snapshot each: the dashboards read the newest); when asked,
 the tables a replica lost created again ON CLUSTER (replication then fetches what the
 other replicas hold), and OPTIMIZE ... FINAL DEDUPLICATE of the tables holding duplicated rows.
 """
@@ -12,6 +13,7 @@ from clickhouse_outbox.clickhouse.schema import create_schema, on_cluster
 from clickhouse_outbox.clickhouse.tables import get_table
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.models import DumpJob, DumpJobItem, Verdict
+from clickhouse_outbox.reconcile.verify import TO_REPAIR
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,9 @@ def start_repair(job):
     """A dump job of the subjects `job` (a finished verification) found to differ; None when there are none."""
     differ = list(job.items.filter(status=DumpJobItem.Status.FAILED).order_by("position")
                   .values_list("producer", "subject"))
+    walked = list(job.cursors.values_list("producer", flat=True))  # tables verified by key range: no items, verdicts
+    differ += list(job.verdicts.filter(producer__in=walked, verdict__in=TO_REPAIR).order_by("producer", "id")
+                   .values_list("producer", "subject"))
     if not differ:
         return None
     try:

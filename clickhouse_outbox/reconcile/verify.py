@@ -93,8 +93,8 @@ def replicas_of(details):
     return [("", details.get("tables", {}))]
 
 
-def verify(producer, subjects, backend, *, each_replica=False, now, job=None):
-    """A Check per subject of `producer` (in order); the verdicts are recorded (Verdict)."""
+def verify(producer, subjects, backend, *, each_replica=False, now, job=None, recorded=True):
+    """A Check per subject of `producer` (in order); the verdicts are recorded (Verdict) unless not `recorded`."""
     latest = {snapshot.subject: snapshot for snapshot in
               with_delivery(latest_snapshots(producer.name).filter(subject__in=subjects))}
     checks, compared = {}, []
@@ -122,7 +122,8 @@ def verify(producer, subjects, backend, *, each_replica=False, now, job=None):
     checks.update(in_chunks(producer, never, replicas, each_replica, folding))
     held_before(producer, backend, [check for check in checks.values() if check.verdict == Verdict.Kind.NEVER])
     ordered = [checks[subject] for subject in subjects]
-    record(producer, ordered, now, job)
+    if recorded:
+        record(producer, ordered, now, job)
     return ordered
 
 
@@ -249,12 +250,17 @@ def judge(snapshot, expected, found, source_changed_at, each_replica, folding=fr
     return Check(snapshot.subject, verdict, snapshot, details)
 
 
-def record(producer, checks, now, job=None):
-    """The subjects' verdicts, replacing the last ones (one transaction per chunk)."""
+def record(producer, checks, now, job=None, *, ok_too=True):
+    """
+    The subjects' verdicts, replacing the last ones (one transaction per chunk); without
+    `ok_too` (a whole table walked by key range) an ok subject's last verdict is only removed:
+    its job counts it.
+    """
+    kept = checks if ok_too else [check for check in checks if check.verdict != Verdict.Kind.OK]
     with transaction.atomic():
         Verdict.objects.filter(producer=producer.name, subject__in=[check.subject for check in checks]).delete()
         Verdict.objects.bulk_create([
             Verdict(producer=producer.name, subject=check.subject, verdict=check.verdict, snapshot=check.snapshot,
                     details=check.details, checked_at=now, job=job)
-            for check in checks
+            for check in kept
         ])
