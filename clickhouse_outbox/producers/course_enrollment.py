@@ -7,7 +7,7 @@ those events inside the enrollment's own transaction).
 from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import ENROLLMENT_VALUES, enrollment_row, enrollment_values_row
+from clickhouse_outbox.serializers.users import ENROLLMENT_VALUES, enrollment_row, enrollment_values_encoder
 
 
 class CourseEnrollment(ModelRowProducer):
@@ -19,6 +19,7 @@ class CourseEnrollment(ModelRowProducer):
     related = ("user",)
 
     values_fields = ENROLLMENT_VALUES
+    values_raw = ("course_id",)
 
     def user_of(self, enrollment):
         return enrollment.user_id
@@ -26,8 +27,9 @@ class CourseEnrollment(ModelRowProducer):
     def serialize(self, enrollment, *, dump_id, time_last_dumped):
         return enrollment_row(enrollment, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
-    def values_row(self, row, *, dump_id, time_last_dumped):
-        return enrollment_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
+    def values_encoder(self, *, dump_id, time_last_dumped):
+        to_key = self.model()._meta.get_field("course_id").to_python
+        return enrollment_values_encoder(dump_id=dump_id, time_last_dumped=time_last_dumped, course_key=to_key)
 
     def subject_of(self, user_id, course_key):
         """The enrollment of `user_id` in `course_key` (as an event names it), or None."""

@@ -6,7 +6,7 @@ username) as its row, queued when it is saved.
 from clickhouse_outbox.clickhouse.tables import EXTERNAL_ID
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import EXTERNAL_ID_VALUES, external_id_row, external_id_values_row
+from clickhouse_outbox.serializers.users import EXTERNAL_ID_VALUES, external_id_row, external_id_values_encoder
 
 
 class ExternalId(ModelRowProducer):
@@ -27,8 +27,8 @@ class ExternalId(ModelRowProducer):
     def serialize(self, external_id, *, dump_id, time_last_dumped):
         return external_id_row(external_id, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
-    def values_row(self, row, *, dump_id, time_last_dumped):
-        return external_id_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
+    def values_encoder(self, *, dump_id, time_last_dumped):
+        return external_id_values_encoder(dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 EXTERNAL_IDS = registry.register(ExternalId())
