@@ -4,10 +4,11 @@ come in millions, so a dump of all of them lists nothing. A job keeps a cursor p
 (`DumpCursor`: the last key queued) and a worker walks the table from it, a chunk at a time:
 
 1. read the next CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS rows after the cursor with one
-   `.values()` query (joins for usernames; the rows of retired users left out by the query),
+   `.values_list()` query (joins for usernames; the rows of retired users left out by the query),
    outside any transaction;
 2. encode them as JSONEachRow lines sharing one dump_id (derived from the job, producer and
-   key range, so it is the same whoever reads the range) and compress them;
+   key range, so it is the same whoever reads the range) with a line template compiled once
+   for the chunk (`serializers.lines`), and compress them;
 3. in one transaction: advance the cursor past the range, only while this worker still holds
    it at the key it read from (a compare-and-swap), and write one Snapshot, one OutboxEntry
    holding every line and one DumpChunk naming the range. Lines of users retired since the
@@ -125,7 +126,7 @@ def take_range(cursor, producer, owner, size=None):
             finished=True, lease_owner=None, lease_expires_at=None
         )
         return 0 if done else None
-    key_from, key_to = cursor.last_key + 1, rows[-1]["id"]
+    key_from, key_to = cursor.last_key + 1, rows[-1][0]
     dump_id = chunk_dump_id(cursor.job_id, producer.name, key_from, key_to)
     when = dump_time(now)
     lines, users, failed = encode(producer, rows, dump_id, when)
@@ -160,12 +161,14 @@ def take_range(cursor, producer, owner, size=None):
 def encode(producer, rows, dump_id, when):
     """(lines, their users, failures as (key, error, user)): a row that cannot be encoded fails alone."""
     lines, users, failed = [], [], []
+    line = producer.values_encoder(dump_id=dump_id, time_last_dumped=when)
+    user_index = producer.user_index if producer.personal_data else None
     for row in rows:
-        user = row.get(producer.user_field) if producer.personal_data else None
+        user = None if user_index is None else row[user_index]
         try:
-            lines.append(producer.values_row(row, dump_id=dump_id, time_last_dumped=when))
+            lines.append(line(row))
         except Exception as exc:  # noqa: BLE001 (recorded as the subject's failed snapshot, with the error)
-            failed.append((row["id"], exc, user))
+            failed.append((row[0], exc, user))
             continue
         users.append(user)
     return lines, users, failed

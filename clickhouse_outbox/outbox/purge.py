@@ -10,6 +10,9 @@ in bounded chunks, so its size follows what is in flight, not how much was ever 
     snapshots with no entries left              RETENTION_DAYS after they were taken, unless
                                                 the latest of their subject, failed (an unsent
                                                 change) or a request not taken yet
+    chunks of whole-table dumps (their          the same, once newer chunks cover every key of
+      snapshot and DumpChunk) with no entries     their range (verification counts a key by
+      left, of finished jobs                      the newest chunk holding it)
     the subjects of finished dump jobs, and     RETENTION_DAYS after the job finished (the
       the jobs                                  latest job of each action stays)
     failed batches (rows ClickHouse rejected    FAILED_RETENTION_DAYS after they failed, each
@@ -21,10 +24,12 @@ batches' status and time, the entries' status and age, their batch or snapshot, 
 snapshots), so a run costs the same on a site with millions of rows, and each chunk is one
 short transaction. Times are the database's. A snapshot is looked at when the purge deletes
 its last entries, or those of a newer snapshot of its subject: every snapshot but the latest
-is reached that way, without scanning the table.
+is reached that way, without scanning the table. A chunk's subject is its key range, which
+the next dump's chunks seldom repeat: a chunk is reached with those overlapping its range.
 """
 
 import logging
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, fields
 from datetime import timedelta
 
@@ -34,7 +39,7 @@ from django.db.models import Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.db import db_now
-from clickhouse_outbox.models import Batch, DumpJob, DumpJobItem, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.models import Batch, DumpChunk, DumpJob, DumpJobItem, Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.text import format_age, plural
 
 log = logging.getLogger(__name__)
@@ -188,6 +193,10 @@ def drop_emptied_snapshots(snapshot_ids, cutoffs):
     snapshot_ids.discard(None)
     if not snapshot_ids:
         return 0
+    return drop_superseded_snapshots(snapshot_ids, cutoffs) + drop_covered_chunks(snapshot_ids, cutoffs)
+
+
+def drop_superseded_snapshots(snapshot_ids, cutoffs):
     subjects = {}
     for producer, subject in Snapshot.objects.filter(id__in=snapshot_ids).order_by().values_list("producer", "subject"):
         subjects.setdefault(producer, set()).add(subject)
@@ -205,6 +214,70 @@ def drop_emptied_snapshots(snapshot_ids, cutoffs):
     holding = set(OutboxEntry.objects.filter(snapshot_id__in=candidates).order_by().values_list("snapshot_id", flat=True))
     doomed = [snapshot_id for snapshot_id in candidates if snapshot_id not in holding]
     return Snapshot.objects.filter(id__in=doomed).delete()[1].get(Snapshot._meta.label, 0) if doomed else 0
+
+
+def drop_covered_chunks(snapshot_ids, cutoffs):
+    """
+    Of the chunks of whole-table dumps overlapping those of `snapshot_ids`, delete those whose
+    every key a newer chunk holds, with no entries left, taken before the retention period,
+    of finished jobs (their DumpChunk goes with the snapshot). The newest chunk holding a
+    key stays: a verification counts the key by it (`reconcile.verify.covering_chunks`).
+    """
+    spans = {}
+    for producer, key_from, key_to in (DumpChunk.objects.filter(snapshot_id__in=snapshot_ids).order_by()
+                                       .values_list("producer", "key_from", "key_to")):
+        low, high = spans.get(producer, (key_from, key_to))
+        spans[producer] = (min(low, key_from), max(high, key_to))
+    covered = {}
+    for producer, span in spans.items():
+        chunks = overlapping_chunks(producer, *span)
+        covered.update({snapshot_id: job_id for snapshot_id, job_id in covered_by_newer(chunks)})
+    if not covered:
+        return 0
+    unfinished = set(DumpJob.objects.filter(id__in={job for job in covered.values() if job is not None})
+                     .exclude(status__in=FINISHED_JOBS).values_list("id", flat=True))
+    candidates = list(Snapshot.objects.filter(
+        id__in=[snapshot_id for snapshot_id, job_id in covered.items() if job_id not in unfinished],
+        created__lt=cutoffs.kept,
+    ).exclude(status__in=KEPT).order_by().values_list("id", flat=True))
+    if not candidates:
+        return 0
+    holding = set(OutboxEntry.objects.filter(snapshot_id__in=candidates).order_by().values_list("snapshot_id", flat=True))
+    doomed = [snapshot_id for snapshot_id in candidates if snapshot_id not in holding]
+    return Snapshot.objects.filter(id__in=doomed).delete()[1].get(Snapshot._meta.label, 0) if doomed else 0
+
+
+def overlapping_chunks(producer, low, high):
+    """
+    `producer`'s chunks overlapping keys `low` to `high`, and those overlapping them in turn
+    (a chunk straddling the edge is judged with every chunk holding its keys), through the
+    (producer, key_from) index.
+    """
+    while True:
+        chunks = list(DumpChunk.objects.filter(producer=producer, key_from__lte=high, key_to__gte=low).order_by()
+                      .values_list("snapshot_id", "key_from", "key_to", "job_id"))
+        if not chunks:  # deleted meanwhile
+            return chunks
+        wider = (min(chunk[1] for chunk in chunks), max(chunk[2] for chunk in chunks))
+        if wider == (low, high) or (wider[0] >= low and wider[1] <= high):
+            return chunks
+        low, high = min(low, wider[0]), max(high, wider[1])
+
+
+def covered_by_newer(chunks):
+    """(snapshot id, job id) of each of `chunks` (snapshot id, key from, key to, job id) whose keys newer ones all hold."""
+    starts, ends = [], []  # the keys held by the newer chunks: disjoint ranges, in order
+    for snapshot_id, key_from, key_to, job_id in sorted(chunks, reverse=True):  # newest first
+        at = bisect_right(starts, key_from) - 1
+        if at >= 0 and ends[at] >= key_to:
+            yield snapshot_id, job_id
+            continue
+        # Merge [key_from, key_to] with the ranges it touches.
+        first = bisect_left(ends, key_from - 1)
+        last = bisect_right(starts, key_to + 1)
+        if first < last:
+            key_from, key_to = min(key_from, starts[first]), max(key_to, ends[last - 1])
+        starts[first:last], ends[first:last] = [key_from], [key_to]
 
 
 def purge_dump_jobs(cutoffs, purged, max_chunks):

@@ -12,7 +12,12 @@ from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT
 from clickhouse_outbox.db import among
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import ENROLLMENT_VALUES, enrollment_line, enrollment_row, enrollment_values_row
+from clickhouse_outbox.serializers.users import (
+    ENROLLMENT_VALUES,
+    enrollment_line,
+    enrollment_row,
+    enrollment_values_encoder,
+)
 
 
 class CourseEnrollment(ModelRowProducer):
@@ -26,6 +31,7 @@ class CourseEnrollment(ModelRowProducer):
     values = ("id", "user_id", "stored_course", "created", "is_active", "mode", "user__username")
 
     values_fields = ENROLLMENT_VALUES
+    values_raw = ("course_id",)
 
     def user_of(self, enrollment):
         return enrollment.user_id
@@ -33,8 +39,9 @@ class CourseEnrollment(ModelRowProducer):
     def serialize(self, enrollment, *, dump_id, time_last_dumped):
         return enrollment_row(enrollment, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
-    def values_row(self, row, *, dump_id, time_last_dumped):
-        return enrollment_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
+    def values_encoder(self, *, dump_id, time_last_dumped):
+        to_key = self.model()._meta.get_field("course_id").to_python
+        return enrollment_values_encoder(dump_id=dump_id, time_last_dumped=time_last_dumped, course_key=to_key)
 
     def rows_of(self, keys):
         """The rows, their course key as str() of the key the model reads (`course_text`)."""

@@ -6,7 +6,12 @@ username) as its row, queued when it is saved.
 from clickhouse_outbox.clickhouse.tables import EXTERNAL_ID
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import EXTERNAL_ID_VALUES, external_id_line, external_id_row, external_id_values_row
+from clickhouse_outbox.serializers.users import (
+    EXTERNAL_ID_VALUES,
+    external_id_line,
+    external_id_row,
+    external_id_values_encoder,
+)
 
 
 class ExternalId(ModelRowProducer):
@@ -28,8 +33,8 @@ class ExternalId(ModelRowProducer):
     def serialize(self, external_id, *, dump_id, time_last_dumped):
         return external_id_row(external_id, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
-    def values_row(self, row, *, dump_id, time_last_dumped):
-        return external_id_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
+    def values_encoder(self, *, dump_id, time_last_dumped):
+        return external_id_values_encoder(dump_id=dump_id, time_last_dumped=time_last_dumped)
 
     def serialize_values(self, row, *, dump_id, time_last_dumped):
         return external_id_line(*row, dump_id=dump_id, time_last_dumped=time_last_dumped)

@@ -8,6 +8,7 @@ import logging
 import uuid
 
 from django.db import transaction
+from django.db.models import ExpressionWrapper, F, TextField
 
 from clickhouse_outbox.db import among
 from clickhouse_outbox.outbox.registry import Prepared, Producer
@@ -16,6 +17,9 @@ from clickhouse_outbox.sources.base import SubjectNotFound, SubjectSourceError
 from clickhouse_outbox.sources.platform import describe, get_model
 
 log = logging.getLogger(__name__)
+
+#: The prefix of a `values_raw` field's name in `rows_after`'s query.
+RAW = "raw_"
 
 
 class ModelRowProducer(Producer):
@@ -133,12 +137,16 @@ class ModelRowProducer(Producer):
 
     # -- whole-table dumps by key range (dumps.ranges) ------------------------------------
 
-    #: The `.values()` fields a row is encoded from, joins included, by `values_row` (the same
-    #: line as `serialize`); a producer that sets them is dumped whole by key range, one query
-    #: and one entry per chunk.
+    #: The `.values_list()` fields a row is encoded from, joins included, by `values_encoder`
+    #: (the same line as `serialize`); a producer that sets them is dumped whole by key range,
+    #: one query and one entry per chunk. The first is the primary key.
     values_fields = ()
+    #: Of those, the fields read as the text the database holds (the encoder converts each
+    #: distinct value once: a CourseKeyField parses every row's key otherwise).
+    values_raw = ()
 
-    def values_row(self, row, *, dump_id, time_last_dumped):
+    def values_encoder(self, *, dump_id, time_last_dumped):
+        """A function of one `rows_after` tuple to its line (bytes), compiled once per chunk."""
         raise NotImplementedError
     #: The column of the table that tells rows apart (a chunk's rows share a dump_id).
     key_column = "id"
@@ -147,16 +155,23 @@ class ModelRowProducer(Producer):
     def dumps_by_key_range(self):
         return bool(self.values_fields)
 
+    @property
+    def user_index(self):
+        """Where a `rows_after` tuple holds the row's user."""
+        return self.values_fields.index(self.user_field)
+
     def rows_after(self, after, limit, *, excluded_users=None):
         """
-        Up to `limit` rows with a primary key above `after`, in key order, as `.values()`
-        dicts (one query, joins for usernames); `excluded_users` a queryset of user ids whose
-        rows are left out (the retired).
+        Up to `limit` rows with a primary key above `after`, in key order, as `.values_list()`
+        tuples of `values_fields` (one query, joins for usernames); `excluded_users` a queryset
+        of user ids whose rows are left out (the retired).
         """
         rows = self.queryset().select_related(None).filter(pk__gt=after)
         if excluded_users is not None and self.personal_data:
             rows = rows.exclude(**{f"{self.user_field}__in": excluded_users})
-        return list(rows.order_by("pk").values(*self.values_fields)[:limit])
+        raw = {f"{RAW}{name}": ExpressionWrapper(F(name), output_field=TextField()) for name in self.values_raw}
+        fields = [f"{RAW}{name}" if name in self.values_raw else name for name in self.values_fields]
+        return list(rows.annotate(**raw).order_by("pk").values_list(*fields)[:limit])
 
     def estimated_rows(self):
         """How many rows a whole-table dump goes through (a count, once per job)."""

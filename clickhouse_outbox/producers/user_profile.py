@@ -6,7 +6,7 @@ email) as its row, queued when the profile (or the user's username or email) is 
 from clickhouse_outbox.clickhouse.tables import USER_PROFILE
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import PROFILE_VALUES, profile_line, profile_row, profile_values_row
+from clickhouse_outbox.serializers.users import PROFILE_VALUES, profile_line, profile_row, profile_values_encoder
 
 
 class UserProfile(ModelRowProducer):
@@ -26,8 +26,8 @@ class UserProfile(ModelRowProducer):
     def serialize(self, profile, *, dump_id, time_last_dumped):
         return profile_row(profile, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
-    def values_row(self, row, *, dump_id, time_last_dumped):
-        return profile_values_row(row, dump_id=dump_id, time_last_dumped=time_last_dumped)
+    def values_encoder(self, *, dump_id, time_last_dumped):
+        return profile_values_encoder(dump_id=dump_id, time_last_dumped=time_last_dumped)
 
     def serialize_values(self, row, *, dump_id, time_last_dumped):
         return profile_line(*row, dump_id=dump_id, time_last_dumped=time_last_dumped)

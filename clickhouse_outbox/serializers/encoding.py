@@ -29,7 +29,8 @@ def drf_datetime(value):
     """A datetime as Django REST framework renders it (the peers' `created`, `modified`...)."""
     if value is None:
         return ""
-    value = as_utc(value)
+    if value.tzinfo is not timezone.utc:  # what Django reads is UTC already: no conversion per row
+        value = as_utc(value)
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 

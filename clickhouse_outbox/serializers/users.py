@@ -8,7 +8,8 @@ field, which ClickHouse stores as "" in a String column; dates are DRF's ISO str
 """
 
 from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT, EXTERNAL_ID, USER_PROFILE
-from clickhouse_outbox.serializers.encoding import drf_datetime, encode_row
+from clickhouse_outbox.serializers.encoding import drf_datetime, encode_row, encode_string
+from clickhouse_outbox.serializers.lines import fill, json_value, line_template
 
 #: user_profile's columns read from the profile as text, in table order (after id, user_id, name, username, email).
 PROFILE_TEXT = (
@@ -99,25 +100,55 @@ def external_id_line(pk, user_id, external_user_id, type_name, username, *, dump
     ))
 
 
-# -- the same rows from `.values()` dicts: a whole-table dump reads a key range with one query ----------
+# -- the same rows from `.values_list()` tuples: a whole-table dump reads a key range with one query ----
 
-#: The `.values()` fields each row function below reads (joins for the username and the type's name).
+#: The `.values_list()` fields each encoder below reads, in this order (joins for the username and the
+#: type's name).
 ENROLLMENT_VALUES = ("id", "course_id", "created", "is_active", "mode", "user__username", "user_id")
 EXTERNAL_ID_VALUES = ("id", "external_user_id", "external_id_type__name", "user__username", "user_id")
 
 
-def enrollment_values_row(row, *, dump_id, time_last_dumped):
-    """`enrollment_row` of a dict of ENROLLMENT_VALUES: the same line."""
-    return enrollment_line(row["id"], row["user_id"], str(row["course_id"]), row["created"], row["is_active"],
-                           row["mode"], row["user__username"], dump_id=dump_id, time_last_dumped=time_last_dumped)
+def constants(dump_id, time_last_dumped):
+    return {"dump_id": str(dump_id), "time_last_dumped": time_last_dumped}
 
 
-def profile_values_row(row, *, dump_id, time_last_dumped):
-    """`profile_row` of a dict of PROFILE_VALUES: the same line."""
-    return profile_line(*(row[name] for name in PROFILE_VALUES), dump_id=dump_id, time_last_dumped=time_last_dumped)
+def enrollment_values_encoder(*, dump_id, time_last_dumped, course_key):
+    """
+    `enrollment_row` of ENROLLMENT_VALUES tuples, the same line; `course_id` comes as the
+    stored text and `course_key(text)` makes it the key (as the field would), once per course.
+    """
+    template = line_template(COURSE_ENROLLMENT.column_names, constants(dump_id, time_last_dumped))
+    keys = {}
+
+    def encode(row):
+        pk, course, created, is_active, mode, username, user_id = row
+        key = keys.get(course)
+        if key is None:
+            key = keys[course] = encode_string(str(course_key(course)))
+        return fill(template, (json_value(pk), key, encode_string(drf_datetime(created)),
+                               "true" if is_active else "false", encode_string(text(mode)), json_value(username),
+                               json_value(user_id)))
+    return encode
 
 
-def external_id_values_row(row, *, dump_id, time_last_dumped):
-    """`external_id_row` of a dict of EXTERNAL_ID_VALUES: the same line."""
-    return external_id_line(row["id"], row["user_id"], row["external_user_id"], row["external_id_type__name"],
-                            row["user__username"], dump_id=dump_id, time_last_dumped=time_last_dumped)
+def profile_values_encoder(*, dump_id, time_last_dumped):
+    """`profile_row` of PROFILE_VALUES tuples: the same line."""
+    template = line_template(USER_PROFILE.column_names, constants(dump_id, time_last_dumped))
+
+    def encode(row):
+        pk, user_id, name, username, email, *texts, uploaded, phone = row
+        return fill(template, (json_value(pk), json_value(user_id), encode_string(text(name)), json_value(username),
+                               json_value(email), *[encode_string(text(value)) for value in texts],
+                               encode_string(drf_datetime(uploaded)), encode_string(text(phone))))
+    return encode
+
+
+def external_id_values_encoder(*, dump_id, time_last_dumped):
+    """`external_id_row` of EXTERNAL_ID_VALUES tuples: the same line."""
+    template = line_template(EXTERNAL_ID.column_names, constants(dump_id, time_last_dumped))
+
+    def encode(row):
+        _, external_user_id, type_name, username, user_id = row
+        return fill(template, (encode_string(str(external_user_id)), json_value(type_name), json_value(username),
+                               json_value(user_id)))
+    return encode

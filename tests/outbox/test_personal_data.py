@@ -82,14 +82,16 @@ def fail_to_serialize(profile, **kwargs):
     raise ValueError(f"cannot encode the profile of {profile.name!r} <{profile.user.email}>")
 
 
-def fail_to_encode(row, **kwargs):
-    """The same error from the encoder of a whole-table dump's rows (`.values()` dicts)."""
-    raise ValueError(f"cannot encode the profile of {row['name']!r} <{row['user__email']}>")
+def fail_to_encode(**kwargs):
+    """The same error from the encoder of a whole-table dump's rows (PROFILE_VALUES tuples)."""
+    def encode(row):
+        raise ValueError(f"cannot encode the profile of {row[2]!r} <{row[4]}>")
+    return encode
 
 
 def break_profile_serializers(monkeypatch):
     monkeypatch.setattr(user_profile, "profile_row", fail_to_serialize)
-    monkeypatch.setattr(user_profile, "profile_values_row", fail_to_encode)
+    monkeypatch.setattr(user_profile, "profile_values_encoder", fail_to_encode)
     monkeypatch.setattr(user_profile, "profile_line", fail_to_serialize_values)
 
 

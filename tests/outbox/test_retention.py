@@ -351,3 +351,58 @@ def test_a_dismissed_snapshot_goes_once_its_subject_has_a_newer_one_and_stays_as
     ]  # the course's dismissed snapshot went; the unknown course's, its latest, stays
     assert first.id not in remaining and remaining[latest.id] == Snapshot.Status.QUEUED
     assert purged.snapshots == 2 and latest.entries.filter(status=OutboxEntry.Status.PENDING).count() == 3
+
+
+def test_chunks_of_whole_table_dumps_go_once_newer_chunks_hold_every_key_of_their_range(clickhouse, settings):
+    """
+    Each chunk's subject is its key range, which the next dump's chunks seldom repeat (here the
+    chunk size changed): a sent chunk of a finished job goes after the retention period once
+    newer chunks hold every one of its keys, its DumpChunk with it; one a newer chunk holds
+    only part of stays, and the newest chunk of each key is what a verification finds.
+    """
+    from clickhouse_outbox.dumps.jobs import start_job
+    from clickhouse_outbox.dumps.run import run_job
+    from clickhouse_outbox.models import DumpChunk
+    from clickhouse_outbox.outbox import registry
+    from clickhouse_outbox.reconcile.verify import covering_chunks
+
+    settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 7
+    for index in range(5):
+        make_learner(f"learner{index}", f"Learner {index}")
+    Snapshot.objects.all().delete()  # made before install
+    keys = [str(pk) for pk in UserProfile.objects.order_by("pk").values_list("pk", flat=True)]
+    producer = registry.get("user_profile")
+
+    def whole_dump(size, **options):
+        settings.CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS = size
+        job = run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]), **options)
+        drain_until_settled()
+        age_everything()
+        DumpJob.objects.exclude(finished_at=None).update(finished_at=LONG_AGO)
+        return job
+
+    def chunks(job):
+        return sorted(DumpChunk.objects.filter(job=job).values_list("key_from", "key_to", "snapshot_id"))
+
+    first_job = whole_dump(2)
+    first = chunks(first_job)  # two keys each: the profiles' 1st-2nd, 3rd-4th, 5th
+    second_job = whole_dump(3, max_seconds=0)  # stopped after its first chunk: the 1st-3rd
+    assert second_job.status == DumpJob.Status.RUNNING
+    [newer] = chunks(second_job)
+    purge()
+    # The 1st-2nd are held by the newer chunk; the 3rd-4th only in part, the 5th not at all: they stay.
+    assert chunks(first_job) == first[1:]
+    assert not Snapshot.objects.filter(id=first[0][2]).exists()
+    assert set(covering_chunks(producer, keys).values()) == {newer[2], first[1][2], first[2][2]}
+
+    run_job(second_job)  # keys 4-5: the second dump is done
+    drain_until_settled()
+    age_everything()
+    DumpJob.objects.update(finished_at=LONG_AGO)
+    purge()
+    assert not DumpChunk.objects.filter(snapshot_id__in=[chunk[2] for chunk in first]).exists()
+    assert not Snapshot.objects.filter(id__in=[chunk[2] for chunk in first]).exists()
+    latest = chunks(second_job)
+    assert [chunk[:2] for chunk in latest] == [(1, int(keys[2])), (int(keys[2]) + 1, int(keys[4]))]
+    assert set(covering_chunks(producer, keys).values()) == {chunk[2] for chunk in latest}
+    assert Snapshot.objects.filter(id__in=[chunk[2] for chunk in latest]).count() == 2
