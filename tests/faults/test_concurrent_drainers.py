@@ -67,7 +67,8 @@ def test_four_drainers_at_once_send_every_row_once(server_clickhouse, settings, 
         OUTBOX_LOG_LEVEL="WARNING",
     )
 
-    outputs, elapsed = run_drainers_until_empty([env] * DRAINERS, tmp_path)
+    # 20,000 rows take about 50 s here; a machine loaded by other work took them past 120 s.
+    outputs, elapsed = run_drainers_until_empty([env] * DRAINERS, tmp_path, timeout=300)
     sent = []
     for output in outputs:
         (match,) = DRAINED.findall(output)
