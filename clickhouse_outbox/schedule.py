@@ -44,39 +44,40 @@ def install_beat_entry(settings, replacing=None):
     settings.CELERYBEAT_SCHEDULE = schedule
 
 
-def verify_entry(interval):
-    """The periodic verification every `interval` seconds, expiring like the drain's entry."""
-    return {"task": VERIFY_TASK, "schedule": interval,
+def periodic_entry(task, interval):
+    """A beat entry running `task` every `interval` seconds, expiring like the drain's entry."""
+    return {"task": task, "schedule": interval,
             "options": {"expires": interval, "expire_seconds": max(1, int(interval))}}
+
+
+def install_periodic_entry(settings, setting, name, task):
+    """Beat entry `name` running `task` every `setting` seconds, when that is above 0 (off by default)."""
+    interval = getattr(settings, setting, 0)
+    try:
+        interval = float(interval or 0)
+    except (TypeError, ValueError):
+        return  # a bad value: the system checks report it
+    if interval > 0:
+        schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
+        schedule.setdefault(name, periodic_entry(task, interval))
+        settings.CELERYBEAT_SCHEDULE = schedule
+
+
+def verify_entry(interval):
+    """The periodic verification every `interval` seconds."""
+    return periodic_entry(VERIFY_TASK, interval)
 
 
 def install_verify_entry(settings):
     """The periodic verification, when CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS is above 0 (off by default)."""
-    interval = getattr(settings, "CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS", 0)
-    try:
-        interval = float(interval or 0)
-    except (TypeError, ValueError):
-        return  # a bad value: the system checks report it
-    if interval > 0:
-        schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
-        schedule.setdefault(VERIFY_BEAT_ENTRY, verify_entry(interval))
-        settings.CELERYBEAT_SCHEDULE = schedule
+    install_periodic_entry(settings, "CLICKHOUSE_OUTBOX_VERIFY_INTERVAL_SECS", VERIFY_BEAT_ENTRY, VERIFY_TASK)
 
 
 def sweep_entry(interval):
-    """The periodic sweep every `interval` seconds, expiring like the drain's entry."""
-    return {"task": SWEEP_TASK, "schedule": interval,
-            "options": {"expires": interval, "expire_seconds": max(1, int(interval))}}
+    """The periodic sweep every `interval` seconds."""
+    return periodic_entry(SWEEP_TASK, interval)
 
 
 def install_sweep_entry(settings):
     """The periodic sweep, when CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS is above 0 (off by default; the Tutor plugin turns it on)."""
-    interval = getattr(settings, "CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", 0)
-    try:
-        interval = float(interval or 0)
-    except (TypeError, ValueError):
-        return  # a bad value: the system checks report it
-    if interval > 0:
-        schedule = getattr(settings, "CELERYBEAT_SCHEDULE", None) or {}
-        schedule.setdefault(SWEEP_BEAT_ENTRY, sweep_entry(interval))
-        settings.CELERYBEAT_SCHEDULE = schedule
+    install_periodic_entry(settings, "CLICKHOUSE_OUTBOX_SWEEP_INTERVAL_SECS", SWEEP_BEAT_ENTRY, SWEEP_TASK)
