@@ -1,6 +1,6 @@
 """
-The first backfill: what existed before the outbox was installed (users, enrollments, the
-system taxonomy openedx-core's migrations create, courses) sent once, with nothing done by
+The first backfill: what existed before the outbox was installed (users, enrollments,
+taxonomies (the Languages one openedx-core's migrations created up to Ulmo), courses) sent once, with nothing done by
 hand. `outbox_backfill` (which the Tutor plugin's init task runs after `migrate`) starts a
 whole-table dump job of every producer that is on and that no whole-table dump ever went
 through to the end; run again, it starts nothing.

@@ -358,7 +358,7 @@ except NameError:  # the plugin's own settings did not run (not in the image yet
 hooks.Filters.CMS_WORKER_COMMAND.add_items(["--beat", "--schedule=/tmp/cms-celerybeat-schedule"])
 
 # After Tutor's cms init (which migrates) and Aspects' (which creates event_sink's tables). The
-# first backfill (what existed before: users, enrollments, the system taxonomy, courses) is
+# first backfill (what existed before: users, enrollments, taxonomies, courses) is
 # queued once for the CMS worker; a later init finds every producer dumped and starts nothing.
 hooks.Filters.CLI_DO_INIT_TASKS.add_item(
     (
