@@ -10,7 +10,7 @@ state, and a summary of the whole outbox above it.
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.db.models import Case, IntegerField, JSONField, OuterRef, Subquery, Value, When
+from django.db.models import Case, IntegerField, JSONField, OuterRef, Q, Subquery, Value, When
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -20,6 +20,7 @@ from clickhouse_outbox.admin.base import ReadOnlyAdmin, moment, state_badge
 from clickhouse_outbox.clickhouse.errors import describe_failure
 from clickhouse_outbox.dumps.jobs import progress_line
 from clickhouse_outbox.models import CourseDelivery, OutboxEntry, Snapshot, SubjectDelivery, Verdict
+from clickhouse_outbox.operations import range_verdicts
 from clickhouse_outbox.operations.delivery import State, with_delivery
 from clickhouse_outbox.operations.requeue import latest_snapshots
 from clickhouse_outbox.operations.status import ROW_STATES, outbox_status
@@ -49,7 +50,11 @@ class StateFilter(admin.SimpleListFilter):
 
 
 class VerdictFilter(admin.SimpleListFilter):
-    """By what the last verification found: "missing in ClickHouse" and the rest."""
+    """
+    By what the last verification found: "missing in ClickHouse" and the rest. A subject with
+    no verdict that a whole-table verification walked past was found ok (no verdict is kept of
+    those: `operations.range_verdicts`).
+    """
 
     title = "last verification"
     parameter_name = "verified"
@@ -58,9 +63,14 @@ class VerdictFilter(admin.SimpleListFilter):
         return [(kind.value, kind.label) for kind in Verdict.Kind] + [("none", "Never verified")]
 
     def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        if self.value() not in (Verdict.Kind.OK, "none"):
+            return queryset.filter(verdict=self.value())
+        found_ok = range_verdicts.passed_by_a_cursor(queryset.filter(verdict__isnull=True)).values("pk")
         if self.value() == "none":
-            return queryset.filter(verdict__isnull=True)
-        return queryset.filter(verdict=self.value()) if self.value() else queryset
+            return queryset.filter(verdict__isnull=True).exclude(pk__in=found_ok)
+        return queryset.filter(Q(verdict=Verdict.Kind.OK) | Q(pk__in=found_ok))
 
 
 class DeliveryAdmin(ReadOnlyAdmin):
@@ -86,7 +96,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         urgency = Case(*[When(delivery_state=state.value, then=Value(rank)) for rank, state in enumerate(URGENCY)],
                        default=Value(len(URGENCY)), output_field=IntegerField())
         verdict = Verdict.objects.filter(producer=OuterRef("producer"), subject=OuterRef("subject"))
-        return with_delivery(self.latest()).annotate(
+        return range_verdicts.with_range_check(with_delivery(self.latest())).annotate(
             urgency=urgency,
             verdict=Subquery(verdict.values("verdict")[:1]),
             verified_at=Subquery(verdict.values("checked_at")[:1]),
@@ -136,7 +146,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="last verified", ordering="verified_at")
     def verified(self, delivery):
         if not delivery.verdict:
-            return "-"
+            if delivery.range_job is None:
+                return "-"
+            when = moment(delivery.range_checked_at) if delivery.range_checked_at else "under way"
+            return f"{Verdict.Kind.OK.label}, {when} (whole-table verification {delivery.range_job})"
         text = Verdict.Kind(delivery.verdict).label
         if delivery.verdict in TO_REPAIR and delivery.verdict != Verdict.Kind.NEVER:
             text += f" ({describe(delivery.verdict_details or {})})"

@@ -71,3 +71,33 @@ def test_named_subjects_are_still_verified_one_by_one(profiles):
     job = DumpJob.objects.get(pk=report["job"])
     assert job.items.count() == 2 and not job.cursors.exists()
     assert Verdict.objects.filter(verdict=Verdict.Kind.OK).count() == 2
+
+
+def test_the_learners_view_shows_a_subject_found_ok_by_a_whole_table_verification(profiles, clickhouse, admin_client):
+    lost = profiles[8]
+    delete_rows(clickhouse, "user_profile", f"id = {lost.pk}")
+    listed = "subjectdelivery_changelist"
+
+    def verified(query=""):
+        page = admin_client.get(url(listed) + "?producer=user_profile" + query)
+        return {row["subject_name"]: row["verified"] for row in pages.rows(page)}
+
+    assert set(verified().values()) == {"-"}  # never verified
+    assert len(verified("&verified=none")) == LEARNERS
+    code, report = verify("--producer", "user_profile")
+    assert code == 1
+    job = report["job"]
+
+    shown = verified()
+    assert shown.pop(str(lost.pk)).startswith("Not in ClickHouse")
+    assert len(shown) == LEARNERS - 1
+    assert all(text.startswith("OK, ") and text.endswith(f"(whole-table verification {job})") for text in shown.values())
+    assert set(verified("&verified=ok")) == set(shown)  # no verdict kept of them: the job's cursor passed them
+    assert verified("&verified=none") == {}
+    assert set(verified("&verified=absent")) == {str(lost.pk)}
+
+    newer = make_learner("late", "Late Learner")  # a key the cursor never reached
+    assert drain_until_empty(timeout=60)[0].ok
+    late = str(UserProfile.objects.get(user=newer).pk)
+    assert verified()[late] == "-"
+    assert set(verified("&verified=none")) == {late}
