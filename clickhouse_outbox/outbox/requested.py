@@ -113,17 +113,30 @@ def oldest_producer(free):
 def lock_requests(free, name, size=FILL_CHUNK):
     """
     Up to `size` of the `free` requests of producer `name`, oldest first, locked by the
-    caller's transaction (`SELECT … FOR UPDATE SKIP LOCKED`): held while it fills them, with
-    no lease written (an UPDATE of every request, which cost as much as the fill's own). Locks
-    die with their transaction, as a lease with its drainer; another drainer skips them.
+    caller's transaction (`SELECT … FOR UPDATE SKIP LOCKED`; on SQLite the transaction holds
+    the write lock from its BEGIN IMMEDIATE): held while it fills them, with no lease written
+    (an UPDATE of every request, which cost about as much as the fill's own). Locks die with
+    their transaction, as a lease with its drainer; another drainer skips them (on SQLite,
+    waits for the write lock, then finds them filled).
     """
     rows = free.filter(producer=name).order_by("id").select_for_update(skip_locked=True)
     return list(rows.annotate(**REQUEST_TEXT).values_list(*REQUEST_FIELDS, named=True)[:size])
 
 
 def locks_requests(name, overrides):
-    """Whether requests of producer `name` are taken by row locks (`lock_requests`) rather than leased."""
-    return one_row(name, overrides) and skip_locked()
+    """
+    Whether requests of producer `name` are taken in the transaction that fills them
+    (`lock_requests`) rather than leased first: a one-row producer's, where the database
+    skips locked rows, or is SQLite whose every transaction begins holding the one write lock.
+    """
+    return one_row(name, overrides) and (skip_locked() or single_writer())
+
+
+def single_writer():
+    """SQLite with `transaction_mode` IMMEDIATE (this project's settings): a transaction holds every row."""
+    connection = fill_writes.connection_for_outbox()
+    return (connection.vendor == "sqlite"
+            and connection.settings_dict.get("OPTIONS", {}).get("transaction_mode") == "IMMEDIATE")
 
 
 def one_row(name, overrides):

@@ -8,11 +8,16 @@ fails, the newest of a row's requests is filled and the older superseded. Every 
 no ClickHouse (the fill only writes the outbox).
 """
 
-from datetime import datetime, timezone
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection, connections, transaction
+from django.db.models import F
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import registry, requested
 from clickhouse_outbox.serializers.payloads import decompress
@@ -132,3 +137,60 @@ def test_a_row_the_deferred_drain_filled_is_not_queued_again_by_the_sweep(settin
     assert {name: (result.rows, result.queued) for name, result in results.items()} == {
         "course_enrollment": (3, 0), "user_profile": (2, 0), "external_id": (2, 0)}
     assert not Snapshot.objects.filter(reason="sweep").exists()
+
+
+def test_by_lease_where_requests_are_not_locked_and_only_while_the_lease_is_held(monkeypatch):
+    """
+    The lease path (a one-row producer's requests on a database that cannot skip locked rows,
+    nor is SQLite beginning its transactions with the write lock): a leased request is left to
+    its holder, and a holder that lost its lease writes nothing; the fill writes digests too.
+    """
+    monkeypatch.setattr(requested, "locks_requests", lambda name, overrides: False)
+    site()
+    producer = registry.get("course_enrollment")
+    request_all(producer)
+    holder = uuid.uuid4()  # an owner naming no lock: only its lease frees what it holds
+    held = requested.claim_requests(holder, 10)
+    assert len(held) == 3 and requested.take_requested() == 0  # leased: nobody else takes them
+
+    Snapshot.objects.filter(lease_owner=holder).update(lease_expires_at=F("lease_expires_at") - timedelta(days=1))
+    assert requested.take_requested() == 3  # its lease ran out: taken by another
+    filled = {row.pk: row for row in Snapshot.objects.filter(pk__in=[request.pk for request in held])}
+    assert {row.status for row in filled.values()} == {Snapshot.Status.QUEUED}
+    assert all(len(row.digest) == 32 for row in filled.values())
+    entries = OutboxEntry.objects.count()
+
+    requested.fill_rows(producer, held, holder, db_now(), [])  # the first holder wakes up and writes: refused
+    assert OutboxEntry.objects.count() == entries
+    assert {row.pk: (row.status, row.dump_id, row.time_last_dumped) for row in Snapshot.objects.filter(pk__in=filled)} == {
+        pk: (row.status, row.dump_id, row.time_last_dumped) for pk, row in filled.items()}
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has one writer: a transaction holds every row")
+def test_requests_locked_by_another_drainers_transaction_are_skipped_then_taken():
+    site()
+    producer = registry.get("course_enrollment")
+    requests = sorted(request.pk for request in request_all(producer))
+    locked, release = threading.Event(), threading.Event()
+
+    def other_drainer():  # its own connection: takes the oldest request as a drainer does, holds it until told
+        try:
+            with transaction.atomic():
+                assert [row.pk for row in requested.lock_requests(requested.free_requests(), producer.name, 1)] == [
+                    requests[0]]
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_drainer)
+    thread.start()
+    try:
+        assert locked.wait(30)
+        assert requested.take_requested() == 2  # without waiting for the locked one
+        assert Snapshot.objects.get(pk=requests[0]).status == Snapshot.Status.REQUESTED
+    finally:
+        release.set()
+        thread.join(30)
+    assert requested.take_requested() == 1
+    assert set(Snapshot.objects.filter(pk__in=requests).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}
