@@ -11,6 +11,11 @@ request in one transaction, only while it still holds the lease (a drainer that 
 leaves requests that the next one takes at once, as it takes a dead drainer's batches: see
 `outbox.liveness`; or, failing that, when their lease runs out). A subject that cannot be
 read fails the request, kept with its traceback for `outbox_requeue --failed`, as at the change.
+
+Learner rows (one-row producers, decision record 0015) are filled 5,000 at a time, set-based
+(`fill_rows`), in one transaction that takes the requests itself where it can (`SELECT … FOR
+UPDATE SKIP LOCKED`, or SQLite's write lock), no lease written: the row locks are the lease,
+and die with the drainer's connection.
 """
 
 import contextlib
