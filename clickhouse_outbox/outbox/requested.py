@@ -138,10 +138,10 @@ def locks_requests(name, overrides):
 
 
 def single_writer():
-    """SQLite with `transaction_mode` IMMEDIATE (this project's settings): a transaction holds every row."""
+    """SQLite with `transaction_mode` IMMEDIATE (this project's settings) or EXCLUSIVE: a transaction holds every row."""
     connection = fill_writes.connection_for_outbox()
-    return (connection.vendor == "sqlite"
-            and connection.settings_dict.get("OPTIONS", {}).get("transaction_mode") == "IMMEDIATE")
+    mode = str(connection.settings_dict.get("OPTIONS", {}).get("transaction_mode") or "").upper()
+    return connection.vendor == "sqlite" and mode in ("IMMEDIATE", "EXCLUSIVE")
 
 
 def one_row(name, overrides):
