@@ -5,11 +5,13 @@ as data (arrays, a JSON document, one multi-row VALUES), never a statement per r
 round trip costs.
 
     fill_snapshots   the requests queued, each with its row's digest and user: one UPDATE
-                     joined to the values (PostgreSQL: unnest of arrays; MySQL and MariaDB:
-                     JSON_TABLE of one JSON document); SQLite, in the process, an executemany
-    insert_entries   their entries, one line each: PostgreSQL one INSERT from unnest of two
-                     arrays; MySQL and MariaDB multi-row VALUES of at most STATEMENT_BYTES,
-                     each payload escaped by the client library's C escaper; SQLite executemany
+                     joined to the values (PostgreSQL: unnest of three comma-separated texts
+                     the server splits; MySQL and MariaDB: JSON_TABLE of one JSON document,
+                     joined first); SQLite, in the process, an executemany
+    insert_entries   their entries, one line each: PostgreSQL a binary COPY (psycopg 3; with
+                     psycopg2 one INSERT from unnest of two arrays); MySQL and MariaDB
+                     multi-row VALUES of at most STATEMENT_BYTES, each payload escaped by the
+                     client library's C escaper; SQLite executemany
 
 A fill's lines and digests are computed before its transaction starts writing; the UPDATE
 only changes requests still `requested` (and, where the claim took them by lease, still the
