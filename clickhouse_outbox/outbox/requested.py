@@ -11,18 +11,27 @@ request in one transaction, only while it still holds the lease (a drainer that 
 leaves requests that the next one takes at once, as it takes a dead drainer's batches: see
 `outbox.liveness`; or, failing that, when their lease runs out). A subject that cannot be
 read fails the request, kept with its traceback for `outbox_requeue --failed`, as at the change.
+
+Learner rows (one-row producers, decision record 0015) are filled 5,000 at a time, set-based
+(`fill_rows`), in one transaction that takes the requests itself where it can (`SELECT … FOR
+UPDATE SKIP LOCKED`, or SQLite's write lock), no lease written: the row locks are the lease,
+and die with the drainer's connection.
 """
 
+import contextlib
 import logging
 import time
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import CharField, Q
+from django.db.models.functions import Cast
 
 from clickhouse_outbox.db import UtcNow, among, db_now, lease_end
 from clickhouse_outbox.models import Snapshot
-from clickhouse_outbox.outbox import liveness, registry
+from clickhouse_outbox.outbox import fill_writes, liveness, registry
+from clickhouse_outbox.outbox.claim import skip_locked
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
+from clickhouse_outbox.outbox.unchanged import EMPTIED, row_digest
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources.base import SubjectNotFound
 
@@ -68,21 +77,71 @@ def claim_requests(owner, size=None, overrides=None):
     (`dump_chunk`: 20 courses, 1,000 enrollments). Requests held by a drainer that is gone
     (its lock is free) count as free; the swap is on the owner read, so one claimer wins.
     """
-    held = requests_waiting().filter(lease_expires_at__gt=UtcNow())
-    abandoned = liveness.abandoned(set(held.values_list("lease_owner", flat=True).distinct().order_by()))
-    unheld = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=UtcNow())
-    if abandoned:
-        unheld |= Q(lease_owner__in=list(abandoned))
-    free = requests_waiting().filter(unheld)
-    name = free.order_by("id").values_list("producer", flat=True).first()
+    free = free_requests()
+    name = oldest_producer(free)
     if name is None:
         return []
     ids = list(free.filter(producer=name).order_by("id").values_list("id", flat=True)[:size or chunk_size(name, overrides)])
     among(free, ids).update(lease_owner=owner, lease_expires_at=lease_end())
     taken = among(Snapshot.objects.filter(lease_owner=owner), ids).order_by("id")
     if one_row(name, overrides):  # filled set-based (fill_rows): what it needs, without a model instance each
-        return list(taken.values_list("pk", "producer", "subject", "reason", "user_id", "dump_id", named=True))
+        return list(taken.annotate(**REQUEST_TEXT).values_list(*REQUEST_FIELDS, named=True))
     return list(taken)
+
+
+#: What `fill_rows` reads of each request: its dump_id as the stored text (`uuid_text`), not a UUID made of each.
+REQUEST_TEXT = {"dump_text": Cast("dump_id", output_field=CharField())}
+REQUEST_FIELDS = ("pk", "producer", "subject", "reason", "user_id", "dump_text")
+
+
+def uuid_text(stored):
+    """str() of the UUID a UUIDField stores as `stored`: PostgreSQL's uuid as text, else 32 hex digits."""
+    if len(stored) == 32:
+        return f"{stored[:8]}-{stored[8:12]}-{stored[12:16]}-{stored[16:20]}-{stored[20:]}"
+    return stored
+
+
+def free_requests():
+    """Requests no live drainer holds: never leased, their lease ended, or their drainer gone (its lock free)."""
+    held = requests_waiting().filter(lease_expires_at__gt=UtcNow())
+    abandoned = liveness.abandoned(set(held.values_list("lease_owner", flat=True).distinct().order_by()))
+    unheld = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=UtcNow())
+    if abandoned:
+        unheld |= Q(lease_owner__in=list(abandoned))
+    return requests_waiting().filter(unheld)
+
+
+def oldest_producer(free):
+    return free.order_by("id").values_list("producer", flat=True).first()
+
+
+def lock_requests(free, name, size=FILL_CHUNK):
+    """
+    Up to `size` of the `free` requests of producer `name`, oldest first, locked by the
+    caller's transaction (`SELECT … FOR UPDATE SKIP LOCKED`; on SQLite the transaction holds
+    the write lock from its BEGIN IMMEDIATE): held while it fills them, with no lease written
+    (an UPDATE of every request, which cost about as much as the fill's own). Locks die with
+    their transaction, as a lease with its drainer; another drainer skips them (on SQLite,
+    waits for the write lock, then finds them filled).
+    """
+    rows = free.filter(producer=name).order_by("id").select_for_update(skip_locked=True)
+    return list(rows.annotate(**REQUEST_TEXT).values_list(*REQUEST_FIELDS, named=True)[:size])
+
+
+def locks_requests(name, overrides):
+    """
+    Whether requests of producer `name` are taken in the transaction that fills them
+    (`lock_requests`) rather than leased first: a one-row producer's, where the database
+    skips locked rows, or is SQLite whose every transaction begins holding the one write lock.
+    """
+    return one_row(name, overrides) and (skip_locked() or single_writer())
+
+
+def single_writer():
+    """SQLite with `transaction_mode` IMMEDIATE (this project's settings) or EXCLUSIVE: a transaction holds every row."""
+    connection = fill_writes.connection_for_outbox()
+    mode = str(connection.settings_dict.get("OPTIONS", {}).get("transaction_mode") or "").upper()
+    return connection.vendor == "sqlite" and mode in ("IMMEDIATE", "EXCLUSIVE")
 
 
 def one_row(name, overrides):
@@ -119,10 +178,21 @@ def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None):
     while deadline is None or time.monotonic() < deadline:
         if not claimer.holds():  # its lock session was ended: leave the rest to the others
             break
-        requests = claim_requests(owner, overrides=overrides)
+        free = free_requests()
+        name = oldest_producer(free)
+        if name is None:
+            break
+        if locks_requests(name, overrides):
+            with transaction.atomic():
+                requests = lock_requests(free, name)
+                if requests:
+                    fill_rows((overrides or {}).get(name) or registry.get(name), requests, None, db_now(), failed)
+        else:
+            requests = claim_requests(owner, overrides=overrides)
+            if requests:
+                take_producer_requests(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
         if not requests:
             break
-        take_producer_requests(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
         taken += len(requests)
     return taken
 
@@ -165,7 +235,8 @@ def record_failed_requests(requests, owner, exc, failed, user_id=None):
         else:
             log.error("clickhouse_outbox: could not take the requested %s snapshot of %s; recorded as failed",
                       request.producer, request.subject, exc_info=exc)
-        recorded = Snapshot.objects.filter(pk=request.pk, lease_owner=owner).update(
+        mine = Snapshot.objects.filter(pk=request.pk)  # `owner` None: locked by the caller's transaction
+        recorded = (mine if owner is None else mine.filter(lease_owner=owner)).update(
             status=status, error=failure_text(exc), user_id=user_id, lease_owner=None, lease_expires_at=None,
         )
         if recorded and status == Snapshot.Status.FAILED:
@@ -175,14 +246,16 @@ def record_failed_requests(requests, owner, exc, failed, user_id=None):
 def fill_rows(producer, requests, owner, now, failed):
     """
     Fill the requests of a one-row producer (decision record 0015), set-based on plain values:
-    the rows read with one query as `values_list()` tuples (`producer.rows_of`, its user's
-    columns joined), each serialized with its request's own dump_id (`serialize_values`, the
-    same bytes as the producer's serializer), then in one transaction (only while `owner`
-    still holds every request) one UPDATE makes them queued and one executemany INSERT writes
-    their entries. Of several requests of the same row only the newest is filled (the older
-    are superseded); a retired user's are marked deleted.
+    the rows read with one query as `values_list()` tuples (`producer.rows_by_key`, its
+    user's columns joined), each encoded by the producer's `values_encoder` (the bytes its
+    serializer writes) with dump_id and time_last_dumped empty, hashed as the publish path
+    hashes it (`row_digest`: what the sweep compares), then given its request's own dump_id
+    and the drain's time; then (only while the requests are still the drainer's: leased to
+    `owner`, or, with `owner` None, locked by its transaction, `lock_requests`) one UPDATE
+    makes them queued with their digests and users and one statement writes their entries
+    (`fill_writes`). Of several requests of the same row only the newest is filled (the older
+    are superseded); a retired user's are marked deleted; an unknown row's request fails.
     """
-    from clickhouse_outbox.outbox import row_inserts  # noqa: PLC0415 (row_inserts imports the models this module's callers load)
     from clickhouse_outbox.outbox.deletes import retired  # noqa: PLC0415
 
     newest = {}
@@ -190,46 +263,55 @@ def fill_rows(producer, requests, owner, now, failed):
         newest[request.subject] = request
     older = [request.pk for request in requests if newest[request.subject] is not request]
     try:
-        found = producer.rows_of([int(subject) for subject in newest])
+        # In a savepoint where the requests are locked (`owner` None): a failed read spares the transaction.
+        with transaction.atomic() if owner is None else contextlib.nullcontext():
+            found = producer.rows_by_key([int(subject) for subject in newest])
     except Exception as exc:  # noqa: BLE001 (every request of the chunk failed the same way)
         record_failed_requests(requests, owner, exc, failed)
         return
+    table = producer.table.name
     time_text = dump_time(now)
-    gone = retired({row[1] for row in found.values() if row[1] is not None}) if producer.personal_data else frozenset()
-    serialize = producer.serialize_values
-    rows, named, deleted, missing, broken = [], [], [], [], []
+    user_at = producer.user_index
+    gone = (retired({row[user_at] for row in found.values() if row[user_at] is not None})
+            if producer.personal_data else frozenset())
+    encode = producer.values_encoder(dump_id="", time_last_dumped="")
+    snapshots, entries, deleted, missing, broken = [], [], [], [], []
     for subject, request in newest.items():
         row = found.get(subject)
         if row is None:
             missing.append(request)
-        elif row[1] in gone:
+            continue
+        user_id = row[user_at]
+        if user_id in gone:
             deleted.append(request.pk)
-        else:
-            try:
-                rows.append((request.pk, serialize(row, dump_id=request.dump_id, time_last_dumped=time_text)))
-            except Exception as exc:  # noqa: BLE001
-                broken.append((request, exc, row[1]))
-                continue
-            if request.user_id != row[1]:  # a request made without its user (a requeue in this mode): named now
-                named.append((row[1], request.pk))
-    mine = Snapshot.objects.filter(status=Snapshot.Status.REQUESTED, lease_owner=owner)
+            continue
+        try:
+            emptied = encode(row)
+        except Exception as exc:  # noqa: BLE001
+            broken.append((request, exc, user_id))
+            continue
+        # A JSON string holds no raw quote: the first `"dump_id":""` is the column itself.
+        dump_id = uuid_text(request.dump_text)
+        line = emptied.replace(EMPTIED, f'"dump_id":"{dump_id}","time_last_dumped":"{time_text}"'.encode(), 1)
+        if line == emptied:  # another layout: encoded again with the values
+            line = producer.values_encoder(dump_id=dump_id, time_last_dumped=time_text)(row)
+        snapshots.append((request.pk, row_digest(table, emptied), user_id))
+        entries.append((request.pk, line))
+    mine = requests_waiting() if owner is None else requests_waiting().filter(lease_owner=owner)
     released = {"lease_owner": None, "lease_expires_at": None}
+    connection = fill_writes.connection_for_outbox()
     with transaction.atomic():
-        taken = among(mine, [pk for pk, _ in rows]).update(
-            status=Snapshot.Status.QUEUED, time_last_dumped=time_text, row_count=1,
-            table_rows={producer.table.name: 1}, **released)
-        if taken != len(rows):
+        taken = fill_writes.fill_snapshots(connection, snapshots, time_text=time_text, table=table, owner=owner)
+        if taken != len(snapshots):
             transaction.set_rollback(True)
             log.warning("clickhouse_outbox: lost the lease on requested snapshots; another drainer has them")
             return
-        connection = row_inserts.connection_for_outbox()
-        row_inserts.name_users(connection, named)
         if older:
             among(mine, older).update(status=Snapshot.Status.SUPERSEDED, **released)
         if deleted:
             among(mine, deleted).update(status=Snapshot.Status.DELETED, **released)
-        row_inserts.insert_entries(connection, producer.table.name, rows, now)
-    log.info("clickhouse_outbox: filled %d requested %s rows (%d superseded, %d of retired users)", len(rows),
+        fill_writes.insert_entries(connection, table, entries, now)
+    log.info("clickhouse_outbox: filled %d requested %s rows (%d superseded, %d of retired users)", len(entries),
              producer.name, len(older), len(deleted))
     for request in missing:
         record_failed_requests([request], owner, SubjectNotFound(f"{producer.name} {request.subject}: no such {producer.noun[0]}"),

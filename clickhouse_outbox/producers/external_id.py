@@ -8,7 +8,6 @@ from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
 from clickhouse_outbox.serializers.users import (
     EXTERNAL_ID_VALUES,
-    external_id_line,
     external_id_row,
     external_id_values_encoder,
 )
@@ -21,7 +20,6 @@ class ExternalId(ModelRowProducer):
     one_row_capture = True
     table = EXTERNAL_ID
     related = ("user", "external_id_type")
-    values = ("id", "user_id", "external_user_id", "external_id_type__name", "user__username")
     id_column = None  # the table keeps external_user_id, not the row's id
     key_column = "external_user_id"
 
@@ -35,9 +33,6 @@ class ExternalId(ModelRowProducer):
 
     def values_encoder(self, *, dump_id, time_last_dumped):
         return external_id_values_encoder(dump_id=dump_id, time_last_dumped=time_last_dumped)
-
-    def serialize_values(self, row, *, dump_id, time_last_dumped):
-        return external_id_line(*row, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 EXTERNAL_IDS = registry.register(ExternalId())

@@ -97,18 +97,6 @@ class ModelRowProducer(Producer):
     def serialize(self, obj, *, dump_id, time_last_dumped):
         raise NotImplementedError
 
-    #: The `values_list()` names of a row for `serialize_values` (one-row producers): its id and its
-    #: user's id first. The deferred drain reads thousands of rows at a time as these plain values.
-    values = ()
-
-    def rows_of(self, keys):
-        """The rows `keys` (ids) as `values` tuples, by subject: one query, no model instance built."""
-        return {str(row[0]): row for row in among(self.queryset(), keys).values_list(*self.values)}
-
-    def serialize_values(self, row, *, dump_id, time_last_dumped):
-        """The line of a `rows_of` row: the same bytes `serialize` writes for the row's instance."""
-        raise NotImplementedError
-
     def prepare(self, subjects, *, now):
         time_last_dumped = dump_time(now)
         try:
@@ -169,9 +157,20 @@ class ModelRowProducer(Producer):
         rows = self.queryset().select_related(None).filter(pk__gt=after)
         if excluded_users is not None and self.personal_data:
             rows = rows.exclude(**{f"{self.user_field}__in": excluded_users})
+        return list(self.as_values(rows).order_by("pk")[:limit])
+
+    def rows_by_key(self, keys):
+        """
+        The rows `keys` (ids) as `rows_after` tuples, by subject (its id as text): one query,
+        no model instance (the deferred drain fills thousands of requests at a time).
+        """
+        return {str(row[0]): row for row in self.as_values(among(self.queryset().select_related(None), keys))}
+
+    def as_values(self, rows):
+        """`rows` as `.values_list()` tuples of `values_fields`, those of `values_raw` as the stored text."""
         raw = {f"{RAW}{name}": ExpressionWrapper(F(name), output_field=TextField()) for name in self.values_raw}
         fields = [f"{RAW}{name}" if name in self.values_raw else name for name in self.values_fields]
-        return list(rows.annotate(**raw).order_by("pk").values_list(*fields)[:limit])
+        return rows.annotate(**raw).values_list(*fields)
 
     def estimated_rows(self):
         """How many rows a whole-table dump goes through (a count, once per job)."""

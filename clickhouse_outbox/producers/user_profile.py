@@ -6,7 +6,7 @@ email) as its row, queued when the profile (or the user's username or email) is 
 from clickhouse_outbox.clickhouse.tables import USER_PROFILE
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.producers.model_rows import ModelRowProducer
-from clickhouse_outbox.serializers.users import PROFILE_VALUES, profile_line, profile_row, profile_values_encoder
+from clickhouse_outbox.serializers.users import PROFILE_VALUES, profile_row, profile_values_encoder
 
 
 class UserProfile(ModelRowProducer):
@@ -16,7 +16,6 @@ class UserProfile(ModelRowProducer):
     one_row_capture = True
     table = USER_PROFILE
     related = ("user",)
-    values = PROFILE_VALUES
 
     values_fields = PROFILE_VALUES
 
@@ -28,9 +27,6 @@ class UserProfile(ModelRowProducer):
 
     def values_encoder(self, *, dump_id, time_last_dumped):
         return profile_values_encoder(dump_id=dump_id, time_last_dumped=time_last_dumped)
-
-    def serialize_values(self, row, *, dump_id, time_last_dumped):
-        return profile_line(*row, dump_id=dump_id, time_last_dumped=time_last_dumped)
 
 
 PROFILES = registry.register(UserProfile())

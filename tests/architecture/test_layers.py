@@ -166,7 +166,7 @@ def graph():
 def test_the_graph_sees_deferred_and_relative_imports(graph):
     """The parser finds what the checks rely on: an import inside a function, a submodule by `from`."""
     assert "outbox.registry" in graph["models"]  # `from clickhouse_outbox.outbox import registry`
-    assert "outbox.row_inserts" in graph["outbox.requested"]  # inside fill_rows
+    assert "outbox.deletes" in graph["outbox.requested"]  # inside fill_rows
     assert "admin.batches" in graph["admin"]  # `from clickhouse_outbox.admin import batches, ...`
 
 

@@ -8,11 +8,16 @@ fails, the newest of a row's requests is filled and the older superseded. Every 
 no ClickHouse (the fill only writes the outbox).
 """
 
-from datetime import datetime, timezone
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection, connections, transaction
+from django.db.models import F
 
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import registry, requested
 from clickhouse_outbox.serializers.payloads import decompress
@@ -80,12 +85,14 @@ def test_the_values_path_and_the_instance_path_agree_row_for_row():
     for name in PRODUCERS:
         producer = registry.get(name)
         instances = {str(obj.pk): obj for obj in producer.queryset()}
-        rows = producer.rows_of([int(pk) for pk in instances])
+        rows = producer.rows_by_key([int(pk) for pk in instances])
         assert rows.keys() == instances.keys()
-        for subject, obj in instances.items():
-            dump_id, time_text = "6f1c0c6e-0000-4000-8000-000000000001", "2026-12-06 06:00:00.000001+00:00"
-            assert (producer.serialize_values(rows[subject], dump_id=dump_id, time_last_dumped=time_text)
-                    == producer.serialize(obj, dump_id=dump_id, time_last_dumped=time_text)), (name, subject)
+        for dump_id, time_text in (("6f1c0c6e-0000-4000-8000-000000000001", "2026-12-06 06:00:00.000001+00:00"),
+                                   ("", "")):  # and emptied, as the fill hashes it
+            encode = producer.values_encoder(dump_id=dump_id, time_last_dumped=time_text)
+            for subject, obj in instances.items():
+                assert (encode(rows[subject])
+                        == producer.serialize(obj, dump_id=dump_id, time_last_dumped=time_text)), (name, subject)
 
 
 def test_requests_without_their_user_are_named_and_an_unknown_rows_request_fails():
@@ -110,3 +117,80 @@ def test_requests_without_their_user_are_named_and_an_unknown_rows_request_fails
     assert sorted(filled.values_list("subject", "user_id")) == sorted((str(pk), user) for pk, user in owners.items())
     assert set(filled.values_list("pk", flat=True)) == {request.pk for request in requests}
     assert {zed.pk, ada.pk} == set(filled.values_list("user_id", flat=True))
+
+
+def test_a_row_the_deferred_drain_filled_is_not_queued_again_by_the_sweep(settings):
+    """
+    The fill writes each row's digest on its snapshot, the value the publish path writes
+    (`outbox.unchanged.row_digest`), so the sweep (decision record 0017) finds every row as
+    sent and queues none of them again.
+    """
+    from clickhouse_outbox.reconcile.sweep import sweep  # noqa: PLC0415
+
+    settings.CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain"
+    site()
+    for name in PRODUCERS:
+        request_all(registry.get(name))
+    assert requested.take_requested() >= 7
+
+    results = {result.producer: result for result in sweep(list(PRODUCERS))}
+    assert {name: (result.rows, result.queued) for name, result in results.items()} == {
+        "course_enrollment": (3, 0), "user_profile": (2, 0), "external_id": (2, 0)}
+    assert not Snapshot.objects.filter(reason="sweep").exists()
+
+
+def test_by_lease_where_requests_are_not_locked_and_only_while_the_lease_is_held(monkeypatch):
+    """
+    The lease path (a one-row producer's requests on a database that cannot skip locked rows,
+    nor is SQLite beginning its transactions with the write lock): a leased request is left to
+    its holder, and a holder that lost its lease writes nothing; the fill writes digests too.
+    """
+    monkeypatch.setattr(requested, "locks_requests", lambda name, overrides: False)
+    site()
+    producer = registry.get("course_enrollment")
+    request_all(producer)
+    holder = uuid.uuid4()  # an owner naming no lock: only its lease frees what it holds
+    held = requested.claim_requests(holder, 10)
+    assert len(held) == 3 and requested.take_requested() == 0  # leased: nobody else takes them
+
+    Snapshot.objects.filter(lease_owner=holder).update(lease_expires_at=F("lease_expires_at") - timedelta(days=1))
+    assert requested.take_requested() == 3  # its lease ran out: taken by another
+    filled = {row.pk: row for row in Snapshot.objects.filter(pk__in=[request.pk for request in held])}
+    assert {row.status for row in filled.values()} == {Snapshot.Status.QUEUED}
+    assert all(len(row.digest) == 32 for row in filled.values())
+    entries = OutboxEntry.objects.count()
+
+    requested.fill_rows(producer, held, holder, db_now(), [])  # the first holder wakes up and writes: refused
+    assert OutboxEntry.objects.count() == entries
+    assert {row.pk: (row.status, row.dump_id, row.time_last_dumped) for row in Snapshot.objects.filter(pk__in=filled)} == {
+        pk: (row.status, row.dump_id, row.time_last_dumped) for pk, row in filled.items()}
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has one writer: a transaction holds every row")
+def test_requests_locked_by_another_drainers_transaction_are_skipped_then_taken():
+    site()
+    producer = registry.get("course_enrollment")
+    requests = sorted(request.pk for request in request_all(producer))
+    locked, release = threading.Event(), threading.Event()
+
+    def other_drainer():  # its own connection: takes the oldest request as a drainer does, holds it until told
+        try:
+            with transaction.atomic():
+                assert [row.pk for row in requested.lock_requests(requested.free_requests(), producer.name, 1)] == [
+                    requests[0]]
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_drainer)
+    thread.start()
+    try:
+        assert locked.wait(30)
+        assert requested.take_requested() == 2  # without waiting for the locked one
+        assert Snapshot.objects.get(pk=requests[0]).status == Snapshot.Status.REQUESTED
+    finally:
+        release.set()
+        thread.join(30)
+    assert requested.take_requested() == 1
+    assert set(Snapshot.objects.filter(pk__in=requests).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}

@@ -83,7 +83,7 @@ def fail_to_serialize(profile, **kwargs):
 
 
 def fail_to_encode(**kwargs):
-    """The same error from the encoder of a whole-table dump's rows (PROFILE_VALUES tuples)."""
+    """The same error from the encoder of PROFILE_VALUES tuples (a whole-table dump's rows, the deferred drain's)."""
     def encode(row):
         raise ValueError(f"cannot encode the profile of {row[2]!r} <{row[4]}>")
     return encode
@@ -92,12 +92,6 @@ def fail_to_encode(**kwargs):
 def break_profile_serializers(monkeypatch):
     monkeypatch.setattr(user_profile, "profile_row", fail_to_serialize)
     monkeypatch.setattr(user_profile, "profile_values_encoder", fail_to_encode)
-    monkeypatch.setattr(user_profile, "profile_line", fail_to_serialize_values)
-
-
-def fail_to_serialize_values(pk, user_id, name, username, email, *values, **kwargs):
-    """The same fault where the deferred drain serializes a profile from plain values."""
-    raise ValueError(f"cannot encode the profile of {name!r} <{email}>")
 
 
 @pytest.fixture
