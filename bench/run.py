@@ -470,6 +470,9 @@ def surfaces_row(users, database, env, timeout):
                            if key in result}
         except subprocess.TimeoutExpired:
             pages[page] = {"timeout_s": timeout}
+        except SystemExit as exc:  # a page that failed is reported; the run's other figures are kept
+            progress(f"{database}, {users:,} users: {page} failed: {str(exc).strip().splitlines()[-1]}")
+            pages[page] = {"error": str(exc).strip().splitlines()[-1]}
     slowest = max(pages, key=lambda page: pages[page].get("median_ms", float("inf")))
     value = pages[slowest].get("median_ms", timeout * 1000)
     return {"scenario": f"surfaces_{users}", "group": "backfill", "database": database, "unit": "ms", "users": users,
@@ -596,7 +599,8 @@ def detail_lines(r):
                      f"{r['peer_over_ours']}x ours" + (f"; error: {peer['error']}" if peer.get("error") else ""))
     if "surfaces" in r:
         lines.append(", ".join(f"{page} " + (f"{value['median_ms']:,.0f} ms" if "median_ms" in value else
-                                             f"> {value['timeout_s']} s") for page, value in r["surfaces"].items()))
+                                             f"> {value['timeout_s']} s" if "timeout_s" in value else
+                                             f"failed ({value['error']})") for page, value in r["surfaces"].items()))
     if "subjects_per_second" in r:
         lines.append(f"{r['subjects_per_second']:,} subjects/s (about {r['minutes_per_million']} min a million), "
                      f"exit status {r['exit_status']}, {r['counts']}")
