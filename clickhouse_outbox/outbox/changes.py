@@ -196,21 +196,43 @@ def capture(connection, producer, instance, reason):
         emptied = producer.serialize(instance, dump_id="", time_last_dumped="")
     except Exception as exc:  # noqa: BLE001
         return failed(producer, subject, reason, exc, user_id)
+    time_text = transaction_time(connection, memo) if row_inserts.needs_time(connection) else None
+    guard_user = user_id if producer.personal_data else None
+    digest = row_digest(producer.table.name, emptied)
+    head, found, tail = emptied.partition(EMPTIED)
+    if found and row_inserts.one_trip(connection):
+        # One round trip: the database joins the line around the time it stores on the snapshot.
+        # A JSON string holds no raw quote, so the first `"dump_id":""` is the column itself.
+        head += f'"dump_id":"{dump_id}","time_last_dumped":"'.encode()
+        tail = b'"' + tail
+        inserted = row_inserts.insert_row(
+            connection, producer=producer.name, subject=subject, user_id=user_id, reason=reason, dump_id=dump_id,
+            table=producer.table.name, head=head, tail=tail, digest=digest, time_text=time_text, guard_user=guard_user,
+        )
+        if inserted is None:
+            log.info("clickhouse_outbox: %s %s (%s) not queued: its user is retired", producer.name, subject, reason)
+            return None
+        snapshot_id, time_text, entry_id = inserted
+        lines = head + time_text.encode() + tail
+        memo.rows[key] = Queued(current_marker(connection, memo), snapshot_id, dump_id, time_text, entry_id, lines)
+        return snapshot_id
     inserted = row_inserts.insert_snapshot(
         connection, producer=producer.name, subject=subject, user_id=user_id, reason=reason,
         status=Snapshot.Status.QUEUED, dump_id=dump_id, row_count=1, table_rows={producer.table.name: 1},
-        time_text=transaction_time(connection, memo) if row_inserts.needs_time(connection) else None,
-        guard_user=user_id if producer.personal_data else None, digest=row_digest(producer.table.name, emptied),
+        time_text=time_text, guard_user=guard_user, digest=digest,
     )
     if inserted is None:
         log.info("clickhouse_outbox: %s %s (%s) not queued: its user is retired", producer.name, subject, reason)
         return None
     snapshot_id, time_text = inserted
-    # A JSON string holds no raw quote, so the first `"dump_id":""` is the column itself.
     lines = emptied.replace(EMPTIED, f'"dump_id":"{dump_id}","time_last_dumped":"{time_text}"'.encode(), 1)
     if lines == emptied:  # another layout: serialized again with the values
         lines = producer.serialize(instance, dump_id=dump_id, time_last_dumped=time_text)
-    entry_id = row_inserts.insert_entry(connection, snapshot_id, producer.table.name, lines, 1)
+    try:
+        entry_id = row_inserts.insert_entry(connection, snapshot_id, producer.table.name, lines, 1)
+    except Exception:
+        row_inserts.withdraw_snapshot(connection, dump_id)
+        raise
     memo.rows[key] = Queued(current_marker(connection, memo), snapshot_id, dump_id, time_text, entry_id, lines)
     return snapshot_id
 

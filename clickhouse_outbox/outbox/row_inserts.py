@@ -8,15 +8,25 @@ A one-row change is two INSERTs and nothing else (decision record 0015):
 
     the snapshot     INSERT ... SELECT ... WHERE NOT EXISTS (the user's retirement)
                      RETURNING id, time_last_dumped (the database's clock, as the row's text)
-    its entry        INSERT ... VALUES (the JSONEachRow line, raw) RETURNING id
+    its entry        INSERT ... SELECT (the JSONEachRow line, raw, around the snapshot's time)
+                     FROM the snapshot just inserted (found by its dump_id) RETURNING id
+
+sent in one round trip where the connection can (`one_trip`): on PostgreSQL one statement (the
+snapshot's INSERT a writable CTE the entry's INSERT selects from), on MySQL and MariaDB through
+mysqlclient both INSERTs in one query (it enables multi-statements; each statement's result, and
+its error, is read with `nextset()`: a cursor closed before would drop the second statement's
+error). SQLite (in the process: no round trip to save, and one statement per `execute`) sends
+them one after the other.
 
 The retirement check is in the INSERT itself: a retired user's rows are never queued, and no
-statement is spent to know it. Where the database cannot return columns from an INSERT (MySQL;
-MariaDB ≥ 10.5 can) the id comes from the cursor and the time from one `db_now()` per
-transaction (`outbox.changes` keeps it).
+statement is spent to know it (the entry's SELECT then finds no snapshot and inserts nothing).
+Where the database cannot return columns from an INSERT (MySQL; MariaDB ≥ 10.5 can) the ids
+come from the cursor and the time from one `db_now()` per transaction (`outbox.changes` keeps it).
 """
 
-from django.db import connections
+import contextlib
+
+from django.db import DatabaseError, connections
 
 from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.deletes import RETIREMENT
@@ -109,6 +119,35 @@ def _entries_sql(connection):
     return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(ENTRY_FIELDS))})"
 
 
+def _row_sql(connection):
+    """
+    A snapshot and its entry in one round trip (`insert_row`): the entry's line is the
+    parameters before and after its time, joined with the time the snapshot's INSERT stored.
+    """
+    quote = connection.ops.quote_name
+    snapshot = _snapshot_sql(connection, time_as_param=not connection.features.can_return_columns_from_insert)
+    table, columns = _names(connection, OutboxEntry, ENTRY_FIELDS)
+    params = ", ".join(_param(connection, OutboxEntry, name) for name in ("table", "kind", "status", "row_count"))
+    now = NOW[connection.vendor]
+    if connection.vendor == "postgresql":
+        # The CTE's INSERT and the main statement's see the same snapshot of the tables: the entry
+        # reads its snapshot's id and time from the CTE's RETURNING, not from the table.
+        payload = f"CAST(%s AS bytea) || convert_to({quote('s')}.{quote('time_last_dumped')}, 'UTF8') || CAST(%s AS bytea)"
+        return (f"WITH {quote('s')} AS ({snapshot}), {quote('e')} AS (INSERT INTO {table} ({columns}) "
+                f"SELECT {quote('s')}.{quote('id')}, {params}, {payload}, '', {now} FROM {quote('s')} "
+                f"RETURNING {quote('id')}) SELECT {quote('s')}.{quote('id')}, {quote('s')}.{quote('time_last_dumped')}, "
+                f"{quote('e')}.{quote('id')} FROM {quote('s')}, {quote('e')}")
+    # MySQL/MariaDB: the second statement finds the first's row by its dump_id (unique), not by
+    # LAST_INSERT_ID(), which keeps an earlier INSERT's id when the first inserted nothing.
+    snapshots, row = quote(Snapshot._meta.db_table), quote("s")
+    entry = (f"INSERT INTO {table} ({columns}) SELECT {row}.{quote('id')}, {params}, "
+             f"CONCAT(%s, {row}.{quote('time_last_dumped')}, %s), '', {now} FROM {snapshots} {row} "
+             f"WHERE {row}.{quote('dump_id')} = %s")
+    if connection.features.can_return_columns_from_insert:
+        entry += f" RETURNING {quote('id')}"
+    return f"{snapshot}; {entry}"
+
+
 def _name_user_sql(connection):
     quote = connection.ops.quote_name
     return f"UPDATE {quote(Snapshot._meta.db_table)} SET {quote('user_id')} = %s WHERE {quote('id')} = %s"
@@ -121,6 +160,7 @@ BUILDERS = {
     "snapshot_timed": lambda connection: _snapshot_sql(connection, time_as_param=True),
     "entry": _entry_sql,
     "entry_update": _entry_update_sql,
+    "row": _row_sql,
 }
 
 
@@ -151,6 +191,75 @@ def insert_snapshot(connection, *, producer, subject, user_id, reason, status, d
         if cursor.rowcount == 0:
             return None
         return cursor.lastrowid, time_text
+
+
+def one_trip(connection):
+    """
+    Whether `insert_row` can send a snapshot and its entry in one round trip: PostgreSQL, and
+    MySQL/MariaDB through mysqlclient with its multi-statements on (its default; not PyMySQL).
+    """
+    if connection.vendor == "postgresql":
+        return True
+    return (connection.vendor == "mysql" and connection.Database.__name__ == "MySQLdb"
+            and connection.settings_dict.get("OPTIONS", {}).get("multi_statements", True))
+
+
+def insert_row(connection, *, producer, subject, user_id, reason, dump_id, table, head, tail, digest="",
+               time_text=None, guard_user=None):
+    """
+    A queued one-row snapshot of `table` and its pending entry, whose line is `head`, the
+    snapshot's time_last_dumped, then `tail`, in one round trip (where `one_trip`). Returns
+    (snapshot id, time_last_dumped, entry id), or None when `guard_user` is retired (nothing
+    written). `time_text` is needed only where `needs_time()`, as for `insert_snapshot`.
+    """
+    returning = connection.features.can_return_columns_from_insert
+    values = [producer, subject, user_id, reason, Snapshot.Status.QUEUED.value,
+              _prep(connection, Snapshot, "dump_id", dump_id), 1, _prep(connection, Snapshot, "table_rows", {table: 1})]
+    if not returning:
+        values.append(time_text)
+    values += [digest, "" if guard_user is None else str(guard_user)]
+    entry = [table, Kind.INSERT.value, OutboxEntry.Status.PENDING.value, 1, head, tail]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(compiled(connection, "row"), values + entry)
+            row = cursor.fetchone()
+            return None if row is None else (row[0], row[1], row[2])
+        cursor.execute(compiled(connection, "row"), values + entry + [values[5]])
+        # Each statement's result read here, the second's error too: only nextset() raises it.
+        if returning:
+            snapshot = cursor.fetchone()
+        else:
+            snapshot = (cursor.lastrowid, time_text) if cursor.rowcount == 1 else None
+        try:
+            if not cursor.nextset():
+                raise RuntimeError("clickhouse_outbox: the entry's INSERT gave no result (multi-statements off?)")
+            if returning:
+                entry_row = cursor.fetchone()
+                entry_id = None if entry_row is None else entry_row[0]
+            else:
+                entry_id = cursor.lastrowid if cursor.rowcount == 1 else None
+            while cursor.nextset():  # nothing more was sent; read to the end all the same
+                pass
+            if snapshot is not None and entry_id is None:
+                raise RuntimeError(f"clickhouse_outbox: the entry of snapshot {snapshot[0]} was not written")
+        except Exception:
+            if snapshot is not None:
+                withdraw_snapshot(connection, dump_id)
+            raise
+    return None if snapshot is None else (snapshot[0], snapshot[1], entry_id)
+
+
+def withdraw_snapshot(connection, dump_id):
+    """
+    Delete the snapshot whose entry's INSERT failed (MySQL and SQLite undo the failed statement,
+    not the one before, and openedx-events' `send_robust` keeps the error from the platform's
+    transaction, which commits): no snapshot stays without its entry. Best effort: where the
+    transaction is gone (PostgreSQL aborts it; a deadlock) there is nothing to delete.
+    """
+    quote = connection.ops.quote_name
+    with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {quote(Snapshot._meta.db_table)} WHERE {quote('dump_id')} = %s",
+                       [_prep(connection, Snapshot, "dump_id", dump_id)])
 
 
 def needs_time(connection):
