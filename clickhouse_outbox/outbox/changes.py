@@ -275,16 +275,38 @@ def note_saved(key, instance):
     if not connection.in_atomic_block:
         return
     memo = memo_of(connection)
-    memo.saved[key] = (current_marker(connection, memo), instance)
+    memo.saved[key] = Saved(current_marker(connection, memo), instance)
 
 
-def saved_instance(key):
-    """The instance `note_saved` kept under `key` in this transaction, or None."""
+@dataclass
+class Saved:
+    """An instance `note_saved` kept, and what this transaction queued of it since that save."""
+
+    marker: Marker
+    instance: object
+    row: tuple | None = None
+    queued: Queued | None = None
+
+
+def saved_row_changed(producer, key, reason):
+    """
+    The event that follows the save of a row `note_saved` kept under `key`: queue that
+    instance (`row_saved`). False when none was kept in this transaction (the caller reads the
+    row). A second event after the same save (the platform sends CHANGED, then CREATED) adds
+    nothing and serializes nothing: the row has not been saved since it was queued, and what
+    this transaction queued of it is still there (not rolled back, not claimed).
+    """
     connection = row_inserts.connection_for_outbox()
     memo = getattr(connection, MEMO_ATTRIBUTE, None)
     if memo is None:
-        return None
+        return False
     found = memo.saved.get(key)
-    if found is None or not found[0].alive(connection):
-        return None
-    return found[1]
+    if found is None or not found.marker.alive(connection):
+        return False
+    queued = found.queued
+    if queued is not None and memo.rows.get(found.row) is queued and queued.marker.alive(connection):
+        return True
+    row_saved(producer, found.instance, reason)
+    found.row = (producer.name, str(found.instance.pk))
+    found.queued = memo.rows.get(found.row)
+    return True

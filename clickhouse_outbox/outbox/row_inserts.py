@@ -26,7 +26,7 @@ come from the cursor and the time from one `db_now()` per transaction (`outbox.c
 
 import contextlib
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router
 
 from clickhouse_outbox.models import Kind, OutboxEntry, Snapshot
 from clickhouse_outbox.outbox.deletes import RETIREMENT
@@ -193,6 +193,19 @@ def insert_snapshot(connection, *, producer, subject, user_id, reason, status, d
         return cursor.lastrowid, time_text
 
 
+QUEUED, INSERT, PENDING = Snapshot.Status.QUEUED.value, Kind.INSERT.value, OutboxEntry.Status.PENDING.value
+_ONE_ROW = {}
+
+
+def _one_row(connection, table):
+    """`table_rows` of a one-row snapshot of `table`, prepared for `connection`'s vendor once."""
+    key = (connection.vendor, table)
+    value = _ONE_ROW.get(key)
+    if value is None:
+        value = _ONE_ROW[key] = _prep(connection, Snapshot, "table_rows", {table: 1})
+    return value
+
+
 def one_trip(connection):
     """
     Whether `insert_row` can send a snapshot and its entry in one round trip: PostgreSQL, and
@@ -213,12 +226,12 @@ def insert_row(connection, *, producer, subject, user_id, reason, dump_id, table
     written). `time_text` is needed only where `needs_time()`, as for `insert_snapshot`.
     """
     returning = connection.features.can_return_columns_from_insert
-    values = [producer, subject, user_id, reason, Snapshot.Status.QUEUED.value,
-              _prep(connection, Snapshot, "dump_id", dump_id), 1, _prep(connection, Snapshot, "table_rows", {table: 1})]
+    values = [producer, subject, user_id, reason, QUEUED, dump_id if connection.features.has_native_uuid_field
+              else dump_id.hex, 1, _one_row(connection, table)]
     if not returning:
         values.append(time_text)
     values += [digest, "" if guard_user is None else str(guard_user)]
-    entry = [table, Kind.INSERT.value, OutboxEntry.Status.PENDING.value, 1, head, tail]
+    entry = [table, INSERT, PENDING, 1, head, tail]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(compiled(connection, "row"), values + entry)
@@ -315,6 +328,4 @@ def update_entry(connection, entry_id, lines, row_count):
 
 def connection_for_outbox():
     """The connection the outbox's models are written through (the platform's transaction)."""
-    from django.db import router  # noqa: PLC0415
-
     return connections[router.db_for_write(Snapshot)]

@@ -19,7 +19,9 @@ from clickhouse_outbox.outbox import changes, row_inserts
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.receivers import user_retired
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
-from tests.learners import COURSE, change_enrollment, enroll, make_learner, queued_rows
+from openedx_events.learning.signals import COURSE_ENROLLMENT_CHANGED, COURSE_ENROLLMENT_CREATED
+
+from tests.learners import COURSE, change_enrollment, enroll, event_data, make_learner, queued_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -124,6 +126,26 @@ def test_a_savepoint_that_rolls_back_takes_its_row_out_of_the_memo():
         enrollment = enroll(user)  # the same row again: the memo must not claim it is queued
     (row,) = queued_rows("course_enrollment")
     assert row["id"] == enrollment.pk
+
+
+def test_the_event_after_a_savepoint_that_took_the_queued_row_back_queues_it_again():
+    """
+    The second event after one save adds nothing only while what the first queued is still
+    there: here the first was sent in a savepoint that rolled back.
+    """
+    user = make_learner()
+    with transaction.atomic():
+        enrollment, _ = CourseEnrollment.objects.get_or_create(user=user, course_id=COURSE,
+                                                               defaults={"mode": "audit", "is_active": False})
+        enrollment.is_active = True
+        enrollment.save()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            COURSE_ENROLLMENT_CHANGED.send_event(enrollment=event_data(enrollment))
+            assert Snapshot.objects.filter(producer="course_enrollment").exists()
+            raise RuntimeError("the step after the event fails")
+        COURSE_ENROLLMENT_CREATED.send_event(enrollment=event_data(enrollment))
+    (row,) = queued_rows("course_enrollment")
+    assert (row["id"], row["is_active"]) == (enrollment.pk, True)
 
 
 @pytest.mark.django_db(transaction=True)
