@@ -11,12 +11,13 @@ A one-row change is two INSERTs and nothing else (decision record 0015):
     its entry        INSERT ... SELECT (the JSONEachRow line, raw, around the snapshot's time)
                      FROM the snapshot just inserted (found by its dump_id) RETURNING id
 
-sent in one round trip where the connection can (`one_trip`): on PostgreSQL one statement (the
-snapshot's INSERT a writable CTE the entry's INSERT selects from), on MySQL and MariaDB through
-mysqlclient both INSERTs in one query (it enables multi-statements; each statement's result, and
-its error, is read with `nextset()`: a cursor closed before would drop the second statement's
-error). SQLite (in the process: no round trip to save, and one statement per `execute`) sends
-them one after the other.
+sent in one round trip where the connection can (`one_trip`): on PostgreSQL one call of the
+function migration 0013 creates, which holds both INSERTs (planned once per database session;
+sent as text they are parsed and planned at each change, most of the server's time for them);
+on MySQL and MariaDB through mysqlclient both INSERTs in one query (it enables multi-statements;
+each statement's result, and its error, is read with `nextset()`: a cursor closed before would
+drop the second statement's error). SQLite (in the process: no round trip to save, and one
+statement per `execute`) sends them one after the other.
 
 The retirement check is in the INSERT itself: a retired user's rows are never queued, and no
 statement is spent to know it (the entry's SELECT then finds no snapshot and inserts nothing).
@@ -119,29 +120,28 @@ def _entries_sql(connection):
     return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(ENTRY_FIELDS))})"
 
 
+#: The function migration 0013 creates on PostgreSQL: a snapshot and its entry, planned once per session.
+QUEUE_ROW_FUNCTION = "clickhouse_outbox_queue_row"
+
+
 def _row_sql(connection):
     """
     A snapshot and its entry in one round trip (`insert_row`): the entry's line is the
     parameters before and after its time, joined with the time the snapshot's INSERT stored.
     """
+    if connection.vendor == "postgresql":
+        # A statement sent as text is parsed and planned each time (Django keeps psycopg's prepared
+        # statements off, for connection poolers): the function's two INSERTs are planned once a session.
+        return f"SELECT * FROM {QUEUE_ROW_FUNCTION}({', '.join(['%s'] * 11)})"
     quote = connection.ops.quote_name
     snapshot = _snapshot_sql(connection, time_as_param=not connection.features.can_return_columns_from_insert)
     table, columns = _names(connection, OutboxEntry, ENTRY_FIELDS)
     params = ", ".join(_param(connection, OutboxEntry, name) for name in ("table", "kind", "status", "row_count"))
-    now = NOW[connection.vendor]
-    if connection.vendor == "postgresql":
-        # The CTE's INSERT and the main statement's see the same snapshot of the tables: the entry
-        # reads its snapshot's id and time from the CTE's RETURNING, not from the table.
-        payload = f"CAST(%s AS bytea) || convert_to({quote('s')}.{quote('time_last_dumped')}, 'UTF8') || CAST(%s AS bytea)"
-        return (f"WITH {quote('s')} AS ({snapshot}), {quote('e')} AS (INSERT INTO {table} ({columns}) "
-                f"SELECT {quote('s')}.{quote('id')}, {params}, {payload}, '', {now} FROM {quote('s')} "
-                f"RETURNING {quote('id')}) SELECT {quote('s')}.{quote('id')}, {quote('s')}.{quote('time_last_dumped')}, "
-                f"{quote('e')}.{quote('id')} FROM {quote('s')}, {quote('e')}")
-    # MySQL/MariaDB: the second statement finds the first's row by its dump_id (unique), not by
-    # LAST_INSERT_ID(), which keeps an earlier INSERT's id when the first inserted nothing.
+    # The second statement finds the first's row by its dump_id (unique), not by LAST_INSERT_ID(),
+    # which keeps an earlier INSERT's id when the first inserted nothing.
     snapshots, row = quote(Snapshot._meta.db_table), quote("s")
     entry = (f"INSERT INTO {table} ({columns}) SELECT {row}.{quote('id')}, {params}, "
-             f"CONCAT(%s, {row}.{quote('time_last_dumped')}, %s), '', {now} FROM {snapshots} {row} "
+             f"CONCAT(%s, {row}.{quote('time_last_dumped')}, %s), '', {NOW[connection.vendor]} FROM {snapshots} {row} "
              f"WHERE {row}.{quote('dump_id')} = %s")
     if connection.features.can_return_columns_from_insert:
         entry += f" RETURNING {quote('id')}"
@@ -225,19 +225,19 @@ def insert_row(connection, *, producer, subject, user_id, reason, dump_id, table
     (snapshot id, time_last_dumped, entry id), or None when `guard_user` is retired (nothing
     written). `time_text` is needed only where `needs_time()`, as for `insert_snapshot`.
     """
-    returning = connection.features.can_return_columns_from_insert
-    values = [producer, subject, user_id, reason, QUEUED, dump_id if connection.features.has_native_uuid_field
-              else dump_id.hex, 1, _one_row(connection, table)]
-    if not returning:
-        values.append(time_text)
-    values += [digest, "" if guard_user is None else str(guard_user)]
-    entry = [table, INSERT, PENDING, 1, head, tail]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(compiled(connection, "row"), values + entry)
+    guard = "" if guard_user is None else str(guard_user)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(compiled(connection, "row"), [producer, subject, user_id, reason, dump_id,
+                                                          _one_row(connection, table), digest, guard, table, head, tail])
             row = cursor.fetchone()
-            return None if row is None else (row[0], row[1], row[2])
-        cursor.execute(compiled(connection, "row"), values + entry + [values[5]])
+        return None if row[0] is None else (row[0], row[1], row[2])
+    returning = connection.features.can_return_columns_from_insert
+    prepared_dump_id = dump_id if connection.features.has_native_uuid_field else dump_id.hex
+    values = [producer, subject, user_id, reason, QUEUED, prepared_dump_id, 1, _one_row(connection, table),
+              *(() if returning else (time_text,)), digest, guard, table, INSERT, PENDING, 1, head, tail, prepared_dump_id]
+    with connection.cursor() as cursor:
+        cursor.execute(compiled(connection, "row"), values)
         # Each statement's result read here, the second's error too: only nextset() raises it.
         if returning:
             snapshot = cursor.fetchone()

@@ -355,3 +355,27 @@ def test_without_returning_each_entry_is_its_own_snapshots_and_a_retired_users_q
         assert bytes(entry.payload) == ENROLLMENTS.serialize(instance, dump_id=snapshot.dump_id,
                                                              time_last_dumped=snapshot.time_last_dumped)
     assert OutboxEntry.objects.filter(table="course_enrollment").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_queue_row_function_comes_and_goes_with_its_migration_on_postgresql():
+    from django.core.management import call_command  # noqa: PLC0415
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the function is PostgreSQL's (migration 0013 does nothing elsewhere)")
+
+    def exists():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_proc WHERE proname = %s", [row_inserts.QUEUE_ROW_FUNCTION])
+            return cursor.fetchone()[0] == 1
+
+    assert exists()
+    call_command("migrate", "clickhouse_outbox", "0012", verbosity=0)
+    try:
+        assert not exists()
+    finally:
+        call_command("migrate", "clickhouse_outbox", verbosity=0)
+    assert exists()
+    with transaction.atomic():
+        enrollment = enroll(make_learner())
+    assert [row["id"] for row in queued_rows("course_enrollment")] == [enrollment.pk]
