@@ -379,3 +379,25 @@ def test_the_queue_row_function_comes_and_goes_with_its_migration_on_postgresql(
     with transaction.atomic():
         enrollment = enroll(make_learner())
     assert [row["id"] for row in queued_rows("course_enrollment")] == [enrollment.pk]
+
+
+def test_with_multi_statements_off_mysql_sends_the_two_inserts_one_after_the_other(monkeypatch):
+    """OPTIONS {"multi_statements": False} (or PyMySQL): the snapshot and its entry as two statements, the same rows."""
+    if connection.vendor != "mysql":
+        pytest.skip("a setting of mysqlclient's")
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {**connection.settings_dict["OPTIONS"],
+                                                               "multi_statements": False})
+    assert not row_inserts.one_trip(connection)
+    user = make_learner()
+    counter = Counter()
+    with connection.execute_wrapper(counter), transaction.atomic():
+        enrollment = enroll(user)
+    assert len([sql for sql in counter.statements if "clickhouse_outbox" in sql]) == 2
+    assert not any(";" in sql for sql in counter.statements)
+    from clickhouse_outbox.producers.course_enrollment import ENROLLMENTS  # noqa: PLC0415
+
+    snapshot = Snapshot.objects.get(producer="course_enrollment")
+    (entry,) = OutboxEntry.objects.filter(snapshot=snapshot)
+    assert bytes(entry.payload) == ENROLLMENTS.serialize(ENROLLMENTS.queryset().get(pk=enrollment.pk),
+                                                         dump_id=snapshot.dump_id,
+                                                         time_last_dumped=snapshot.time_last_dumped)
