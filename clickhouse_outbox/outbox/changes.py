@@ -3,7 +3,8 @@ Capturing a learner change (an enrollment, a profile, an external id) in the pla
 transaction with as few statements as it can take: the row is serialized from the model
 instance the platform just saved, and queued with two INSERTs of precompiled SQL
 (`outbox.row_inserts`): the snapshot (which checks the retirement ledger as it inserts)
-and its entry. With CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain", one INSERT of a request.
+and its entry, in one round trip on PostgreSQL and MySQL/MariaDB (decision record 0015,
+addendum). With CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain", one INSERT of a request.
 
 What the course path does per change is moved out of the request (decision record 0015):
 older unsent snapshots of the same row are superseded when a drainer claims them
