@@ -175,8 +175,9 @@ def insert_snapshot(connection, *, producer, subject, user_id, reason, status, d
     (nothing written). `time_text` is needed only where `needs_time()`: else the database's clock.
     `digest`: `outbox.unchanged.row_digest` of the row, which the sweep compares with the source.
     """
-    values = [producer, subject, user_id, reason, status, _prep(connection, Snapshot, "dump_id", dump_id), row_count,
-              _prep(connection, Snapshot, "table_rows", table_rows)]
+    values = [producer, subject, user_id, reason, status,
+              dump_id if connection.features.has_native_uuid_field else dump_id.hex, row_count,
+              _table_rows(connection, table_rows)]
     returning = connection.features.can_return_columns_from_insert
     if not returning:
         values.append(time_text)
@@ -198,12 +199,23 @@ _ONE_ROW = {}
 
 
 def _one_row(connection, table):
-    """`table_rows` of a one-row snapshot of `table`, prepared for `connection`'s vendor once."""
+    """`table_rows` of a one-row snapshot of `table` (None: of a request, empty), prepared for `connection`'s vendor once."""
     key = (connection.vendor, table)
     value = _ONE_ROW.get(key)
     if value is None:
-        value = _ONE_ROW[key] = _prep(connection, Snapshot, "table_rows", {table: 1})
+        value = _ONE_ROW[key] = _prep(connection, Snapshot, "table_rows", {} if table is None else {table: 1})
     return value
+
+
+def _table_rows(connection, table_rows):
+    """`table_rows` prepared for the database: a one-row snapshot's or a request's (empty) prepared once."""
+    if not table_rows:
+        return _one_row(connection, None)
+    if len(table_rows) == 1:
+        ((table, rows),) = table_rows.items()
+        if rows == 1:
+            return _one_row(connection, table)
+    return _prep(connection, Snapshot, "table_rows", table_rows)
 
 
 def one_trip(connection):
@@ -282,8 +294,7 @@ def needs_time(connection):
 
 def insert_entry(connection, snapshot_id, table, lines, row_count):
     """One pending insert entry holding `lines` raw (a row or two: too short to gain from gzip); returns its id."""
-    values = [snapshot_id, table, Kind.INSERT.value, OutboxEntry.Status.PENDING.value, row_count,
-              _prep(connection, OutboxEntry, "payload", lines), ""]
+    values = [snapshot_id, table, INSERT, PENDING, row_count, connection.Database.Binary(lines), ""]
     with connection.cursor() as cursor:
         cursor.execute(compiled(connection, "entry"), values)
         if connection.features.can_return_columns_from_insert:
