@@ -8,8 +8,9 @@ A one-row change is two INSERTs and nothing else (decision record 0015):
 
     the snapshot     INSERT ... SELECT ... WHERE NOT EXISTS (the user's retirement)
                      RETURNING id, time_last_dumped (the database's clock, as the row's text)
-    its entry        INSERT ... SELECT (the JSONEachRow line, raw, around the snapshot's time)
-                     FROM the snapshot just inserted (found by its dump_id) RETURNING id
+    its entry        INSERT (the JSONEachRow line, raw: the bytes before its time, the time the
+                     snapshot's INSERT stored, the bytes after) RETURNING id; on MySQL/MariaDB
+                     an INSERT ... SELECT from the snapshot just inserted, found by its dump_id
 
 sent in one round trip where the connection can (`one_trip`): on PostgreSQL one call of the
 function migration 0013 creates, which holds both INSERTs (planned once per database session;
