@@ -73,14 +73,14 @@ def enrollment_changed(signal, sender, enrollment, **kwargs):  # pylint: disable
     the user and the course, not the enrollment: the row the platform saved just before in
     this transaction is used as it is (`enrollment_saved`); else it is read, with its user.
     (The platform sends CHANGED then CREATED for a new enrollment: the second finds the row
-    queued by this transaction and adds nothing, see `outbox.changes`.)
+    queued since its save and adds nothing, see `outbox.changes.saved_row_changed`.)
     """
     if not ENROLLMENTS.enabled:
         return
     user_id, course_key = enrollment.user.id, enrollment.course.course_key
-    found = changes.saved_instance(("enrollment", user_id, str(course_key)))
-    if found is None:
-        found = ENROLLMENTS.find(user_id, course_key)
+    if changes.saved_row_changed(ENROLLMENTS, ("enrollment", user_id, str(course_key)), "enrollment"):
+        return
+    found = ENROLLMENTS.find(user_id, course_key)
     if found is None:
         error = LookupError(f"no enrollment of user {user_id} in {course_key} (sent by {signal.event_type})")
         log.error("clickhouse_outbox: %s; recorded as a failed snapshot", error)

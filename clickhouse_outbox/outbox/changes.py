@@ -3,7 +3,8 @@ Capturing a learner change (an enrollment, a profile, an external id) in the pla
 transaction with as few statements as it can take: the row is serialized from the model
 instance the platform just saved, and queued with two INSERTs of precompiled SQL
 (`outbox.row_inserts`): the snapshot (which checks the retirement ledger as it inserts)
-and its entry. With CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain", one INSERT of a request.
+and its entry, in one round trip on PostgreSQL and MySQL/MariaDB (decision record 0015,
+addendum). With CLICKHOUSE_OUTBOX_SNAPSHOT_AT = "drain", one INSERT of a request.
 
 What the course path does per change is moved out of the request (decision record 0015):
 older unsent snapshots of the same row are superseded when a drainer claims them
@@ -196,21 +197,43 @@ def capture(connection, producer, instance, reason):
         emptied = producer.serialize(instance, dump_id="", time_last_dumped="")
     except Exception as exc:  # noqa: BLE001
         return failed(producer, subject, reason, exc, user_id)
+    time_text = transaction_time(connection, memo) if row_inserts.needs_time(connection) else None
+    guard_user = user_id if producer.personal_data else None
+    digest = row_digest(producer.table.name, emptied)
+    head, found, tail = emptied.partition(EMPTIED)
+    if found and row_inserts.one_trip(connection):
+        # One round trip: the database joins the line around the time it stores on the snapshot.
+        # A JSON string holds no raw quote, so the first `"dump_id":""` is the column itself.
+        head += f'"dump_id":"{dump_id}","time_last_dumped":"'.encode()
+        tail = b'"' + tail
+        inserted = row_inserts.insert_row(
+            connection, producer=producer.name, subject=subject, user_id=user_id, reason=reason, dump_id=dump_id,
+            table=producer.table.name, head=head, tail=tail, digest=digest, time_text=time_text, guard_user=guard_user,
+        )
+        if inserted is None:
+            log.info("clickhouse_outbox: %s %s (%s) not queued: its user is retired", producer.name, subject, reason)
+            return None
+        snapshot_id, time_text, entry_id = inserted
+        lines = head + time_text.encode() + tail
+        memo.rows[key] = Queued(current_marker(connection, memo), snapshot_id, dump_id, time_text, entry_id, lines)
+        return snapshot_id
     inserted = row_inserts.insert_snapshot(
         connection, producer=producer.name, subject=subject, user_id=user_id, reason=reason,
         status=Snapshot.Status.QUEUED, dump_id=dump_id, row_count=1, table_rows={producer.table.name: 1},
-        time_text=transaction_time(connection, memo) if row_inserts.needs_time(connection) else None,
-        guard_user=user_id if producer.personal_data else None, digest=row_digest(producer.table.name, emptied),
+        time_text=time_text, guard_user=guard_user, digest=digest,
     )
     if inserted is None:
         log.info("clickhouse_outbox: %s %s (%s) not queued: its user is retired", producer.name, subject, reason)
         return None
     snapshot_id, time_text = inserted
-    # A JSON string holds no raw quote, so the first `"dump_id":""` is the column itself.
     lines = emptied.replace(EMPTIED, f'"dump_id":"{dump_id}","time_last_dumped":"{time_text}"'.encode(), 1)
     if lines == emptied:  # another layout: serialized again with the values
         lines = producer.serialize(instance, dump_id=dump_id, time_last_dumped=time_text)
-    entry_id = row_inserts.insert_entry(connection, snapshot_id, producer.table.name, lines, 1)
+    try:
+        entry_id = row_inserts.insert_entry(connection, snapshot_id, producer.table.name, lines, 1)
+    except Exception:
+        row_inserts.withdraw_snapshot(connection, dump_id)
+        raise
     memo.rows[key] = Queued(current_marker(connection, memo), snapshot_id, dump_id, time_text, entry_id, lines)
     return snapshot_id
 
@@ -253,16 +276,38 @@ def note_saved(key, instance):
     if not connection.in_atomic_block:
         return
     memo = memo_of(connection)
-    memo.saved[key] = (current_marker(connection, memo), instance)
+    memo.saved[key] = Saved(current_marker(connection, memo), instance)
 
 
-def saved_instance(key):
-    """The instance `note_saved` kept under `key` in this transaction, or None."""
+@dataclass
+class Saved:
+    """An instance `note_saved` kept, and what this transaction queued of it since that save."""
+
+    marker: Marker
+    instance: object
+    row: tuple | None = None
+    queued: Queued | None = None
+
+
+def saved_row_changed(producer, key, reason):
+    """
+    The event that follows the save of a row `note_saved` kept under `key`: queue that
+    instance (`row_saved`). False when none was kept in this transaction (the caller reads the
+    row). A second event after the same save (the platform sends CHANGED, then CREATED) adds
+    nothing and serializes nothing: the row has not been saved since it was queued, and what
+    this transaction queued of it is still there (not rolled back, not claimed).
+    """
     connection = row_inserts.connection_for_outbox()
     memo = getattr(connection, MEMO_ATTRIBUTE, None)
     if memo is None:
-        return None
+        return False
     found = memo.saved.get(key)
-    if found is None or not found[0].alive(connection):
-        return None
-    return found[1]
+    if found is None or not found.marker.alive(connection):
+        return False
+    queued = found.queued
+    if queued is not None and memo.rows.get(found.row) is queued and queued.marker.alive(connection):
+        return True
+    row_saved(producer, found.instance, reason)
+    found.row = (producer.name, str(found.instance.pk))
+    found.queued = memo.rows.get(found.row)
+    return True
