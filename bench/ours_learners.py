@@ -47,6 +47,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
+from django.db.models import Count
 
 from bench import learners
 from bench.transactions import StatementCounter, per_item
@@ -324,7 +325,10 @@ def surfaces(args):
     subject = (Snapshot.objects.filter(producer="user_profile").order_by("-id")
                .values_list("pk", "subject").first())
     if subject is None:
-        raise SystemExit("surfaces: no user_profile snapshot; run learners_backfill first")
+        held = dict(Snapshot.objects.values_list("producer").annotate(n=Count("id")).order_by())
+        jobs = list(DumpJob.objects.values_list("id", "action", "status"))
+        raise SystemExit(f"surfaces: no user_profile snapshot (snapshots by producer: {held}; jobs: {jobs}; "
+                         f"database: {connection.settings_dict['NAME']}); run learners_backfill first")
     url = {
         "learners_and_tags": changelist,
         "filtered_by_producer": f"{changelist}?producer=course_enrollment",

@@ -109,18 +109,6 @@ def _entry_update_sql(connection):
 ENTRY_FIELDS = ("snapshot", "table", "kind", "status", "row_count", "payload", "encoding", "created")
 
 
-def _entries_sql(connection):
-    table, columns = _names(connection, OutboxEntry, ENTRY_FIELDS)
-    if connection.vendor == "postgresql":
-        # Two arrays, not a row of parameters per entry: psycopg's executemany is one INSERT per row
-        # (the server's time per statement was most of a fill), and its client-side binding parses a
-        # multi-row statement's thousands of placeholders again each time.
-        return (f"INSERT INTO {table} ({columns}) SELECT {connection.ops.quote_name('s')}, %s, %s, %s, 1, "
-                f"{connection.ops.quote_name('p')}, '', %s FROM unnest(%s::bigint[], %s::bytea[]) "
-                f"AS {connection.ops.quote_name('t')} ({connection.ops.quote_name('s')}, {connection.ops.quote_name('p')})")
-    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(ENTRY_FIELDS))})"
-
-
 #: The function migration 0013 creates on PostgreSQL: a snapshot and its entry, planned once per session.
 QUEUE_ROW_FUNCTION = "clickhouse_outbox_queue_row"
 
@@ -149,14 +137,7 @@ def _row_sql(connection):
     return f"{snapshot}; {entry}"
 
 
-def _name_user_sql(connection):
-    quote = connection.ops.quote_name
-    return f"UPDATE {quote(Snapshot._meta.db_table)} SET {quote('user_id')} = %s WHERE {quote('id')} = %s"
-
-
 BUILDERS = {
-    "name_user": _name_user_sql,
-    "entries": _entries_sql,
     "snapshot": lambda connection: _snapshot_sql(connection, time_as_param=False),
     "snapshot_timed": lambda connection: _snapshot_sql(connection, time_as_param=True),
     "entry": _entry_sql,
@@ -301,33 +282,6 @@ def insert_entry(connection, snapshot_id, table, lines, row_count):
         if connection.features.can_return_columns_from_insert:
             return cursor.fetchone()[0]
         return cursor.lastrowid
-
-
-def insert_entries(connection, table, rows, now):
-    """
-    Pending insert entries of one row each, `rows` being (snapshot id, raw line), created at
-    `now` (the database's time, read by the caller): one executemany, which MySQLdb sends as
-    multi-row INSERTs; on PostgreSQL one INSERT from two arrays (`_entries_sql`).
-    """
-    if not rows:
-        return
-    kind, status = Kind.INSERT.value, OutboxEntry.Status.PENDING.value
-    created = _prep(connection, OutboxEntry, "created", now)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            ids, payloads = zip(*rows, strict=True)
-            cursor.execute(compiled(connection, "entries"), [table, kind, status, created, list(ids), list(payloads)])
-            return
-        binary = connection.Database.Binary  # what BinaryField's get_db_prep_value gives, without its calls per row
-        cursor.executemany(compiled(connection, "entries"),
-                           [(snapshot_id, table, kind, status, 1, binary(lines), "", created) for snapshot_id, lines in rows])
-
-
-def name_users(connection, pairs):
-    """Set the user of snapshots, `pairs` being (user id, snapshot id): one executemany."""
-    if pairs:
-        with connection.cursor() as cursor:
-            cursor.executemany(compiled(connection, "name_user"), pairs)
 
 
 def update_entry(connection, entry_id, lines, row_count):
