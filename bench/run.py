@@ -165,6 +165,10 @@ def clickhouse_env():
     return dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
 
 
+def timeout_secs():
+    return os.environ.get("BENCH_CLICKHOUSE_TIMEOUT_SECS", "60")
+
+
 def our_env(database_url, server):
     env = {key: value for key, value in os.environ.items() if not key.startswith("CLICKHOUSE_OUTBOX_")}
     env.update(
@@ -173,7 +177,9 @@ def our_env(database_url, server):
         CLICKHOUSE_DATABASE=f"{CLICKHOUSE_PREFIX}_ours", OUTBOX_LOG_LEVEL="WARNING", OUTBOX_DEMO_DIR=str(REPO / ".bench"),
         # The test server is shared: its DDL (DROP DATABASE) can take more than the default 10 s when it is busy
         # (BENCH_CLICKHOUSE_TIMEOUT_SECS: more for a million learners' counts on the old server).
-        CLICKHOUSE_TIMEOUT_SECS=os.environ.get("BENCH_CLICKHOUSE_TIMEOUT_SECS", "60"),
+        CLICKHOUSE_TIMEOUT_SECS=timeout_secs(),
+        # A lease shorter than one request's deadline is a check error (E011): every command would refuse to start.
+        CLICKHOUSE_OUTBOX_LEASE_SECS=str(max(300, 2 * int(timeout_secs()) + 60)),
         DJANGO_SETTINGS_MODULE="outbox_project.settings",
     )
     return env
