@@ -67,10 +67,10 @@ class VerdictFilter(admin.SimpleListFilter):
             return queryset
         if self.value() not in (Verdict.Kind.OK, "none"):
             return queryset.filter(verdict=self.value())
-        found_ok = range_verdicts.passed_by_a_cursor(queryset.filter(verdict__isnull=True)).values("pk")
+        # `range_job` (DeliveryAdmin.get_queryset): the newest verification whose cursor passed the subject.
         if self.value() == "none":
-            return queryset.filter(verdict__isnull=True).exclude(pk__in=found_ok)
-        return queryset.filter(Q(verdict=Verdict.Kind.OK) | Q(pk__in=found_ok))
+            return queryset.filter(verdict__isnull=True, range_job__isnull=True)
+        return queryset.filter(Q(verdict=Verdict.Kind.OK) | Q(verdict__isnull=True, range_job__isnull=False))
 
 
 class DeliveryAdmin(ReadOnlyAdmin):

@@ -8,7 +8,7 @@ verdict, and whose key a verification's cursor has passed, was found ok by that 
 newest such job says when. The admin reads this instead of "never verified".
 """
 
-from django.db.models import BigIntegerField, Case, Exists, OuterRef, Q, Subquery, When
+from django.db.models import BigIntegerField, Case, OuterRef, Q, Subquery, When
 from django.db.models.functions import Cast
 
 from clickhouse_outbox.models import DumpCursor, DumpJob
@@ -18,9 +18,9 @@ from clickhouse_outbox.outbox import registry
 CHUNK_PREFIX = "keys "
 
 
-def key_range_producers():
-    return [producer.name for producer in registry.enabled_producers()
-            if getattr(producer, "dumps_by_key_range", False)]
+def walked_producers():
+    """The producers on whose whole-table verification walks the table by key range."""
+    return [producer.name for producer in registry.enabled_producers() if producer.dumps_by_key_range]
 
 
 def subject_key():
@@ -28,7 +28,7 @@ def subject_key():
     The primary key a key-range producer's one-row subject names, NULL for any other subject
     (a course key, a tag, a chunk's range): the CASE keeps those away from the cast.
     """
-    producers = key_range_producers()
+    producers = walked_producers()
     if not producers:
         return Case(default=None, output_field=BigIntegerField())
     one_row = Q(producer__in=producers) & ~Q(subject__startswith=CHUNK_PREFIX)
@@ -53,10 +53,3 @@ def cursors_past():
     return (DumpCursor.objects.filter(job__action=DumpJob.Action.VERIFY, producer=OuterRef("producer"),
                                       last_key__gte=OuterRef("range_key"))
             .order_by("-job_id"))
-
-
-def passed_by_a_cursor(snapshots):
-    """The snapshots whose key some verification's cursor passed (for the admin's filter)."""
-    if "range_key" not in snapshots.query.annotations:
-        snapshots = snapshots.alias(range_key=subject_key())
-    return snapshots.filter(Exists(cursors_past()))
