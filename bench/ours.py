@@ -374,13 +374,23 @@ def timed_fill():
     """
     The time the drain spends in `take_requested` (claiming, reading, serializing and writing
     the requests' rows), and the rows it took: the deferred fill's rate, apart from the send.
+    BENCH_PROFILE_FILL=PATH writes a cProfile of the last call there (slower: not for figures).
     """
     timer, original = FillTimer(), drain_module.take_requested
     lock = threading.Lock()
 
+    profile = os.environ.get("BENCH_PROFILE_FILL")  # a path: the fill's cProfile stats written there (pstats)
+
     def take_requested(**kwargs):
         started = time.perf_counter()
-        taken = original(**kwargs)
+        if profile:
+            import cProfile  # noqa: PLC0415
+
+            profiler = cProfile.Profile()
+            taken = profiler.runcall(original, **kwargs)
+            profiler.dump_stats(profile)
+        else:
+            taken = original(**kwargs)
         with lock:
             timer.seconds += time.perf_counter() - started
             timer.rows += taken

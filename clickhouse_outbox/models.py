@@ -209,7 +209,10 @@ class OutboxEntry(models.Model):
         SPLIT = "split", "Split to isolate rejected rows"
         REMOVED = "removed", "Removed by a retirement or a delete"
 
-    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="entries", null=True, blank=True)
+    # No index of its own: ch_outbox_entry_snapshot (snapshot, status) serves every lookup by snapshot,
+    # and each index is one more write per entry (the deferred fill writes thousands at a time).
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="entries", null=True, blank=True,
+                                 db_index=False)
     table = models.CharField(max_length=128)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.INSERT)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)

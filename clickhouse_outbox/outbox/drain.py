@@ -77,7 +77,8 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1, claime
     wrong...): that batch waits for its backoff and the rest stay pending, untouched.
     With `threads` > 1, as many loops claim and send at once (each with its own database
     connection and ClickHouse session), so ClickHouse parses one batch while the next is
-    claimed and read: a backlog drains faster.
+    claimed and read: a backlog drains faster; and as many fill deferred learner requests at
+    once, before the sends (`outbox.requested.fill_in_threads`).
 
     The run holds a database lock from before its first claim to after its last update
     (`outbox.liveness`): if the process dies, other drainers take its batches at once.
@@ -91,7 +92,7 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1, claime
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
         failed = []
-        result.snapshots_taken = take_requested(deadline=deadline, failed=failed, claimer=claimer)
+        result.snapshots_taken = take_requested(deadline=deadline, failed=failed, claimer=claimer, threads=threads)
         result.snapshots_failed = len(failed)
         result.errors += [f"{about(subject, last_line(str(exc)) or type(exc).__name__)} (the requested {name} "
                           "snapshot could not be taken)" for name, subject, exc in failed]

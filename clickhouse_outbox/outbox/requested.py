@@ -21,8 +21,9 @@ and die with the drainer's connection.
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import CharField, Q
 from django.db.models.functions import Cast
 
@@ -70,15 +71,16 @@ def requests_waiting():
     return Snapshot.objects.filter(status=Snapshot.Status.REQUESTED)
 
 
-def claim_requests(owner, size=None, overrides=None):
+def claim_requests(owner, size=None, overrides=None, *, name=None):
     """
-    Lease requests no live drainer holds, oldest first, all of one producer (a
-    compare-and-swap): up to `size`, or as many as that producer's dump job takes at once
-    (`dump_chunk`: 20 courses, 1,000 enrollments). Requests held by a drainer that is gone
-    (its lock is free) count as free; the swap is on the owner read, so one claimer wins.
+    Lease requests no live drainer holds, oldest first, all of one producer (`name`, or the
+    oldest request's; a compare-and-swap): up to `size`, or as many as that producer's dump
+    job takes at once (`dump_chunk`: 20 courses, 1,000 enrollments). Requests held by a
+    drainer that is gone (its lock is free) count as free; the swap is on the owner read, so
+    one claimer wins.
     """
     free = free_requests()
-    name = oldest_producer(free)
+    name = name or oldest_producer(free)
     if name is None:
         return []
     ids = list(free.filter(producer=name).order_by("id").values_list("id", flat=True)[:size or chunk_size(name, overrides)])
@@ -115,7 +117,7 @@ def oldest_producer(free):
     return free.order_by("id").values_list("producer", flat=True).first()
 
 
-def lock_requests(free, name, size=FILL_CHUNK):
+def lock_requests(free, name, size=None):
     """
     Up to `size` of the `free` requests of producer `name`, oldest first, locked by the
     caller's transaction (`SELECT … FOR UPDATE SKIP LOCKED`; on SQLite the transaction holds
@@ -125,7 +127,7 @@ def lock_requests(free, name, size=FILL_CHUNK):
     waits for the write lock, then finds them filled).
     """
     rows = free.filter(producer=name).order_by("id").select_for_update(skip_locked=True)
-    return list(rows.annotate(**REQUEST_TEXT).values_list(*REQUEST_FIELDS, named=True)[:size])
+    return list(rows.annotate(**REQUEST_TEXT).values_list(*REQUEST_FIELDS, named=True)[:size or FILL_CHUNK])
 
 
 def locks_requests(name, overrides):
@@ -162,24 +164,58 @@ def chunk_size(name, overrides):
     return max(1, producer.dump_chunk)
 
 
-def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None):
+def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None, threads=1):
     """
     Take requested snapshots until none is left or the `deadline` (time.monotonic()) passed;
     returns how many. `overrides` ({name: producer}) stands in for registered producers;
     `failed`, a list, gets the (producer, subject, exception) of each one that failed.
     `claimer` (outbox.liveness) is the drain run's; without one, this call takes its own lock.
+    With `threads` > 1 where the database skips locked rows, as many loops fill one-row
+    producers' requests at once, each its own chunks (`fill_in_threads`).
     """
     if claimer is None:
         with liveness.claiming("a run of requested snapshots") as own:
-            return take_requested(deadline=deadline, overrides=overrides, failed=failed, claimer=own)
+            return take_requested(deadline=deadline, overrides=overrides, failed=failed, claimer=own, threads=threads)
+    failed = [] if failed is None else failed
+    if threads > 1 and skip_locked():
+        return fill_in_threads(threads, deadline, overrides, failed, claimer)
+    return take_loop(deadline, overrides, failed, claimer)
+
+
+def fill_in_threads(threads, deadline, overrides, failed, claimer):
+    """
+    One loop takes every kind of request; `threads` - 1 more fill only one-row producers'
+    requests (`lock_requests`: SKIP LOCKED keeps their chunks apart; a leased claim is one
+    per owner, so only the first loop makes one). Each thread has its own connection: while
+    the database writes one chunk, Python reads and encodes the next.
+    """
+    def loop(one_row_only):
+        try:
+            return take_loop(deadline, overrides, failed, claimer, one_row_only=one_row_only)
+        finally:
+            connections.close_all()  # the thread's own connections
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-fill") as pool:
+        return sum(pool.map(loop, [False] + [True] * (threads - 1)))
+
+
+def take_loop(deadline, overrides, failed, claimer, *, one_row_only=False):
+    """
+    Take requests, a chunk of one producer at a time, oldest first. A producer whose free
+    requests are all locked by other drainers is left to them, and the loop goes on with the
+    others' requests; `one_row_only`: only those filled in a locking transaction.
+    """
     owner = claimer.owner()
     taken = 0
-    failed = [] if failed is None else failed
+    busy = set()  # producers whose free requests another drainer holds locked
     while deadline is None or time.monotonic() < deadline:
         if not claimer.holds():  # its lock session was ended: leave the rest to the others
             break
         free = free_requests()
-        name = oldest_producer(free)
+        candidates = free.exclude(producer__in=sorted(busy)) if busy else free
+        if one_row_only:
+            candidates = candidates.filter(producer__in=locking_producers(overrides))
+        name = oldest_producer(candidates)
         if name is None:
             break
         if locks_requests(name, overrides):
@@ -187,14 +223,22 @@ def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None):
                 requests = lock_requests(free, name)
                 if requests:
                     fill_rows((overrides or {}).get(name) or registry.get(name), requests, None, db_now(), failed)
+            if not requests:
+                busy.add(name)
+                continue
         else:
-            requests = claim_requests(owner, overrides=overrides)
-            if requests:
-                take_producer_requests(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
-        if not requests:
-            break
+            requests = claim_requests(owner, overrides=overrides, name=name)
+            if not requests:
+                break
+            take_producer_requests(requests[0].producer, requests, owner, db_now(), overrides or {}, failed)
         taken += len(requests)
     return taken
+
+
+def locking_producers(overrides):
+    """The names of the producers whose requests are taken by `lock_requests`."""
+    names = set(registry.names()) | set(overrides or {})
+    return sorted(name for name in names if locks_requests(name, overrides))
 
 
 def take_producer_requests(name, requests, owner, now, overrides, failed):

@@ -194,3 +194,43 @@ def test_requests_locked_by_another_drainers_transaction_are_skipped_then_taken(
         thread.join(30)
     assert requested.take_requested() == 1
     assert set(Snapshot.objects.filter(pk__in=requests).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has one writer: a transaction holds every row")
+def test_a_producer_whose_requests_another_drainer_holds_does_not_stop_the_others_requests():
+    site()
+    enrollments = [request.pk for request in request_all(registry.get("course_enrollment"))]
+    profiles = [request.pk for request in request_all(registry.get("user_profile"))]  # newer: taken after
+    locked, release = threading.Event(), threading.Event()
+
+    def other_drainer():  # holds every enrollment request (the oldest producer's) until told
+        try:
+            with transaction.atomic():
+                held = requested.lock_requests(requested.free_requests(), "course_enrollment")
+                assert sorted(row.pk for row in held) == sorted(enrollments)
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_drainer)
+    thread.start()
+    try:
+        assert locked.wait(30)
+        assert requested.take_requested() == len(profiles)
+        assert set(Snapshot.objects.filter(pk__in=profiles).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}
+    finally:
+        release.set()
+        thread.join(30)
+    assert requested.take_requested() == len(enrollments)
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has one writer: threads would fill one at a time")
+def test_threads_fill_every_request_once(monkeypatch):
+    site()
+    requests = [request.pk for name in PRODUCERS for request in request_all(registry.get(name))]
+    monkeypatch.setattr(requested, "FILL_CHUNK", 1)  # a chunk each: the threads share the work
+    assert requested.take_requested(threads=3) == len(requests)
+    assert set(Snapshot.objects.filter(pk__in=requests).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}
+    entries = list(OutboxEntry.objects.filter(snapshot__in=requests).values_list("snapshot_id", flat=True))
+    assert sorted(entries) == sorted(requests)  # one entry each: no request filled twice
