@@ -8,6 +8,7 @@ fails, the newest of a row's requests is filled and the older superseded. Every 
 no ClickHouse (the fill only writes the outbox).
 """
 
+import contextlib
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -166,18 +167,18 @@ def test_by_lease_where_requests_are_not_locked_and_only_while_the_lease_is_held
         pk: (row.status, row.dump_id, row.time_last_dumped) for pk, row in filled.items()}
 
 
-@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has one writer: a transaction holds every row")
-def test_requests_locked_by_another_drainers_transaction_are_skipped_then_taken():
-    site()
-    producer = registry.get("course_enrollment")
-    requests = sorted(request.pk for request in request_all(producer))
-    locked, release = threading.Event(), threading.Event()
+@contextlib.contextmanager
+def held_by_another_drainer(name, size=None):
+    """
+    The oldest free requests of producer `name` (up to `size`) locked as another drainer's
+    fill locks them, in a transaction of its own connection, until the block ends; yields their ids.
+    """
+    held, locked, release = [], threading.Event(), threading.Event()
 
-    def other_drainer():  # its own connection: takes the oldest request as a drainer does, holds it until told
+    def other_drainer():
         try:
             with transaction.atomic():
-                assert [row.pk for row in requested.lock_requests(requested.free_requests(), producer.name, 1)] == [
-                    requests[0]]
+                held.extend(row.pk for row in requested.lock_requests(requested.free_requests(), name, size))
                 locked.set()
                 release.wait(30)
         finally:
@@ -187,11 +188,21 @@ def test_requests_locked_by_another_drainers_transaction_are_skipped_then_taken(
     thread.start()
     try:
         assert locked.wait(30)
-        assert requested.take_requested() == 2  # without waiting for the locked one
-        assert Snapshot.objects.get(pk=requests[0]).status == Snapshot.Status.REQUESTED
+        yield held
     finally:
         release.set()
         thread.join(30)
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has one writer: a transaction holds every row")
+def test_requests_locked_by_another_drainers_transaction_are_skipped_then_taken():
+    site()
+    producer = registry.get("course_enrollment")
+    requests = sorted(request.pk for request in request_all(producer))
+    with held_by_another_drainer(producer.name, 1) as held:
+        assert held == [requests[0]]
+        assert requested.take_requested() == 2  # without waiting for the locked one
+        assert Snapshot.objects.get(pk=requests[0]).status == Snapshot.Status.REQUESTED
     assert requested.take_requested() == 1
     assert set(Snapshot.objects.filter(pk__in=requests).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}
 
@@ -201,27 +212,10 @@ def test_a_producer_whose_requests_another_drainer_holds_does_not_stop_the_other
     site()
     enrollments = [request.pk for request in request_all(registry.get("course_enrollment"))]
     profiles = [request.pk for request in request_all(registry.get("user_profile"))]  # newer: taken after
-    locked, release = threading.Event(), threading.Event()
-
-    def other_drainer():  # holds every enrollment request (the oldest producer's) until told
-        try:
-            with transaction.atomic():
-                held = requested.lock_requests(requested.free_requests(), "course_enrollment")
-                assert sorted(row.pk for row in held) == sorted(enrollments)
-                locked.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=other_drainer)
-    thread.start()
-    try:
-        assert locked.wait(30)
+    with held_by_another_drainer("course_enrollment") as held:  # the oldest producer's, every one
+        assert sorted(held) == sorted(enrollments)
         assert requested.take_requested() == len(profiles)
         assert set(Snapshot.objects.filter(pk__in=profiles).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}
-    finally:
-        release.set()
-        thread.join(30)
     assert requested.take_requested() == len(enrollments)
 
 
