@@ -447,18 +447,29 @@ class DumpJobItem(models.Model):
 
 class SweptRange(models.Model):
     """
-    What the last sweep (`reconcile.sweep`) read of one range of a producer's primary keys:
-    the digest of its rows as our serializers write them (without dump_id and
-    time_last_dumped). A range whose digest is unchanged is not compared row by row again:
-    nothing in it changed, with or without a signal.
+    What the last sweep (`reconcile.sweep`), or the whole-table dump that queued them
+    (`dumps.ranges`), read of one range of a producer's primary keys: the digest of its rows
+    as our serializers write them (without dump_id and time_last_dumped), and each row's.
+    A range whose digest is unchanged is not compared row by row again: nothing in it
+    changed, with or without a signal; in one that changed, only the rows whose own digest
+    changed are.
 
-    .. no_pii: Key ranges, row counts and a digest.
+    .. pii: `row_digests` holds a one-way hash (8 bytes) of each row of a producer of personal
+       data, by its key; no row's content. A retirement takes the user's rows' out
+       (`outbox.swept_ranges.forget_user_rows`, in the retirement's transaction).
+    .. pii_types: other
+    .. pii_retirement: local_api (outbox.deletes)
     """
 
     producer = models.CharField(max_length=64)
     key_from = models.BigIntegerField(help_text="The first primary key of the range.")
     key_to = models.BigIntegerField(help_text="The last primary key of the range (inclusive).")
     digest = models.CharField(max_length=32)
+    row_digests = models.BinaryField(
+        blank=True, default=b"",
+        help_text="Each row's key and the first half of its digest, as read (outbox.swept_ranges): only the rows "
+                  "that differ from these are compared with their snapshots when the range changed.",
+    )
     rows = models.PositiveIntegerField(default=0)
     queued = models.PositiveIntegerField(default=0, help_text="Rows the last sweep of the range queued (they differed).")
     swept_at = models.DateTimeField(help_text="Database time.")

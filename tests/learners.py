@@ -14,7 +14,7 @@ from opaque_keys.edx.keys import CourseKey
 from openedx_events.learning.data import CourseData, CourseEnrollmentData, UserData, UserPersonalData
 from openedx_events.learning.signals import COURSE_ENROLLMENT_CHANGED, COURSE_ENROLLMENT_CREATED
 
-from clickhouse_outbox.models import OutboxEntry
+from clickhouse_outbox.models import OutboxEntry, Snapshot
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
 
 COURSE = CourseKey.from_string("course-v1:LearnX+L101+2026")
@@ -92,3 +92,20 @@ def queued_rows(table, statuses=None):
     for entry in OutboxEntry.objects.filter(table=table, kind="insert", status__in=statuses).order_by("id"):
         rows.extend(json.loads(line) for line in entry.lines().splitlines())
     return rows
+
+
+#: The courses of `site_before_install`'s learners.
+RANGE_COURSES = [CourseKey.from_string(f"course-v1:Range+R{n}+2026") for n in (1, 2, 3)]
+
+
+def site_before_install(count):
+    """`count` learners with a profile, an external id and up to three enrollments, and an empty outbox."""
+    users = []
+    for index in range(count):
+        user = make_learner(f"range{index}", f"Learner {index}", city="Ümlautville" if index % 3 else None)
+        give_external_id(user)
+        for course in RANGE_COURSES[: 1 + index % 3]:
+            enroll(user, course)
+        users.append(user)
+    Snapshot.objects.all().delete()  # made before install: the outbox saw none of it
+    return users

@@ -31,10 +31,11 @@ from django.db.models import F, Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import DumpChunk, DumpCursor, DumpJob, Kind, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox import liveness
+from clickhouse_outbox.outbox import liveness, swept_ranges
 from clickhouse_outbox.db import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.deletes import RETIREMENT
 from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
+from clickhouse_outbox.outbox.unchanged import EMPTIED, row_digest
 from clickhouse_outbox.serializers.payloads import GZIP, compress
 from clickhouse_outbox.serializers.encoding import dump_time
 
@@ -121,15 +122,20 @@ def take_range(cursor, producer, owner, size=None):
     size = size or conf.backfill_chunk_rows()
     now = db_now()
     rows = producer.rows_after(cursor.last_key, size, excluded_users=retired_users())
+    grid = conf.sweep_chunk() if producer.sweepable else None
     if not rows:
-        done = DumpCursor.objects.filter(pk=cursor.pk, lease_owner=owner, last_key=cursor.last_key).update(
-            finished=True, lease_owner=None, lease_expires_at=None
-        )
+        with transaction.atomic():
+            done = DumpCursor.objects.filter(pk=cursor.pk, lease_owner=owner, last_key=cursor.last_key).update(
+                finished=True, lease_owner=None, lease_expires_at=None
+            )
+            if done and grid:  # the range the last chunk ended in ends with the table
+                swept_ranges.record_chunk(producer.name, cursor.last_key, cursor.last_key, [], grid, last=True)
         return 0 if done else None
+    last = len(rows) < size  # the table's end
     key_from, key_to = cursor.last_key + 1, rows[-1][0]
     dump_id = chunk_dump_id(cursor.job_id, producer.name, key_from, key_to)
     when = dump_time(now)
-    lines, users, failed = encode(producer, rows, dump_id, when)
+    lines, users, failed, read = encode(producer, rows, dump_id, when)
     del rows
     with transaction.atomic():
         if producer.personal_data:
@@ -138,6 +144,7 @@ def take_range(cursor, producer, owner, size=None):
             if recent:
                 lines = [line for line, user in zip(lines, users, strict=True) if user not in recent]
                 failed = [failure for failure in failed if failure[2] not in recent]
+                read = [(key, digest, user) for key, digest, user in read if user not in recent]
         advanced = DumpCursor.objects.filter(pk=cursor.pk, lease_owner=owner, last_key=cursor.last_key).update(
             last_key=key_to, rows_done=F("rows_done") + len(lines), chunks=F("chunks") + 1,
             lease_expires_at=lease_end(),
@@ -149,6 +156,9 @@ def take_range(cursor, producer, owner, size=None):
             return None
         if lines:
             queue_chunk(cursor.job_id, producer, key_from, key_to, dump_id, when, lines)
+        if grid:  # what the sweep would read of the ranges of its grid: the first sweep compares none
+            swept_ranges.record_chunk(producer.name, cursor.last_key, key_to,
+                                      [(key, digest) for key, digest, _ in read], grid, last=last)
         for key, exc, user_id in failed:  # for outbox_requeue --failed, as a subject's failed snapshot is
             record_failed_snapshot(producer.name, str(key), exc, dump_id=uuid.uuid4(), reason=REASON, user_id=user_id)
     if failed:
@@ -159,19 +169,34 @@ def take_range(cursor, producer, owner, size=None):
 
 
 def encode(producer, rows, dump_id, when):
-    """(lines, their users, failures as (key, error, user)): a row that cannot be encoded fails alone."""
-    lines, users, failed = [], [], []
-    line = producer.values_encoder(dump_id=dump_id, time_last_dumped=when)
+    """
+    (lines, their users, failures as (key, error, user), and every row's (key, digest or None,
+    user)): a row that cannot be encoded fails alone. Each line is encoded with dump_id and
+    time_last_dumped empty, hashed as its snapshot's digest would be (what the sweep
+    compares), then given the chunk's.
+    """
+    lines, users, failed, read = [], [], [], []
+    emptied_line = producer.values_encoder(dump_id="", time_last_dumped="")
+    values = f'"dump_id":"{dump_id}","time_last_dumped":"{when}"'.encode()
+    full_line = None
+    table = producer.tables[0].name
     user_index = producer.user_index if producer.personal_data else None
     for row in rows:
         user = None if user_index is None else row[user_index]
         try:
-            lines.append(line(row))
+            emptied = emptied_line(row)
         except Exception as exc:  # noqa: BLE001 (recorded as the subject's failed snapshot, with the error)
             failed.append((row[0], exc, user))
+            read.append((row[0], None, user))
             continue
+        line = emptied.replace(EMPTIED, values, 1)
+        if line == emptied:  # another layout: encoded with the values
+            full_line = full_line or producer.values_encoder(dump_id=dump_id, time_last_dumped=when)
+            line = full_line(row)
+        lines.append(line)
         users.append(user)
-    return lines, users, failed
+        read.append((row[0], row_digest(table, emptied), user))
+    return lines, users, failed, read
 
 
 def queue_chunk(job_id, producer, key_from, key_to, dump_id, when, lines):

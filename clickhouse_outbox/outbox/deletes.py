@@ -12,7 +12,8 @@ In the transaction of the change (the retirement, the delete):
    and the text that may quote their data goes too: a failed snapshot's error, a dump
    subject's error, and ClickHouse's error on the batches that carried their rows (and the
    batches those were split from). The chunks of whole-table dumps holding their rows lose
-   those lines (`outbox.chunk_rows`). So the database keeps none of the user's data, only ids;
+   those lines (`outbox.chunk_rows`), and the row digests the sweep keeps lose theirs
+   (`outbox.swept_ranges`). So the database keeps none of the user's data, only ids;
 2. a delete entry per table: `ALTER TABLE t DELETE WHERE column IN (values)` once sent (for
    a retirement, each table of EVENT_SINK_CLICKHOUSE_PII_MODELS, while retirement is on).
 
@@ -41,6 +42,7 @@ from clickhouse_outbox.models import Batch, DumpJobItem, Kind, OutboxEntry, Snap
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.batch_errors import OPEN_BATCHES, clear_batch_errors
 from clickhouse_outbox.outbox.chunk_rows import remove_user_from_chunks
+from clickhouse_outbox.outbox.swept_ranges import forget_user_rows
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,10 @@ def retire_user(user_id, *, reason="retired"):
     user_id = int(user_id)
     tables = retirement_tables() if retirement_enabled() else []
     with transaction.atomic(savepoint=False):
-        removed = remove_rows(user_scope(user_id)) + remove_user_from_chunks(user_id, personal_data_producers())
+        producers = personal_data_producers()
+        removed = remove_rows(user_scope(user_id)) + remove_user_from_chunks(user_id, producers)
+        for producer in producers:  # the digests of their rows the sweep kept
+            forget_user_rows(producer, user_id)
         snapshot = queue_deletes(
             RETIREMENT, str(user_id), [(table, USER_COLUMN, [user_id]) for table in tables],
             reason=reason, user_id=user_id,

@@ -7,12 +7,15 @@ row is serialized by its producer's serializer with dump_id and time_last_dumped
 hashed as its snapshot's digest is (`outbox.unchanged.digest`); the range's digest is of its
 rows' digests. `UserProfile` has no modification time: content is all there is to compare.
 
-- The range's digest is the one the last sweep recorded (SweptRange): nothing in it changed.
-- Otherwise each row's digest is compared with its subject's latest snapshot's, and every row
-  that differs, or that no snapshot ever held, is queued as a dump queues it (reason
-  "sweep"); then the range's digest is recorded. So the first sweep of a range compares it
-  row by row: on a site whose learners were never sent, it is a backfill (run at the sweep's
-  pace; while a dump job of the producer is active the sweep leaves that producer alone).
+- The range's digest is the one last recorded (`outbox.swept_ranges`: by the last sweep, or
+  by the whole-table dump that queued the range): nothing in it changed.
+- Otherwise each row whose own digest is not the one recorded (every row, where none was) is
+  compared with its subject's latest snapshot's digest, and queued as a dump queues it
+  (reason "sweep") if they differ or no snapshot ever held it; then the range is recorded.
+  So a row changed by `update()` is queued alone, and the first sweep after a backfill by key
+  range queues nothing. On a site whose learners were never sent, the first sweep is a
+  backfill (at the sweep's pace; while a dump job of the producer is active the sweep leaves
+  that producer alone).
 
 A subject that got a snapshot after the sweep began reading its range is left alone (a signal
 took it, newer than what was read). The snapshots are read in the transaction that queues,
@@ -22,18 +25,17 @@ the row differ from its latest snapshot, queues it again. Deleted rows are the s
 queryset's delete sends them), not the sweep's.
 """
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Max
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.models import DumpJob, Snapshot, SweptRange
-from clickhouse_outbox.outbox import registry
-from clickhouse_outbox.db import UtcNow, db_now
+from clickhouse_outbox.outbox import registry, swept_ranges
+from clickhouse_outbox.db import db_now
 from clickhouse_outbox.outbox.enqueue import enqueue
 from clickhouse_outbox.outbox.unchanged import row_digest
 from clickhouse_outbox.serializers.encoding import dump_time
@@ -154,32 +156,28 @@ def ranges(producer, chunk, start):
 
 
 def sweep_range(producer, key_from, key_to, stored, result):
-    """Read one range, and compare it row by row if its digest changed; counts go to `result`."""
+    """
+    Read one range; if its digest changed, compare the rows whose own digest changed (every
+    row, where none was recorded) with their snapshots. Counts go to `result`.
+    """
     before = Snapshot.objects.aggregate(last=Max("id"))["last"] or 0
     rows = list(producer.queryset().filter(pk__gte=key_from, pk__lte=key_to).order_by("pk"))
     digests, failed = row_digests(producer, rows)
-    hasher = hashlib.blake2b(digest_size=16)
-    for row in rows:
-        hasher.update(f"{row.pk}:{digests.get(row.pk, '-')}\n".encode())
-    range_digest = hasher.hexdigest()
+    read = [(row.pk, digests.get(row.pk)) for row in rows]
     result.ranges += 1
     result.rows += len(rows)
     result.failed += failed
-    if stored is not None and stored.digest == range_digest:
+    if stored is not None and stored.digest == swept_ranges.range_digest(read):
         return
     result.compared += 1
-    queued = queue_differing(producer, rows, digests, before)
+    known = swept_ranges.unpack(stored.row_digests) if stored is not None else {}
+    changed = [row for row in rows if row.pk in digests and not swept_ranges.same_row(known, row.pk, digests[row.pk])]
+    queued = queue_differing(producer, changed, digests, before)
     result.queued += len(queued)
     result.queued_subjects.extend(queued)
     if failed:
         return  # read again next time
-    fields = {"key_to": key_to, "digest": range_digest, "rows": len(rows), "queued": len(queued), "swept_at": UtcNow()}
-    if not SweptRange.objects.filter(producer=producer.name, key_from=key_from).update(**fields):
-        try:
-            with transaction.atomic():
-                SweptRange.objects.create(producer=producer.name, key_from=key_from, **fields)
-        except IntegrityError:  # another sweep recorded it meanwhile: its reading is as good
-            pass
+    swept_ranges.record(producer.name, key_from, key_to, read, queued=len(queued))
 
 
 def row_digests(producer, rows):

@@ -16,7 +16,7 @@ from clickhouse_outbox.models import DumpJob, Snapshot, SweptRange
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.reconcile.sweep import REASON, row_digest, sweep
 from outbox_project.platform.models import CourseEnrollment, ExternalId, ExternalIdType, UserProfile
-from tests.learners import enroll, make_learner, queued_rows
+from tests.learners import enroll, make_learner, queued_rows, site_before_install
 
 pytestmark = pytest.mark.django_db
 
@@ -164,3 +164,79 @@ def test_outbox_sweep_for_cron_users():
     assert {row["producer"]: row["queued"] for row in report["producers"]}["user_profile"] == 0
     with pytest.raises(CommandError, match="course_structure: not swept"):
         call_command("outbox_sweep", "--producer", "course_structure")
+
+
+# -- after a whole-table dump by key range (dumps.ranges) -----------------------------------------
+
+GRID = 100  # CLICKHOUSE_OUTBOX_SWEEP_CHUNK's least
+
+
+def site_on_several_ranges(count=24):
+    """
+    Learners made before install whose profiles have keys that cross ranges of the grid (renumbered
+    above every key the database has given: the test's keys whatever ran before).
+    """
+    users = site_before_install(count)
+    base = (UserProfile.objects.order_by("-pk").values_list("pk", flat=True).first() // 1000 + 1) * 1000
+    keys = [base + offset for offset in (*range(90, 102), *range(195, 203), 350, 460, 461, 599)][:count]
+    for profile, key in zip(UserProfile.objects.filter(user__in=users).order_by("pk"), keys, strict=True):
+        UserProfile.objects.filter(pk=profile.pk).update(id=key)
+    return users
+
+
+def backfill_by_key_range():
+    from clickhouse_outbox.dumps.jobs import start_job
+    from clickhouse_outbox.dumps.run import run_job
+
+    job = run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=list(LEARNERS)))
+    assert job.status == DumpJob.Status.DONE
+    return job
+
+
+def test_the_first_sweep_after_a_backfill_by_key_range_queues_nothing_and_then_only_what_changed(settings):
+    from clickhouse_outbox.models import DumpChunk
+
+    settings.CLICKHOUSE_OUTBOX_SWEEP_CHUNK = GRID
+    settings.CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS = 7
+    users = site_on_several_ranges()
+    job = backfill_by_key_range()
+    chunks = list(DumpChunk.objects.filter(job=job, producer="user_profile").order_by("key_from"))
+    assert len(chunks) > 3 and any(chunk.key_to % GRID != GRID - 1 for chunk in chunks)  # ranges begun, ended later
+    recorded = SweptRange.objects.filter(producer="user_profile")
+    assert sorted(recorded.values_list("key_from", flat=True)) == sorted(
+        {key - key % GRID for key in UserProfile.objects.values_list("pk", flat=True)})
+    assert not recorded.filter(digest="").exists()  # every range the dump began, it ended
+
+    first = swept()
+    assert {name: (result.queued, result.compared) for name, result in first.items()} == {
+        name: (0, 0) for name in LEARNERS}
+    assert first["user_profile"].rows == UserProfile.objects.count()
+
+    changed = UserProfile.objects.get(user=users[5])
+    UserProfile.objects.filter(pk=changed.pk).update(city="Lyon")  # no signal
+    again = swept()
+    assert sweep_snapshots("user_profile") == [str(changed.pk)]  # that row alone, not its range's others
+    assert (again["user_profile"].queued, again["user_profile"].compared) == (1, 1)
+    assert [row["city"] for row in queued_rows("user_profile") if row["id"] == changed.pk][-1] == "Lyon"
+
+
+def test_a_retirement_takes_the_users_row_digests_out_of_the_swept_ranges(settings):
+    from clickhouse_outbox.outbox.deletes import retire_user
+    from clickhouse_outbox.outbox.swept_ranges import unpack
+
+    settings.CLICKHOUSE_OUTBOX_SWEEP_CHUNK = GRID
+    users = site_on_several_ranges()
+    backfill_by_key_range()
+    retired = users[3]
+    keys = {"user_profile": UserProfile.objects.get(user=retired).pk,
+            "course_enrollment": CourseEnrollment.objects.filter(user=retired).first().pk,
+            "external_id": ExternalId.objects.get(user=retired).pk}
+
+    def recorded():
+        return {name: any(key in unpack(swept.row_digests) for swept in SweptRange.objects.filter(producer=name))
+                for name, key in keys.items()}
+
+    assert recorded() == dict.fromkeys(LEARNERS, True)
+    retire_user(retired.pk)
+    assert recorded() == dict.fromkeys(LEARNERS, False)
+    assert sum(result.queued for result in swept().values()) == 0  # nothing of theirs queued again
