@@ -196,7 +196,10 @@ def fill_in_threads(threads, deadline, overrides, failed, claimer):
             connections.close_all()  # the thread's own connections
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="clickhouse_outbox-fill") as pool:
-        return sum(pool.map(loop, [False] + [True] * (threads - 1)))
+        taken = sum(pool.map(loop, [False] + [True] * (threads - 1)))
+    # A loop leaves a producer whose free requests it found locked (by another loop, then): one
+    # more pass takes what such a loop left when the last of its siblings had already ended.
+    return taken + take_loop(deadline, overrides, failed, claimer)
 
 
 def take_loop(deadline, overrides, failed, claimer, *, one_row_only=False):

@@ -224,7 +224,9 @@ def test_threads_fill_every_request_once(monkeypatch):
     site()
     requests = [request.pk for name in PRODUCERS for request in request_all(registry.get(name))]
     monkeypatch.setattr(requested, "FILL_CHUNK", 1)  # a chunk each: the threads share the work
-    assert requested.take_requested(threads=3) == len(requests)
+    taken = requested.take_requested(threads=3)
+    statuses = dict(Snapshot.objects.filter(pk__in=requests).values_list("pk", "status"))
+    assert taken == len(requests), statuses
     assert set(Snapshot.objects.filter(pk__in=requests).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}
     entries = list(OutboxEntry.objects.filter(snapshot__in=requests).values_list("snapshot_id", flat=True))
     assert sorted(entries) == sorted(requests)  # one entry each: no request filled twice
