@@ -375,12 +375,12 @@ def verify(args):
 def sweep_timed(args):
     """
     The sweep of the learner tables over the backfilled site, in this process as the beat
-    task runs it (no time limit): the first (no range recorded), a quiet one, and one after
-    --changed profiles (spread over the table) were changed by QuerySet.update().
+    task runs it (no time limit): the first after the backfill (which recorded the ranges it
+    queued: nothing to queue), a quiet one, and one after --changed profiles (spread over the
+    table) were changed by QuerySet.update().
     """
     from clickhouse_outbox.reconcile.sweep import sweep  # noqa: PLC0415
 
-    SweptRange.objects.all().delete()
     names = args.sweep_producers.split(",")
 
     def run():

@@ -218,7 +218,8 @@ def plugin_settings(settings):
     # .. setting_name: CLICKHOUSE_OUTBOX_SWEEP_CHUNK
     # .. setting_default: 5000
     # .. setting_description: Primary keys a sweep reads at once (one query per range), and the size of the ranges
-    #    whose digests it keeps. A whole number from 100 to 100,000.
+    #    whose digests it keeps (each row's too: 16 bytes a row); a whole-table dump records the ranges it queues
+    #    on the same grid. Changed, every range is compared once more. A whole number from 100 to 100,000.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS
     # .. setting_default: 900

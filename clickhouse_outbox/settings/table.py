@@ -202,7 +202,8 @@ SETTINGS = (
         "signal. ``manage.py outbox_sweep`` runs one by hand (cron).")),
     Setting("CLICKHOUSE_OUTBOX_SWEEP_CHUNK", 5000, int, 100, 100_000, doc=(
         "Primary keys a sweep reads at once (one query per range), and the size of the ranges whose digests it "
-        "keeps.")),
+        "keeps (each row's too: 16 bytes a row); a whole-table dump records the ranges it queues on the same grid. "
+        "Changed, every range is compared once more.")),
     Setting("CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS", 900, float, 1, 30 * DAY, doc=(
         "The default ``--max-age`` of ``outbox_status`` and ``outbox_drain``: when the oldest unsent row has waited "
         "longer, they exit with status 2 (delivery is stuck).")),
