@@ -35,7 +35,7 @@ from clickhouse_outbox.outbox import liveness, swept_ranges
 from clickhouse_outbox.db import UtcNow, db_now, lease_end
 from clickhouse_outbox.outbox.deletes import RETIREMENT
 from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
-from clickhouse_outbox.outbox.unchanged import EMPTIED, row_digest
+from clickhouse_outbox.outbox.unchanged import row_digest, stamp, stamped
 from clickhouse_outbox.serializers.payloads import GZIP, compress
 from clickhouse_outbox.serializers.encoding import dump_time
 
@@ -177,7 +177,7 @@ def encode(producer, rows, dump_id, when):
     """
     lines, users, failed, read = [], [], [], []
     emptied_line = producer.values_encoder(dump_id="", time_last_dumped="")
-    values = f'"dump_id":"{dump_id}","time_last_dumped":"{when}"'.encode()
+    values = stamp(dump_id, when)
     full_line = None
     table = producer.tables[0].name
     user_index = producer.user_index if producer.personal_data else None
@@ -189,8 +189,8 @@ def encode(producer, rows, dump_id, when):
             failed.append((row[0], exc, user))
             read.append((row[0], None, user))
             continue
-        line = emptied.replace(EMPTIED, values, 1)
-        if line == emptied:  # another layout: encoded with the values
+        line = stamped(emptied, values)
+        if line is None:  # another layout: encoded with the values
             full_line = full_line or producer.values_encoder(dump_id=dump_id, time_last_dumped=when)
             line = full_line(row)
         lines.append(line)

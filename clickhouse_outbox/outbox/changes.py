@@ -30,7 +30,7 @@ from clickhouse_outbox.outbox import row_inserts
 from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.db import db_now
 from clickhouse_outbox.outbox.enqueue import record_failed_snapshot
-from clickhouse_outbox.outbox.unchanged import EMPTIED, row_digest
+from clickhouse_outbox.outbox.unchanged import EMPTIED, row_digest, stamp, stamped
 from clickhouse_outbox.serializers.encoding import dump_time
 
 log = logging.getLogger(__name__)
@@ -226,8 +226,8 @@ def capture(connection, producer, instance, reason):
         log.info("clickhouse_outbox: %s %s (%s) not queued: its user is retired", producer.name, subject, reason)
         return None
     snapshot_id, time_text = inserted
-    lines = emptied.replace(EMPTIED, f'"dump_id":"{dump_id}","time_last_dumped":"{time_text}"'.encode(), 1)
-    if lines == emptied:  # another layout: serialized again with the values
+    lines = stamped(emptied, stamp(dump_id, time_text))
+    if lines is None:  # another layout: serialized again with the values
         lines = producer.serialize(instance, dump_id=dump_id, time_last_dumped=time_text)
     try:
         entry_id = row_inserts.insert_entry(connection, snapshot_id, producer.table.name, lines, 1)

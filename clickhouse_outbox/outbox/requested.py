@@ -32,7 +32,7 @@ from clickhouse_outbox.models import Snapshot
 from clickhouse_outbox.outbox import fill_writes, liveness, registry
 from clickhouse_outbox.outbox.claim import skip_locked
 from clickhouse_outbox.outbox.enqueue import failure_text, fill_requested
-from clickhouse_outbox.outbox.unchanged import EMPTIED, row_digest
+from clickhouse_outbox.outbox.unchanged import row_digest, stamp, stamped
 from clickhouse_outbox.serializers.encoding import dump_time
 from clickhouse_outbox.sources.base import SubjectNotFound
 
@@ -337,10 +337,9 @@ def fill_rows(producer, requests, owner, now, failed):
         except Exception as exc:  # noqa: BLE001
             broken.append((request, exc, user_id))
             continue
-        # A JSON string holds no raw quote: the first `"dump_id":""` is the column itself.
         dump_id = uuid_text(request.dump_text)
-        line = emptied.replace(EMPTIED, f'"dump_id":"{dump_id}","time_last_dumped":"{time_text}"'.encode(), 1)
-        if line == emptied:  # another layout: encoded again with the values
+        line = stamped(emptied, stamp(dump_id, time_text))
+        if line is None:  # another layout: encoded again with the values
             line = producer.values_encoder(dump_id=dump_id, time_last_dumped=time_text)(row)
         snapshots.append((request.pk, row_digest(table, emptied), user_id))
         entries.append((request.pk, line))

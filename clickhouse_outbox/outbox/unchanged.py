@@ -71,6 +71,21 @@ def row_digest(table, line):
 EMPTIED = b'"dump_id":"","time_last_dumped":""'
 
 
+def stamp(dump_id, time_last_dumped):
+    """What replaces EMPTIED in a line given its snapshot's dump_id and time (`stamped`)."""
+    return f'"dump_id":"{dump_id}","time_last_dumped":"{time_last_dumped}"'.encode()
+
+
+def stamped(emptied, values):
+    """
+    The line `emptied` with `values` (`stamp`) in place of its empty dump_id and time, or None
+    for a line of another layout (the caller encodes it again with them). A JSON string holds
+    no raw quote: the first `"dump_id":""` is the column itself.
+    """
+    line = emptied.replace(EMPTIED, values, 1)
+    return None if line == emptied else line
+
+
 def history(producer, subjects, *, claims=False):
     """
     The subjects' snapshots, newest first, by the subject index (a status in the filter can
