@@ -413,11 +413,17 @@ def bulk_enroll(args):
 
     # The platform's own part: the same transaction with the producer off (its receiver returns at
     # once), after an untimed tenth as a warm-up (fresh tables, first statements of the process).
+    # The second of the two passes meets bigger tables: `--ours-first` swaps them (run.py
+    # alternates the order round by round, so neither side always has the smaller tables).
     set_enrollments_on(False)
     enroll_all(users[:max(1, len(users) // 10)], f"course-v1:BenchX+Warm{run}+R1", enroll, transaction.atomic)
-    platform = enroll_all(users, f"course-v1:BenchX+Base{run}+R1", enroll, transaction.atomic)
+    passes = {}
+    for side in (("ours", "platform") if args.ours_first else ("platform", "ours")):
+        set_enrollments_on(side == "ours")
+        course = f"course-v1:BenchX+{'Bulk' if side == 'ours' else 'Base'}{run}+R1"
+        passes[side] = enroll_all(users, course, enroll, transaction.atomic)
     set_enrollments_on(True)
-    ours = enroll_all(users, f"course-v1:BenchX+Bulk{run}+R1", enroll, transaction.atomic)
+    platform, ours = passes["platform"], passes["ours"]
     rss_after_transaction = peak_rss_mb()
     snapshots = Snapshot.objects.filter(producer="course_enrollment").count()
 
@@ -441,7 +447,7 @@ def bulk_enroll(args):
 
     n = len(users)
     return {
-        "enrollments": n, "snapshot_at": args.snapshot_at, "database": connection.vendor,
+        "enrollments": n, "snapshot_at": args.snapshot_at, "database": connection.vendor, "ours_first": args.ours_first,
         **figures(n, ours, platform, statements, platform_statements, counted),
         "snapshots_queued": snapshots,
         "drain_seconds": round(drain_seconds, 3),
@@ -587,6 +593,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="drain, full_dump: threads of the drain")
     parser.add_argument("--olx-dir", help="full_dump --source olx, write_exports: the folder of exports")
     parser.add_argument("--enrollments", type=int, default=10_000, help="bulk_enroll: enrollments in the transaction")
+    parser.add_argument("--ours-first", action="store_true",
+                        help="bulk_enroll: the pass with the plugin before the platform's own part")
     parser.add_argument("--count-enrollments", type=int, default=1000,
                         help="bulk_enroll: enrollments whose statements are counted (untimed)")
     ours_learners.add_arguments(parser)
