@@ -36,10 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from opaque_keys import InvalidKeyError
-from opaque_keys.edx.keys import CourseKey
 from opaque_keys.edx.locator import BlockUsageLocator
 
 from clickhouse_outbox.sources.base import Block, PublishedCourse
+from clickhouse_outbox.sources.keys import NotACourseKey, parse_course_key
 from clickhouse_outbox.sources.olx import values
 from clickhouse_outbox.sources.olx.errors import OlxError
 from clickhouse_outbox.sources.olx.files import ExportFiles
@@ -120,8 +120,8 @@ class _ExportReader:
         if not (org and course and run):
             raise OlxError(f"{self._show('course.xml')}: needs url_name, org and course attributes")
         try:
-            self.course_key = CourseKey.from_string(f"course-v1:{org}+{course}+{run}")
-        except InvalidKeyError:
+            self.course_key = parse_course_key(f"course-v1:{org}+{course}+{run}")
+        except NotACourseKey:
             raise OlxError(f"{self._show('course.xml')}: not a valid course key "
                            f"(org {org!r}, course {course!r}, run {run!r})") from None
         self.run = run
