@@ -230,12 +230,14 @@ def footprint(excluded_snapshots):
 def test_the_outbox_stays_bounded_under_a_stream_of_changes(server_clickhouse, settings):
     """
     Cycles of changes (a course published twice, two learners renamed twice and changing
-    enrollment, a new learner registered, enrolled, rejected by ClickHouse and retired, a
-    dump job), each drained and purged with a retention of 0 days. Every table's rows and
-    bytes are the same after 5 cycles and after 20; the only rows that grow are each retired
-    learner's record, ids only: their retirement and the deleted latest snapshot of each of
-    their subjects, which keep their rows from being queued again.
+    enrollment, a new learner registered, enrolled, dumped whole in a chunk of the profiles,
+    rejected by ClickHouse and retired, a dump job, a verification of the course and one of
+    the learner tables by key range), each drained and purged with a retention of 0 days.
+    Every table's rows and bytes are the same after 5 cycles and after 20; the only rows that
+    grow are each retired learner's record, ids only: their retirement and the deleted latest
+    snapshot of each of their subjects, which keep their rows from being queued again.
     """
+    from clickhouse_outbox.dumps.jobs import start_job
     from clickhouse_outbox.dumps.run import run_job
 
     settings.CLICKHOUSE_OUTBOX_RETENTION_DAYS = 0
@@ -254,15 +256,23 @@ def test_the_outbox_stays_bounded_under_a_stream_of_changes(server_clickhouse, s
                 profile.name = f"{user.username} {n}{suffix}"
                 profile.save()
             change_enrollment(enrollment, mode="verified" if n % 2 else "audit")
-        newcomer = make_learner(f"learner{n}", f"Learner {n}")
+        # Profile keys of one width (1000 on): the chunk's subject, "keys 1-1019", is as long in every cycle.
+        newcomer = make_learner(f"learner{n}", f"Learner {n}", id=1000 + n)
         give_external_id(newcomer)
         enroll(newcomer)
+        # A whole-table dump of the profiles: one chunk, holding the newcomer's row, covering the last cycle's.
+        run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"]))
         drain_until_settled()
         UserProfile.objects.filter(user=newcomer).update(name=f"Renamed {n}")
         UserProfile.objects.get(user=newcomer).save()
-        user_retired(sender=None, user=newcomer)
+        user_retired(sender=None, user=newcomer)  # their line is taken out of the sent chunk too
         run_job(dump_profiles())
         drain_until_settled()
+        verify = DumpJob.Action.VERIFY
+        run_job(start_job(DumpJob.Scope.SELECTED, origin="test", subjects=[("course_structure", course.course_key)],
+                          action=verify))  # a Verdict kept for the course, replaced by each verification
+        run_job(start_job(DumpJob.Scope.ALL, origin="test", producers=["course_enrollment", "external_id",
+                                                                       "user_profile"], action=verify))  # cursors
         purge()
         retired.append(newcomer.pk)
 
@@ -282,7 +292,14 @@ def test_the_outbox_stays_bounded_under_a_stream_of_changes(server_clickhouse, s
 
     assert after_20 == after_5
     assert not OutboxEntry.objects.exists() and not Batch.objects.exists()  # all sent, rejected or removed: purged
-    assert after_5["clickhouse_outbox_snapshot"][0] == 5  # each subject's latest: a course, two profiles, two enrollments
+    # Each subject's latest: a course, two profiles, two enrollments; and the profiles' newest chunk.
+    assert after_5["clickhouse_outbox_snapshot"][0] == 6
+    rows = {table: after_5[f"clickhouse_outbox_{table}"][0] for table in (
+        "dumpjob", "dumpjobitem", "dumpcursor", "dumpchunk", "sweptrange", "verdict")}
+    # The latest job of each action (the listed dump, the verification by key range, with its three cursors);
+    # the newest chunk; the one range of the sweep's grid the profiles' keys fall in; the course's verdict
+    # (the learners' are ok, counted on the cursors, not kept).
+    assert rows == {"dumpjob": 2, "dumpjobitem": 0, "dumpcursor": 3, "dumpchunk": 1, "sweptrange": 1, "verdict": 1}
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's plans follow the indexes alone; the other "
