@@ -76,15 +76,11 @@ def check_producers(app_configs=None, **kwargs):
     from clickhouse_outbox.outbox.deletes import RETIREMENT, RETIREMENT_PEER_MODEL  # noqa: PLC0415
 
     errors = []
-    for name in (*registry.names(), RETIREMENT):
+    for name in (*registry.names(), RETIREMENT):  # the rule conf.producer_switch reads them by
         setting = conf.producer_setting_name(name)
-        value = getattr(settings, setting, None)
-        if value is not None and not isinstance(value, bool):
-            errors.append(Error(
-                f"{setting} is {value!r}; it must be True, False or None.",
-                hint="None (or leaving it out) follows platform-plugin-aspects' switch for the same data.",
-                id="clickhouse_outbox.E030",
-            ))
+        problem = conf.switch_problem(setting, getattr(settings, setting, None))
+        if problem is not None:
+            errors += messages([problem])
     pii = getattr(settings, "EVENT_SINK_CLICKHOUSE_PII_MODELS", None)
     if pii is not None and (not isinstance(pii, (list, tuple)) or not all(isinstance(name, str) for name in pii)):
         errors.append(Error(

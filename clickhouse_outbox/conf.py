@@ -6,11 +6,14 @@ reads one, checked and cast as declared, and `problems` says what is wrong with 
 (checks.py turns that into system-check errors).
 """
 
+import logging
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from clickhouse_outbox.settings import table
 from clickhouse_outbox.settings.table import BY_NAME as SETTINGS_BY_NAME
+from clickhouse_outbox.settings.table import Problem
 from clickhouse_outbox.settings.table import DEFAULT_BACKEND_CONFIG, SETTINGS  # noqa: F401 (the package's names for them)
 
 #: {name: default} of every declared setting.
@@ -20,6 +23,11 @@ DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
 DEFAULT_PII_MODELS = ("user_profile", "external_id")
 #: The namespace of the peer's per-model waffle flags (event_sink_clickhouse.<model>.enabled).
 PEER_WAFFLE_NAMESPACE = "event_sink_clickhouse"
+
+log = logging.getLogger(__name__)
+
+#: (setting, repr of its value) of each producer switch already logged as invalid in this process.
+_logged_switches = set()
 
 
 def get(name):
@@ -173,17 +181,47 @@ def peer_setting_name(model):
     return f"EVENT_SINK_CLICKHOUSE_{model.upper()}_ENABLED"
 
 
+def switch_problem(setting, value):
+    """
+    Why `value` is no valid producer switch `setting` (system check E030), or None: a switch is
+    True, False or None, never a value Python or a YAML file would make one of ("false", 1).
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    return Problem("clickhouse_outbox.E030", f"{setting} is {value!r}; it must be True, False or None.",
+                   "None (or leaving it out) follows platform-plugin-aspects' switch for the same data.")
+
+
+def producer_switch(producer_name):
+    """
+    CLICKHOUSE_OUTBOX_<NAME>_ENABLED as set: True, False or None (unset). Any other value (the
+    system check's E030: "false", "yes", 1) reads as False, and is logged as an error once per
+    process: workers and web servers never run the checks, and a value that is not a boolean
+    must never switch a producer on ("false" means off) nor stop the platform's own saves, which
+    the receivers run in (`value`'s ImproperlyConfigured would).
+    """
+    setting = producer_setting_name(producer_name)
+    own = getattr(settings, setting, None)
+    problem = switch_problem(setting, own)
+    if problem is None:
+        return own
+    if (setting, repr(own)) not in _logged_switches:
+        _logged_switches.add((setting, repr(own)))
+        log.error("clickhouse_outbox: %s The %s producer is off until it is fixed.", problem, producer_name)
+    return False
+
+
 def producer_enabled(producer):
     """
     Whether `producer` queues rows: never when CLICKHOUSE_OUTBOX_ENABLED is off; else its own
-    CLICKHOUSE_OUTBOX_<NAME>_ENABLED when set (True or False); else the producer's default;
-    else (None) the peer's switch for the same data, so a site that turned a sink of
-    platform-plugin-aspects on gets this producer on: EVENT_SINK_CLICKHOUSE_<MODEL>_ENABLED or
-    the waffle flag event_sink_clickhouse.<model>.enabled.
+    CLICKHOUSE_OUTBOX_<NAME>_ENABLED when set (True or False; any other value is off, see
+    `producer_switch`); else the producer's default; else (None) the peer's switch for the same
+    data, so a site that turned a sink of platform-plugin-aspects on gets this producer on:
+    EVENT_SINK_CLICKHOUSE_<MODEL>_ENABLED or the waffle flag event_sink_clickhouse.<model>.enabled.
     """
     if not enabled():
         return False
-    own = getattr(settings, producer_setting_name(producer.name), None)
+    own = producer_switch(producer.name)
     if own is None:
         own = producer.enabled_by_default
     if own is not None:

@@ -31,7 +31,6 @@ rows are never queued again (`enqueue`).
 import json
 import logging
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, Sum
 
@@ -78,9 +77,9 @@ def retirement_enabled():
     """
     if not conf.enabled():
         return False
-    own = getattr(settings, conf.producer_setting_name(RETIREMENT), None)
+    own = conf.producer_switch(RETIREMENT)  # a value that is not a boolean reads as off, as for every producer
     if own is not None:
-        return bool(own)
+        return own
     return any(producer.enabled for producer in pii_producers()) or conf.peer_enabled(RETIREMENT_PEER_MODEL)
 
 

@@ -7,7 +7,7 @@ scripts/settings-docs from settings/table.py (a test fails when they differ).
 """
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.schedule import install_beat_entry, install_sweep_entry, install_verify_entry
+from clickhouse_outbox.schedule import install_entries
 
 
 def plugin_settings(settings):
@@ -21,8 +21,10 @@ def plugin_settings(settings):
     #    rows). True or False turns the producer on or off; None (not set) follows platform-plugin-aspects'
     #    switch for the same data, EVENT_SINK_CLICKHOUSE_<MODEL>_ENABLED or the waffle flag
     #    event_sink_clickhouse.<model>.enabled (MODEL: course_overviews, course_enrollment, user_profile,
-    #    external_id, taxonomy, tag, object_tag, auth_user). USER_RETIREMENT is also on whenever a producer
-    #    of personal data is. Turn the peer's sink off when this producer is on (system check W033).
+    #    external_id, taxonomy, tag, object_tag, auth_user). Any other value ("false", "yes", 1) is refused by
+    #    system check E030 and, where the checks do not run, reads as off, logged as an error once per process.
+    #    USER_RETIREMENT is also on whenever a producer of personal data is. Turn the peer's sink off when this
+    #    producer is on (system check W033).
 
     # .. setting_name: EVENT_SINK_CLICKHOUSE_PII_MODELS
     # .. setting_default: ["user_profile", "external_id"]
@@ -285,6 +287,4 @@ def plugin_settings(settings):
         if not hasattr(settings, setting.name):
             setattr(settings, setting.name, setting.default)
 
-    install_beat_entry(settings)
-    install_verify_entry(settings)
-    install_sweep_entry(settings)
+    install_entries(settings)  # the drain, and the verification and the sweep when their interval is above 0

@@ -3,13 +3,12 @@ Production settings: values from the deployment's YAML (ENV_TOKENS / Tutor's set
 """
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.schedule import beat_entry, install_beat_entry, install_verify_entry
+from clickhouse_outbox.schedule import install_entries, planned_entries
 
 
 def plugin_settings(settings):
     env_tokens = getattr(settings, "ENV_TOKENS", {}) or {}
-    interval = getattr(settings, "CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS", conf.DEFAULTS["CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS"])
-    installed = beat_entry(interval)
+    installed = planned_entries(settings)  # the beat entries the common settings installed
     for name in ("EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG", "EVENT_SINK_CLICKHOUSE_PII_MODELS",
                  "EVENT_SINK_CLICKHOUSE_MODEL_CONFIG", *conf.DEFAULTS):
         if name in env_tokens:
@@ -17,5 +16,6 @@ def plugin_settings(settings):
     for name, value in env_tokens.items():  # the producers' switches: CLICKHOUSE_OUTBOX_<PRODUCER>_ENABLED
         if name.startswith("CLICKHOUSE_OUTBOX_") and name.endswith("_ENABLED"):
             setattr(settings, name, value)
-    install_beat_entry(settings, replacing=installed)  # the interval may have come from ENV_TOKENS
-    install_verify_entry(settings)
+    # Their intervals may have come from ENV_TOKENS: the drain, the verification and the sweep,
+    # the same entries as the common settings install.
+    install_entries(settings, replacing=installed)
