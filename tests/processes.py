@@ -6,7 +6,9 @@ against the test database and a test ClickHouse, as an operator would run them.
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -164,3 +166,24 @@ def celery_processes(log_dir, env):
         raise
     finally:
         processes.stop_all()
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    """A free port of the loopback (TCP, or UDP with socket.SOCK_DGRAM) for a server of the test's own."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def system_binary(path, package):
+    """
+    The path of a Debian program a test runs (`path`, or a name found on PATH); where it is not
+    installed, a skip naming `package`, or in CI a failure: a suite that silently skips it proves nothing.
+    """
+    found = path if os.access(path, os.X_OK) else shutil.which(path)
+    if found is not None:
+        return found
+    reason = f"{path} is not installed (Debian's {package} package: scripts/install-system-packages)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}, and CI must run this test", pytrace=False)
+    pytest.skip(reason)

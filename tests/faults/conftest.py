@@ -4,7 +4,6 @@ and restarted without touching the shared one), fault proxies, and fresh destina
 """
 
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -12,18 +11,12 @@ import uuid
 import pytest
 
 from tests.conftest import destination
-from tests.processes import ROOT
+from tests.processes import ROOT, free_port
 from tests.proxy import FaultProxy
 
 SCRIPT = ROOT / "scripts" / "clickhouse-test-server"
 OWN_USER = "faults"
 OWN_PASSWORD = "faults-test-secret"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class OwnClickHouseServer:

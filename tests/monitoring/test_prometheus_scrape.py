@@ -9,9 +9,6 @@ they fail: a suite that silently skips them proves nothing.
 """
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -27,6 +24,7 @@ from clickhouse_outbox.models import DumpJob, OutboxEntry
 from clickhouse_outbox.outbox.drain import drain
 from tests.factories import BatchFactory, CourseSnapshotFactory
 from tests.monitoring.conftest import TOKEN, age_unsent, bearer
+from tests.processes import free_port, system_binary
 
 URL = "/clickhouse_outbox/metrics"
 #: Bound of each wait on Prometheus (ready, targets scraped, samples queryable), in seconds.
@@ -34,20 +32,8 @@ WAIT = 30
 
 
 def prometheus_binary(name):
-    """The path of Debian's `name` (prometheus, promtool); a skip where it is not installed, a failure in CI."""
-    path = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
-    if path is not None:
-        return path
-    reason = f"{name} is not installed (Debian's prometheus package: scripts/install-system-packages)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}, and CI must run this test", pytrace=False)
-    pytest.skip(reason)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """The path of Debian's `name` (prometheus, promtool)."""
+    return system_binary(f"/usr/bin/{name}", "prometheus")
 
 
 class Prometheus:

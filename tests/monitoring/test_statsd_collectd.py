@@ -11,7 +11,6 @@ proves nothing.
 
 import glob
 import math
-import os
 import re
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from clickhouse_outbox.monitoring.report import report_drain
 from clickhouse_outbox.outbox.drain import drain
 from tests.factories import BatchFactory, CourseSnapshotFactory
 from tests.monitoring.conftest import age_unsent
+from tests.processes import free_port, system_binary
 
 COLLECTD = "/usr/sbin/collectd"
 HOSTNAME = "outbox-test"
@@ -71,29 +71,13 @@ LoadPlugin csv
 """
 
 
-def collectd_binary():
-    """Debian's collectd; a skip where it is not installed, a failure in CI."""
-    if os.access(COLLECTD, os.X_OK):
-        return COLLECTD
-    reason = f"{COLLECTD} is not installed (Debian's collectd-core package: scripts/install-system-packages)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}, and CI must run this test", pytrace=False)
-    pytest.skip(reason)
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Collectd:
     """A collectd of the test's own: its config, log and CSV files in `directory`, its statsd plugin on the loopback."""
 
     def __init__(self, binary, directory):
         self.directory = Path(directory)
         self.directory.mkdir()
-        self.port = free_udp_port()
+        self.port = free_port(socket.SOCK_DGRAM)
         self.config_path = self.directory / "collectd.conf"
         self.config_path.write_text(CONFIG.format(hostname=HOSTNAME, directory=self.directory, port=self.port))
         self.log_path = self.directory / "collectd.log"  # the logfile plugin's
@@ -172,7 +156,7 @@ class Collectd:
 @pytest.fixture
 def collectd(tmp_path, settings):
     """A ready collectd listening for StatsD, and the settings that point the drain's StatsD client at it."""
-    server = Collectd(collectd_binary(), tmp_path / "collectd")
+    server = Collectd(system_binary(COLLECTD, "collectd-core"), tmp_path / "collectd")
     try:
         server.ready()
         settings.CLICKHOUSE_OUTBOX_STATSD_HOST = "127.0.0.1"
