@@ -12,10 +12,10 @@ database and the ClickHouse test server over HTTP:
                        one plain INSERT per chunk (no compression); until ClickHouse holds
                        every row
     learners_backfill  ours as an operator runs it, each command in a subprocess of its own
-                       (`manage.py outbox_requeue --all --producer ...` or one
-                       `dump_data_to_clickhouse --object ...` per model, then `outbox_drain
-                       --until-empty`): wall time, peak RSS (the child's own, os.wait4) of
-                       each; until ClickHouse holds every row
+                       (`manage.py outbox_requeue --all --producer ... --drain` or one
+                       `dump_data_to_clickhouse --object ... --drain` per model; --send after:
+                       without --drain, then `outbox_drain --until-empty`): wall time, peak
+                       RSS (the child's own, os.wait4) of each; until ClickHouse holds every row
     learners_surfaces  after a backfill, one --page: the admin's "Learners and tags" change
                        list (as it opens, filtered by producer, by state, a search) or one
                        subject's page through Django's test client, or `outbox_status`, in ms
@@ -239,7 +239,8 @@ def backfill(args):
     Ours from an empty outbox and empty ClickHouse tables until ClickHouse holds every row:
     --via requeue: `outbox_requeue --all --producer user_profile --producer external_id
     --producer course_enrollment`; --via dump_data: `dump_data_to_clickhouse --object X` for
-    each; then `outbox_drain --until-empty`. Each command a subprocess.
+    each. --send alongside (the default): each with --drain, its chunks sent as they are
+    queued; --send after: then `outbox_drain --until-empty`. Each command a subprocess.
     """
     empty_outbox()
     backend = fresh_clickhouse()
@@ -247,8 +248,12 @@ def backfill(args):
         queue = [["outbox_requeue", "--all", *[part for name in PRODUCERS for part in ("--producer", name)]]]
     else:
         queue = [["dump_data_to_clickhouse", "--object", name] for name in PRODUCERS]
+    alongside = args.send == "alongside"
+    if alongside:
+        queue = [[*command, "--drain", "--timeout", str(args.timeout)] for command in queue]
     steps = [manage(*command) for command in queue]
-    steps.append(manage("outbox_drain", "--until-empty", "--timeout", str(args.timeout)))
+    if not alongside:
+        steps.append(manage("outbox_drain", "--until-empty", "--timeout", str(args.timeout)))
     report = held(backend, args.users)
     rows = sum(r["expected"] for r in report.values())
     seconds = sum(step["seconds"] for step in steps)
@@ -258,8 +263,9 @@ def backfill(args):
     startup = manage("shell", "-c", "pass")["seconds"]
     return {
         "users": args.users, "via": args.via, "steps": steps, "seconds": round(seconds, 3),
-        "queue_seconds": round(sum(step["seconds"] for step in steps[:-1]), 3),
-        "drain_seconds": steps[-1]["seconds"], "rows": rows, "rows_per_second": round(rows / seconds),
+        "send": args.send,
+        "queue_seconds": None if alongside else round(sum(step["seconds"] for step in steps[:-1]), 3),
+        "drain_seconds": None if alongside else steps[-1]["seconds"], "rows": rows, "rows_per_second": round(rows / seconds),
         "us_per_row": round(seconds * 1e6 / rows, 2), "held": report, "complete": complete(report),
         "failed_steps": [step["command"] for step in steps if step["exit_status"]],
         "startup_seconds_each": startup, "snapshots": snapshots, "peak_rss_mb": max(step["peak_rss_mb"] for step in steps),
@@ -506,7 +512,10 @@ def add_arguments(parser):
                         help="learners_floor: the project's serializers, or one json.dumps per row")
     parser.add_argument("--via", choices=["requeue", "dump_data"], default="requeue",
                         help="learners_backfill: outbox_requeue --all, or dump_data_to_clickhouse per model")
-    parser.add_argument("--timeout", type=int, default=36_000, help="learners_backfill: outbox_drain's --timeout")
+    parser.add_argument("--send", choices=["alongside", "after"], default="alongside",
+                        help="learners_backfill: each command with --drain (its chunks sent as they are queued), or "
+                             "outbox_drain --until-empty after them")
+    parser.add_argument("--timeout", type=int, default=36_000, help="learners_backfill: the drain's --timeout")
     parser.add_argument("--producer", default="user_profile", help="learners_verify: the producer verified")
     parser.add_argument("--changes", type=int, default=200, help="capture: changes of each kind counted")
     parser.add_argument("--changed", type=int, default=1000,

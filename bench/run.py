@@ -410,10 +410,15 @@ def measure_learners(names, quick, databases, server, options):
                 if backfill:
                     progress(f"{database}, {users:,} users: the floor")
                     floor = run_json([*OURS, "learners_floor", *n], env)
-                progress(f"{database}, {users:,} users: ours (outbox_requeue --all, outbox_drain --until-empty)")
+                progress(f"{database}, {users:,} users: ours (outbox_requeue --all --drain)")
                 ours = run_json([*OURS, "learners_backfill", *n, "--via", "requeue"], env)
                 if backfill:
                     rows.append(backfill_row(f"backfill_{users}", label, database, users, ours, floor, generated))
+                if backfill and users <= dump_data_max:
+                    progress(f"{database}, {users:,} users: ours (outbox_requeue --all, then outbox_drain --until-empty)")
+                    after = run_json([*OURS, "learners_backfill", *n, "--via", "requeue", "--send", "after"], env)
+                    rows.append(backfill_row(f"backfill_sent_after_{users}", f"{label}, the rows sent after the "
+                                             "dump (outbox_drain --until-empty)", database, users, after, floor, generated))
                     rows.append(surfaces_row(users, database, env, surface_timeout))
                 if verify:
                     for producer in VERIFIED_PRODUCERS:
@@ -427,7 +432,7 @@ def measure_learners(names, quick, databases, server, options):
                         progress(f"{database}, {users:,} users: the sweep (first, quiet, after 1,000 update()s)")
                         rows.append(sweep_row(users, database, run_json([*OURS, "learners_sweep", *n], env)))
                 if backfill and users <= dump_data_max:
-                    progress(f"{database}, {users:,} users: ours (dump_data_to_clickhouse per model, outbox_drain)")
+                    progress(f"{database}, {users:,} users: ours (dump_data_to_clickhouse --drain per model)")
                     via = run_json([*OURS, "learners_backfill", *n, "--via", "dump_data"], env)
                     rows.append(backfill_row(f"backfill_dump_data_{users}", f"{label}, via dump_data_to_clickhouse "
                                              "--object (each model)", database, users, via, floor, generated))
@@ -467,7 +472,8 @@ def backfill_row(name, what, database, users, ours, floor, generated):
     result = {
         "scenario": name, "group": "backfill", "what": what, "database": database, "unit": "s", "users": users,
         "ours": stats([ours["seconds"]]), "ours_peak_rss_mb": ours["peak_rss_mb"],
-        "ours_detail": {**backfill_detail(ours), "via": ours["via"], "queue_seconds": ours["queue_seconds"],
+        "ours_detail": {**backfill_detail(ours), "via": ours["via"], "send": ours.get("send", "after"),
+                        "queue_seconds": ours["queue_seconds"],
                         "drain_seconds": ours["drain_seconds"], "peak_rss_mb_by_step": ours["peak_rss_mb_by_step"],
                         "failed_steps": ours["failed_steps"], "snapshots": ours["snapshots"],
                         "startup_seconds_each": ours.get("startup_seconds_each")},
@@ -614,6 +620,13 @@ def table(rows):
     return "\n".join(lines)
 
 
+def sending(ours):
+    """How a backfill row's rows were sent: beside the dump (--drain), or after it (queue and drain times)."""
+    if ours.get("queue_seconds") is None:
+        return "sent as queued: --drain"
+    return f"queue {ours['queue_seconds']} s, drain {ours['drain_seconds']} s"
+
+
 def detail_lines(r):
     """The issue-19 figures of a row, in words (the console's table)."""
     lines = []
@@ -623,7 +636,7 @@ def detail_lines(r):
     if "floor" in r:
         floor, ours = r["floor"], r["ours_detail"]
         lines.append(f"ours {ours['rows_per_second']:,} rows/s, {ours['us_per_row']} us a row, {ours['peak_rss_mb']} MB "
-                     f"(queue {ours['queue_seconds']} s, drain {ours['drain_seconds']} s; a process starts in "
+                     f"({sending(ours)}; a process starts in "
                      f"{ours.get('startup_seconds_each')} s); floor {floor['seconds']} s, "
                      f"{floor['rows_per_second']:,} rows/s, {floor['peak_rss_mb']} MB: ours is {r['ours_over_floor']}x "
                      "the floor")
@@ -834,9 +847,10 @@ def goals_table(results):
                  f"queued; {r['after_update']['queued']:,} of {r['changed_by_update']:,} queued in "
                  f"{seconds_text(r['after_update']['seconds'])})"
              for db, r in by.get(f"sweep_learners_{users}", {}).items()})
-    for name, blocks in (("publish_1k", "1,000"), ("publish_10k", "10,000")):
+    # Issue 19's goal 5 is the publish of 1,000 blocks; 10,000 is reported beside it, with no target of its own.
+    for name, blocks, target in (("publish_1k", "1,000", "≥ 5× each"), ("publish_10k", "10,000", "reported")):
         add(f"5. Publish of {blocks} blocks: each peer's time ÷ ours (openedx-event-sink-clickhouse 1.1.1; "
-            "platform-plugin-aspects 2.1.0)", "≥ 5× each",
+            "platform-plugin-aspects 2.1.0)", target,
             {db: f"{r['ours']['median']:,.1f} ms: " + "; ".join(
                 text for text in (f"event-sink {r['peer_over_ours']:.1f}×" if "peer" in r else "",
                                   f"aspects {r['aspects_over_ours']:.1f}×" if "aspects" in r else "") if text)

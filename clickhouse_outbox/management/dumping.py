@@ -1,14 +1,17 @@
 """
 Running a dump job from a management command: start it (or join the one under way when
 it dumps the same thing), work on it in this process next to any celery workers, and
-print progress. `outbox_requeue --all`, `dump_courses_to_clickhouse` and
-`dump_data_to_clickhouse` use it.
+print progress; with --drain, send its rows as they are queued and wait for the last.
+`outbox_requeue --all`, `dump_courses_to_clickhouse` and `dump_data_to_clickhouse` use it.
 """
 
 import time
 
 from django.core.management.base import CommandError
 
+from clickhouse_outbox import conf
+from clickhouse_outbox.management.options import positive_seconds
+from clickhouse_outbox.outbox.drain import drain_alongside
 from clickhouse_outbox.dumps.jobs import DEFAULT_PRODUCERS, DumpAlreadyActive, job_noun, job_progress, progress_line, start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import DumpJob, DumpJobItem
@@ -107,3 +110,50 @@ class Progress:
         if waiting and progress["left"]:
             text += f"; waiting for {plural(progress['left'], *job_noun(self.job))} another worker is reading"
         self.command.stdout.write(text)
+
+
+def add_drain_arguments(parser):
+    """--drain and its --timeout, as each dumping command takes them."""
+    parser.add_argument("--drain", action="store_true",
+                        help="Send the rows from this process as they are queued (ClickHouse takes one chunk while "
+                             "the next is read), then wait until every one is delivered; exit 1 if some are not.")
+    parser.add_argument("--timeout", type=positive_seconds, default=3600, metavar="SECONDS",
+                        help="With --drain: give up waiting after SECONDS once everything is queued "
+                             "(default: %(default)s).")
+
+
+def queue_and_drain(command, options, work):
+    """
+    Run `work` (what the command queues); with --drain, beside a drain of what it queues,
+    then report the drain, and raise CommandError if rows are left or a batch failed. A
+    `work` that raises CommandError (some subjects could not be queued) still has what it
+    queued delivered before the error is raised.
+    """
+    if not options["drain"]:
+        work()
+        return
+
+    def queue():
+        try:
+            work()
+        except CommandError as exc:
+            return exc
+        return None
+
+    timeout = options["timeout"]
+    error, result, left = drain_alongside(queue, timeout=timeout, threads=conf.drain_threads())
+    command.stdout.write(f"Drained: {result}.")
+    if left["pending_entries"] or left["open_batches"]:
+        command.stderr.write(
+            f"Rows are still waiting after {timeout:g}s: {plural(left['pending_entries'], 'pending entry', 'pending entries')}, "
+            f"{plural(left['open_batches'], 'batch', 'batches')} to retry; the periodic drain (or outbox_drain) sends "
+            f"them. Last errors: {'; '.join(result.errors[-3:]) or 'none'}"
+        )
+    if error is not None:
+        raise error
+    if left["pending_entries"] or left["open_batches"]:
+        raise CommandError(f"Not every row was delivered within {timeout:g}s (above).")
+    if result.batches_failed:
+        raise CommandError(
+            f"{plural(result.batches_failed, 'batch', 'batches')} failed for good: {'; '.join(result.errors[-3:])}"
+        )

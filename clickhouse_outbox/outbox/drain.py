@@ -11,6 +11,7 @@ short by the run's clock (which would spend an attempt, and may leave a write ha
 """
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -249,6 +250,61 @@ def drain_until_done(timeout, poll_interval, backend, threads, claimer):
         if time.monotonic() >= deadline:
             return total, left
         time.sleep(poll_interval)
+
+
+#: Seconds a drain beside other work waits when nothing was due, and when ClickHouse failed a batch.
+ALONGSIDE_IDLE = 0.2
+ALONGSIDE_BACKOFF = 1.0
+
+
+def drain_alongside(work, *, timeout, backend=None, threads=1):
+    """
+    Run `work()` (a dump job queuing chunks) in this thread while another thread drains what
+    it queues, then drain until nothing is pending or open, or `timeout` seconds after `work`
+    ended. The chunks are sent as they are written, not after the last: ClickHouse parses one
+    while the next is read and encoded (as a celery beat drain beside a dump job does).
+    Returns (what `work` returned, the DrainResult, `backlog()`). If `work` raises, the drain
+    stops after the batch it is sending and the exception goes on.
+    """
+    ended, stop = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse_outbox-alongside") as pool:
+        drained = pool.submit(in_own_connection, drain_beside, ended, stop, timeout, backend, threads)
+        try:
+            outcome = work()
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            ended.set()
+        try:
+            total, left = drained.result()
+        except BaseException:  # Ctrl-C while waiting for the last rows
+            stop.set()
+            raise
+    return outcome, total, left
+
+
+def drain_beside(ended, stop, timeout, backend, threads):
+    """The thread of `drain_alongside`: drain runs back to back while `ended` is not set, then until done."""
+    total = DrainResult()
+    deadline = None
+    with claiming("a drain beside a dump job") as claimer:
+        while not stop.is_set():
+            finishing = ended.is_set()
+            if finishing and deadline is None:
+                deadline = time.monotonic() + timeout
+            max_seconds = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            result = drain(max_seconds=max_seconds, backend=backend, threads=threads, claimer=claimer)
+            add_up(total, result)
+            if result.lock_lost:
+                break
+            if finishing:
+                left = backlog()
+                if not (left["pending_entries"] or left["open_batches"]) or time.monotonic() >= deadline:
+                    return total, left
+            if not result.batches_sent or result.batches_retrying:
+                stop.wait(ALONGSIDE_BACKOFF if result.batches_retrying else ALONGSIDE_IDLE)
+    return total, backlog()
 
 
 def add_up(total, result):

@@ -135,6 +135,7 @@ def test_requeue_failed_takes_failed_courses_again_and_retries_failed_batches(ol
     assert Snapshot.objects.filter(subject=str(key), status=Snapshot.Status.QUEUED).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)  # --drain sends from a thread of its own, with its own connection
 def test_dump_courses_queues_every_course_and_can_drain(olx_dir, clickhouse, tmp_path):
     source = OlxFolderSource(root=olx_dir)
     keys = [source.add_export(write_course_export(tmp_path / f"d{i}", blocks=15, course=f"Dump{i}")) for i in range(4)]

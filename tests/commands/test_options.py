@@ -52,6 +52,8 @@ BAD_OPTIONS = [
     ("dump_courses_to_clickhouse", [], "--limit", "ten", NOT_WHOLE),
     ("dump_courses_to_clickhouse", ["--drain"], "--timeout", "0", NOT_POSITIVE),
     ("dump_courses_to_clickhouse", ["--drain"], "--timeout", "-1", NOT_POSITIVE),
+    ("outbox_requeue", ["--all", "--drain"], "--timeout", "0", NOT_POSITIVE),
+    ("dump_data_to_clickhouse", ["--object", "user_profile", "--drain"], "--timeout", "nan", NOT_POSITIVE),
     ("dump_courses_to_clickhouse", [], "--changed-since", "yesterday", NOT_A_DATE),
     ("dump_courses_to_clickhouse", [], "--changed-since", "2026-13-01", NOT_A_DATE),
     ("outbox_requeue", ["--failed"], "--changed-since", "last week", NOT_A_DATE),
@@ -188,7 +190,8 @@ def help_texts(tmp_path, commands, **env):
 
 
 def test_help_shows_the_defaults(tmp_path):
-    texts = help_texts(tmp_path, ["outbox_drain", "dump_courses_to_clickhouse", "outbox_status"])
+    dumping = ["dump_courses_to_clickhouse", "dump_data_to_clickhouse", "outbox_requeue"]
+    texts = help_texts(tmp_path, ["outbox_drain", *dumping, "outbox_status"])
     drain = texts["outbox_drain"]
     assert "--timeout SECONDS With --until-empty: give up after SECONDS (default: 600)." in drain
     assert "--interval SECONDS With --loop: seconds between runs (default: CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS, now 10)." in drain
@@ -196,8 +199,10 @@ def test_help_shows_the_defaults(tmp_path):
     max_age = ("--max-age SECONDS Exit with status 2 when the oldest unsent row is older than this "
                "(default: CLICKHOUSE_OUTBOX_STATUS_MAX_AGE_SECS, now 900).")
     assert max_age in drain
+    for name in dumping:
+        assert ("--timeout SECONDS With --drain: give up waiting after SECONDS once everything is queued "
+                "(default: 3600).") in texts[name], name
     dump = texts["dump_courses_to_clickhouse"]
-    assert "--timeout SECONDS With --drain: give up waiting after SECONDS (default: 3600)." in dump
     assert "--limit N Queue at most N courses (default: no limit)." in dump
     assert "--password" not in dump and "--url" not in dump  # refused, so not offered
     assert max_age in texts["outbox_status"]

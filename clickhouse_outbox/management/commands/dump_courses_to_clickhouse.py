@@ -10,15 +10,13 @@ import argparse
 
 from django.core.management.base import CommandError
 
-from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
-from clickhouse_outbox.management.options import aware_datetime, positive_int, positive_seconds
+from clickhouse_outbox.management.dumping import add_drain_arguments, queue_and_drain, run_in_foreground, start_or_join
+from clickhouse_outbox.management.options import aware_datetime, positive_int
 from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
-from clickhouse_outbox.outbox.drain import drain_until_empty
 from clickhouse_outbox.producers.course_structure import COURSES
 from clickhouse_outbox.sources.keys import parse_course_key
 from clickhouse_outbox.sources.base import SubjectSourceError
-from clickhouse_outbox.text import plural
 
 OLD_CONNECTION_OPTIONS = ("url", "username", "password", "database", "timeout_secs")
 
@@ -27,7 +25,7 @@ class Command(OutboxCommand):
     help = (
         "Queue a snapshot of every course (or of --courses, or of those published since --changed-since) for "
         "ClickHouse, as a dump job that prints its progress and that celery workers resume if this command is "
-        "stopped. With --drain, also send the rows now and wait until they are delivered. Exit status: 0 when "
+        "stopped. With --drain, also send the rows as they are queued and wait until they are delivered. Exit status: 0 when "
         "every course was queued (and with --drain, delivered), 1 otherwise."
     )
     origin = "dump_courses_to_clickhouse"
@@ -43,11 +41,9 @@ class Command(OutboxCommand):
                             help="Accepted for compatibility: every selected course is always queued.")
         parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                             help="Queue at most N courses (default: no limit).")
-        parser.add_argument("--drain", action="store_true", help="Send the queued rows now and wait for them.")
+        add_drain_arguments(parser)
         for name in OLD_CONNECTION_OPTIONS:
             parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
-        parser.add_argument("--timeout", type=positive_seconds, default=3600, metavar="SECONDS",
-                            help="With --drain: give up waiting after SECONDS (default: %(default)s).")
 
     def handle(self, *args, **options):
         moved = [name for name in OLD_CONNECTION_OPTIONS if options[name]]
@@ -62,9 +58,7 @@ class Command(OutboxCommand):
             raise CommandError("Use --courses or --changed-since, not both.")
         scope, job_args = self.scope(options)
         job = start_or_join(self, scope, **job_args)
-        run_in_foreground(self, job)
-        if options["drain"]:
-            self.drain(options["timeout"])
+        queue_and_drain(self, options, lambda: run_in_foreground(self, job))
 
     def scope(self, options):
         """(scope, job arguments): every course unless a list, a skip list or a limit narrows it."""
@@ -88,13 +82,3 @@ class Command(OutboxCommand):
         if not keys:
             raise CommandError("No course is left to dump once --courses_to_skip and --limit are applied.")
         return DumpJob.Scope.SELECTED, {"subjects": [(COURSES.name, str(key)) for key in keys]}
-
-    def drain(self, timeout):
-        result, left = drain_until_empty(timeout=timeout)
-        self.stdout.write(f"Drained: {result}.")
-        if left["pending_entries"] or left["open_batches"]:
-            raise CommandError(f"Rows are still waiting after {timeout:g}s: {left}")
-        if result.batches_failed:
-            raise CommandError(
-                f"{plural(result.batches_failed, 'batch', 'batches')} failed for good: {'; '.join(result.errors[-3:])}"
-            )

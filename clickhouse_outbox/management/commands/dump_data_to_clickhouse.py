@@ -12,7 +12,7 @@ import argparse
 
 from django.core.management.base import CommandError
 
-from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
+from clickhouse_outbox.management.dumping import add_drain_arguments, queue_and_drain, run_in_foreground, start_or_join
 from clickhouse_outbox.management.options import positive_int
 from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
@@ -35,8 +35,9 @@ class Command(OutboxCommand):
         f"{', '.join(sorted(objects()))}), or of --ids, as a dump job that prints its progress and that celery "
         "workers resume if this command is stopped; the drain sends the rows. The options of "
         "platform-plugin-aspects' command of the same name are kept: --force is always on (every object is "
-        "queued), --sleep_time is not needed (the drain paces the sends). Exit status: 0 when every object was "
-        "queued, 1 otherwise."
+        "queued), --sleep_time is not needed (the drain paces the sends). With --drain, this process also sends "
+        "the rows as they are queued and waits for the last. Exit status: 0 when every object was queued (and "
+        "with --drain, delivered), 1 otherwise."
     )
     origin = "dump_data_to_clickhouse"
 
@@ -53,6 +54,7 @@ class Command(OutboxCommand):
         parser.add_argument("--batch_size", "--batch-size", type=positive_int, default=None, metavar="N",
                             help="Objects this process reads and queues at a time (default: the producer's chunk).")
         parser.add_argument("--sleep_time", "--sleep-time", type=int, default=None, help=argparse.SUPPRESS)
+        add_drain_arguments(parser)
         for name in OLD_CONNECTION_OPTIONS:
             parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
 
@@ -83,7 +85,7 @@ class Command(OutboxCommand):
             )
         scope, job_args = self.scope(producer, options)
         job = start_or_join(self, scope, producers=[producer.name], **job_args)
-        run_in_foreground(self, job, chunk_size=options["batch_size"])
+        queue_and_drain(self, options, lambda: run_in_foreground(self, job, chunk_size=options["batch_size"]))
 
     def scope(self, producer, options):
         narrowed = options["ids"] is not None or options["ids_to_skip"] or options["start_pk"] is not None \

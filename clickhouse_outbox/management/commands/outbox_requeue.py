@@ -6,7 +6,7 @@ failed (or waits) another round.
 from django.core.management.base import CommandError
 
 from clickhouse_outbox.dumps.jobs import active_job
-from clickhouse_outbox.management.dumping import run_in_foreground, start_or_join
+from clickhouse_outbox.management.dumping import add_drain_arguments, queue_and_drain, run_in_foreground, start_or_join
 from clickhouse_outbox.management.options import aware_datetime, producer_name
 from clickhouse_outbox.management.output import OutboxCommand
 from clickhouse_outbox.models import DumpJob
@@ -24,7 +24,8 @@ class Command(OutboxCommand):
         "courses published since a time (--changed-since), as a dump job that prints its progress and that "
         "celery workers resume if this command is stopped. --failed makes every failed or waiting batch "
         "(deletes included) due now, with a fresh set of attempts, and takes again each subject whose latest "
-        "snapshot could not be read. The drain (celery beat or outbox_drain) sends the rows. "
+        "snapshot could not be read. The drain (celery beat or outbox_drain) sends the rows; with --drain, this "
+        "process sends them too, as they are queued, and waits for the last. "
         f"Producers: {', '.join(registry.names())}. "
         "Exit status: 0 when everything asked for was queued, 1 otherwise (each subject is named)."
     )
@@ -46,8 +47,12 @@ class Command(OutboxCommand):
                                 "ends: for sites that run no celery worker.")
         parser.add_argument("--failed", action="store_true",
                             help="Batches that failed or wait to retry, and subjects whose latest snapshot failed.")
+        add_drain_arguments(parser)
 
     def handle(self, *args, **options):
+        queue_and_drain(self, options, lambda: self.requeue(options))
+
+    def requeue(self, options):
         subjects, since = options["subjects"], options["changed_since"]
         every = options["all"] or options["all_courses"]
         names = list(dict.fromkeys(options["producer"] or [COURSES]))
