@@ -285,7 +285,10 @@ def drain_alongside(work, *, timeout, backend=None, threads=1):
 
 
 def drain_beside(ended, stop, timeout, backend, threads):
-    """The thread of `drain_alongside`: drain runs back to back while `ended` is not set, then until done."""
+    """
+    The thread of `drain_alongside`: short drain runs back to back (a batch per thread each, so
+    a `stop` is seen after the batches being sent) while `ended` is not set, then until done.
+    """
     total = DrainResult()
     deadline = None
     with claiming("a drain beside a dump job") as claimer:
@@ -294,7 +297,8 @@ def drain_beside(ended, stop, timeout, backend, threads):
             if finishing and deadline is None:
                 deadline = time.monotonic() + timeout
             max_seconds = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            result = drain(max_seconds=max_seconds, backend=backend, threads=threads, claimer=claimer)
+            result = drain(max_batches=max(1, threads), max_seconds=max_seconds, backend=backend, threads=threads,
+                           claimer=claimer)
             add_up(total, result)
             if result.lock_lost:
                 break
