@@ -3,6 +3,7 @@ Shared fixtures: the outbox on the database named by DATABASE_URL (SQLite, Maria
 PostgreSQL: `make test` runs the suite on each), and a ClickHouse to drain into.
 """
 
+import os
 from contextlib import contextmanager
 
 import pytest
@@ -29,6 +30,35 @@ def pytest_collection_modifyitems(config, items):
         for mark in sorted({mark for fixture, mark in NEEDS_SERVICE.items() if fixture in requested}):
             if item.get_closest_marker(mark) is None:
                 item.add_marker(mark)
+
+
+def cluster_lock_file():
+    """
+    The machine-wide lock of the replicated test cluster named by CLICKHOUSE_CLUSTER_URLS: one
+    lock per cluster, so runs on another cluster (other ports) do not wait for this one's.
+    """
+    from tests.processes import lock_file
+
+    urls = os.environ.get("CLICKHOUSE_CLUSTER_URLS", "").split(",")[0].strip()
+    return lock_file("cluster-" + (urls.split("://")[-1].rstrip("/") or "unconfigured"))
+
+
+@pytest.fixture(autouse=True)
+def _cluster_held_alone(request):
+    """
+    A test marked clickhouse_cluster holds the test cluster alone on the machine, from before
+    its fixtures create a database to after they drop it: the cluster is one for every pytest
+    run (`make test` runs its SQLite, MariaDB and PostgreSQL lanes at once), and a fault test
+    stops a replica (tests/faults/test_failover.py), which would fail the other runs' cluster tests.
+    Autouse, so it is set up before (and torn down after) the cluster fixtures the test requests.
+    """
+    if request.node.get_closest_marker("clickhouse_cluster") is None:
+        yield
+        return
+    from tests.processes import machine_lock
+
+    with machine_lock(cluster_lock_file(), holder="another test on the test cluster"):
+        yield
 
 
 @pytest.fixture(autouse=True)

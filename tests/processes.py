@@ -6,6 +6,7 @@ against the test database and a test ClickHouse, as an operator would run them.
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,11 +22,18 @@ import pytest
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def lock_file(name):
+    """The file of the machine-wide lock `name` (in the temp folder, so every checkout's runs share it)."""
+    return Path(tempfile.gettempdir()) / f"clickhouse_outbox-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.lock"
+
+
 CELERY = Path(sys.executable).with_name("celery")
 #: The celery tests' broker: a Redis database of their own, emptied before and after each.
 BROKER_URL = "redis://127.0.0.1:6379/13"
 #: One celery test at a time on the machine: they share that broker database.
-LOCK_FILE = Path(tempfile.gettempdir()) / "clickhouse_outbox-celery-tests.lock"
+LOCK_FILE = lock_file("celery-tests")
 VENDOR_SCHEMES = {"sqlite": "sqlite", "mysql": "mysql", "postgresql": "postgres"}
 
 
@@ -76,9 +84,13 @@ def manage(*args, env, **kwargs):
 
 
 @contextlib.contextmanager
-def machine_lock():
-    """Hold the machine-wide lock of the celery tests (they share one broker database)."""
-    with open(LOCK_FILE, "w") as handle:
+def machine_lock(path=LOCK_FILE, holder="another celery test"):
+    """
+    Hold a machine-wide lock (an exclusive flock of `path`) for the block: by default the celery
+    tests' (they share one broker database); concurrent pytest runs (`make test` runs its lanes
+    side by side, other checkouts) then take turns. `holder` names who else may hold it.
+    """
+    with open(path, "w") as handle:
         deadline = time.monotonic() + 600
         while True:
             try:
@@ -86,8 +98,8 @@ def machine_lock():
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"another celery test holds {LOCK_FILE} for more than 10 minutes")
-                time.sleep(0.5)
+                    pytest.fail(f"{holder} holds {path} for more than 10 minutes")
+                time.sleep(0.2)
         try:
             yield
         finally:
