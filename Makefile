@@ -100,8 +100,12 @@ test-cluster: ## Start the replicated ClickHouse test cluster (ZooKeeper + two 1
 system-packages: ## Install the Debian packages the tests need (as root; otherwise it prints the apt-get line)
 	scripts/install-system-packages
 
-test: system-packages $(VENV)/.installed test-server test-cluster ## The whole suite, on SQLite, MariaDB and PostgreSQL
-	$(MAKE) test-sqlite test-mysql test-postgres
+# The three lanes run side by side (scripts/test-lanes: a log each in .test-db/lanes/, the failing
+# lane's failures printed at the end); tests that share a machine-wide service take it in turns.
+TEST_LANES ?= sqlite mysql postgres
+
+test: system-packages $(VENV)/.installed test-server test-cluster ## The whole suite, on SQLite, MariaDB and PostgreSQL (side by side)
+	MAKE="$(MAKE)" scripts/test-lanes $(TEST_LANES)
 
 # The tests a machine with only Python runs: no ClickHouse server, no cluster, nothing slow.
 # tests/conftest.py marks every test by the fixtures it requests, so none can forget its mark.
