@@ -9,7 +9,7 @@ exits 0 with nothing done by hand; run again, it starts nothing.
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from clickhouse_outbox.dumps.initial import never_dumped
 from clickhouse_outbox.models import DumpJob, Snapshot
@@ -46,6 +46,29 @@ def test_a_new_site_verifies_clean_after_the_first_backfill(server_clickhouse, o
     call_command("outbox_backfill", stdout=out)
     assert "Nothing to backfill" in out.getvalue()
     assert DumpJob.objects.count() == jobs  # no new dump
+
+
+@pytest.mark.clickhouse_server
+@pytest.mark.django_db(transaction=True)  # --drain sends from a thread with its own connection
+def test_with_drain_one_command_leaves_a_new_site_verifying_clean(server_clickhouse, olx_source):
+    _, tags = taxonomy_with_tags("Levels", ("Intro",))
+    tag_object("course-v1:edX+DemoX+Demo_Course", tags[0])
+    for index in range(3):
+        enroll(make_learner(f"early{index}"))
+    Snapshot.objects.all().delete()
+
+    out = io.StringIO()
+    call_command("outbox_backfill", "--drain", "--timeout", "60", stdout=out, stderr=io.StringIO())
+
+    assert "Drained: " in out.getvalue() and never_dumped() == []
+    code, report = verify()
+    assert code == 0, report  # no drain run by the test: the command sent every row
+
+
+def test_queue_and_drain_are_one_or_the_other(olx_source):
+    with pytest.raises(CommandError, match="choose one"):
+        call_command("outbox_backfill", "--queue", "--drain", stdout=io.StringIO())
+    assert not DumpJob.objects.exists()
 
 
 def test_queued_for_celery_when_asked(olx_source):

@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 
 from clickhouse_outbox.dumps.initial import ORIGIN, never_dumped, start_first_backfill
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, progress_line
-from clickhouse_outbox.management.dumping import run_in_foreground
+from clickhouse_outbox.management.dumping import add_drain_arguments, queue_and_drain, run_in_foreground
 from clickhouse_outbox.management.output import OutboxCommand
 
 
@@ -15,16 +15,20 @@ class Command(OutboxCommand):
         "Send once what existed before the outbox was installed: a whole-table dump job (learner tables walked "
         "by key range, with progress; resumed where it stopped) of every producer that is on and was never "
         "dumped whole. Run after migrate (the Tutor plugin's init task does); run again, it does nothing. "
-        "--queue leaves the job to celery workers (the drain task hands it to one) instead of running it here. "
-        "Exit status: 0 when done (or queued, or nothing to do), 1 otherwise."
+        "--queue leaves the job to celery workers (the drain task hands it to one) instead of running it here; "
+        "--drain also sends the rows from this process as they are queued, and waits for the last. "
+        "Exit status: 0 when done (or queued, or nothing to do; with --drain, delivered), 1 otherwise."
     )
     origin = ORIGIN
 
     def add_arguments(self, parser):
         parser.add_argument("--queue", action="store_true",
                             help="Start the job and return: celery workers run it (Tutor's init task does this).")
+        add_drain_arguments(parser)
 
     def handle(self, *args, **options):
+        if options["queue"] and options["drain"]:
+            raise CommandError("--queue leaves the job to celery workers; --drain runs it here: choose one.")
         try:
             job = start_first_backfill()
         except DumpAlreadyActive as exc:
@@ -42,6 +46,9 @@ class Command(OutboxCommand):
             self.stdout.write(f"Dump job {job.pk} ({job.description}) queued: celery workers run it; the drain sends "
                               "its rows. Its progress: the admin's dump jobs, or outbox_status.")
             return
+        queue_and_drain(self, options, lambda: self.run(job))
+
+    def run(self, job):
         run_in_foreground(self, job)
         if never_dumped():
             raise CommandError(f"Still never dumped whole: {', '.join(never_dumped())}.")
