@@ -14,7 +14,7 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/outbox
 SAMPLE := clickhouse_outbox/sample_course
 
 
-.PHONY: help demo demo-admin docs wheel-check screenshots bench system-packages test test-fast test-sqlite test-mysql test-postgres test-server test-cluster quality tox requirements clean
+.PHONY: help demo demo-admin docs wheel-check screenshots bench system-packages test test-fast test-sqlite test-mysql test-postgres test-tox test-server test-cluster quality tox requirements clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -105,7 +105,7 @@ system-packages: ## Install the Debian packages the tests need (as root; otherwi
 TEST_LANES ?= sqlite mysql postgres
 
 test: system-packages $(VENV)/.installed test-server test-cluster ## The whole suite, on SQLite, MariaDB and PostgreSQL (side by side)
-	MAKE="$(MAKE)" scripts/test-lanes $(TEST_LANES)
+	MAKE="$(MAKE)" scripts/test-lanes $(addprefix test-,$(TEST_LANES))
 
 # The tests a machine with only Python runs: no ClickHouse server, no cluster, nothing slow.
 # tests/conftest.py marks every test by the fixtures it requests, so none can forget its mark.
@@ -132,6 +132,20 @@ test-mysql: $(VENV)/.installed ## The tests that use the outbox database, on Mar
 test-postgres: $(VENV)/.installed ## The tests that use the outbox database, on PostgreSQL
 	set -a; eval "$$(scripts/clickhouse-test-server env)"; eval "$$(scripts/clickhouse-test-cluster env)"; set +a; \
 	DATABASE_URL=$(POSTGRES_URL) $(BIN)/pytest -p no:cacheprovider -m django_db
+
+# The platform releases' tox envs, as CI runs them (beside the database lanes: .ci/run's
+# make test TEST_LANES="sqlite mysql postgres tox"): TOX_ENV (verawood: Python 3.12) on the tests
+# that are not slow, then Ulmo's (its older tagging layout) on the tests of what touches tagging
+# (every module that reads or writes tags, taxonomies and object tags), not the whole suite again.
+# One after the other: both install the package from this checkout.
+TOX_ENV ?= verawood
+ULMO_TESTS := tests/sources/test_tags.py tests/sources/test_platform.py tests/producers tests/outbox/test_deletes.py \
+	tests/reconcile/test_learners.py tests/project/test_clean_start.py
+
+test-tox: $(VENV)/.installed ## tox -e TOX_ENV (verawood) on the tests that are not slow, then tox -e ulmo on ULMO_TESTS, against the test server and cluster
+	set -a; eval "$$(scripts/clickhouse-test-server env)"; eval "$$(scripts/clickhouse-test-cluster env)"; set +a; \
+	$(BIN)/tox -e $(TOX_ENV) -- -m "not slow" -q && \
+	$(BIN)/tox -e ulmo -- $(ULMO_TESTS) -m "not slow" -q
 
 quality: $(VENV)/.installed ## Lint, Django checks, migrations up to date, settings docs up to date
 	$(BIN)/ruff check clickhouse_outbox tests outbox_project setup.py manage.py scripts/platform-release docs/conf.py docs/_ext
