@@ -119,6 +119,15 @@ test-fast: $(VENV)/.installed ## The tests that need no ClickHouse server or clu
 	env $(NO_SERVER_ENV) DATABASE_URL=sqlite:///$(TEST_DB_DIR)/fast.sqlite3 \
 	  $(BIN)/pytest -p no:cacheprovider -m "$(FAST)" -q
 
+# The same tests in FAST_SHARDS shares (whole test files, tests/conftest.py's --shard), each on its
+# own SQLite file: CI runs test-fast-1 and test-fast-2 side by side, one share on each core.
+FAST_SHARDS ?= 2
+
+test-fast-%: $(VENV)/.installed
+	mkdir -p $(TEST_DB_DIR)
+	env $(NO_SERVER_ENV) DATABASE_URL=sqlite:///$(TEST_DB_DIR)/fast-$*.sqlite3 \
+	  $(BIN)/pytest -p no:cacheprovider -m "$(FAST)" -q --shard $*/$(FAST_SHARDS)
+
 # AFTER_FAST=1 (CI, after `make test-fast`): only what test-fast left out, not the same tests twice.
 test-sqlite: $(VENV)/.installed ## Everything, with the outbox on SQLite (AFTER_FAST=1: only what test-fast leaves out)
 	mkdir -p $(TEST_DB_DIR)

@@ -32,6 +32,49 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(mark)
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--shard", metavar="I/N",
+        help="run only share I of N of the selected tests (whole test files, balanced by their number of "
+             "selected tests): N runs side by side run each selected test once (make test-fast-I)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("shard"):
+        config.pluginmanager.register(Shard(config.getoption("shard")), "clickhouse_outbox-shard")
+
+
+class Shard:
+    """--shard I/N: after -m and -k have deselected, keep the test files that fall to share I."""
+
+    def __init__(self, spec):
+        try:
+            self.index, self.count = (int(part) for part in spec.split("/"))
+        except ValueError:
+            raise pytest.UsageError(f"--shard wants I/N (e.g. 1/2), not {spec!r}") from None
+        if not 1 <= self.index <= self.count:
+            raise pytest.UsageError(f"--shard {spec}: I must be between 1 and N")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        files = {}
+        for item in items:
+            files.setdefault(item.nodeid.split("::")[0], []).append(item)
+        # The largest file first to the share with the fewest tests so far (ties: the lower share).
+        sizes = [0] * self.count
+        share_of = {}
+        for name in sorted(files, key=lambda name: (-len(files[name]), name)):
+            share = min(range(self.count), key=lambda n: (sizes[n], n))
+            share_of[name] = share
+            sizes[share] += len(files[name])
+        kept = [item for item in items if share_of[item.nodeid.split("::")[0]] == self.index - 1]
+        dropped = [item for item in items if share_of[item.nodeid.split("::")[0]] != self.index - 1]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def cluster_lock_file():
     """
     The machine-wide lock of the replicated test cluster named by CLICKHOUSE_CLUSTER_URLS: one
