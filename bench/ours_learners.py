@@ -12,8 +12,9 @@ database and the ClickHouse test server over HTTP:
                        one plain INSERT per chunk (no compression); until ClickHouse holds
                        every row
     learners_backfill  ours as an operator runs it, each command in a subprocess of its own
-                       (`manage.py outbox_requeue --all --producer ... --drain` or one
-                       `dump_data_to_clickhouse --object ... --drain` per model; --send after:
+                       (`manage.py outbox_requeue --all --producer ... --drain`, or
+                       `dump_data_to_clickhouse --object ... --drain` with every model or one
+                       per model; --send after:
                        without --drain, then `outbox_drain --until-empty`): wall time, peak
                        RSS (the child's own, os.wait4) of each; until ClickHouse holds every row
     learners_surfaces  after a backfill, one --page: the admin's "Learners and tags" change
@@ -238,14 +239,17 @@ def backfill(args):
     """
     Ours from an empty outbox and empty ClickHouse tables until ClickHouse holds every row:
     --via requeue: `outbox_requeue --all --producer user_profile --producer external_id
-    --producer course_enrollment`; --via dump_data: `dump_data_to_clickhouse --object X` for
-    each. --send alongside (the default): each with --drain, its chunks sent as they are
+    --producer course_enrollment`; --via dump_data: `dump_data_to_clickhouse --object X
+    --object Y ...`, one command; --via dump_data_each: `dump_data_to_clickhouse --object X` for
+    each, as the peer's is run. --send alongside (the default): each with --drain, its chunks sent as they are
     queued; --send after: then `outbox_drain --until-empty`. Each command a subprocess.
     """
     empty_outbox()
     backend = fresh_clickhouse()
     if args.via == "requeue":
         queue = [["outbox_requeue", "--all", *[part for name in PRODUCERS for part in ("--producer", name)]]]
+    elif args.via == "dump_data":
+        queue = [["dump_data_to_clickhouse", *[part for name in PRODUCERS for part in ("--object", name)]]]
     else:
         queue = [["dump_data_to_clickhouse", "--object", name] for name in PRODUCERS]
     alongside = args.send == "alongside"
@@ -270,8 +274,7 @@ def backfill(args):
         "failed_steps": [step["command"] for step in steps if step["exit_status"]],
         "startup_seconds_each": startup, "snapshots": snapshots, "peak_rss_mb": max(step["peak_rss_mb"] for step in steps),
         "peak_rss_mb_by_step": {step["command"].split()[0] + (f" {step['command'].split()[2]}" if
-                                step["command"].startswith("dump_data") else ""): step["peak_rss_mb"]
-                                for step in steps},
+                                args.via == "dump_data_each" else ""): step["peak_rss_mb"] for step in steps},
         "database": connection.vendor,
     }
 
@@ -510,8 +513,9 @@ def add_arguments(parser):
     parser.add_argument("--chunk", type=int, default=FLOOR_CHUNK, help="learners_floor: rows read and sent at a time")
     parser.add_argument("--encoder", choices=["serializers", "json"], default="serializers",
                         help="learners_floor: the project's serializers, or one json.dumps per row")
-    parser.add_argument("--via", choices=["requeue", "dump_data"], default="requeue",
-                        help="learners_backfill: outbox_requeue --all, or dump_data_to_clickhouse per model")
+    parser.add_argument("--via", choices=["requeue", "dump_data", "dump_data_each"], default="requeue",
+                        help="learners_backfill: outbox_requeue --all, dump_data_to_clickhouse with every --object, "
+                             "or dump_data_to_clickhouse per model")
     parser.add_argument("--send", choices=["alongside", "after"], default="alongside",
                         help="learners_backfill: each command with --drain (its chunks sent as they are queued), or "
                              "outbox_drain --until-empty after them")

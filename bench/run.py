@@ -92,10 +92,11 @@ SCENARIOS = {
                     {"enrollments": 2_000, "rounds": 1, "tasks": 200, "count": 200}),
     "bulk_enroll_deferred": ("bulk enroll, {enrollments:,} enrollments in one transaction, SNAPSHOT_AT=drain",
                              ["bulk_enroll", "--snapshot-at", "drain"], None,
-                             # fill_threads: the drain's fill measured again with that many threads each
-                             # (CLICKHOUSE_OUTBOX_DRAIN_THREADS; SQLite has one writer: not there).
-                             {"enrollments": 10_000, "rounds": 3, "count": 1000, "fill_threads": [2]},
-                             {"enrollments": 2_000, "rounds": 1, "count": 200, "fill_threads": [2]}),
+                             # fill_threads: the drain's fill measured again with that many loops each
+                             # (CLICKHOUSE_OUTBOX_FILL_THREADS; its default, 2, in the main runs; SQLite
+                             # has one writer, one loop: not there).
+                             {"enrollments": 10_000, "rounds": 3, "count": 1000, "fill_threads": [1]},
+                             {"enrollments": 2_000, "rounds": 1, "count": 200, "fill_threads": [1]}),
     # A healthy site delivered (untimed), then outbox_verify over every course: its time, its
     # ClickHouse queries (a few per chunk of CLICKHOUSE_OUTBOX_VERIFY_CHUNK courses) and statements.
     "verify": ("verify a healthy site, {courses:,} courses x {blocks} blocks (outbox_verify)", ["verify"], None,
@@ -334,12 +335,13 @@ def measure_bulk_enroll(name, quick, databases, server):
             rows.append(fill_row)
             for threads in sizes.get("fill_threads", []) if database != "sqlite" else []:
                 threaded = []
+                looped = {**env, "CLICKHOUSE_OUTBOX_FILL_THREADS": str(threads)}
                 for _ in range(sizes["rounds"]):
                     run_json([*OURS, "reset"], env)
                     threaded.append(run_json([*OURS, *ours, "--enrollments", str(sizes["enrollments"]),
-                                              "--count-enrollments", "1", "--threads", str(threads)], env))
+                                              "--count-enrollments", "1"], looped))
                 fill_row = row(f"{name}_fill_{threads}_threads", f"{label}: the drain's fill of the requests, "
-                               f"{threads} threads (CLICKHOUSE_OUTBOX_DRAIN_THREADS = {threads})", database, "rows/s",
+                               f"{threads} loop(s) (CLICKHOUSE_OUTBOX_FILL_THREADS = {threads})", database, "rows/s",
                                [r["fill_rows_per_second"] for r in threaded], max(r["peak_rss_mb"] for r in threaded),
                                [], None)
                 fill_row["ours_fill_seconds"] = stats([r["fill_seconds"] for r in threaded])
@@ -396,6 +398,7 @@ def measure_learners(names, quick, databases, server, options):
     dump_data_max = (options.dump_data_max_users if options.dump_data_max_users is not None
                      else config["dump_data_max_users"])
     surface_timeout = options.surface_timeout or config["surface_timeout"]
+    peer_max = options.peer_max_users if options.peer_max_users is not None else max(sizes)
     rows = []
     for database in databases:
         env = our_env(DATABASES[database], server)
@@ -419,6 +422,7 @@ def measure_learners(names, quick, databases, server, options):
                     after = run_json([*OURS, "learners_backfill", *n, "--via", "requeue", "--send", "after"], env)
                     rows.append(backfill_row(f"backfill_sent_after_{users}", f"{label}, the rows sent after the "
                                              "dump (outbox_drain --until-empty)", database, users, after, floor, generated))
+                if backfill:
                     rows.append(surfaces_row(users, database, env, surface_timeout))
                 if verify:
                     for producer in VERIFIED_PRODUCERS:
@@ -432,10 +436,16 @@ def measure_learners(names, quick, databases, server, options):
                         progress(f"{database}, {users:,} users: the sweep (first, quiet, after 1,000 update()s)")
                         rows.append(sweep_row(users, database, run_json([*OURS, "learners_sweep", *n], env)))
                 if backfill and users <= dump_data_max:
-                    progress(f"{database}, {users:,} users: ours (dump_data_to_clickhouse --drain per model)")
+                    progress(f"{database}, {users:,} users: ours (dump_data_to_clickhouse --object ×3 --drain)")
                     via = run_json([*OURS, "learners_backfill", *n, "--via", "dump_data"], env)
                     rows.append(backfill_row(f"backfill_dump_data_{users}", f"{label}, via dump_data_to_clickhouse "
-                                             "--object (each model)", database, users, via, floor, generated))
+                                             "--object … --drain (the three models in one command)", database, users,
+                                             via, floor, generated))
+                    progress(f"{database}, {users:,} users: ours (dump_data_to_clickhouse --drain per model)")
+                    each = run_json([*OURS, "learners_backfill", *n, "--via", "dump_data_each"], env)
+                    rows.append(backfill_row(f"backfill_dump_data_each_{users}", f"{label}, via "
+                                             "dump_data_to_clickhouse --object X --drain (a command per model, as "
+                                             "the peer's)", database, users, each, floor, generated))
             finally:
                 # Ours' learners, outbox and ClickHouse database gone before the peer runs: no merge
                 # of our parts left running on the server while it is timed.
@@ -443,13 +453,16 @@ def measure_learners(names, quick, databases, server, options):
                     run_json([*OURS, "learners_drop"], env)
                 except SystemExit as exc:  # a busy shared server timing out its DROP loses no figure
                     progress(f"{database}, {users:,} users: learners_drop failed: {str(exc).splitlines()[-1]}")
-            if backfill:
+            if backfill and users > peer_max:
+                progress(f"{database}, {users:,} users: the peer not run (--peer-max-users {peer_max:,})")
+            elif backfill:
                 progress(f"{database}, {users:,} users: the peer's dump_data_to_clickhouse")
                 # Its 5 s HTTP timeout raised to 60 s (a 10,000-row INSERT on a busy machine is not cut
                 # off), or to BENCH_CLICKHOUSE_TIMEOUT_SECS: its counts and DROP of a million learners' rows.
                 # Every way of ours at this size (one command, sent after, per model) beside the same peer run.
                 ours_rows = [r for r in rows if r["database"] == database and r["scenario"] in (
-                    f"backfill_{users}", f"backfill_sent_after_{users}", f"backfill_dump_data_{users}")]
+                    f"backfill_{users}", f"backfill_sent_after_{users}", f"backfill_dump_data_{users}",
+                    f"backfill_dump_data_each_{users}")]
                 try:
                     peer = aspects_run([*SCENARIOS["backfill"][2], *n, "--bool-as-string", "--timeout-secs",
                                         str(max(60, int(timeout_secs()))), "--drop-learners"], server, database)
@@ -802,8 +815,9 @@ def goals_table(results):
     deferred = deferred.removeprefix("bulk enroll, ").split(" in one")[0]
     threaded = {db: r for name in sorted(by) if name.startswith("bulk_enroll_deferred_fill_")
                 for db, r in by[name].items()}
-    add(f"1. Deferred mode: the drain fills the requests of that bulk enroll ({deferred}); with "
-        "CLICKHOUSE_OUTBOX_DRAIN_THREADS = 2 after the arrow", "≥ 20,000 rows/s",
+    add(f"1. Deferred mode: the drain fills the requests of that bulk enroll ({deferred}), as configured by "
+        "default (CLICKHOUSE_OUTBOX_FILL_THREADS = 2: two loops where the database skips locked rows, one on "
+        "SQLite); in one loop after the arrow", "≥ 20,000 rows/s",
         {db: f"{r['ours']['median']:,.0f} rows/s" + (f" → {threaded[db]['ours']['median']:,.0f}" if db in threaded else "")
          for db, r in (by.get("bulk_enroll_deferred_fill") or by.get("bulk_enroll_deferred_drain", {})).items()})
     sizes = sorted({r["users"] for r in rows if r.get("group") == "backfill" and "users" in r})
@@ -822,9 +836,13 @@ def goals_table(results):
         add(f"2. Backfill of {users:,} users (profile + external id) and {3 * users:,} enrollments, until ClickHouse "
             "holds every row (outbox_requeue --all --producer … --drain): ours ÷ the floor; the peer ÷ ours",
             "≤ 3× the floor; the peer ≥ 5×", backfill_cells(f"backfill_{users}"))
-        add(f"2. The same backfill of {users:,} users with the peer's command, model by model "
-            "(dump_data_to_clickhouse --object … --drain, three commands)", "≤ 3× the floor; the peer ≥ 5×",
-            backfill_cells(f"backfill_dump_data_{users}"))
+        add(f"2. The same backfill of {users:,} users with the peer's command: dump_data_to_clickhouse --object "
+            "user_profile --object external_id --object course_enrollment --drain (one command); a command per "
+            "model (as the peer is run) after the arrow", "≤ 3× the floor; the peer ≥ 5×",
+            {db: text + (f" → {seconds_text(by[f'backfill_dump_data_each_{users}'][db]['ours']['median'])}: "
+                         f"{by[f'backfill_dump_data_each_{users}'][db].get('peer_over_ours', 0):.2f}×"
+                         if db in by.get(f"backfill_dump_data_each_{users}", {}) else "")
+             for db, text in backfill_cells(f"backfill_dump_data_{users}").items()})
     if sizes:
         cells = {}
         for db in databases:
@@ -939,6 +957,9 @@ def main():
                              "with --quick 10000,50000)")
     parser.add_argument("--verify-max-users", type=int, default=None, metavar="N",
                         help="verify_learners: only at sizes up to N users (default: 100000; --quick 10000)")
+    parser.add_argument("--peer-max-users", type=int, default=None, metavar="N",
+                        help="backfill: run the peer's dump_data_to_clickhouse only up to N users (default: every "
+                             "size; at a million it runs for over an hour on MariaDB)")
     parser.add_argument("--dump-data-max-users", type=int, default=None, metavar="N",
                         help="backfill: ours via dump_data_to_clickhouse too, at sizes up to N users (default: "
                              "100000; --quick 0: never)")

@@ -167,6 +167,10 @@ def drain_threads():
     return value("CLICKHOUSE_OUTBOX_DRAIN_THREADS")
 
 
+def fill_threads():
+    return value("CLICKHOUSE_OUTBOX_FILL_THREADS")
+
+
 def dump_chunk_rows():
     return value("CLICKHOUSE_OUTBOX_DUMP_CHUNK_ROWS")
 

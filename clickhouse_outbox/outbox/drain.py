@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError, connections
 from django.db.models import Q
 
+from clickhouse_outbox import conf
 from clickhouse_outbox.clickhouse.backends import get_backend
 from clickhouse_outbox.clickhouse.errors import ClickHouseError, OutOfTime
 from clickhouse_outbox.db import retry_lock_conflicts
@@ -93,7 +94,8 @@ def drain(*, max_batches=None, max_seconds=None, backend=None, threads=1, claime
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     if requests_waiting().exists():  # deferred snapshots first: their rows join this run's batches
         failed = []
-        result.snapshots_taken = take_requested(deadline=deadline, failed=failed, claimer=claimer, threads=threads)
+        result.snapshots_taken = take_requested(deadline=deadline, failed=failed, claimer=claimer,
+                                                threads=max(threads, conf.fill_threads()))
         result.snapshots_failed = len(failed)
         result.errors += [f"{about(subject, last_line(str(exc)) or type(exc).__name__)} (the requested {name} "
                           "snapshot could not be taken)" for name, subject, exc in failed]

@@ -171,15 +171,23 @@ def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None, 
     `failed`, a list, gets the (producer, subject, exception) of each one that failed.
     `claimer` (outbox.liveness) is the drain run's; without one, this call takes its own lock.
     With `threads` > 1 where the database skips locked rows, as many loops fill one-row
-    producers' requests at once, each its own chunks (`fill_in_threads`).
+    producers' requests at once, each its own chunks (`fill_in_threads`); one loop when a
+    chunk holds every request, or when called inside a transaction (another connection would
+    not see its requests).
     """
     if claimer is None:
         with liveness.claiming("a run of requested snapshots") as own:
             return take_requested(deadline=deadline, overrides=overrides, failed=failed, claimer=own, threads=threads)
     failed = [] if failed is None else failed
-    if threads > 1 and skip_locked():
+    in_transaction = fill_writes.connection_for_outbox().in_atomic_block
+    if threads > 1 and skip_locked() and not in_transaction and more_than_a_chunk():
         return fill_in_threads(threads, deadline, overrides, failed, claimer)
     return take_loop(deadline, overrides, failed, claimer)
+
+
+def more_than_a_chunk():
+    """Whether more requests wait than one loop fills at a time: fewer are not worth a thread and its connection."""
+    return requests_waiting().order_by()[:FILL_CHUNK + 1].count() > FILL_CHUNK
 
 
 def fill_in_threads(threads, deadline, overrides, failed, claimer):

@@ -239,9 +239,16 @@ def plugin_settings(settings):
     # .. setting_default: 1
     # .. setting_description: Batches one drain run (the celery task, ``outbox_drain``) claims and sends at once,
     #    each from a thread with its own database connection. With 2, ClickHouse parses one batch while the next
-    #    is read: a backlog drains faster. As many threads fill deferred learner requests (``SNAPSHOT_AT =
-    #    "drain"``) at once where the database skips locked rows (MySQL 8, MariaDB 10.6, PostgreSQL): while the
-    #    database writes one chunk, the next is read and encoded. A whole number from 1 to 16.
+    #    is read: a backlog drains faster. A whole number from 1 to 16.
+
+    # .. setting_name: CLICKHOUSE_OUTBOX_FILL_THREADS
+    # .. setting_default: 2
+    # .. setting_description: Loops of a drain run that fill deferred learner requests (``SNAPSHOT_AT = "drain"``)
+    #    at once, each from a thread with its own database connection (at least
+    #    ``CLICKHOUSE_OUTBOX_DRAIN_THREADS``): while the database writes one chunk, the next is read and encoded.
+    #    Only where the database skips locked rows (MySQL 8, MariaDB 10.6, PostgreSQL) and the drain is not called
+    #    inside a transaction (another connection would not see its requests); one loop otherwise, and on SQLite.
+    #    A whole number from 1 to 16.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_MONITORING_TOKEN
     # .. setting_default: ""

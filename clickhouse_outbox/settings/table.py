@@ -215,9 +215,13 @@ SETTINGS = (
     Setting("CLICKHOUSE_OUTBOX_DRAIN_THREADS", 1, int, 1, 16, doc=(
         "Batches one drain run (the celery task, ``outbox_drain``) claims and sends at once, each from a thread "
         "with its own database connection. With 2, ClickHouse parses one batch while the next is read: a "
-        "backlog drains faster. As many threads fill deferred learner requests (``SNAPSHOT_AT = \"drain\"``) at "
-        "once where the database skips locked rows (MySQL 8, MariaDB 10.6, PostgreSQL): while the database "
-        "writes one chunk, the next is read and encoded.")),
+        "backlog drains faster.")),
+    Setting("CLICKHOUSE_OUTBOX_FILL_THREADS", 2, int, 1, 16, doc=(
+        "Loops of a drain run that fill deferred learner requests (``SNAPSHOT_AT = \"drain\"``) at once, each "
+        "from a thread with its own database connection (at least ``CLICKHOUSE_OUTBOX_DRAIN_THREADS``): while "
+        "the database writes one chunk, the next is read and encoded. Only where the database skips locked rows "
+        "(MySQL 8, MariaDB 10.6, PostgreSQL) and the drain is not called inside a transaction (another "
+        "connection would not see its requests); one loop otherwise, and on SQLite.")),
     Setting("CLICKHOUSE_OUTBOX_MONITORING_TOKEN", "", str, secret=True, doc=(
         "A token that opens the metrics (``/clickhouse_outbox/metrics``) and health (``/clickhouse_outbox/health``) "
         "endpoints to a caller that is not signed-in staff: sent as ``Authorization: Bearer <token>`` (never in "

@@ -84,6 +84,19 @@ def test_dump_data_to_clickhouse_with_drain_sends_one_model(clickhouse, settings
     assert count(clickhouse, "user_profile") == 5 and count(clickhouse, "course_enrollment") == 0
 
 
+def test_dump_data_to_clickhouse_with_drain_sends_several_models_of_one_job(clickhouse, settings):
+    settings.CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS = 2
+    users = site_before_install(5)
+    enrollments = sum(len(RANGE_COURSES[: 1 + index % 3]) for index in range(len(users)))
+
+    out, _ = run("dump_data_to_clickhouse", "--object", "user_profile", "--object", "external_id",
+                 "--object", "course_enrollment", "--drain")
+
+    assert re.search(rf"Drained: \d+ batch(es)? \({10 + enrollments} rows\) sent\.", out), out
+    assert (count(clickhouse, "user_profile"), count(clickhouse, "external_id"),
+            count(clickhouse, "course_enrollment")) == (5, 5, enrollments)
+
+
 def test_rows_clickhouse_did_not_take_stay_queued_and_the_command_says_so(settings):
     settings.EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG = {
         "url": f"http://127.0.0.1:{free_port()}", "username": "default", "password": "", "database": "event_sink",

@@ -99,8 +99,23 @@ def test_dump_data_to_clickhouse_takes_the_peers_options(learners):
     assert DumpJob.objects.latest("id").producer_names == ["course_structure"]
 
 
+def test_dump_data_to_clickhouse_with_several_objects_dumps_them_in_one_job(learners):
+    out, _ = run("dump_data_to_clickhouse", "--object", "user_profile", "--object", "course_enrollment",
+                 "--object", "user_profile")
+    job = DumpJob.objects.get()
+    assert job.producer_names == ["user_profile", "course_enrollment"]  # each once, in the order given
+    assert dumped(job, "user_profile") == [str(pk) for pk in UserProfile.objects.order_by("pk").values_list("pk", flat=True)]
+    assert dumped(job, "course_enrollment") == [
+        str(pk) for pk in CourseEnrollment.objects.order_by("pk").values_list("pk", flat=True)]
+    assert f"Dump job {job.pk} done: 10 of 10" in out
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--object", "auth_user"), "auth_user is the retirement sink"),
+    (("--object", "user_profile", "--object", "users"), "Unknown --object 'users'"),
+    (("--object", "user_profile", "--object", "course_enrollment", "--ids", "1"),
+     "--ids, --ids_to_skip, --start_pk and --limit apply to one --object"),
+    (("--object", "user_profile", "--object", "external_id", "--start_pk", "1"), "apply to one --object"),
     (("--object", "users"), "Unknown --object 'users'; choose one of: course_enrollment, course_overviews"),
     (("--object", "user_profile", "--password", "s3cret"), "--password: the connection now comes only from"),
     (("--object", "user_profile", "--limit", "2", "--force"), "--limit cannot be used with --force"),

@@ -233,3 +233,49 @@ def test_threads_fill_every_request_once(monkeypatch):
     assert set(Snapshot.objects.filter(pk__in=requests).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}
     entries = list(OutboxEntry.objects.filter(snapshot__in=requests).values_list("snapshot_id", flat=True))
     assert sorted(entries) == sorted(requests)  # one entry each: no request filled twice
+
+
+def fill_threads_seen(monkeypatch):
+    """The names of the threads that run `fill_rows` from now on (the real one is called)."""
+    seen, real = set(), requested.fill_rows
+
+    def fill_rows(*args, **kwargs):
+        seen.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(requested, "fill_rows", fill_rows)
+    return seen
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has one writer: it fills in one loop")
+def test_a_drain_fills_in_CLICKHOUSE_OUTBOX_FILL_THREADS_loops_when_more_than_a_chunk_waits(monkeypatch, settings,
+                                                                                           chdb_clickhouse):
+    site()
+    requests = [request.pk for name in PRODUCERS for request in request_all(registry.get(name))]
+    monkeypatch.setattr(requested, "FILL_CHUNK", 1)  # more than a chunk waits
+    seen = fill_threads_seen(monkeypatch)
+    settings.CLICKHOUSE_OUTBOX_FILL_THREADS = 2
+    from clickhouse_outbox.outbox.drain import drain  # noqa: PLC0415
+
+    result = drain(max_batches=0)  # the fill alone: no batch is sent
+    assert result.snapshots_taken == len(requests)
+    assert seen and all(name.startswith("clickhouse_outbox-fill") for name in seen - {"MainThread"}), seen
+    assert any(name.startswith("clickhouse_outbox-fill") for name in seen), seen
+    entries = list(OutboxEntry.objects.filter(snapshot__in=requests).values_list("snapshot_id", flat=True))
+    assert sorted(entries) == sorted(requests)
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has one writer: it fills in one loop")
+def test_one_chunk_or_a_drain_inside_a_transaction_fills_in_the_callers_thread(monkeypatch):
+    site()
+    requests = [request.pk for request in request_all(registry.get("course_enrollment"))]
+    seen = fill_threads_seen(monkeypatch)
+    assert requested.take_requested(threads=2) == len(requests)  # one chunk holds them all: no thread
+    assert seen == {threading.current_thread().name}
+
+    monkeypatch.setattr(requested, "FILL_CHUNK", 1)
+    with transaction.atomic():  # requests no other connection can see yet
+        more = [request.pk for request in request_all(registry.get("user_profile"))]
+        assert requested.take_requested(threads=2) == len(more)
+    assert seen == {threading.current_thread().name}
+    assert set(Snapshot.objects.filter(pk__in=more).values_list("status", flat=True)) == {Snapshot.Status.QUEUED}

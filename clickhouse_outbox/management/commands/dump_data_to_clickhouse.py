@@ -1,6 +1,7 @@
 """
 manage.py dump_data_to_clickhouse --object MODEL: platform-plugin-aspects' full dump of one
-model, through the outbox.
+model, through the outbox; `--object` repeated dumps several models in one job (with --drain,
+one model's rows are sent while the next is read).
 
 It takes the peer's options (--object, --ids, --ids_to_skip, --force, --limit, --start_pk,
 --batch_size, --sleep_time) so existing scripts still run, but instead of posting batches
@@ -32,7 +33,8 @@ def objects():
 class Command(OutboxCommand):
     help = (
         "Queue a snapshot of every object of one model (--object: "
-        f"{', '.join(sorted(objects()))}), or of --ids, as a dump job that prints its progress and that celery "
+        f"{', '.join(sorted(objects()))}; repeated, of several models in one job), or of --ids, as a dump job "
+        "that prints its progress and that celery "
         "workers resume if this command is stopped; the drain sends the rows. The options of "
         "platform-plugin-aspects' command of the same name are kept: --force is always on (every object is "
         "queued), --sleep_time is not needed (the drain paces the sends). With --drain, this process also sends "
@@ -42,7 +44,9 @@ class Command(OutboxCommand):
     origin = "dump_data_to_clickhouse"
 
     def add_arguments(self, parser):
-        parser.add_argument("--object", required=True, metavar="MODEL", help="The model to dump, e.g. user_profile.")
+        parser.add_argument("--object", required=True, action="append", metavar="MODEL",
+                            help="The model to dump, e.g. user_profile; repeat it to dump several in one job "
+                                 "(--ids, --ids_to_skip, --start_pk and --limit take one).")
         parser.add_argument("--ids", nargs="*", default=None, metavar="ID",
                             help="Only these objects (primary keys; course keys for course_overviews).")
         parser.add_argument("--ids_to_skip", "--ids-to-skip", nargs="*", default=(), metavar="ID",
@@ -68,7 +72,22 @@ class Command(OutboxCommand):
         if options["limit"] and options["force"]:
             # The peer refuses it too: a repeated run would dump the same objects every time.
             raise CommandError("--limit cannot be used with --force.")
-        name = options["object"]
+        chosen = list(dict.fromkeys(self.producer(name) for name in options["object"]))
+        if len(chosen) > 1 and narrowed(options):
+            raise CommandError("--ids, --ids_to_skip, --start_pk and --limit apply to one --object; give only one.")
+        for producer in chosen:
+            if not producer.enabled:
+                self.stderr.write(
+                    f"The {producer.name} producer is off, so changes to {producer.noun[1]} are not queued; this "
+                    f"dump queues them once (turn it on with CLICKHOUSE_OUTBOX_{producer.name.upper()}_ENABLED = "
+                    "True).",
+                    style_func=self.style.WARNING,
+                )
+        scope, job_args = self.scope(chosen[0], options)
+        job = start_or_join(self, scope, producers=[producer.name for producer in chosen], **job_args)
+        queue_and_drain(self, options, lambda: run_in_foreground(self, job, chunk_size=options["batch_size"]))
+
+    def producer(self, name):
         if name == RETIREMENT_PEER_MODEL:
             raise CommandError(
                 "auth_user is the retirement sink: a retirement is not dumped, its deletes are queued when a user is "
@@ -77,20 +96,10 @@ class Command(OutboxCommand):
         producer = objects().get(name)
         if producer is None:
             raise CommandError(f"Unknown --object {name!r}; choose one of: {', '.join(sorted(objects()))}.")
-        if not producer.enabled:
-            self.stderr.write(
-                f"The {producer.name} producer is off, so changes to {producer.noun[1]} are not queued; this dump "
-                f"queues them once (turn it on with CLICKHOUSE_OUTBOX_{producer.name.upper()}_ENABLED = True).",
-                style_func=self.style.WARNING,
-            )
-        scope, job_args = self.scope(producer, options)
-        job = start_or_join(self, scope, producers=[producer.name], **job_args)
-        queue_and_drain(self, options, lambda: run_in_foreground(self, job, chunk_size=options["batch_size"]))
+        return producer
 
     def scope(self, producer, options):
-        narrowed = options["ids"] is not None or options["ids_to_skip"] or options["start_pk"] is not None \
-            or options["limit"]
-        if not narrowed:
+        if not narrowed(options):
             return DumpJob.Scope.ALL, {}
         try:
             skip = {producer.parse_subject(value) for value in options["ids_to_skip"]}
@@ -111,3 +120,9 @@ class Command(OutboxCommand):
                                "are applied.")
         self.stdout.write(f"Dumping {plural(len(subjects), *producer.noun)}.")
         return DumpJob.Scope.SELECTED, {"subjects": [(producer.name, subject) for subject in subjects]}
+
+
+def narrowed(options):
+    """Whether the options pick some objects of the model rather than all."""
+    return bool(options["ids"] is not None or options["ids_to_skip"] or options["start_pk"] is not None
+                or options["limit"])
