@@ -836,12 +836,12 @@ def goals_table(results):
         add(f"2. Backfill of {users:,} users (profile + external id) and {3 * users:,} enrollments, until ClickHouse "
             "holds every row (outbox_requeue --all --producer … --drain): ours ÷ the floor; the peer ÷ ours",
             "≤ 3× the floor; the peer ≥ 5×", backfill_cells(f"backfill_{users}"))
+        each = by.get(f"backfill_dump_data_each_{users}", {})
         add(f"2. The same backfill of {users:,} users with the peer's command: dump_data_to_clickhouse --object "
             "user_profile --object external_id --object course_enrollment --drain (one command); a command per "
             "model (as the peer is run) after the arrow", "≤ 3× the floor; the peer ≥ 5×",
-            {db: text + (f" → {seconds_text(by[f'backfill_dump_data_each_{users}'][db]['ours']['median'])}: "
-                         f"{by[f'backfill_dump_data_each_{users}'][db].get('peer_over_ours', 0):.2f}×"
-                         if db in by.get(f"backfill_dump_data_each_{users}", {}) else "")
+            {db: text + (f" → {seconds_text(each[db]['ours']['median'])}: {each[db].get('peer_over_ours', 0):.2f}×"
+                         if db in each else "")
              for db, text in backfill_cells(f"backfill_dump_data_{users}").items()})
     if sizes:
         cells = {}

@@ -179,8 +179,8 @@ def take_requested(*, deadline=None, overrides=None, failed=None, claimer=None, 
         with liveness.claiming("a run of requested snapshots") as own:
             return take_requested(deadline=deadline, overrides=overrides, failed=failed, claimer=own, threads=threads)
     failed = [] if failed is None else failed
-    in_transaction = fill_writes.connection_for_outbox().in_atomic_block
-    if threads > 1 and skip_locked() and not in_transaction and more_than_a_chunk():
+    if (threads > 1 and skip_locked() and not fill_writes.connection_for_outbox().in_atomic_block
+            and more_than_a_chunk()):
         return fill_in_threads(threads, deadline, overrides, failed, claimer)
     return take_loop(deadline, overrides, failed, claimer)
 

@@ -21,6 +21,7 @@ from django.db.models import F
 from clickhouse_outbox.db import db_now
 from clickhouse_outbox.models import OutboxEntry, Snapshot
 from clickhouse_outbox.outbox import registry, requested
+from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.serializers.payloads import decompress
 from outbox_project.platform.models import CourseEnrollment, UserProfile
 from tests.learners import give_external_id
@@ -255,7 +256,6 @@ def test_a_drain_fills_in_CLICKHOUSE_OUTBOX_FILL_THREADS_loops_when_more_than_a_
     monkeypatch.setattr(requested, "FILL_CHUNK", 1)  # more than a chunk waits
     seen = fill_threads_seen(monkeypatch)
     settings.CLICKHOUSE_OUTBOX_FILL_THREADS = 2
-    from clickhouse_outbox.outbox.drain import drain  # noqa: PLC0415
 
     result = drain(max_batches=0)  # the fill alone: no batch is sent
     assert result.snapshots_taken == len(requests)
