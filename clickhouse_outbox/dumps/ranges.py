@@ -3,9 +3,10 @@ Whole-table dumps by key range: the learner tables (enrollments, profiles, exter
 come in millions, so a dump of all of them lists nothing. A job keeps a cursor per producer
 (`DumpCursor`: the last key queued) and a worker walks the table from it, a chunk at a time:
 
-1. read the next CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS rows after the cursor with one
-   `.values_list()` query (joins for usernames; the rows of retired users left out by the query),
-   outside any transaction;
+1. read the next CLICKHOUSE_OUTBOX_BACKFILL_CHUNK_ROWS keys after the cursor: where the
+   range ends, by the primary key's index alone; then the range's rows with one
+   `.values_list()` query (joins for usernames; the rows of retired users left out by the
+   query), outside any transaction (`ModelRowProducer.rows_after`);
 2. encode them as JSONEachRow lines sharing one dump_id (derived from the job, producer and
    key range, so it is the same whoever reads the range) with a line template compiled once
    for the chunk (`serializers.lines`), and compress them;
@@ -121,9 +122,9 @@ def take_range(cursor, producer, owner, size=None):
     """
     size = size or conf.backfill_chunk_rows()
     now = db_now()
-    rows = producer.rows_after(cursor.last_key, size, excluded_users=retired_users())
+    rows, key_to, last = producer.rows_after(cursor.last_key, size, excluded_users=retired_users())
     grid = conf.sweep_chunk() if producer.sweepable else None
-    if not rows:
+    if key_to is None:  # no key is left
         with transaction.atomic():
             done = DumpCursor.objects.filter(pk=cursor.pk, lease_owner=owner, last_key=cursor.last_key).update(
                 finished=True, lease_owner=None, lease_expires_at=None
@@ -131,8 +132,7 @@ def take_range(cursor, producer, owner, size=None):
             if done and grid:  # the range the last chunk ended in ends with the table
                 swept_ranges.record_chunk(producer.name, cursor.last_key, cursor.last_key, [], grid, last=True)
         return 0 if done else None
-    last = len(rows) < size  # the table's end
-    key_from, key_to = cursor.last_key + 1, rows[-1][0]
+    key_from = cursor.last_key + 1
     dump_id = chunk_dump_id(cursor.job_id, producer.name, key_from, key_to)
     when = dump_time(now)
     lines, users, failed, read = encode(producer, rows, dump_id, when)

@@ -6,9 +6,10 @@ serialized as one line of one table.
 
 import logging
 import uuid
+from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import ExpressionWrapper, F, TextField
+from django.db.models import ExpressionWrapper, F, Max, TextField
 
 from clickhouse_outbox.db import among
 from clickhouse_outbox.outbox.registry import Prepared, Producer
@@ -20,6 +21,14 @@ log = logging.getLogger(__name__)
 
 #: The prefix of a `values_raw` field's name in `rows_after`'s query.
 RAW = "raw_"
+
+
+class KeyRange(NamedTuple):
+    """What `rows_after` read: the rows, the range's last key (None: no key is left) and whether the table ends there."""
+
+    rows: list
+    key_to: int | None
+    last: bool
 
 
 class ModelRowProducer(Producer):
@@ -150,14 +159,28 @@ class ModelRowProducer(Producer):
 
     def rows_after(self, after, limit, *, excluded_users=None):
         """
-        Up to `limit` rows with a primary key above `after`, in key order, as `.values_list()`
-        tuples of `values_fields` (one query, joins for usernames); `excluded_users` a queryset
-        of user ids whose rows are left out (the retired).
+        The next key range of the table after the key `after`, as a `KeyRange`: its rows in
+        key order, as `.values_list()` tuples of `values_fields` (joins for usernames), those
+        of `excluded_users` (a queryset of user ids: the retired) left out.
+
+        Two queries: where the range ends (the `limit`-th key above `after`, by the primary
+        key's index alone), then the rows within it with their joins. A join in a query
+        bounded only by LIMIT may be planned from the joined table: MariaDB walked every
+        external id of a type and sorted the rest of the table for each chunk, so the cost
+        per row grew with the table.
         """
-        rows = self.queryset().select_related(None).filter(pk__gt=after)
+        table = self.queryset().select_related(None)
+        after_key = table.filter(pk__gt=after)
+        bound = next(iter(after_key.order_by("pk").values_list("pk", flat=True)[limit - 1:limit]), None)
+        rows = after_key if bound is None else after_key.filter(pk__lte=bound)
         if excluded_users is not None and self.personal_data:
             rows = rows.exclude(**{f"{self.user_field}__in": excluded_users})
-        return list(self.as_values(rows).order_by("pk")[:limit])
+        rows = list(self.as_values(rows).order_by("pk"))
+        if bound is not None:
+            return KeyRange(rows, key_to=bound, last=False)
+        # Fewer than `limit` keys are left: the range is the rest of the table (None: nothing is left).
+        key_to = rows[-1][0] if rows else after_key.aggregate(last=Max("pk"))["last"]
+        return KeyRange(rows, key_to=key_to, last=True)
 
     def rows_by_key(self, keys):
         """

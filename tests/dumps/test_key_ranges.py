@@ -42,7 +42,7 @@ def assert_chunk_lines_are_the_serializers_lines():
     dump_id, when = uuid.uuid4(), "2026-12-06 04:00:00.000000+00:00"
     for name in LEARNERS:
         producer = registry.get(name)
-        values = producer.rows_after(0, 100)
+        values = producer.rows_after(0, 100).rows
         objects = {obj.pk: obj for obj in producer.queryset()}
         assert values and len(values) == len(objects)
         line = producer.values_encoder(dump_id=dump_id, time_last_dumped=when)
@@ -101,7 +101,7 @@ def test_a_whole_table_dump_lists_nothing_and_queues_one_entry_per_chunk(setting
 
 
 def test_a_chunk_is_read_with_the_same_queries_whatever_its_size(settings):
-    """Set-based: one read per chunk (joins, no query per row), and the same few writes."""
+    """Set-based: two reads per chunk (where it ends, then its rows with joins; no query per row), and the same few writes."""
     site_before_install(12)
     counts = []
     for size in (2, 20):
@@ -116,7 +116,7 @@ def test_a_chunk_is_read_with_the_same_queries_whatever_its_size(settings):
             assert ranges.take_range(cursor, registry.get("course_enrollment"), owner, size) == size
         counts.append(len(queries))
         DumpJob.objects.filter(pk=job.pk).update(status=DumpJob.Status.CANCELLED, active=None)
-    assert counts[0] == counts[1] <= 13  # 10, and the record of the one range of the sweep's grid it reads
+    assert counts[0] == counts[1] <= 14  # 11 (where the range ends, its rows, ...), and the record of the range of the sweep's grid it reads
 
 
 def test_a_stopped_worker_is_resumed_where_it_stopped(settings):
@@ -149,6 +149,31 @@ def test_a_cursor_taken_over_meanwhile_writes_nothing():
     assert ranges.take_range(cursor, producer, owner, 2) is None
     assert not Snapshot.objects.exists()
     assert DumpCursor.objects.get(pk=cursor.pk).last_key == 0
+
+
+def test_a_range_ends_at_its_last_key_whatever_rows_are_left_out():
+    """
+    A range holds the next `limit` keys: the rows of retired users left out do not pull later
+    keys into it, and its read with joins is bounded by that key (one bounded only by LIMIT
+    was planned from the joined table on MariaDB, sorting the rest of the table each chunk).
+    """
+    users = site_before_install(5)
+    with transaction.atomic():
+        user_retired(sender=None, user=users[1])
+    for name in LEARNERS:
+        producer = registry.get(name)
+        keys = list(producer.queryset().order_by("pk").values_list("pk", flat=True))
+        retired = set(producer.queryset().filter(user=users[1]).values_list("pk", flat=True))
+        with CaptureQueriesContext(connection) as queries:
+            first = producer.rows_after(0, 3, excluded_users=ranges.retired_users())
+        assert first.key_to == keys[2] and not first.last
+        assert [row[0] for row in first.rows] == [key for key in keys[:3] if key not in retired]
+        joined = [query["sql"] for query in queries if "JOIN" in query["sql"]]
+        assert joined and all("<=" in sql for sql in joined), joined
+        rest = producer.rows_after(keys[2], 100, excluded_users=ranges.retired_users())
+        assert rest.last and rest.key_to == keys[-1]
+        assert [row[0] for row in rest.rows] == [key for key in keys[3:] if key not in retired]
+        assert producer.rows_after(keys[-1], 100) == (([], None, True))
 
 
 def test_retired_users_rows_are_never_queued_and_leave_queued_chunks(settings):
