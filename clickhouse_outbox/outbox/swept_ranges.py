@@ -16,7 +16,7 @@ user's rows out (`forget_user_rows`): no digest of their rows is kept.
 import hashlib
 import struct
 
-from django.db import IntegrityError, transaction
+from django.db import connection
 
 from clickhouse_outbox.db import UtcNow
 from clickhouse_outbox.models import SweptRange
@@ -64,15 +64,23 @@ def record(producer_name, key_from, key_to, rows, *, queued, begun=False):
     or None) in key order), replacing what was recorded: the range's digest (`begun`: none
     yet, a dump has read part of it), each row's, how many rows and how many were `queued`.
     """
-    fields = {"key_to": key_to, "digest": BEGUN if begun else range_digest(rows), "row_digests": pack(rows),
-              "rows": len(rows), "queued": queued, "swept_at": UtcNow()}
-    if SweptRange.objects.filter(producer=producer_name, key_from=key_from).update(**fields):
-        return
-    try:
-        with transaction.atomic():
-            SweptRange.objects.create(producer=producer_name, key_from=key_from, **fields)
-    except IntegrityError:  # created by another meanwhile
-        SweptRange.objects.filter(producer=producer_name, key_from=key_from).update(**fields)
+    save([recorded(producer_name, key_from, key_to, rows, queued=queued, begun=begun)])
+
+
+def recorded(producer_name, key_from, key_to, rows, *, queued, begun=False):
+    """The SweptRange `record` writes (unsaved)."""
+    return SweptRange(producer=producer_name, key_from=key_from, key_to=key_to,
+                      digest=BEGUN if begun else range_digest(rows), row_digests=pack(rows), rows=len(rows),
+                      queued=queued, swept_at=UtcNow())
+
+
+def save(swept):
+    """Insert the ranges, or replace what was recorded of them: one statement (an upsert on every database)."""
+    if swept:
+        # MySQL and MariaDB take no conflict target: any unique key (here only this one) is the conflict.
+        target = ["producer", "key_from"] if connection.features.supports_update_conflicts_with_target else None
+        SweptRange.objects.bulk_create(swept, update_conflicts=True, unique_fields=target,
+                                       update_fields=["key_to", "digest", "row_digests", "rows", "queued", "swept_at"])
 
 
 def record_chunk(producer_name, after, key_to, rows, grid, *, last):
@@ -89,6 +97,7 @@ def record_chunk(producer_name, after, key_to, rows, grid, *, last):
         by_range[after - after % grid] = []
     for key, digest in rows:
         by_range.setdefault(key - key % grid, []).append((key, digest))
+    swept = []
     for range_from, in_range in by_range.items():
         range_to = range_from + grid - 1
         if range_from < first_own:
@@ -98,8 +107,9 @@ def record_chunk(producer_name, after, key_to, rows, grid, *, last):
             in_range = [*unpack(begun.row_digests).items(), *in_range]
         elif not in_range:
             continue
-        record(producer_name, range_from, range_to, in_range, queued=len(in_range),
-               begun=not (range_to <= key_to or last))
+        swept.append(recorded(producer_name, range_from, range_to, in_range, queued=len(in_range),
+                              begun=not (range_to <= key_to or last)))
+    save(swept)
 
 
 def forget_user_rows(producer, user_id):
