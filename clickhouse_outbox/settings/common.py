@@ -114,9 +114,12 @@ def plugin_settings(settings):
     #    the file bound does not count them). A whole number from 10 to 10,000,000.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_BATCH_ROWS
-    # .. setting_default: 50000
-    # .. setting_description: Most rows sent in one INSERT (one batch). At most 1,000,000, so ClickHouse writes a
-    #    batch as one block, all or nothing. A whole number from 1 to 1,000,000.
+    # .. setting_default: 200000
+    # .. setting_description: Most rows sent in one INSERT (one batch; a batch also holds at most 1,000 entries,
+    #    so one-row changes go 1,000 at a time). At most 1,000,000, so ClickHouse writes a batch as one block, all
+    #    or nothing. The learner tables are partitioned by ``user_id % 100``: every INSERT into them writes a part
+    #    in up to 100 partitions, so a backfill's chunks cost ClickHouse less in fewer, larger INSERTs. A whole
+    #    number from 1 to 1,000,000.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES
     # .. setting_default: 1048576

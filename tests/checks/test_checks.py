@@ -191,7 +191,7 @@ def test_e010_batch_rows_out_of_range(good, value):
     assert error.id == "clickhouse_outbox.E010"
     assert "CLICKHOUSE_OUTBOX_BATCH_ROWS" in error.msg
     assert "1 to 1000000" in error.msg
-    assert "50000" in error.hint, "the hint names the default"
+    assert "200000" in error.hint, "the hint names the default"
 
 
 @pytest.mark.parametrize("value", [1, 1_000_000, 50_000])

@@ -50,7 +50,7 @@ def test_the_annotations_are_what_the_table_gives():
 def test_a_table_that_differs_from_the_annotations_is_caught():
     """The comparison above can fail: a changed default or a new setting shows up."""
     source = Path(common.__file__).read_text()
-    changed = source.replace("# .. setting_default: 50000", "# .. setting_default: 40000")
+    changed = source.replace("# .. setting_default: 200000", "# .. setting_default: 40000")
     assert changed != source
     assert annotated(changed)["CLICKHOUSE_OUTBOX_BATCH_ROWS"] == "40000"
     assert docs.current_block(changed) != docs.annotations()
