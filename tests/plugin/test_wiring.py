@@ -169,7 +169,7 @@ def test_common_installs_every_outbox_default(settings_module):
     assert settings_module.CLICKHOUSE_OUTBOX_ENABLED is True
     assert settings_module.CLICKHOUSE_OUTBOX_COURSE_SOURCE == "clickhouse_outbox.sources.modulestore.ModulestoreSource"
     assert settings_module.CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS == 10
-    assert settings_module.CLICKHOUSE_OUTBOX_BATCH_ROWS == 50_000
+    assert settings_module.CLICKHOUSE_OUTBOX_BATCH_ROWS == 200_000
     assert plugin_names(settings_module) == {
         "EVENT_SINK_CLICKHOUSE_BACKEND_CONFIG", "CELERYBEAT_SCHEDULE", *conf.DEFAULTS,
     }
