@@ -64,7 +64,7 @@ def record(producer_name, key_from, key_to, rows, *, queued, begun=False):
     or None) in key order), replacing what was recorded: the range's digest (`begun`: none
     yet, a dump has read part of it), each row's, how many rows and how many were `queued`.
     """
-    save([recorded(producer_name, key_from, key_to, rows, queued=queued, begun=begun)])
+    upsert([recorded(producer_name, key_from, key_to, rows, queued=queued, begun=begun)])
 
 
 def recorded(producer_name, key_from, key_to, rows, *, queued, begun=False):
@@ -74,7 +74,7 @@ def recorded(producer_name, key_from, key_to, rows, *, queued, begun=False):
                       queued=queued, swept_at=UtcNow())
 
 
-def save(swept):
+def upsert(swept):
     """Insert the ranges, or replace what was recorded of them: one statement (an upsert on every database)."""
     if swept:
         # MySQL and MariaDB take no conflict target: any unique key (here only this one) is the conflict.
@@ -109,7 +109,7 @@ def record_chunk(producer_name, after, key_to, rows, grid, *, last):
             continue
         swept.append(recorded(producer_name, range_from, range_to, in_range, queued=len(in_range),
                               begun=not (range_to <= key_to or last)))
-    save(swept)
+    upsert(swept)
 
 
 def forget_user_rows(producer, user_id):

@@ -173,7 +173,7 @@ def test_a_range_ends_at_its_last_key_whatever_rows_are_left_out():
         rest = producer.rows_after(keys[2], 100, excluded_users=ranges.retired_users())
         assert rest.last and rest.key_to == keys[-1]
         assert [row[0] for row in rest.rows] == [key for key in keys[3:] if key not in retired]
-        assert producer.rows_after(keys[-1], 100) == (([], None, True))
+        assert producer.rows_after(keys[-1], 100) == ([], None, True)
 
 
 def test_retired_users_rows_are_never_queued_and_leave_queued_chunks(settings):
