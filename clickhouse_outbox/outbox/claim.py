@@ -12,6 +12,10 @@ MariaDB ≥ 10.6) drainers claim with `SELECT ... FOR UPDATE SKIP LOCKED`; elsew
 A table with pending deletes is a barrier: no new batch of that table is claimed until its
 deletes are, and they are claimed once no insert of the table is in flight (see
 `outbox.deletes` for why that orders every delete after the inserts it must remove).
+
+A table a whole-table dump is queuing right now waits for a full batch (`filling_tables`):
+ClickHouse gets one INSERT per batch of its rows, not one per chunk the dump happened to
+have queued when a drainer looked (ADR 0016).
 """
 
 from django.db import connection, transaction
@@ -19,8 +23,8 @@ from django.db.models import F, Q
 
 from clickhouse_outbox import conf
 from clickhouse_outbox.db import UtcNow, lease_end
-from clickhouse_outbox.models import Batch, Kind, OutboxEntry, Snapshot
-from clickhouse_outbox.outbox import liveness
+from clickhouse_outbox.models import Batch, DumpCursor, DumpJob, Kind, OutboxEntry, Snapshot
+from clickhouse_outbox.outbox import liveness, registry
 
 # How many entries one claim looks at; a batch stops growing at CLICKHOUSE_OUTBOX_BATCH_ROWS.
 MAX_ENTRIES_PER_BATCH = 1000
@@ -33,7 +37,7 @@ def claim_batch(owner):
     from clickhouse_outbox.outbox.changes import forget  # noqa: PLC0415
 
     forget()  # a change after this claim, in the same transaction (a test), is queued anew
-    return reclaim_due_batch(owner) or claim_new_batch(owner, tables_with_pending_deletes())
+    return reclaim_due_batch(owner) or claim_new_batch(owner, tables_with_pending_deletes(), filling_tables())
 
 
 def skip_locked():
@@ -46,6 +50,34 @@ def tables_with_pending_deletes():
         OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING, kind=Kind.DELETE)
         .values_list("table", flat=True).distinct().order_by()
     )
+
+
+def filling_tables():
+    """
+    Tables that a dump job's cursor, leased to a live worker, is filling now and that hold
+    less than a batch of pending rows: their inserts wait until a batch is full or the cursor
+    is done. Every INSERT into a table partitioned by ``user_id % 100`` writes a part in each
+    partition, so a chunk sent alone costs ClickHouse as much as a full batch. The wait ends
+    with the cursor's lease, or as soon as its worker is gone; a cursor of a verification
+    queues nothing and holds nothing back.
+    """
+    leased = (DumpCursor.objects.filter(job__action=DumpJob.Action.DUMP, job__active=True, finished=False,
+                                        lease_owner__isnull=False, lease_expires_at__gt=UtcNow())
+              .values_list("producer", "lease_owner"))
+    if not (leased := list(leased)):
+        return set()
+    gone = liveness.abandoned({owner for _, owner in leased})
+    producers = {producer.name: producer for producer in registry.all_producers()}
+    tables = {table.name for name, owner in leased if owner not in gone and name in producers
+              for table in producers[name].tables}
+    return {table for table in tables if not batch_pending(table)}
+
+
+def batch_pending(table):
+    """Whether `table`'s pending inserts fill a batch (by rows, or by entries)."""
+    rows = list(pending_entries().filter(table=table).order_by("id")
+                .values_list("row_count", flat=True)[:MAX_ENTRIES_PER_BATCH])
+    return len(rows) >= MAX_ENTRIES_PER_BATCH or sum(rows) >= conf.batch_rows()
 
 
 def due_batches(abandoned=()):
@@ -163,11 +195,11 @@ def server_failure():
     return Batch.objects.filter(status=Batch.Status.RETRY, server_error=True).order_by("-id").first()
 
 
-def claim_new_batch(owner, barred=()):
+def claim_new_batch(owner, barred=(), filling=()):
     """
     Put the oldest pending entries of one table into a new batch: a table's pending deletes
     first, once nothing of that table is in flight, else the oldest inserts of a table
-    without pending deletes. The table is chosen by a plain read; only the entries are
+    without pending deletes and not `filling` (a dump is queuing it: see `filling_tables`). The table is chosen by a plain read; only the entries are
     locked (or swapped), and a claim that finds them all taken by another drainer creates
     nothing and looks again.
     """
@@ -178,7 +210,8 @@ def claim_new_batch(owner, barred=()):
             batch = claim_entries(pending_entries(Kind.DELETE).filter(table=table), table, Kind.DELETE, owner)
             if batch is not None:
                 return batch
-    inserts = pending_entries().exclude(table__in=barred) if barred else pending_entries()
+    held = set(barred) | set(filling)
+    inserts = pending_entries().exclude(table__in=held) if held else pending_entries()
     for _ in range(CAS_TRIES):
         table = inserts.order_by("id").values_list("table", flat=True).first()
         if table is None:

@@ -118,8 +118,9 @@ def plugin_settings(settings):
     # .. setting_description: Most rows sent in one INSERT (one batch; a batch also holds at most 1,000 entries,
     #    so one-row changes go 1,000 at a time). At most 1,000,000, so ClickHouse writes a batch as one block, all
     #    or nothing. The learner tables are partitioned by ``user_id % 100``: every INSERT into them writes a part
-    #    in up to 100 partitions, so a backfill's chunks cost ClickHouse less in fewer, larger INSERTs. A whole
-    #    number from 1 to 1,000,000.
+    #    in up to 100 partitions, so a backfill's chunks cost ClickHouse less in fewer, larger INSERTs; while a
+    #    dump job queues a table, its rows wait for a full batch or the end of the table. A whole number from 1 to
+    #    1,000,000.
 
     # .. setting_name: CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES
     # .. setting_default: 1048576

@@ -139,7 +139,8 @@ SETTINGS = (
         "Most rows sent in one INSERT (one batch; a batch also holds at most 1,000 entries, so one-row changes "
         "go 1,000 at a time). At most 1,000,000, so ClickHouse writes a batch as one block, all or nothing. "
         "The learner tables are partitioned by ``user_id % 100``: every INSERT into them writes a part in "
-        "up to 100 partitions, so a backfill's chunks cost ClickHouse less in fewer, larger INSERTs.")),
+        "up to 100 partitions, so a backfill's chunks cost ClickHouse less in fewer, larger INSERTs; while a "
+        "dump job queues a table, its rows wait for a full batch or the end of the table.")),
     Setting("CLICKHOUSE_OUTBOX_ENTRY_MAX_BYTES", 1_048_576, int, 1024, 64 * 1024 * 1024, doc=(
         "Largest payload of one outbox row; a snapshot's rows for a table are split above it. Keep it well "
         "under the database's ``max_allowed_packet``.")),

@@ -9,13 +9,17 @@ database connection, so these tests commit (transaction=True).
 import io
 import re
 import time
+import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
-from clickhouse_outbox.models import Batch, OutboxEntry
-from clickhouse_outbox.outbox.drain import drain_alongside
+from clickhouse_outbox.dumps import ranges
+from clickhouse_outbox.dumps.jobs import start_job
+from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry
+from clickhouse_outbox.outbox import registry
+from clickhouse_outbox.outbox.drain import ALONGSIDE_IDLE, drain_alongside
 from tests.factories import CourseSnapshotFactory
 from tests.learners import RANGE_COURSES, site_before_install
 from tests.processes import free_port
@@ -82,6 +86,31 @@ def test_dump_data_to_clickhouse_with_drain_sends_one_model(clickhouse, settings
 
     assert re.search(r"Drained: \d batch(es)? \(5 rows\) sent\.", out), out
     assert count(clickhouse, "user_profile") == 5 and count(clickhouse, "course_enrollment") == 0
+
+
+def test_a_table_a_dump_fills_is_sent_a_full_batch_at_a_time(clickhouse, settings):
+    """
+    A chunk of one profile at a time, with time between them for the drain to look (and, before
+    ADR 0016's hold, send each alone): it sends batches of three, the last once the table is done.
+    """
+    settings.CLICKHOUSE_OUTBOX_BATCH_ROWS = 3
+    site_before_install(5)
+    job = start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile"])
+    DumpJob.objects.filter(pk=job.pk).update(status=DumpJob.Status.RUNNING)
+    producer = registry.get("user_profile")
+    ranges.add_cursors(job, {"user_profile": producer}, ["user_profile"])
+
+    def work():
+        owner = uuid.uuid4()
+        cursor = ranges.claim_cursor(job, owner)
+        while ranges.take_range(cursor, producer, owner, 1):
+            time.sleep(ALONGSIDE_IDLE * 2)
+
+    _, result, left = drain_alongside(work, timeout=30)
+
+    assert result.ok and not left["pending_entries"]
+    assert list(Batch.objects.filter(table="user_profile").order_by("id").values_list("row_count", flat=True)) == [3, 2]
+    assert count(clickhouse, "user_profile") == 5
 
 
 def test_dump_data_to_clickhouse_with_drain_sends_several_models_of_one_job(clickhouse, settings):

@@ -6,10 +6,12 @@ and every row in ClickHouse once. On the database of the run (SQLite, MariaDB, P
 """
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.dumps import ranges
@@ -17,10 +19,12 @@ from clickhouse_outbox.dumps.jobs import job_progress, start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import (DumpChunk, DumpCursor, DumpJob, DumpJobItem, OutboxEntry, Snapshot, SweptRange,
                                       Verdict)
-from clickhouse_outbox.outbox import registry
+from clickhouse_outbox.outbox import liveness, registry
+from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.receivers import user_retired
 from outbox_project.platform.models import CourseEnrollment, ExternalId, UserProfile
+from tests.factories import CourseSnapshotFactory
 from tests.learners import enroll, give_external_id, make_learner, site_before_install
 
 pytestmark = pytest.mark.django_db
@@ -244,3 +248,67 @@ def test_every_row_lands_once_and_verifies(settings, server_clickhouse):
                       action=DumpJob.Action.VERIFY))
     assert set(Verdict.objects.filter(producer="course_enrollment").values_list("verdict", flat=True)) == {
         Verdict.Kind.ABSENT}
+
+
+def claim_all(owner):
+    batches = []
+    while (batch := claim_batch(owner)) is not None:
+        batches.append(batch)
+    return batches
+
+
+def filling(name, owner):
+    """A running dump job of producer `name` whose cursor `owner` holds: (cursor, producer)."""
+    job = start_job(DumpJob.Scope.ALL, origin="test", producers=[name])
+    DumpJob.objects.filter(pk=job.pk).update(status=DumpJob.Status.RUNNING)
+    producer = registry.get(name)
+    ranges.add_cursors(job, {name: producer}, [name])
+    return ranges.claim_cursor(job, owner), producer
+
+
+def test_a_table_a_dump_is_filling_is_sent_a_full_batch_at_a_time(settings):
+    """
+    While a worker queues chunks of profiles, a drainer leaves them until they fill a batch or
+    the table is done (every INSERT into the partitioned learner tables writes a part in each
+    partition, however few its rows); other tables' rows go meanwhile.
+    """
+    settings.CLICKHOUSE_OUTBOX_BATCH_ROWS = 4
+    site_before_install(7)
+    CourseSnapshotFactory(course__blocks=2)
+    with liveness.claiming("the dump's worker") as worker, liveness.claiming("a drainer") as drainer:
+        owner = worker.owner()
+        cursor, producer = filling("user_profile", owner)
+        assert ranges.take_range(cursor, producer, owner, 2) == 2
+        others = claim_all(drainer.owner())
+        assert others and "user_profile" not in {batch.table for batch in others}
+        assert ranges.take_range(cursor, producer, owner, 2) == 2
+        [full] = claim_all(drainer.owner())
+        assert (full.table, full.row_count) == ("user_profile", 4)
+        assert ranges.take_range(cursor, producer, owner, 2) == 2
+        assert ranges.take_range(cursor, producer, owner, 2) == 1
+        assert claim_all(drainer.owner()) == []  # 3 rows: not yet a batch
+        assert ranges.take_range(cursor, producer, owner, 2) == 0  # the table is done
+        [rest] = claim_all(drainer.owner())
+        assert (rest.table, rest.row_count) == ("user_profile", 3)
+
+
+@pytest.mark.parametrize("how", ["worker_gone", "lease_ended", "verification"])
+def test_a_cursor_nobody_fills_holds_nothing_back(how, settings):
+    """A dump whose worker died, or whose lease ran out, and a verification (it queues nothing) keep no row waiting."""
+    settings.CLICKHOUSE_OUTBOX_BATCH_ROWS = 100
+    site_before_install(3)
+    with liveness.claiming("a drainer") as drainer:
+        with liveness.claiming("the dump's worker") as worker:
+            owner = worker.owner()
+            cursor, producer = filling("user_profile", owner)
+            assert ranges.take_range(cursor, producer, owner, 2) == 2
+            assert claim_all(drainer.owner()) == []
+            if how == "lease_ended":
+                DumpCursor.objects.filter(pk=cursor.pk).update(lease_expires_at=timezone.now() - timedelta(hours=1))
+            elif how == "verification":
+                DumpJob.objects.filter(pk=cursor.job_id).update(action=DumpJob.Action.VERIFY)
+            if how != "worker_gone":
+                [batch] = claim_all(drainer.owner())
+        if how == "worker_gone":  # its lock is gone with it; its cursor's lease has not run out
+            [batch] = claim_all(drainer.owner())
+    assert (batch.table, batch.row_count) == ("user_profile", 2)
