@@ -15,8 +15,9 @@ database and the ClickHouse test server over HTTP:
                        (`manage.py outbox_requeue --all --producer ... --drain`, or
                        `dump_data_to_clickhouse --object ... --drain` with every model or one
                        per model; --send after:
-                       without --drain, then `outbox_drain --until-empty`): wall time, peak
-                       RSS (the child's own, os.wait4) of each; until ClickHouse holds every row
+                       without --drain, then `outbox_drain --until-empty`; or the admin's
+                       dump form with a celery worker and beat): wall time, peak RSS (the
+                       child's own, os.wait4) of each; until ClickHouse holds every row
     learners_surfaces  after a backfill, one --page: the admin's "Learners and tags" change
                        list (as it opens, filtered by producer, by state, a search) or one
                        subject's page through Django's test client, or `outbox_status`, in ms
@@ -241,21 +242,24 @@ def backfill(args):
     --via requeue: `outbox_requeue --all --producer user_profile --producer external_id
     --producer course_enrollment`; --via dump_data: `dump_data_to_clickhouse --object X
     --object Y ...`, one command; --via dump_data_each: `dump_data_to_clickhouse --object X` for
-    each, as the peer's is run. --send alongside (the default): each with --drain, its chunks sent as they are
-    queued; --send after: then `outbox_drain --until-empty`. Each command a subprocess.
+    each, as the peer's is run; --via admin: the admin's dump form (`admin_form`). --send alongside
+    (the default): each with --drain, its chunks sent as they are queued; --send after: then
+    `outbox_drain --until-empty`. Each command a subprocess.
     """
     empty_outbox()
     backend = fresh_clickhouse()
-    if args.via == "requeue":
+    if args.via == "admin":
+        queue = []
+    elif args.via == "requeue":
         queue = [["outbox_requeue", "--all", *[part for name in PRODUCERS for part in ("--producer", name)]]]
     elif args.via == "dump_data":
         queue = [["dump_data_to_clickhouse", *[part for name in PRODUCERS for part in ("--object", name)]]]
     else:
         queue = [["dump_data_to_clickhouse", "--object", name] for name in PRODUCERS]
-    alongside = args.send == "alongside"
+    alongside = args.send == "alongside" or args.via == "admin"
     if alongside:
         queue = [[*command, "--drain", "--timeout", str(args.timeout)] for command in queue]
-    steps = [manage(*command) for command in queue]
+    steps = [manage(*command) for command in queue] if queue else [admin_form(args.timeout)]
     if not alongside:
         steps.append(manage("outbox_drain", "--until-empty", "--timeout", str(args.timeout)))
     report = held(backend, args.users)
@@ -276,6 +280,112 @@ def backfill(args):
         "peak_rss_mb_by_step": {step["command"].split()[0] + (f" {step['command'].split()[2]}" if
                                 args.via == "dump_data_each" else ""): step["peak_rss_mb"] for step in steps},
         "database": connection.vendor,
+    }
+
+
+#: The admin's way (learners_backfill --via admin): celery's broker, a Redis database of the benchmark's own.
+CELERY_BROKER = os.environ.get("BENCH_CELERY_BROKER_URL", "redis://127.0.0.1:6379/13")
+
+
+def staff_client():
+    """Django's test client, logged in as a superuser (the admin's pages, in this process)."""
+    from django.test import Client  # noqa: PLC0415
+
+    staff, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={
+        "email": "bench-admin@example.com", "is_staff": True, "is_superuser": True})
+    client = Client(SERVER_NAME="localhost")
+    client.force_login(staff)
+    return client
+
+
+def celery(log, *arguments):
+    """`celery -A outbox_project ARGUMENTS` with the benchmark's broker, its output to `log`."""
+    return subprocess.Popen(  # noqa: S603 (the project's own celery app)
+        [os.path.join(os.path.dirname(sys.executable), "celery"), "-A", "outbox_project", *arguments], cwd=REPO,
+        env=dict(os.environ, CELERY_BROKER_URL=CELERY_BROKER), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+
+
+def wait_for(path, text, processes, timeout=120):
+    deadline = time.monotonic() + timeout
+    while text not in open(path, errors="replace").read():
+        if any(process.poll() is not None for process in processes) or time.monotonic() > deadline:
+            raise SystemExit(f"admin_form: celery did not log {text!r}:\n{open(path, errors='replace').read()[-3000:]}")
+        time.sleep(0.2)
+
+
+def tree_peak_rss_mb(pid):
+    """The largest peak RSS (VmHWM) among process `pid` and its children (a prefork worker's pool)."""
+    pids = [pid]
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        pids += [int(child) for child in children.read().split()]
+    peaks = []
+    for each in pids:
+        with open(f"/proc/{each}/status") as status:
+            peaks += [int(line.split()[1]) for line in status if line.startswith("VmHWM:")]
+    return round(max(peaks) / 1024, 1)
+
+
+def admin_form(timeout):
+    """
+    The admin's "Start a full dump" of the three learner producers, posted by a superuser
+    (Django's test client, in this process) with a celery worker (prefork, 2 processes: the
+    dump job's task and the drain's) and celery beat (django-celery-beat, the drain task every
+    CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS) running, as an operator's site has them: from the
+    POST until the job is done and nothing is left to send. The worker and beat start first,
+    untimed; the broker's database is emptied before and after.
+    """
+    import redis  # noqa: PLC0415
+    from django.urls import reverse  # noqa: PLC0415
+
+    from clickhouse_outbox.outbox.drain import backlog  # noqa: PLC0415
+    from outbox_project import celery_app  # noqa: PLC0415
+
+    celery_app.conf.broker_url = CELERY_BROKER  # the form's dispatch goes to the worker's broker
+    broker = redis.Redis.from_url(CELERY_BROKER)
+    broker.flushdb()
+    client = staff_client()
+    with tempfile.TemporaryDirectory() as folder:
+        worker_log, beat_log = os.path.join(folder, "worker.log"), os.path.join(folder, "beat.log")
+        with open(worker_log, "wb") as out_worker, open(beat_log, "wb") as out_beat:
+            worker = celery(out_worker, "worker", "-P", "prefork", "-c", "2", "-l", "info", "--without-mingle",
+                            "--without-gossip", "-n", f"bench-{os.getpid()}@%h")
+            beat = celery(out_beat, "beat", "-S", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info",
+                          f"--pidfile={os.path.join(folder, 'beat.pid')}")
+            try:
+                wait_for(worker_log, " ready.", [worker, beat])
+                wait_for(beat_log, "Sending due task clickhouse_outbox.drain", [worker, beat])
+                started = time.perf_counter()
+                response = client.post(reverse("admin:clickhouse_outbox_dumpjob_start"),
+                                       {"producers": list(PRODUCERS), "scope": DumpJob.Scope.ALL})
+                if response.status_code != 302:
+                    raise SystemExit(f"admin_form: the form answered {response.status_code}")
+                job = DumpJob.objects.order_by("-id").first()
+                deadline = time.monotonic() + timeout
+                while True:
+                    job.refresh_from_db()
+                    left = backlog()
+                    done = not job.active and not (left["pending_entries"] or left["open_batches"])
+                    if done or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+                seconds = time.perf_counter() - started
+                peak = tree_peak_rss_mb(worker.pid)
+            finally:
+                for process in (beat, worker):
+                    process.terminate()
+                for process in (beat, worker):
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(process.pid, 9)
+                        process.wait()
+                broker.flushdb()
+        tail = open(worker_log, errors="replace").read().splitlines()[-3:]
+    return {
+        "command": "admin dump form (celery worker -c 2 and beat)", "seconds": round(seconds, 3),
+        "exit_status": 0 if job.status == DumpJob.Status.DONE and done else 1, "peak_rss_mb": peak,
+        "job_status": job.status, "drain_interval_secs": conf.drain_interval_secs(), "last_lines": tail,
     }
 
 
@@ -310,7 +420,6 @@ def surfaces(args):
     client, logged in as a superuser); or `outbox_status --json` (call_command: the command's
     work without Python's and Django's start, which `outbox_status_command` adds).
     """
-    from django.test import Client  # noqa: PLC0415
     from django.urls import reverse  # noqa: PLC0415
 
     if args.page == "outbox_status":
@@ -325,11 +434,7 @@ def surfaces(args):
         result["command_seconds"] = command["seconds"]
         return {"users": args.users, "page": args.page, **result, "peak_rss_mb": peak_rss_mb(),
                 "database": connection.vendor}
-    user_model = get_user_model()
-    staff, _ = user_model.objects.get_or_create(username="bench-admin", defaults={
-        "email": "bench-admin@example.com", "is_staff": True, "is_superuser": True})
-    client = Client(SERVER_NAME="localhost")
-    client.force_login(staff)
+    client = staff_client()
     changelist = reverse("admin:clickhouse_outbox_subjectdelivery_changelist")
     subject = (Snapshot.objects.filter(producer="user_profile").order_by("-id")
                .values_list("pk", "subject").first())
@@ -513,9 +618,9 @@ def add_arguments(parser):
     parser.add_argument("--chunk", type=int, default=FLOOR_CHUNK, help="learners_floor: rows read and sent at a time")
     parser.add_argument("--encoder", choices=["serializers", "json"], default="serializers",
                         help="learners_floor: the project's serializers, or one json.dumps per row")
-    parser.add_argument("--via", choices=["requeue", "dump_data", "dump_data_each"], default="requeue",
+    parser.add_argument("--via", choices=["requeue", "dump_data", "dump_data_each", "admin"], default="requeue",
                         help="learners_backfill: outbox_requeue --all, dump_data_to_clickhouse with every --object, "
-                             "or dump_data_to_clickhouse per model")
+                             "dump_data_to_clickhouse per model, or the admin's dump form with a celery worker and beat")
     parser.add_argument("--send", choices=["alongside", "after"], default="alongside",
                         help="learners_backfill: each command with --drain (its chunks sent as they are queued), or "
                              "outbox_drain --until-empty after them")

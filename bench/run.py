@@ -382,7 +382,8 @@ def measure_learners(names, quick, databases, server, options):
     (bench/learners.py, before install, untimed) and used by every part, then dropped:
       backfill         the floor (ours.py learners_floor), ours as an operator runs it
                        (learners_backfill: outbox_requeue --all + outbox_drain --until-empty;
-                       and via dump_data_to_clickhouse up to --dump-data-max-users), the peer's
+                       and via dump_data_to_clickhouse and the admin's dump form with a celery
+                       worker and beat, up to --dump-data-max-users), the peer's
                        dump_data_to_clickhouse (run_aspects.py --scenario backfill, on its own
                        database of the same server holding the same learners), and the
                        operators' surfaces after our backfill (learners_surfaces, a page per
@@ -446,6 +447,12 @@ def measure_learners(names, quick, databases, server, options):
                     rows.append(backfill_row(f"backfill_dump_data_each_{users}", f"{label}, via "
                                              "dump_data_to_clickhouse --object X --drain (a command per model, as "
                                              "the peer's)", database, users, each, floor, generated))
+                    progress(f"{database}, {users:,} users: ours (the admin's dump form, celery worker and beat)")
+                    admin = run_json([*OURS, "learners_backfill", *n, "--via", "admin"], env)
+                    interval = admin["steps"][0].get("drain_interval_secs")
+                    rows.append(backfill_row(f"backfill_admin_{users}", f"{label}, from the admin's dump form with a "
+                                             f"celery worker (-c 2) and beat (the drain every {interval:g} s)",
+                                             database, users, admin, floor, generated))
             finally:
                 # Ours' learners, outbox and ClickHouse database gone before the peer runs: no merge
                 # of our parts left running on the server while it is timed.
@@ -462,7 +469,7 @@ def measure_learners(names, quick, databases, server, options):
                 # Every way of ours at this size (one command, sent after, per model) beside the same peer run.
                 ours_rows = [r for r in rows if r["database"] == database and r["scenario"] in (
                     f"backfill_{users}", f"backfill_sent_after_{users}", f"backfill_dump_data_{users}",
-                    f"backfill_dump_data_each_{users}")]
+                    f"backfill_dump_data_each_{users}", f"backfill_admin_{users}")]
                 try:
                     peer = aspects_run([*SCENARIOS["backfill"][2], *n, "--bool-as-string", "--timeout-secs",
                                         str(max(60, int(timeout_secs()))), "--drop-learners"], server, database)
@@ -843,6 +850,10 @@ def goals_table(results):
             {db: text + (f" → {seconds_text(each[db]['ours']['median'])}: {each[db].get('peer_over_ours', 0):.2f}×"
                          if db in each else "")
              for db, text in backfill_cells(f"backfill_dump_data_{users}").items()})
+        if f"backfill_admin_{users}" in by:
+            add(f"2. The same backfill of {users:,} users from the admin's dump form, with a celery worker (-c 2) and "
+                "beat (the drain task every CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS, 10 s by default), until ClickHouse "
+                "holds every row", "≤ 3× the floor; the peer ≥ 5×", backfill_cells(f"backfill_admin_{users}"))
     if sizes:
         cells = {}
         for db in databases:
@@ -961,8 +972,8 @@ def main():
                         help="backfill: run the peer's dump_data_to_clickhouse only up to N users (default: every "
                              "size; at a million it runs for over an hour on MariaDB)")
     parser.add_argument("--dump-data-max-users", type=int, default=None, metavar="N",
-                        help="backfill: ours via dump_data_to_clickhouse too, at sizes up to N users (default: "
-                             "100000; --quick 0: never)")
+                        help="backfill: ours via dump_data_to_clickhouse and the admin's dump form too, at sizes up "
+                             "to N users (default: 100000; --quick 0: never)")
     parser.add_argument("--surface-timeout", type=int, default=None, metavar="SECONDS",
                         help="backfill: a surface not answered in SECONDS is reported as such (default: 900; "
                              "--quick 120)")
