@@ -115,7 +115,7 @@ class Progress:
 def add_drain_arguments(parser):
     """--drain and its --timeout, as each dumping command takes them."""
     parser.add_argument("--drain", action="store_true",
-                        help="Send the rows from this process as they are queued (ClickHouse takes one chunk while "
+                        help="Send the rows from this process as they are queued (ClickHouse takes one batch while "
                              "the next is read), then wait until every one is delivered; exit 1 if some are not.")
     parser.add_argument("--timeout", type=positive_seconds, default=3600, metavar="SECONDS",
                         help="With --drain: give up waiting after SECONDS once everything is queued "

@@ -199,9 +199,9 @@ def claim_new_batch(owner, barred=(), filling=()):
     """
     Put the oldest pending entries of one table into a new batch: a table's pending deletes
     first, once nothing of that table is in flight, else the oldest inserts of a table
-    without pending deletes and not `filling` (a dump is queuing it: see `filling_tables`). The table is chosen by a plain read; only the entries are
-    locked (or swapped), and a claim that finds them all taken by another drainer creates
-    nothing and looks again.
+    without pending deletes and not `filling` (see `filling_tables`). The table is chosen by
+    a plain read; only the entries are locked (or swapped), and a claim that finds them all
+    taken by another drainer creates nothing and looks again.
     """
     if server_failure() is not None:
         return None
