@@ -12,7 +12,7 @@ from django.core.cache import cache
 from edx_django_utils.monitoring import set_custom_attribute
 
 from clickhouse_outbox import conf
-from clickhouse_outbox.dumps.dispatch import dispatch, resume_stalled
+from clickhouse_outbox.dumps.dispatch import dispatch, drain_soon, resume_stalled
 from clickhouse_outbox.dumps.jobs import DumpAlreadyActive, start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import DumpJob, DumpJobItem
@@ -73,6 +73,7 @@ def run_dump_job(job_id):
     """
     Work on a dump job for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then send this task
     again while courses (or key ranges of a whole-table dump) are left unclaimed. Any number of these may run on one job.
+    The run that finishes a dump sends the drain task, so its last rows go now, not at beat's next run.
     """
     job = DumpJob.objects.filter(pk=job_id, active=True).first()
     if job is None:
@@ -84,6 +85,8 @@ def run_dump_job(job_id):
         dispatch(job)
     elif job.repair_job_id and job.repair_job.active:  # a verification that found differences: its repair
         dispatch(job.repair_job)
+    elif job.action == DumpJob.Action.DUMP and job.status == DumpJob.Status.DONE:
+        drain_soon(job)
     return {"job": job_id, "status": job.status}
 
 

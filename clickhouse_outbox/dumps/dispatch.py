@@ -17,7 +17,7 @@ from clickhouse_outbox import conf
 from clickhouse_outbox.db import UtcNow, db_time_in
 from clickhouse_outbox.models import DumpCursor, DumpJob, DumpJobItem
 from clickhouse_outbox.outbox import liveness
-from clickhouse_outbox.schedule import DUMP_TASK
+from clickhouse_outbox.schedule import DRAIN_TASK, DUMP_TASK
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,27 @@ log = logging.getLogger(__name__)
 def dispatch(job):
     """Send a celery task to work on `job`; False (and a log line) if the broker did not take it."""
     DumpJob.objects.filter(pk=job.pk).update(dispatched_at=UtcNow())
+    return send(DUMP_TASK, (job.pk,), f"dump job {job.pk}", "the periodic drain task will send it again")
+
+
+def drain_soon(job):
+    """
+    Send the drain task now: `job` has queued its last rows, which go at once rather than at
+    celery beat's next run (up to CLICKHOUSE_OUTBOX_DRAIN_INTERVAL_SECS later). A drain
+    already running makes it return at once; that run sends them.
+    """
+    return send(DRAIN_TASK, (), f"the drain of dump job {job.pk}'s last rows", "beat's next drain sends them")
+
+
+def send(task, args, what, otherwise):
+    """Send the celery task named `task`; False (and a log line saying `otherwise`) if the broker did not take it."""
     try:
         # By name (tasks.py imports this module), on a connection of its own to the broker the
-        # app is configured with now: dispatches are rare, and a pool would keep the first broker.
+        # app is configured with now: these are rare, and a pool would keep the first broker.
         with current_app.connection_for_write() as connection:
-            current_app.send_task(DUMP_TASK, (job.pk,), connection=connection)
-    except Exception as exc:  # noqa: BLE001 (kombu raises many kinds; the job waits for the next pick-up)
-        log.error("clickhouse_outbox: could not send dump job %s to celery (%s); the periodic drain task will "
-                  "send it again", job.pk, exc)
+            current_app.send_task(task, args, connection=connection)
+    except Exception as exc:  # noqa: BLE001 (kombu raises many kinds)
+        log.error("clickhouse_outbox: could not send %s to celery (%s); %s", what, exc, otherwise)
         return False
     return True
 

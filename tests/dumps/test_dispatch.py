@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def sent(monkeypatch):
-    """The jobs handed to celery, in order (nothing reaches a broker)."""
+    """The jobs handed to celery, in order, and ("drain", job) for a drain task sent (nothing reaches a broker)."""
     jobs = []
 
     def record(job):
@@ -38,6 +38,7 @@ def sent(monkeypatch):
 
     monkeypatch.setattr(dispatching, "dispatch", record)
     monkeypatch.setattr(tasks, "dispatch", record)
+    monkeypatch.setattr(tasks, "drain_soon", lambda job: jobs.append(("drain", job.pk)))
     return jobs
 
 
@@ -123,6 +124,7 @@ def test_the_dump_task_sends_itself_again_while_courses_are_left_and_not_after(s
 
     settings.CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS = 50
     assert tasks.run_dump_job(job.pk) == {"job": job.pk, "status": DumpJob.Status.DONE}
-    assert sent == [job.pk]  # done: not sent again
+    assert sent == [job.pk, ("drain", job.pk)]  # done: not sent again; its last rows drained now
     assert tasks.run_dump_job(job.pk) == {"job": job.pk, "active": False}
+    assert sent == [job.pk, ("drain", job.pk)]
     assert dump_snapshots_per_course() == dict.fromkeys(keys, 1)

@@ -19,8 +19,12 @@ from openedx_events.content_authoring.data import CourseData
 from openedx_events.content_authoring.signals import COURSE_IMPORT_COMPLETED
 
 from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_string
-from clickhouse_outbox.models import Batch, OutboxEntry, Snapshot
+from clickhouse_outbox.dumps.dispatch import dispatch
+from clickhouse_outbox.dumps.jobs import start_job
+from clickhouse_outbox.models import Batch, DumpJob, OutboxEntry, Snapshot
 from clickhouse_outbox.tasks import LOCK_KEY, DRAIN_TASK
+from tests.dumps.helpers import wait_until
+from tests.learners import site_before_install
 from tests.processes import celery_processes, project_env
 
 DEADLINE_SECS = 60
@@ -39,6 +43,10 @@ def clickhouse_counts(backend, course_key, dump_id):
         )
         counts[table] = int(rows[0]["n"])
     return counts
+
+
+def count(backend, table):
+    return int(backend.query(f"SELECT count() AS n FROM {qualified_name(backend.database, table)}")[0]["n"])
 
 
 def outbox_counts(snapshot):
@@ -105,3 +113,28 @@ def test_beat_and_worker_drain_a_published_course(server_clickhouse, clickhouse_
         assert f"Task {DRAIN_TASK}[" in worker_log and "received" in worker_log
         assert "succeeded" in worker_log
         print(f"drained through beat + worker in {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.clickhouse_server
+@pytest.mark.django_db(transaction=True)
+def test_a_dump_jobs_rows_go_when_it_is_done_without_waiting_for_beat(server_clickhouse, clickhouse_server_config,
+                                                                       tmp_path, celery_broker):
+    """
+    A dump job started as the admin's form starts one (start_job, then dispatch) and a worker
+    with no beat: the task that finishes the job sends the drain task, which delivers its rows.
+    """
+    site_before_install(5)
+    config = dict(clickhouse_server_config, database=server_clickhouse.database)
+    env = project_env(config, CELERY_BROKER_URL=celery_broker, OUTBOX_LOG_LEVEL="INFO")
+    cache.delete(LOCK_KEY)
+    with celery_processes(tmp_path, env) as processes:
+        processes.start_worker()
+        job = start_job(DumpJob.Scope.ALL, origin="test", producers=["user_profile", "external_id"])
+        assert dispatch(job)
+        wait_until(lambda: not Batch.objects.exclude(status=Batch.Status.SENT).exists() and not OutboxEntry.objects.filter(
+            status=OutboxEntry.Status.PENDING).exists() and DumpJob.objects.filter(pk=job.pk, active=None).exists(),
+            "the job's rows to be sent", timeout=DEADLINE_SECS, poll=0.2, while_alive=processes.check_alive)
+        assert [count(server_clickhouse, table) for table in ("user_profile", "external_id")] == [5, 5]
+        worker_log = processes.log("worker")
+        assert f"Task {DRAIN_TASK}[" in worker_log  # the drain ran in the worker, sent by the dump task
