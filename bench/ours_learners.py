@@ -27,6 +27,7 @@ database and the ClickHouse test server over HTTP:
                        what the beat entry runs): the first (every range compared row by row with
                        the snapshots), a quiet one (nothing changed: what each run costs), and one
                        after --changed profiles were changed by QuerySet.update() (found, queued)
+    learners_settle    wait until ClickHouse merges nothing of the benchmark's database (before the surfaces)
     learners_drop      the learners, the outbox and the ClickHouse database emptied
     capture            the statements the plugin adds to the platform's transaction per
                        learner change, by kind, counted with the producers on and off
@@ -135,8 +136,9 @@ def generate(args):
 
 
 def drop(args):
+    empty_outbox()  # first: dump jobs name who started them
+    learners.empty_tables(connection, ["django_admin_log"])  # the admin's dump form logs its job (--via admin)
     learners.empty(connection)
-    empty_outbox()
     backend = get_backend()
     backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(backend.database)}")
     return {"dropped": True, "database": connection.vendor}
@@ -392,6 +394,25 @@ def admin_form(timeout):
 # -- the operators' surfaces ---------------------------------------------------------------
 
 
+def settle(args):
+    """
+    Wait (at most --timeout seconds) until ClickHouse merges no part of the benchmark's
+    database: after a backfill the test server merges the new parts on the same two cores as
+    the admin's pages, where a site's ClickHouse runs on machines of its own.
+    """
+    backend = get_backend()
+    started = time.perf_counter()
+    merging = None
+    while time.perf_counter() - started < args.timeout:
+        rows = backend.query(f"SELECT count() AS n FROM system.merges WHERE database = '{backend.database}'")
+        merging = int(rows[0]["n"])
+        if not merging:
+            break
+        time.sleep(1)
+    return {"waited_seconds": round(time.perf_counter() - started, 1), "merges_left": merging,
+            "load_average": os.getloadavg()}
+
+
 #: The operators' surfaces (learners_surfaces --page): the admin's pages, and the status command.
 SURFACES = ("learners_and_tags", "filtered_by_producer", "filtered_by_state", "searched", "one_subject",
             "outbox_status")
@@ -609,7 +630,7 @@ def change_email(user):
 
 HANDLERS = {"learners_generate": generate, "learners_floor": floor, "learners_backfill": backfill,
             "learners_surfaces": surfaces, "learners_verify": verify, "learners_sweep": sweep_timed,
-            "learners_drop": drop, "capture": capture}
+            "learners_drop": drop, "learners_settle": settle, "capture": capture}
 
 
 def add_arguments(parser):
@@ -624,7 +645,8 @@ def add_arguments(parser):
     parser.add_argument("--send", choices=["alongside", "after"], default="alongside",
                         help="learners_backfill: each command with --drain (its chunks sent as they are queued), or "
                              "outbox_drain --until-empty after them")
-    parser.add_argument("--timeout", type=int, default=36_000, help="learners_backfill: the drain's --timeout")
+    parser.add_argument("--timeout", type=int, default=36_000,
+                        help="learners_backfill: the drain's --timeout; learners_settle: the longest wait")
     parser.add_argument("--producer", default="user_profile", help="learners_verify: the producer verified")
     parser.add_argument("--changes", type=int, default=200, help="capture: changes of each kind counted")
     parser.add_argument("--changed", type=int, default=1000,

@@ -520,7 +520,13 @@ def add_backfill_peer(result, peer):
 
 
 def surfaces_row(users, database, env, timeout):
-    """Each surface in a process of its own (learners_surfaces --page), cut after `timeout` seconds."""
+    """
+    Each surface in a process of its own (learners_surfaces --page), cut after `timeout` seconds,
+    once ClickHouse has merged the backfill's parts (learners_settle: on this machine it shares
+    the two cores with the pages).
+    """
+    progress(f"{database}, {users:,} users: waiting for ClickHouse's merges")
+    settled = run_json([*OURS, "learners_settle", "--timeout", str(timeout)], env)
     pages = {}
     for page in ("learners_and_tags", "filtered_by_producer", "filtered_by_state", "searched", "one_subject",
                  "outbox_status"):
@@ -540,7 +546,8 @@ def surfaces_row(users, database, env, timeout):
     return {"scenario": f"surfaces_{users}", "group": "backfill", "database": database, "unit": "ms", "users": users,
             "what": f"operators' surfaces after the backfill of {users:,} users: the slowest of \"Learners and tags\" "
                     "(as it opens, by producer, by state, searched), one subject's page and outbox_status",
-            "ours": stats([value]), "ours_peak_rss_mb": None, "slowest": slowest, "surfaces": pages}
+            "ours": stats([value]), "ours_peak_rss_mb": None, "slowest": slowest, "surfaces": pages,
+            "settled": settled}
 
 
 def verify_row(users, database, producer, result):
