@@ -136,8 +136,7 @@ def generate(args):
 
 
 def drop(args):
-    empty_outbox()  # first: dump jobs name who started them
-    learners.empty_tables(connection, ["django_admin_log"])  # the admin's dump form logs its job (--via admin)
+    empty_outbox()  # first: dump jobs name the user who started them (the admin's dump form: --via admin)
     learners.empty(connection)
     backend = get_backend()
     backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(backend.database)}")
