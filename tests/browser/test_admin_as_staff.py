@@ -24,6 +24,7 @@ from clickhouse_outbox.models import Batch, CourseDelivery, DumpJob, DumpJobItem
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.sources.olx import SAMPLE_COURSE_DIR
 from clickhouse_outbox.testing.generator import write_course_export
+from tests.dumps.helpers import wait_until
 from tests.processes import celery_processes, project_env
 
 SAMPLE_KEY = "course-v1:OpenedX+DemoX+2026_T1"
@@ -138,7 +139,13 @@ def test_staff_find_a_failed_course_retry_it_dump_everything_and_viewers_cannot_
     assert job.items.filter(status=DumpJobItem.Status.DONE).count() == 12
     assert Snapshot.objects.filter(reason="dump").count() == 12
     assert "run_dump_job" in worker.log("worker")  # the worker ran it, not the web request
-    assert drain().batches_sent == 3  # the dump's twelve snapshots, one batch per table
+    # The task that finished the job sent the drain task (no beat here): the worker sends the
+    # dump's twelve snapshots, one batch per table.
+    wait_until(lambda: Batch.objects.filter(status=Batch.Status.SENT, entries__snapshot__reason="dump")
+               .distinct().count() == 3, "the dump's rows to be sent", timeout=WAIT, poll=0.1,
+               while_alive=worker.check_alive)
+    assert not Batch.objects.exclude(status=Batch.Status.SENT).filter(entries__snapshot__reason="dump").exists()
+    assert "clickhouse_outbox.tasks.drain_outbox" in worker.log("worker")
 
     # A view-only staff user sees the courses but no action and no dump button...
     log_in(browser, live_server, "viewer")
