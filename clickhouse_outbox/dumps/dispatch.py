@@ -5,7 +5,8 @@ A job's task works for at most CLICKHOUSE_OUTBOX_DRAIN_MAX_SECS, then sends itse
 while courses are left, so one job never holds a worker for hours. If a worker dies (or
 the broker loses the task), the periodic drain task gives the dead worker's courses back
 (its database lock is gone: see `outbox.liveness`), or waits for their lease to run out,
-and sends a new task for the job: it resumes where it stopped.
+and sends a new task for the job: it resumes where it stopped. The task that finishes a
+dump sends the drain task (`drain_soon`), so the job's last rows do not wait for beat.
 """
 
 import logging
