@@ -23,6 +23,7 @@ class CourseEnrollment(ModelRowProducer):
     related = ("user",)
     values_fields = ENROLLMENT_VALUES
     values_raw = ("course_id",)
+    values_datetimes = ("created",)
 
     def user_of(self, enrollment):
         return enrollment.user_id

@@ -8,8 +8,9 @@ import logging
 import uuid
 from typing import NamedTuple
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import ExpressionWrapper, F, Max, TextField
+from django.db.models.functions import Cast
 
 from clickhouse_outbox.db import among
 from clickhouse_outbox.outbox.registry import Prepared, Producer
@@ -21,6 +22,14 @@ log = logging.getLogger(__name__)
 
 #: The prefix of a `values_raw` field's name in `rows_after`'s query.
 RAW = "raw_"
+
+
+def stored_as_utc(connection):
+    """
+    Whether a datetime column cast to text gives the UTC time Django's reading would: the
+    connection's time zone is UTC (with USE_TZ, unless DATABASES sets another TIME_ZONE).
+    """
+    return connection.timezone_name == "UTC"
 
 
 class KeyRange(NamedTuple):
@@ -141,6 +150,10 @@ class ModelRowProducer(Producer):
     #: Of those, the fields read as the text the database holds (the encoder converts each
     #: distinct value once: a CourseKeyField parses every row's key otherwise).
     values_raw = ()
+    #: Of those, the datetime fields read cast to text where the database keeps UTC
+    #: (`stored_as_utc`), for the encoder to make the line's text of without a datetime in
+    #: between (`drf_stored_datetime`): SQLite's driver and Django parse each one otherwise.
+    values_datetimes = ()
 
     def values_encoder(self, *, dump_id, time_last_dumped):
         """A function of one `rows_after` tuple to its line (bytes), compiled once per chunk."""
@@ -190,9 +203,14 @@ class ModelRowProducer(Producer):
         return {str(row[0]): row for row in self.as_values(among(self.queryset().select_related(None), keys))}
 
     def as_values(self, rows):
-        """`rows` as `.values_list()` tuples of `values_fields`, those of `values_raw` as the stored text."""
+        """
+        `rows` as `.values_list()` tuples of `values_fields`, those of `values_raw` as the stored
+        text, those of `values_datetimes` as text too where the database keeps UTC.
+        """
         raw = {f"{RAW}{name}": ExpressionWrapper(F(name), output_field=TextField()) for name in self.values_raw}
-        fields = [f"{RAW}{name}" if name in self.values_raw else name for name in self.values_fields]
+        if stored_as_utc(connections[rows.db]):
+            raw.update({f"{RAW}{name}": Cast(name, TextField()) for name in self.values_datetimes})
+        fields = [f"{RAW}{name}" if f"{RAW}{name}" in raw else name for name in self.values_fields]
         return rows.annotate(**raw).values_list(*fields)
 
     def estimated_rows(self):

@@ -18,6 +18,7 @@ class UserProfile(ModelRowProducer):
     related = ("user",)
 
     values_fields = PROFILE_VALUES
+    values_datetimes = ("profile_image_uploaded_at",)
 
     def user_of(self, profile):
         return profile.user_id

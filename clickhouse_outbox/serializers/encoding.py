@@ -7,7 +7,10 @@ because one publish of a 1,000-block course encodes about 2,000 rows inside the 
 """
 
 import json
+import re
 from datetime import datetime, timezone
+
+from django.utils.dateparse import parse_datetime
 
 # The C-accelerated string encoder behind json.dumps(..., ensure_ascii=False).
 encode_string = json.encoder.encode_basestring  # pylint: disable=no-member
@@ -33,6 +36,32 @@ def drf_datetime(value):
         value = as_utc(value)
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+#: A UTC datetime as a database gives it cast to text: SQLite's stored text (`str()` of the value), MySQL's (six
+#: digits of microseconds, zeros too), PostgreSQL's (as many digits as it needs, none for zero; "+00").
+STORED_DATETIME = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?(?:\+00(?::00)?)?")
+
+
+def drf_stored_datetime(value):
+    """
+    `drf_datetime` of a datetime column read as text (`values_datetimes`, where the database
+    keeps UTC), made the same string without a datetime in between: at a backfill's million
+    enrollments, parsing, making aware and `isoformat` were a fifth of the work. Text in any
+    other form is parsed as Django would; a datetime or None goes to `drf_datetime`.
+    """
+    if value.__class__ is str:
+        found = STORED_DATETIME.fullmatch(value)
+        if found is not None:
+            day, seconds, fraction = found.groups()
+            if fraction is None or not fraction.strip("0"):
+                return f"{day}T{seconds}Z"  # `isoformat` leaves out zero microseconds
+            return f"{day}T{seconds}.{fraction:0<6}Z"
+        parsed = parse_datetime(value)
+        if parsed is None:
+            raise ValueError(f"a datetime column holds {value!r}, which is not a datetime")
+        value = parsed
+    return drf_datetime(value)
 
 
 def str_datetime(value):

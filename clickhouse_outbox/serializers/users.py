@@ -8,7 +8,7 @@ field, which ClickHouse stores as "" in a String column; dates are DRF's ISO str
 """
 
 from clickhouse_outbox.clickhouse.tables import COURSE_ENROLLMENT, EXTERNAL_ID, USER_PROFILE
-from clickhouse_outbox.serializers.encoding import drf_datetime, encode_row, encode_string
+from clickhouse_outbox.serializers.encoding import drf_datetime, drf_stored_datetime, encode_row, encode_string
 from clickhouse_outbox.serializers.lines import fill, json_value, line_template
 
 #: user_profile's columns read from the profile as text, in table order (after id, user_id, name, username, email).
@@ -115,7 +115,8 @@ def constants(dump_id, time_last_dumped):
 def enrollment_values_encoder(*, dump_id, time_last_dumped, course_key):
     """
     `enrollment_row` of ENROLLMENT_VALUES tuples, the same line; `course_id` comes as the
-    stored text and `course_key(text)` makes it the key (as the field would), once per course.
+    stored text and `course_key(text)` makes it the key (as the field would), once per course;
+    `created` as stored or as a datetime (`drf_stored_datetime`).
     """
     template = line_template(COURSE_ENROLLMENT.column_names, constants(dump_id, time_last_dumped))
     keys = {}
@@ -125,21 +126,21 @@ def enrollment_values_encoder(*, dump_id, time_last_dumped, course_key):
         key = keys.get(course)
         if key is None:
             key = keys[course] = encode_string(str(course_key(course)))
-        return fill(template, (json_value(pk), key, encode_string(drf_datetime(created)),
+        return fill(template, (json_value(pk), key, encode_string(drf_stored_datetime(created)),
                                "true" if is_active else "false", encode_string(text(mode)), json_value(username),
                                json_value(user_id)))
     return encode
 
 
 def profile_values_encoder(*, dump_id, time_last_dumped):
-    """`profile_row` of PROFILE_VALUES tuples: the same line."""
+    """`profile_row` of PROFILE_VALUES tuples: the same line (`profile_image_uploaded_at` as `created` above)."""
     template = line_template(USER_PROFILE.column_names, constants(dump_id, time_last_dumped))
 
     def encode(row):
         pk, user_id, name, username, email, *texts, uploaded, phone = row
         return fill(template, (json_value(pk), json_value(user_id), encode_string(text(name)), json_value(username),
                                json_value(email), *[encode_string(text(value)) for value in texts],
-                               encode_string(drf_datetime(uploaded)), encode_string(text(phone))))
+                               encode_string(drf_stored_datetime(uploaded)), encode_string(text(phone))))
     return encode
 
 

@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -80,6 +80,50 @@ def test_chunk_lines_are_the_serializers_lines_for_any_value():
     CourseEnrollment.objects.filter(pk=inactive.pk).update(is_active=False, created=datetime(2026, 3, 4, tzinfo=UTC))
     CourseEnrollment.objects.filter(pk=active.pk).update(created=datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC))
     enroll(plain, CourseKey.from_string("Org/Old/Run"))  # a deprecated key
+    assert_chunk_lines_are_the_serializers_lines()
+
+
+#: Datetimes as raw SQL may write them, in forms Django never stores (SQLite keeps the text as written).
+WRITTEN_BY_HAND = ["2026-03-04T05:06:07", "2026-03-04 05:06:07.000000", "2026-03-04 05:06:07.5",
+                   "2026-03-04 05:06:07.000001", "2026-03-04 05:06:07+02:00"]
+
+
+@pytest.mark.parametrize("written", WRITTEN_BY_HAND)
+def test_a_datetime_raw_sql_wrote_in_another_form_gives_the_serializers_line(written):
+    """An enrollment's `created` and a profile's upload time read as stored: the line Django's own reading gives."""
+    if written.endswith("+02:00") and connection.vendor == "mysql":
+        pytest.skip("MariaDB refuses a DATETIME with an offset")
+    site_before_install(2)
+    enrollment, profile = CourseEnrollment.objects.first(), UserProfile.objects.first()
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {CourseEnrollment._meta.db_table} SET created = %s WHERE id = %s", [written, enrollment.pk])
+        cursor.execute(f"UPDATE {UserProfile._meta.db_table} SET profile_image_uploaded_at = %s WHERE id = %s",
+                       [written, profile.pk])
+    assert_chunk_lines_are_the_serializers_lines()
+
+
+@pytest.fixture
+def database_time_zone():
+    """Set the connection's TIME_ZONE (as DATABASES would), and put it back."""
+    saved = connection.settings_dict.get("TIME_ZONE")
+
+    def set_zone(name):
+        wrapper = connections[connection.alias]
+        wrapper.settings_dict["TIME_ZONE"] = name
+        for cached in ("timezone", "timezone_name"):
+            wrapper.__dict__.pop(cached, None)
+    yield set_zone
+    set_zone(saved)
+
+
+@pytest.mark.skipif(connection.vendor == "postgresql",
+                    reason="PostgreSQL converts time zones itself: Django refuses a database TIME_ZONE there")
+def test_a_database_that_keeps_another_time_zone_has_its_datetimes_read_by_django(database_time_zone):
+    """Datetimes are read as stored only where the database keeps UTC; elsewhere the stored time is local."""
+    site_before_install(2)
+    database_time_zone("Asia/Kolkata")
+    row = registry.get("course_enrollment").rows_after(0, 1).rows[0]
+    assert str(row[2].tzinfo) == "Asia/Kolkata"  # Django's converter: the stored time is Kolkata's
     assert_chunk_lines_are_the_serializers_lines()
 
 
