@@ -26,6 +26,7 @@ from clickhouse_outbox.clickhouse.tables import (
     get_table,
 )
 from clickhouse_outbox.models import Batch, Kind, OutboxEntry
+from clickhouse_outbox.outbox.drain import drain_until_empty
 from clickhouse_outbox.serializers.payloads import decompress
 from tests.processes import ROOT
 
@@ -195,6 +196,26 @@ def leftover_claims_were_reclaimed(left_by_trials):
     extra_claims = Batch.objects.aggregate(n=Sum(F("attempts") - 1))["n"] or 0
     assert extra_claims == left_by_trials, (extra_claims, left_by_trials)
     return extra_claims
+
+
+def drain_everything(timeout, poll_interval=0.2, **kwargs):
+    """
+    drain_until_empty in this process after a test's faults; fails saying what was left: the
+    backlog, what the drain did and how long it took, the open batches and the pending
+    entries' tables (a bound, not a speed figure: under load a chdb store opened per query
+    takes seconds a batch).
+    """
+    started = time.monotonic()
+    total, left = drain_until_empty(timeout=timeout, poll_interval=poll_interval, **kwargs)
+    if left != {"pending_entries": 0, "open_batches": 0, "failed_batches": 0}:
+        open_batches = list(Batch.objects.exclude(status=Batch.Status.SENT).values_list(
+            "id", "status", "attempts", "next_attempt_at", "lease_expires_at", "last_error"))
+        pending = Counter(OutboxEntry.objects.filter(status=OutboxEntry.Status.PENDING)
+                          .values_list("table", flat=True))
+        raise AssertionError(f"left after {time.monotonic() - started:.1f} s of drain_until_empty(timeout={timeout}): "
+                             f"{left}; the drain: {total} {total.errors}; open batches: {open_batches[:20]}; "
+                             f"pending entries by table: {dict(pending)}")
+    return total
 
 
 def assert_all_sent():

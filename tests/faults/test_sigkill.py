@@ -38,7 +38,6 @@ import pytest
 from django.db import connection
 
 from clickhouse_outbox.models import Batch
-from clickhouse_outbox.outbox.drain import drain_until_empty
 from tests.factories import CourseSnapshotFactory
 from tests.faults.helpers import (
     TABLES,
@@ -46,6 +45,7 @@ from tests.faults.helpers import (
     assert_all_sent,
     assert_every_row_at_least_once_and_duplicates_exact,
     assert_every_row_exactly_once,
+    drain_everything,
     ch_key_counts,
     leftover_claims_were_reclaimed,
     queued_keys,
@@ -161,8 +161,7 @@ def test_sigkill_between_claim_and_finalise_leaves_only_exact_duplicates_on_the_
     assert killed_running >= 20, phases
 
     fault_proxy.pass_through()
-    total, left = drain_until_empty(timeout=60, poll_interval=0.2)  # waits out the last leases
-    assert left == {"pending_entries": 0, "open_batches": 0, "failed_batches": 0}, total.errors
+    drain_everything(timeout=180)  # waits out the last leases
 
     assert_all_sent()
     leftover_claims_were_reclaimed(left_by_trials)
@@ -286,8 +285,8 @@ def test_sigkill_between_claim_and_finalise_leaves_no_duplicate_where_the_engine
     trials_secs = time.monotonic() - started
     assert phases["committed_not_finalised"] >= 1, trials  # else the resend with a token was never tested
 
-    total, left = drain_until_empty(timeout=60, poll_interval=0.2)
-    assert left == {"pending_entries": 0, "open_batches": 0, "failed_batches": 0}, total.errors
+    # About a hundred batches into a chdb store opened for each query: under load, seconds a batch.
+    drain_everything(timeout=180)
 
     assert_all_sent()
     leftover_claims_were_reclaimed(left_by_trials)
