@@ -46,9 +46,9 @@ STORED_DATETIME = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))
 def drf_stored_datetime(value):
     """
     `drf_datetime` of a datetime column read as text (`values_datetimes`, where the database
-    keeps UTC), made the same string without a datetime in between: at a backfill's million
-    enrollments, parsing, making aware and `isoformat` were a fifth of the work. Text in any
-    other form is parsed as Django would; a datetime or None goes to `drf_datetime`.
+    keeps UTC), made the same string without a datetime in between: in a dump of enrollments,
+    parsing, making aware and `isoformat` were a fifth of the work. Text in any other form is
+    parsed as Django would; a datetime or None goes to `drf_datetime`.
     """
     if value.__class__ is str:
         found = STORED_DATETIME.fullmatch(value)
