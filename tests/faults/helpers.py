@@ -198,7 +198,7 @@ def leftover_claims_were_reclaimed(left_by_trials):
     return extra_claims
 
 
-def drain_everything(timeout, poll_interval=0.2, **kwargs):
+def drain_everything(timeout, poll_interval=0.2):
     """
     drain_until_empty in this process after a test's faults; fails saying what was left: the
     backlog, what the drain did and how long it took, the open batches and the pending
@@ -206,7 +206,7 @@ def drain_everything(timeout, poll_interval=0.2, **kwargs):
     takes seconds a batch).
     """
     started = time.monotonic()
-    total, left = drain_until_empty(timeout=timeout, poll_interval=poll_interval, **kwargs)
+    total, left = drain_until_empty(timeout=timeout, poll_interval=poll_interval)
     if left != {"pending_entries": 0, "open_batches": 0, "failed_batches": 0}:
         open_batches = list(Batch.objects.exclude(status=Batch.Status.SENT).values_list(
             "id", "status", "attempts", "next_attempt_at", "lease_expires_at", "last_error"))
@@ -215,7 +215,6 @@ def drain_everything(timeout, poll_interval=0.2, **kwargs):
         raise AssertionError(f"left after {time.monotonic() - started:.1f} s of drain_until_empty(timeout={timeout}): "
                              f"{left}; the drain: {total} {total.errors}; open batches: {open_batches[:20]}; "
                              f"pending entries by table: {dict(pending)}")
-    return total
 
 
 def assert_all_sent():
