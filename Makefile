@@ -86,7 +86,7 @@ screenshots: $(VENV)/.installed test-server ## Retake the admin screenshots in d
 	OUTBOX_SCREENSHOTS=$(CURDIR)/docs/images DATABASE_URL=sqlite:///$(TEST_DB_DIR)/screenshots.sqlite3 \
 	  $(BIN)/pytest -p no:cacheprovider tests/browser -q
 
-bench: $(VENV)/.installed test-server ## This project and its peers side by side (QUICK=1: small sizes; SIZES=10000,50000 for the learner scenarios); writes bench/results.json
+bench: $(VENV)/.installed ## This project and its peers side by side, against a ClickHouse server of the run's own in memory (QUICK=1: small sizes; SIZES=10000,50000 for the learner scenarios); writes bench/results.json
 	bench/peer/setup_venv.sh
 	bench/peer/aspects/setup_venv.sh
 	$(PY) bench/run.py $(if $(QUICK),--quick) $(if $(SIZES),--sizes $(SIZES))

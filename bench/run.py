@@ -2,8 +2,9 @@
 `make bench`: this project and its peers, side by side, in one run on this machine.
 
 Runs each scenario of bench/ours.py on SQLite, MariaDB and PostgreSQL, and the peer's
-where it has one, alternating ours and the peer's round by round, against the ClickHouse
-test server over HTTP. The peer of the course scenarios is openedx-event-sink-clickhouse
+where it has one, alternating ours and the peer's round by round, against a ClickHouse
+server over HTTP: by default one of the benchmark's own, its data in memory (BENCH_CLICKHOUSE;
+bench/README.rst says why), started for the run and removed after it. The peer of the course scenarios is openedx-event-sink-clickhouse
 1.1.1 (bench/peer/); platform-plugin-aspects 2.1.0 (bench/peer/aspects/) is the peer of
 bulk_enroll (with the real Redis as its celery broker) and backfill, and the second peer of
 publish_1k and publish_10k, on the same database server as ours. Writes bench/results.json
@@ -21,9 +22,11 @@ Speed is measured here, never asserted in a test.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -164,10 +167,52 @@ def ensure_databases(databases):
                         pg.execute(f'CREATE DATABASE "{config["NAME"]}"')
 
 
-def clickhouse_env():
-    out = subprocess.run([str(REPO / "scripts" / "clickhouse-test-server"), "env"], capture_output=True, text=True,
-                         check=True)
-    return dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+#: The benchmark's ClickHouse server (BENCH_CLICKHOUSE): "memory" (the default), one of its own started by the test
+#: server's script on its own ports with its data in /dev/shm, so no run pays what this machine's disk charges for
+#: creating files after many were deleted (bench/README.rst); "test", the running test server as it is (data on disk).
+BENCH_CLICKHOUSE = os.environ.get("BENCH_CLICKHOUSE", "memory")
+BENCH_SERVER = {"CH_TEST_DIR": os.environ.get("BENCH_CLICKHOUSE_DIR", "/dev/shm/clickhouse-outbox-bench"),
+                "CH_TEST_HTTP_PORT": os.environ.get("BENCH_CLICKHOUSE_HTTP_PORT", "17123"),
+                "CH_TEST_TCP_PORT": os.environ.get("BENCH_CLICKHOUSE_TCP_PORT", "17000")}
+
+
+@contextlib.contextmanager
+def clickhouse_server():
+    """
+    The server's CLICKHOUSE_TEST_* variables. A "memory" server not running yet is started for
+    the run, then stopped and its directory removed (its data takes memory in /dev/shm).
+    """
+    script = str(REPO / "scripts" / "clickhouse-test-server")
+    if BENCH_CLICKHOUSE not in ("memory", "test"):
+        raise SystemExit(f"BENCH_CLICKHOUSE={BENCH_CLICKHOUSE!r}: memory (the default) or test")
+    env = dict(os.environ, **BENCH_SERVER) if BENCH_CLICKHOUSE == "memory" else dict(os.environ)
+    ours = BENCH_CLICKHOUSE == "memory" and subprocess.run([script, "status"], env=env, capture_output=True).returncode
+    try:
+        if ours:
+            subprocess.run([script, "start"], env=env, check=True, stdout=sys.stderr)
+        out = subprocess.run([script, "env"], capture_output=True, text=True, check=True, env=env)
+        yield dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+    finally:
+        if ours:
+            subprocess.run([script, "stop"], env=env, stdout=sys.stderr)
+            shutil.rmtree(BENCH_SERVER["CH_TEST_DIR"], ignore_errors=True)
+
+
+def filesystem(path):
+    """The type of the file system `path` is on (/proc/mounts: its longest mount point), or None."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return None
+    path = os.path.realpath(path)
+    found = [(point, kind) for point, kind in mounts if path == point or path.startswith(point.rstrip("/") + "/")]
+    return max(found, key=lambda mount: len(mount[0]))[1] if found else None
+
+
+def server_data(server):
+    """Where the run's ClickHouse server kept its data, for the results file."""
+    return {"url": server["CLICKHOUSE_TEST_URL"], "data": server["CLICKHOUSE_TEST_DIR"],
+            "filesystem": filesystem(server["CLICKHOUSE_TEST_DIR"])}
 
 
 def timeout_secs():
@@ -854,8 +899,8 @@ def goals_table(results):
         add(f"2. The same backfill of {users:,} users with the peer's command: dump_data_to_clickhouse --object "
             "user_profile --object external_id --object course_enrollment --drain (one command); a command per "
             "model (as the peer is run) after the arrow", "≤ 3× the floor; the peer ≥ 5×",
-            {db: text + (f" → {seconds_text(each[db]['ours']['median'])}: {each[db].get('peer_over_ours', 0):.2f}×"
-                         if db in each else "")
+            {db: text + (f" → {seconds_text(each[db]['ours']['median'])}" if db in each else "")
+                 + (f": {each[db]['peer_over_ours']:.2f}×" if "peer_over_ours" in each.get(db, {}) else "")
              for db, text in backfill_cells(f"backfill_dump_data_{users}").items()})
         if f"backfill_admin_{users}" in by:
             add(f"2. The same backfill of {users:,} users from the admin's dump form, with a celery worker (-c 2) and "
@@ -943,7 +988,8 @@ def merged(previous, results, names, databases):
             placed.add(found)
     rows.extend(r for found, group_rows in new_rows.items() if found not in placed for r in group_rows)
     merges = [*previous.get("merged", []),
-              {"when": results["when"], "scenarios": names, "databases": databases, "seconds": results["seconds"]}]
+              {"when": results["when"], "scenarios": names, "databases": databases, "seconds": results["seconds"],
+               "clickhouse": results["clickhouse"]}]
     return {**previous, "rows": rows, "merged": merges}
 
 
@@ -997,20 +1043,25 @@ def main():
         if previous["quick"] != args.quick:
             parser.error(f"--merge: {args.output} is from a {'quick' if previous['quick'] else 'full'} "
                          "run; merge a run of the same size")
-    server = clickhouse_env()
+    names = args.only.split(",")
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"--only: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     databases = args.databases.split(",")
     ensure_databases(databases)
+    with clickhouse_server() as server:
+        run(args, names, databases, previous, server)
+
+
+def run(args, names, databases, previous, server):
+    """Each scenario of `names` on `databases` against `server`; the results file written (merged into `previous`)."""
     started = time.monotonic()
     rows = []
-    names = args.only.split(",")
     olx_dir = REPO / ".bench" / "olx"
     if "full_dump_olx" in names:
         sizes = SCENARIOS["full_dump_olx"][4 if args.quick else 3]
         run_json([*OURS, "write_exports", "--olx-dir", str(olx_dir), "--courses", str(sizes["courses"]),
                   "--blocks", str(sizes["blocks"])], our_env(DATABASES["sqlite"], server))
-    unknown = [name for name in names if name not in SCENARIOS]
-    if unknown:
-        parser.error(f"--only: unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     for name in names:
         print(f"... {name}", file=sys.stderr, flush=True)
         if name.startswith("bulk_enroll"):
@@ -1026,6 +1077,7 @@ def main():
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "clickhouse": server_data(server),
         "seconds": round(time.monotonic() - started, 1),
         "rows": rows,
     }
