@@ -309,7 +309,9 @@ def drain_beside(ended, stop, timeout, backend, threads):
                 if not (left["pending_entries"] or left["open_batches"]) or time.monotonic() >= deadline:
                     return total, left
             if not result.batches_sent or result.batches_retrying:
-                stop.wait(ALONGSIDE_BACKOFF if result.batches_retrying else ALONGSIDE_IDLE)
+                # Until the work ends, its end wakes the pause (its last chunks go at once; a stop
+                # comes with an end); after it, only a stop does.
+                (stop if finishing else ended).wait(ALONGSIDE_BACKOFF if result.batches_retrying else ALONGSIDE_IDLE)
     return total, backlog()
 
 
