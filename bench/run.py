@@ -3,16 +3,16 @@
 
 Runs each scenario of bench/ours.py on SQLite, MariaDB and PostgreSQL, and the peer's
 where it has one, alternating ours and the peer's round by round, against a ClickHouse
-server over HTTP: by default one of the benchmark's own, its data in memory (BENCH_CLICKHOUSE;
-bench/README.rst says why), started for the run and removed after it. The peer of the course scenarios is openedx-event-sink-clickhouse
-1.1.1 (bench/peer/); platform-plugin-aspects 2.1.0 (bench/peer/aspects/) is the peer of
-bulk_enroll (with the real Redis as its celery broker) and backfill, and the second peer of
-publish_1k and publish_10k, on the same database server as ours. Writes bench/results.json
-and prints a table: median, min-max, peak RSS, and the ratio to the peer. Issue 19's
-scenarios: capture (statements per learner change), backfill (a site of --sizes users made
-before install: the floor, ours, the peer's dump_data_to_clickhouse, the operators'
-surfaces) and verify_learners (outbox_verify over it); bench/README.rst says what each
-figure means.
+server over HTTP: by default one of the benchmark's own, its data in memory, started for the
+run and removed after it (BENCH_CLICKHOUSE; bench/README.rst says why). The peer of the
+course scenarios is openedx-event-sink-clickhouse 1.1.1 (bench/peer/); platform-plugin-aspects
+2.1.0 (bench/peer/aspects/) is the peer of bulk_enroll (with the real Redis as its celery
+broker) and backfill, and the second peer of publish_1k and publish_10k, on the same database
+server as ours. Writes bench/results.json and prints a table: median, min-max, peak RSS,
+and the ratio to the peer. Issue 19's scenarios: capture (statements per learner change),
+backfill (a site of --sizes users made before install: the floor, ours, the peer's
+dump_data_to_clickhouse, the operators' surfaces) and verify_learners (outbox_verify over
+it); bench/README.rst says what each figure means.
 
     python bench/run.py [--quick] [--only publish_1k,drain ...] [--databases sqlite,mysql,postgresql] [--merge]
                         [--sizes 10000,50000] [--output PATH]
@@ -186,14 +186,15 @@ def clickhouse_server():
     if BENCH_CLICKHOUSE not in ("memory", "test"):
         raise SystemExit(f"BENCH_CLICKHOUSE={BENCH_CLICKHOUSE!r}: memory (the default) or test")
     env = dict(os.environ, **BENCH_SERVER) if BENCH_CLICKHOUSE == "memory" else dict(os.environ)
-    ours = BENCH_CLICKHOUSE == "memory" and subprocess.run([script, "status"], env=env, capture_output=True).returncode
+    started_here = BENCH_CLICKHOUSE == "memory" and subprocess.run([script, "status"], env=env,
+                                                                    capture_output=True).returncode != 0
     try:
-        if ours:
+        if started_here:
             subprocess.run([script, "start"], env=env, check=True, stdout=sys.stderr)
         out = subprocess.run([script, "env"], capture_output=True, text=True, check=True, env=env)
         yield dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
     finally:
-        if ours:
+        if started_here:
             subprocess.run([script, "stop"], env=env, stdout=sys.stderr)
             shutil.rmtree(BENCH_SERVER["CH_TEST_DIR"], ignore_errors=True)
 
