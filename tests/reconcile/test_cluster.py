@@ -11,6 +11,7 @@ import pytest
 from clickhouse_outbox.clickhouse.backends.base import qualified_name
 from clickhouse_outbox.clickhouse.schema import create_schema
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS
+from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.drain import drain_until_empty
 from tests.clickhouse_fixtures import replica_backend_config
 from tests.reconcile.helpers import delete_rows, differ, latest, publish_courses, verify
@@ -41,20 +42,24 @@ def courses(replicas, olx_source, tmp_path):
     return keys
 
 
-def blocks_held(backend):
-    table = qualified_name(backend.database, COURSE_BLOCKS.name)
-    return int(backend.query(f"SELECT count() AS n FROM {table}")[0]["n"])
+def held(backend, table=COURSE_BLOCKS.name):
+    return int(backend.query(f"SELECT count() AS n FROM {qualified_name(backend.database, table)}")[0]["n"])
 
 
 def wait_for_replication(backends, timeout=REPLICATION_WAIT):
-    """Once both replicas hold the same course_blocks rows and have nothing queued."""
+    """
+    The course_blocks rows once both replicas hold the same rows in each course table (what a
+    verification reads: agreeing on one table is not enough, a replica may not have pulled
+    the last table's insert yet) and have nothing queued.
+    """
+    tables = [table.name for table in registry.get("course_structure").tables]
     deadline = time.monotonic() + timeout
     while True:
-        counts = [blocks_held(backend) for backend in backends]
+        counts = [{table: held(backend, table) for table in tables} for backend in backends]
         queued = [int(backend.query(f"SELECT sum(queue_size) AS n FROM system.replicas "
                                     f"WHERE database = '{backend.database}'")[0]["n"] or 0) for backend in backends]
         if counts[0] == counts[1] and not any(queued):
-            return counts[0]
+            return counts[0][COURSE_BLOCKS.name]
         assert time.monotonic() < deadline, f"the replicas did not converge in {timeout}s: {counts}, queues {queued}"
         time.sleep(0.1)
 
@@ -65,7 +70,7 @@ def test_a_dropped_row_is_found_through_one_replica_and_on_each(courses, replica
     delete_rows(replicas[0], COURSE_BLOCKS.name, f"course_key = '{key}' AND `order` = 1")
     for backend in replicas:  # the mutation reached the other replica through ZooKeeper
         deadline = time.monotonic() + REPLICATION_WAIT
-        while blocks_held(backend) != 3 * blocks - 1:
+        while held(backend) != 3 * blocks - 1:
             assert time.monotonic() < deadline
             time.sleep(0.1)
 
@@ -88,7 +93,7 @@ def test_a_dropped_row_is_found_through_one_replica_and_on_each(courses, replica
 
 def test_a_replica_that_lost_its_table_is_found_on_each_and_made_again(courses, replicas, cluster_config):
     first, second = replicas
-    before = blocks_held(first)
+    before = held(first)
     second.command(f"DROP TABLE {qualified_name(second.database, COURSE_BLOCKS.name)}")  # this replica only
 
     code_one, through_one = verify(*COURSES)
