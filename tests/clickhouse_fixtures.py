@@ -132,6 +132,35 @@ def replica_backend_config(cluster_config, index, database):
     }
 
 
+def replicas_agree(backends, tables, timeout):
+    """
+    Per replica {table: rows} once every replica holds as many rows of each of `tables` as the
+    others and has nothing queued (18.16 has no SYSTEM SYNC REPLICA, so this polls). Every
+    table a test reads: a replica may not have pulled one table's insert when another agrees
+    (an entry not yet pulled from ZooKeeper is in no queue).
+    """
+    import time
+
+    from clickhouse_outbox.clickhouse.backends.base import qualified_name, quote_string
+
+    def held(backend, table):
+        return int(backend.query(f"SELECT count() AS n FROM {qualified_name(backend.database, table)}")[0]["n"])
+
+    def queued(backend):
+        rows = backend.query(f"SELECT sum(queue_size) AS n FROM system.replicas "
+                             f"WHERE database = {quote_string(backend.database)}")
+        return int(rows[0]["n"] or 0)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = [{table: held(backend, table) for table in tables} for backend in backends]
+        waiting = [queued(backend) for backend in backends]
+        if all(count == counts[0] for count in counts) and not any(waiting):
+            return counts
+        assert time.monotonic() < deadline, f"the replicas did not converge in {timeout}s: {counts}, queues {waiting}"
+        time.sleep(0.1)
+
+
 def ensure_cluster_running(cluster_config):
     """Start whatever part of the test cluster a test left stopped (`stop-replica N`); a no-op when all is up."""
     import subprocess

@@ -37,7 +37,7 @@ def claim_batch(owner):
     from clickhouse_outbox.outbox.changes import forget  # noqa: PLC0415
 
     forget()  # a change after this claim, in the same transaction (a test), is queued anew
-    return reclaim_due_batch(owner) or claim_new_batch(owner, tables_with_pending_deletes(), filling_tables())
+    return reclaim_due_batch(owner) or claim_new_batch(owner, tables_with_pending_deletes())
 
 
 def skip_locked():
@@ -195,13 +195,18 @@ def server_failure():
     return Batch.objects.filter(status=Batch.Status.RETRY, server_error=True).order_by("-id").first()
 
 
-def claim_new_batch(owner, barred=(), filling=()):
+def claim_new_batch(owner, barred=()):
     """
     Put the oldest pending entries of one table into a new batch: a table's pending deletes
     first, once nothing of that table is in flight, else the oldest inserts of a table
-    without pending deletes and not `filling` (see `filling_tables`). The table is chosen by
-    a plain read; only the entries are locked (or swapped), and a claim that finds them all
+    without pending deletes that a dump is not filling (`filling_tables`). The table is chosen
+    by a plain read; only the entries are locked (or swapped), and a claim that finds them all
     taken by another drainer creates nothing and looks again.
+
+    Whether a dump fills the chosen table is read after it was chosen: a chunk commits after
+    its cursor's lease, so the lease of a chunk seen pending is seen too. Read before, it could
+    miss a dump that claimed its cursor and queued its first chunk in between, and send that
+    chunk alone.
     """
     if server_failure() is not None:
         return None
@@ -210,15 +215,20 @@ def claim_new_batch(owner, barred=(), filling=()):
             batch = claim_entries(pending_entries(Kind.DELETE).filter(table=table), table, Kind.DELETE, owner)
             if batch is not None:
                 return batch
-    held = set(barred) | set(filling)
-    inserts = pending_entries().exclude(table__in=held) if held else pending_entries()
-    for _ in range(CAS_TRIES):
+    held = set(barred)
+    tries = 0
+    while tries < CAS_TRIES:
+        inserts = pending_entries().exclude(table__in=held) if held else pending_entries()
         table = inserts.order_by("id").values_list("table", flat=True).first()
         if table is None:
             return None
+        if table in (filling := filling_tables()):
+            held |= filling  # each time one table more at least: the loop ends
+            continue
         batch = claim_entries(pending_entries().filter(table=table), table, Kind.INSERT, owner, tries=1)
         if batch is not None:
             return batch
+        tries += 1
     return None
 
 

@@ -9,7 +9,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from clickhouse_outbox.clickhouse.cluster import check_cluster_schema
 from clickhouse_outbox.clickhouse.schema import REPLICATED_TABLE_PATH, TYPE_FALLBACKS, create_schema, create_table_sql
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS, all_tables
 from clickhouse_outbox.serializers.payloads import compress, gzip_body
-from tests.clickhouse_fixtures import replica_backend_config
+from tests.clickhouse_fixtures import replica_backend_config, replicas_agree
 
 from .conftest import block_row, encode_rows
 
@@ -45,22 +44,9 @@ def count(backend, table=COURSE_BLOCKS.name):
     return int(backend.query(f"SELECT count() AS n FROM {qualified_name(backend.database, table)}")[0]["n"])
 
 
-def replication_idle(backend):
-    rows = backend.query(
-        f"SELECT sum(queue_size) AS queued FROM system.replicas WHERE database = '{backend.database}'"
-    )
-    return int(rows[0]["queued"] or 0) == 0
-
-
 def wait_for_replication(backends, table=COURSE_BLOCKS.name, timeout=REPLICATION_WAIT):
-    """Row counts per replica once every replica's queue is empty and they agree (18.16 has no SYSTEM SYNC REPLICA)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = [count(backend, table) for backend in backends]
-        if len(set(counts)) == 1 and all(replication_idle(backend) for backend in backends):
-            return counts
-        assert time.monotonic() < deadline, f"the replicas did not converge in {timeout}s: {counts}"
-        time.sleep(0.1)
+    """Row counts of `table` per replica once the replicas agree and have nothing queued."""
+    return [counts[table] for counts in replicas_agree(backends, [table], timeout)]
 
 
 def batch_payload(rows, rows_per_entry=50):

@@ -19,7 +19,7 @@ from clickhouse_outbox.dumps.jobs import job_progress, start_job
 from clickhouse_outbox.dumps.run import run_job
 from clickhouse_outbox.models import (DumpChunk, DumpCursor, DumpJob, DumpJobItem, OutboxEntry, Snapshot, SweptRange,
                                       Verdict)
-from clickhouse_outbox.outbox import liveness, registry
+from clickhouse_outbox.outbox import claim, liveness, registry
 from clickhouse_outbox.outbox.claim import claim_batch
 from clickhouse_outbox.outbox.drain import drain
 from clickhouse_outbox.receivers import user_retired
@@ -334,6 +334,33 @@ def test_a_table_a_dump_is_filling_is_sent_a_full_batch_at_a_time(settings):
         assert ranges.take_range(cursor, producer, owner, 2) == 0  # the table is done
         [rest] = claim_all(drainer.owner())
         assert (rest.table, rest.row_count) == ("user_profile", 3)
+
+
+def test_a_dump_that_starts_while_a_drainer_claims_has_its_first_chunk_held_too(monkeypatch, settings):
+    """
+    A dump claims its cursor and queues its first chunk while a drainer is in the middle of a
+    claim, between its reads (injected as it first looks for pending entries): the chunk still
+    waits for a full batch. Read before the pending entries, which tables a dump fills missed
+    that dump, and the chunk went alone (seen in CI under load).
+    """
+    settings.CLICKHOUSE_OUTBOX_BATCH_ROWS = 4
+    site_before_install(3)
+    real_pending = claim.pending_entries
+    started = []
+
+    with liveness.claiming("the dump's worker") as worker, liveness.claiming("a drainer") as drainer:
+        owner = worker.owner()
+
+        def dump_starts_meanwhile(*args, **kwargs):
+            if not started:
+                cursor, producer = filling("user_profile", owner)
+                started.append(ranges.take_range(cursor, producer, owner, 2))
+            return real_pending(*args, **kwargs)
+
+        monkeypatch.setattr(claim, "pending_entries", dump_starts_meanwhile)
+        batches = claim_all(drainer.owner())
+    assert started == [2]  # the dump queued its chunk during the claim
+    assert "user_profile" not in {batch.table for batch in batches}
 
 
 @pytest.mark.parametrize("how", ["worker_gone", "lease_ended", "verification"])

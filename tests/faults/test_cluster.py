@@ -29,7 +29,7 @@ from clickhouse_outbox.clickhouse.schema import create_schema
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS
 from clickhouse_outbox.models import Batch
 from clickhouse_outbox.outbox.drain import drain
-from tests.clickhouse_fixtures import replica_backend_config
+from tests.clickhouse_fixtures import replica_backend_config, replicas_agree
 from tests.factories import CourseSnapshotFactory
 from tests.faults.helpers import (
     TABLES,
@@ -81,20 +81,8 @@ def replica_config(cluster_config, replicas, index, **overrides):
 
 
 def wait_for_replication(backends, timeout=REPLICATION_WAIT):
-    """Per replica {table: rows} once the replicas agree and have nothing queued."""
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = [{table.name: ch_count(backend, table.name) for table in TABLES} for backend in backends]
-        queued = [
-            int(backend.query(
-                f"SELECT sum(queue_size) AS n FROM system.replicas WHERE database = '{backend.database}'"
-            )[0]["n"] or 0)
-            for backend in backends
-        ]
-        if all(count == counts[0] for count in counts) and not any(queued):
-            return counts
-        assert time.monotonic() < deadline, f"the replicas did not converge in {timeout}s: {counts}, queues {queued}"
-        time.sleep(0.1)
+    """Per replica {table: rows} once the replicas agree on every course table and have nothing queued."""
+    return replicas_agree(backends, [table.name for table in TABLES], timeout)
 
 
 def assert_once_on_every_replica(backends):

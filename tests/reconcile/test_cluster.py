@@ -13,7 +13,7 @@ from clickhouse_outbox.clickhouse.schema import create_schema
 from clickhouse_outbox.clickhouse.tables import COURSE_BLOCKS
 from clickhouse_outbox.outbox import registry
 from clickhouse_outbox.outbox.drain import drain_until_empty
-from tests.clickhouse_fixtures import replica_backend_config
+from tests.clickhouse_fixtures import replica_backend_config, replicas_agree
 from tests.reconcile.helpers import delete_rows, differ, latest, publish_courses, verify
 
 pytestmark = [pytest.mark.django_db, pytest.mark.clickhouse_cluster]
@@ -47,21 +47,9 @@ def held(backend, table=COURSE_BLOCKS.name):
 
 
 def wait_for_replication(backends, timeout=REPLICATION_WAIT):
-    """
-    The course_blocks rows once both replicas hold the same rows in each course table (what a
-    verification reads: agreeing on one table is not enough, a replica may not have pulled
-    the last table's insert yet) and have nothing queued.
-    """
+    """The course_blocks rows once both replicas agree on every course table (what a verification reads)."""
     tables = [table.name for table in registry.get("course_structure").tables]
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = [{table: held(backend, table) for table in tables} for backend in backends]
-        queued = [int(backend.query(f"SELECT sum(queue_size) AS n FROM system.replicas "
-                                    f"WHERE database = '{backend.database}'")[0]["n"] or 0) for backend in backends]
-        if counts[0] == counts[1] and not any(queued):
-            return counts[0][COURSE_BLOCKS.name]
-        assert time.monotonic() < deadline, f"the replicas did not converge in {timeout}s: {counts}, queues {queued}"
-        time.sleep(0.1)
+    return replicas_agree(backends, tables, timeout)[0][COURSE_BLOCKS.name]
 
 
 def test_a_dropped_row_is_found_through_one_replica_and_on_each(courses, replicas):
