@@ -40,10 +40,6 @@ def run(*args):
     return out.getvalue()
 
 
-def count(backend, table=COURSE_BLOCKS.name):
-    return int(backend.query(f"SELECT count() AS n FROM {qualified_name(backend.database, table)}")[0]["n"])
-
-
 def wait_for_replication(backends, table=COURSE_BLOCKS.name, timeout=REPLICATION_WAIT):
     """Row counts of `table` per replica once the replicas agree and have nothing queued."""
     return [counts[table] for counts in replicas_agree(backends, [table], timeout)]

@@ -42,8 +42,9 @@ def courses(replicas, olx_source, tmp_path):
     return keys
 
 
-def held(backend, table=COURSE_BLOCKS.name):
-    return int(backend.query(f"SELECT count() AS n FROM {qualified_name(backend.database, table)}")[0]["n"])
+def blocks_held(backend):
+    table = qualified_name(backend.database, COURSE_BLOCKS.name)
+    return int(backend.query(f"SELECT count() AS n FROM {table}")[0]["n"])
 
 
 def wait_for_replication(backends, timeout=REPLICATION_WAIT):
@@ -58,7 +59,7 @@ def test_a_dropped_row_is_found_through_one_replica_and_on_each(courses, replica
     delete_rows(replicas[0], COURSE_BLOCKS.name, f"course_key = '{key}' AND `order` = 1")
     for backend in replicas:  # the mutation reached the other replica through ZooKeeper
         deadline = time.monotonic() + REPLICATION_WAIT
-        while held(backend) != 3 * blocks - 1:
+        while blocks_held(backend) != 3 * blocks - 1:
             assert time.monotonic() < deadline
             time.sleep(0.1)
 
@@ -81,7 +82,7 @@ def test_a_dropped_row_is_found_through_one_replica_and_on_each(courses, replica
 
 def test_a_replica_that_lost_its_table_is_found_on_each_and_made_again(courses, replicas, cluster_config):
     first, second = replicas
-    before = held(first)
+    before = blocks_held(first)
     second.command(f"DROP TABLE {qualified_name(second.database, COURSE_BLOCKS.name)}")  # this replica only
 
     code_one, through_one = verify(*COURSES)
